@@ -1,0 +1,19 @@
+//! Pollen core: the vocabulary every role shares.
+//!
+//! Task identity, content and piece digests, piece math, the piece bitfield, human-readable
+//! sizes and the byte-rate limiter. Nothing here does I/O beyond the rate limiter's sleeps, so
+//! every other crate can depend on it without pulling a runtime into its own design.
+
+pub mod bitfield;
+pub mod digest;
+pub mod piece;
+pub mod rate_limit;
+pub mod size;
+pub mod task_id;
+
+pub use bitfield::Bitfield;
+pub use digest::{ContentDigest, DigestError, PieceDigest};
+pub use piece::PieceLayout;
+pub use rate_limit::RateLimiter;
+pub use size::{parse_size, SizeError};
+pub use task_id::{TaskId, TaskIdError, TaskKey};

@@ -1,0 +1,176 @@
+//! Task identity: which downloads are "the same content".
+//!
+//! Content-addressed when the digest is known (the same blob from two registry hosts is one
+//! task); otherwise the sha256 of the normalised URL (query parameters the caller filters
+//! removed, the rest sorted) plus tag and application.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+use url::Url;
+
+use crate::digest::ContentDigest;
+
+/// Why a task could not be identified.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskIdError {
+    /// The URL does not parse.
+    #[error("malformed URL {url:?}: {reason}")]
+    MalformedUrl {
+        /// The URL as given.
+        url: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// Only http and https origins are supported by this build.
+    #[error("unsupported URL scheme {0:?} (supported: http, https)")]
+    UnsupportedScheme(String),
+    /// A task id string is not 64 hex digits.
+    #[error("malformed task id {0:?}")]
+    MalformedTaskId(String),
+}
+
+/// 32-byte task identifier, shown as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub [u8; 32]);
+
+impl TaskId {
+    /// Lower-case hex form.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = TaskIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| TaskIdError::MalformedTaskId(s.into()))?;
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({})", &self.hex()[..12])
+    }
+}
+
+/// What a download is asked for; the task id is derived from it.
+#[derive(Clone, Debug, Default)]
+pub struct TaskKey {
+    /// Origin URL.
+    pub url: String,
+    /// Expected content digest, when known.
+    pub digest: Option<ContentDigest>,
+    /// Free-form tag that separates otherwise equal URLs.
+    pub tag: String,
+    /// Application name that separates otherwise equal URLs.
+    pub application: String,
+    /// Query parameter names that do not change the content (signatures, expiry).
+    pub filtered_query: Vec<String>,
+}
+
+impl TaskKey {
+    /// Validates the URL and returns the task id.
+    pub fn task_id(&self) -> Result<TaskId, TaskIdError> {
+        let normalised = normalise_url(&self.url, &self.filtered_query)?;
+        if let Some(d) = self.digest {
+            return Ok(TaskId(d.0));
+        }
+        let mut h = Sha256::new();
+        for part in [normalised.as_str(), &self.tag, &self.application] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        Ok(TaskId(h.finalize().into()))
+    }
+}
+
+/// Parses `url`, keeps only http(s), drops the fragment and filtered query parameters, and
+/// sorts the remaining parameters so equivalent URLs compare equal.
+pub fn normalise_url(url: &str, filtered_query: &[String]) -> Result<Url, TaskIdError> {
+    let mut u = Url::parse(url.trim()).map_err(|e| TaskIdError::MalformedUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(TaskIdError::UnsupportedScheme(u.scheme().to_string()));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(TaskIdError::MalformedUrl {
+            url: url.to_string(),
+            reason: "no host".into(),
+        });
+    }
+    u.set_fragment(None);
+    let mut pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(k, _)| !filtered_query.iter().any(|f| f == k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    pairs.sort();
+    if pairs.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(url: &str) -> TaskKey {
+        TaskKey {
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn equivalent_urls_are_one_task() {
+        let a = key("http://Example.com:80/a?b=2&a=1#frag").task_id();
+        let b = key("http://example.com/a?a=1&b=2").task_id();
+        assert_eq!(a, b);
+        let mut filtered = key("http://example.com/a?a=1&sig=xyz");
+        filtered.filtered_query = vec!["sig".into()];
+        assert_eq!(
+            filtered.task_id(),
+            key("http://example.com/a?a=1").task_id()
+        );
+    }
+
+    #[test]
+    fn tag_application_and_digest_change_identity() {
+        let plain = key("http://h/x").task_id().expect("valid");
+        let mut tagged = key("http://h/x");
+        tagged.tag = "t".into();
+        assert_ne!(tagged.task_id().expect("valid"), plain);
+        let d = ContentDigest::of(b"x");
+        let mut by_digest = key("http://other/y");
+        by_digest.digest = Some(d);
+        assert_eq!(by_digest.task_id().expect("valid").0, d.0);
+    }
+
+    #[test]
+    fn malformed_and_unsupported_urls_are_refused() {
+        assert!(matches!(
+            key("not a url").task_id(),
+            Err(TaskIdError::MalformedUrl { .. })
+        ));
+        assert!(matches!(
+            key("ftp://h/x").task_id(),
+            Err(TaskIdError::UnsupportedScheme(_))
+        ));
+    }
+}

@@ -1,0 +1,581 @@
+//! The conductor: runs every download of this daemon, one run per task.
+//!
+//! Who sends what: callers (local API, seed triggers) call [`Conductor::start`]; a second
+//! caller of the same task joins the running download instead of starting another. A run owns
+//! the task's announce stream, its parent fetchers and at most one origin fetcher; those report
+//! finished pieces back over a channel and the run forwards them to the scheduler.
+//!
+//! Back-to-source happens when the scheduler says so, when no scheduler can be reached, when
+//! the scheduler is lost and no parent is working, or when no parent shows up within
+//! `parent_wait`. In every case the daemon logs why.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pollen_core::{ContentDigest, PieceDigest, RateLimiter, TaskId, TaskKey};
+use pollen_proto::scheduler::{
+    peer_event, scheduler_event, ContentInfo, FinishedPiece, NeedParents, ParentFailed, PeerEvent,
+    PeerFailed, PeerFinished, PiecesFinished, Register, SchedulerEvent, TaskRequest,
+};
+use pollen_source::HttpSource;
+use pollen_storage::Store;
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::config::DaemonConfig;
+use crate::content_check;
+use crate::error::DownloadError;
+use crate::origin_fetcher::OriginJob;
+use crate::parent_fetcher::{FetchError, ParentJob};
+use crate::piece_claims::PieceClaims;
+use crate::scheduler_link::{Announce, SchedulerLink};
+use crate::stats::DaemonStats;
+
+/// Data-plane connections opened to each parent.
+const CONNECTIONS_PER_PARENT: usize = 2;
+
+/// What fetchers tell the run.
+pub(crate) enum Report {
+    /// The origin fetcher created the task (it learnt the length first).
+    Created(Arc<PieceClaims>),
+    /// A piece was verified and committed.
+    Piece {
+        number: u32,
+        digest: PieceDigest,
+        parent: Option<String>,
+    },
+}
+
+/// A validated download request.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskSpec {
+    pub id: TaskId,
+    pub key: TaskKey,
+    pub headers: Vec<(String, String)>,
+}
+
+impl TaskSpec {
+    pub fn new(key: TaskKey, headers: Vec<(String, String)>) -> Result<Self, DownloadError> {
+        let id = key
+            .task_id()
+            .map_err(|e| DownloadError::InvalidRequest(e.to_string()))?;
+        Ok(Self { id, key, headers })
+    }
+
+    pub fn from_proto(t: TaskRequest) -> Result<Self, DownloadError> {
+        let digest = if t.digest.is_empty() {
+            None
+        } else {
+            Some(
+                t.digest
+                    .parse::<ContentDigest>()
+                    .map_err(|e| DownloadError::InvalidRequest(e.to_string()))?,
+            )
+        };
+        let key = TaskKey {
+            url: t.url,
+            digest,
+            tag: t.tag,
+            application: t.application,
+            filtered_query: t.filtered_query,
+        };
+        Self::new(
+            key,
+            t.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+        )
+    }
+
+    fn to_proto(&self) -> TaskRequest {
+        TaskRequest {
+            task_id: self.id.hex(),
+            url: self.key.url.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| pollen_proto::scheduler::Header {
+                    name: n.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            tag: self.key.tag.clone(),
+            application: self.key.application.clone(),
+            digest: self.key.digest.map(|d| d.to_string()).unwrap_or_default(),
+            filtered_query: self.key.filtered_query.clone(),
+        }
+    }
+}
+
+/// Bytes of the task held so far, out of its length.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Progress {
+    pub content_length: u64,
+    pub completed: u64,
+}
+
+type Outcome = Option<Result<(), DownloadError>>;
+
+/// A caller's view of a download.
+pub(crate) struct DownloadWatch {
+    pub id: TaskId,
+    pub progress: watch::Receiver<Progress>,
+    pub result: watch::Receiver<Outcome>,
+    pub from_cache: bool,
+}
+
+struct Inflight {
+    progress: watch::Receiver<Progress>,
+    result: watch::Receiver<Outcome>,
+}
+
+pub(crate) struct Conductor {
+    pub store: Arc<Store>,
+    pub stats: Arc<DaemonStats>,
+    pub cfg: Arc<DaemonConfig>,
+    pub source: HttpSource,
+    pub link: Option<SchedulerLink>,
+    pub host_id: String,
+    pub download_limiter: RateLimiter,
+    pub back_to_source_limiter: RateLimiter,
+    pub shutdown: CancellationToken,
+    inflight: Mutex<HashMap<TaskId, Inflight>>,
+}
+
+fn progress_of(claims: &PieceClaims) -> Progress {
+    let layout = claims.entry.layout();
+    Progress {
+        content_length: layout.content_length(),
+        completed: claims
+            .entry
+            .bitfield()
+            .iter_set()
+            .map(|n| layout.length(n))
+            .sum(),
+    }
+}
+
+async fn next_event(rx: &mut Option<Streaming<SchedulerEvent>>) -> Option<scheduler_event::Event> {
+    let Some(stream) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(SchedulerEvent { event: Some(e) })) => return Some(e),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+fn announce(tx: &Option<mpsc::Sender<PeerEvent>>, ev: peer_event::Event) {
+    if let Some(tx) = tx {
+        if tx.try_send(PeerEvent { event: Some(ev) }).is_err() {
+            warn!("announce queue full or closed; event dropped");
+        }
+    }
+}
+
+fn pieces_event(
+    pieces: impl IntoIterator<Item = (u32, PieceDigest, Option<String>)>,
+) -> peer_event::Event {
+    peer_event::Event::PiecesFinished(PiecesFinished {
+        pieces: pieces
+            .into_iter()
+            .map(|(number, d, parent)| FinishedPiece {
+                number,
+                digest: d.0.to_vec(),
+                parent_peer_id: parent.unwrap_or_default(),
+            })
+            .collect(),
+    })
+}
+
+impl Conductor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<Store>,
+        stats: Arc<DaemonStats>,
+        cfg: Arc<DaemonConfig>,
+        source: HttpSource,
+        link: Option<SchedulerLink>,
+        host_id: String,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let limit = |v: u64| RateLimiter::new((v > 0).then_some(v));
+        Self {
+            download_limiter: limit(cfg.download_rate_limit),
+            back_to_source_limiter: limit(cfg.back_to_source_rate_limit),
+            store,
+            stats,
+            cfg,
+            source,
+            link,
+            host_id,
+            shutdown,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts (or joins) the download of a task.
+    pub fn start(self: &Arc<Self>, spec: TaskSpec) -> DownloadWatch {
+        if let Some(e) = self.store.get(&spec.id).filter(|e| e.is_complete()) {
+            let len = e.layout().content_length();
+            let _ = self.store.touch(&e);
+            let (_, progress) = watch::channel(Progress {
+                content_length: len,
+                completed: len,
+            });
+            let (_, result) = watch::channel(Some(Ok(())));
+            return DownloadWatch {
+                id: spec.id,
+                progress,
+                result,
+                from_cache: true,
+            };
+        }
+        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = map.get(&spec.id) {
+            return DownloadWatch {
+                id: spec.id,
+                progress: f.progress.clone(),
+                result: f.result.clone(),
+                from_cache: false,
+            };
+        }
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let (result_tx, result) = watch::channel(None);
+        map.insert(
+            spec.id,
+            Inflight {
+                progress: progress.clone(),
+                result: result.clone(),
+            },
+        );
+        let this = self.clone();
+        let id = spec.id;
+        let span = info_span!("download", task = %&id.hex()[..12]);
+        tokio::spawn(
+            async move {
+                let r = this.run(spec, progress_tx).await;
+                if let Err(e) = &r {
+                    warn!(error = %e, "download failed");
+                }
+                let _ = result_tx.send(Some(r));
+                this.inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            }
+            .instrument(span),
+        );
+        DownloadWatch {
+            id,
+            progress,
+            result,
+            from_cache: false,
+        }
+    }
+
+    async fn open_announce(&self, spec: &TaskSpec, peer_id: &str) -> Option<Announce> {
+        let Some(link) = &self.link else {
+            info!("no scheduler configured; downloading from the origin");
+            return None;
+        };
+        let register = Register {
+            peer_id: peer_id.to_string(),
+            host_id: self.host_id.clone(),
+            task: Some(spec.to_proto()),
+        };
+        let wait = self.cfg.connect_timeout * 2;
+        match tokio::time::timeout(wait, link.announce(register)).await {
+            Ok(Ok(a)) => Some(a),
+            Ok(Err(e)) => {
+                warn!(scheduler = %link.url, error = %e.message(), "scheduler unreachable; downloading from the origin");
+                None
+            }
+            Err(_) => {
+                warn!(scheduler = %link.url, "scheduler did not answer within {wait:?}; downloading from the origin");
+                None
+            }
+        }
+    }
+
+    fn spawn_origin(
+        &self,
+        spec: &TaskSpec,
+        claims: Option<Arc<PieceClaims>>,
+        reports: mpsc::Sender<Report>,
+    ) -> JoinHandle<Result<(), DownloadError>> {
+        let job = OriginJob {
+            task: spec.id,
+            url: spec.key.url.clone(),
+            headers: spec.headers.clone(),
+            digest: spec.key.digest.map(|d| d.to_string()),
+            claims,
+            source: self.source.clone(),
+            store: self.store.clone(),
+            stats: self.stats.clone(),
+            limiters: [
+                self.download_limiter.clone(),
+                self.back_to_source_limiter.clone(),
+            ],
+            reports,
+        };
+        tokio::spawn(job.run().in_current_span())
+    }
+
+    async fn run(
+        self: &Arc<Self>,
+        spec: TaskSpec,
+        progress: watch::Sender<Progress>,
+    ) -> Result<(), DownloadError> {
+        let mut claims = self
+            .store
+            .get(&spec.id)
+            .map(|e| Arc::new(PieceClaims::new(e)));
+        if let Some(c) = &claims {
+            progress.send_replace(progress_of(c));
+        }
+        let peer_id = format!("{}-{:08x}", self.host_id, rand::thread_rng().gen::<u32>());
+        let (events_tx, mut events_rx) = match self.open_announce(&spec, &peer_id).await {
+            Some(a) => (Some(a.tx), Some(a.rx)),
+            None => (None, None),
+        };
+        let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
+        let mut fetchers: JoinSet<(String, Result<(), FetchError>)> = JoinSet::new();
+        let mut active: HashMap<String, usize> = HashMap::new();
+        let mut blocklist: HashSet<String> = HashSet::new();
+        let mut origin: Option<JoinHandle<Result<(), DownloadError>>> = None;
+        let mut back_to_source = false;
+        let mut pending_digests: Vec<(u32, PieceDigest)> = Vec::new();
+        if events_tx.is_none() {
+            back_to_source = true;
+            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone()));
+        } else if let Some(c) = &claims {
+            let layout = c.entry.layout();
+            announce(
+                &events_tx,
+                peer_event::Event::ContentInfo(ContentInfo {
+                    content_length: layout.content_length(),
+                    piece_length: layout.piece_length(),
+                }),
+            );
+            let held = c.entry.present_digests();
+            if !held.is_empty() {
+                info!(pieces = held.len(), "resuming with pieces already held");
+                announce(
+                    &events_tx,
+                    pieces_event(held.into_iter().map(|(n, d)| (n, d, None))),
+                );
+            }
+        }
+        let mut last_progress = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let result: Result<(), DownloadError> = loop {
+            if claims.as_ref().is_some_and(|c| c.all_present()) {
+                break Ok(());
+            }
+            tokio::select! {
+                ev = next_event(&mut events_rx) => match ev {
+                    Some(scheduler_event::Event::TaskInfo(info)) => {
+                        if claims.is_none() {
+                            let meta = pollen_storage::TaskMeta {
+                                url: spec.key.url.clone(),
+                                content_length: info.content_length,
+                                piece_length: info.piece_length,
+                                digest: spec.key.digest.map(|d| d.to_string()),
+                                ..Default::default()
+                            };
+                            let store = self.store.clone();
+                            let id = spec.id;
+                            let entry = tokio::task::spawn_blocking(move || store.ensure_task(id, meta))
+                                .await
+                                .map_err(|_| DownloadError::ShuttingDown)?;
+                            match entry {
+                                Ok(entry) => {
+                                    let c = Arc::new(PieceClaims::new(entry));
+                                    c.add_expected(pending_digests.drain(..));
+                                    progress.send_replace(progress_of(&c));
+                                    claims = Some(c);
+                                }
+                                Err(e) => break Err(e.into()),
+                            }
+                        }
+                    }
+                    Some(scheduler_event::Event::PieceDigests(d)) => {
+                        let digests = d.pieces.iter().filter_map(|p| {
+                            PieceDigest::from_slice(&p.digest).map(|d| (p.number, d))
+                        });
+                        match &claims {
+                            Some(c) => c.add_expected(digests),
+                            None => pending_digests.extend(digests),
+                        }
+                    }
+                    Some(scheduler_event::Event::Parents(p)) => {
+                        let Some(c) = &claims else { continue };
+                        for parent in p.parents {
+                            if blocklist.contains(&parent.peer_id)
+                                || active.contains_key(&parent.peer_id)
+                                || active.len() >= self.cfg.max_parents
+                            {
+                                continue;
+                            }
+                            let (Ok(ip), Ok(port)) = (parent.ip.parse::<IpAddr>(), u16::try_from(parent.port)) else {
+                                continue;
+                            };
+                            info!(parent = %parent.peer_id, addr = %SocketAddr::new(ip, port), seed = parent.seed, "downloading from parent");
+                            for _ in 0..CONNECTIONS_PER_PARENT {
+                                let job = ParentJob {
+                                    parent_id: parent.peer_id.clone(),
+                                    addr: SocketAddr::new(ip, port),
+                                    claims: c.clone(),
+                                    store: self.store.clone(),
+                                    stats: self.stats.clone(),
+                                    limiter: self.download_limiter.clone(),
+                                    reports: report_tx.clone(),
+                                    depth: self.cfg.pipeline_depth.max(1),
+                                    connect_timeout: self.cfg.connect_timeout,
+                                };
+                                let id = parent.peer_id.clone();
+                                fetchers.spawn(async move { (id, job.run().await) }.in_current_span());
+                            }
+                            active.insert(parent.peer_id, CONNECTIONS_PER_PARENT);
+                        }
+                    }
+                    Some(scheduler_event::Event::BackToSource(b)) => {
+                        if origin.is_none() {
+                            info!(reason = %b.reason, "scheduler sent this peer to the origin");
+                            back_to_source = true;
+                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone()));
+                        }
+                    }
+                    None => {
+                        events_rx = None;
+                        if origin.is_none() && active.is_empty() {
+                            warn!("lost the scheduler and no parent is working; downloading from the origin");
+                            back_to_source = true;
+                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone()));
+                        } else {
+                            warn!("lost the scheduler; continuing with the parents at hand");
+                        }
+                    }
+                },
+                Some(report) = report_rx.recv() => match report {
+                    Report::Created(c) => {
+                        let layout = c.entry.layout();
+                        announce(&events_tx, peer_event::Event::ContentInfo(ContentInfo {
+                            content_length: layout.content_length(),
+                            piece_length: layout.piece_length(),
+                        }));
+                        c.add_expected(pending_digests.drain(..));
+                        progress.send_replace(progress_of(&c));
+                        claims = Some(c);
+                    }
+                    Report::Piece { number, digest, parent } => {
+                        last_progress = Instant::now();
+                        announce(&events_tx, pieces_event([(number, digest, parent)]));
+                        if let Some(c) = &claims {
+                            progress.send_replace(progress_of(c));
+                        }
+                    }
+                },
+                Some(joined) = fetchers.join_next(), if !fetchers.is_empty() => {
+                    let Ok((parent, outcome)) = joined else { continue };
+                    let left = active.get(&parent).copied().unwrap_or(1).saturating_sub(1);
+                    match outcome {
+                        Err(FetchError::Local(e)) => break Err(e),
+                        Err(e) => {
+                            if blocklist.insert(parent.clone()) {
+                                warn!(%parent, error = %e, "parent failed; asking the scheduler for another");
+                                announce(&events_tx, peer_event::Event::ParentFailed(ParentFailed {
+                                    parent_peer_id: parent.clone(),
+                                    reason: e.to_string(),
+                                }));
+                            }
+                        }
+                        Ok(()) => {}
+                    }
+                    if left == 0 {
+                        active.remove(&parent);
+                    } else {
+                        active.insert(parent, left);
+                    }
+                }
+                joined = async { match origin.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
+                    origin = None;
+                    match joined {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break Err(e),
+                        Err(_) => break Err(DownloadError::ShuttingDown),
+                    }
+                }
+                _ = tick.tick() => {
+                    if events_rx.is_some() && !back_to_source {
+                        announce(&events_tx, peer_event::Event::NeedParents(NeedParents {}));
+                    }
+                    let idle = origin.is_none() && active.is_empty();
+                    if idle && (back_to_source || last_progress.elapsed() >= self.cfg.parent_wait) {
+                        if !back_to_source {
+                            warn!(waited = ?self.cfg.parent_wait, "no usable parent in time; downloading from the origin");
+                        }
+                        back_to_source = true;
+                        origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone()));
+                    }
+                }
+                _ = self.shutdown.cancelled() => break Err(DownloadError::ShuttingDown),
+            }
+        };
+        fetchers.abort_all();
+        if let Some(o) = origin {
+            o.abort();
+        }
+        let result = match (result, claims) {
+            (Ok(()), Some(c)) => self.complete(&spec, c).await,
+            (Ok(()), None) => Err(DownloadError::Storage(
+                "download ended without a task".into(),
+            )),
+            (Err(e), _) => Err(e),
+        };
+        match &result {
+            Ok(()) => {
+                info!("download complete");
+                announce(&events_tx, peer_event::Event::Finished(PeerFinished {}));
+            }
+            Err(e) => announce(
+                &events_tx,
+                peer_event::Event::Failed(PeerFailed {
+                    reason: e.to_string(),
+                }),
+            ),
+        }
+        result
+    }
+
+    /// Checks the whole content when its digest is known, then marks the task complete.
+    async fn complete(
+        &self,
+        spec: &TaskSpec,
+        claims: Arc<PieceClaims>,
+    ) -> Result<(), DownloadError> {
+        let entry = claims.entry.clone();
+        if let Some(expected) = spec.key.digest {
+            if let Err(e) = content_check::verify(entry.clone(), expected).await {
+                let store = self.store.clone();
+                let id = spec.id;
+                let _ = tokio::task::spawn_blocking(move || store.remove_task(&id)).await;
+                return Err(e);
+            }
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.mark_complete(&entry))
+            .await
+            .map_err(|_| DownloadError::ShuttingDown)??;
+        Ok(())
+    }
+}

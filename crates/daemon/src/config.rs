@@ -1,0 +1,118 @@
+//! Daemon configuration: typed, with documented defaults, readable from TOML.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a daemon needs to run. Every field has a default, so an empty TOML file works.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Scheduler gRPC URL (e.g. `http://127.0.0.1:8002`). None: always fetch from the origin.
+    pub scheduler: Option<String>,
+    /// Where content files and the metadata store live. Default `/var/lib/pollen/daemon`.
+    pub data_dir: PathBuf,
+    /// Seed peer: the scheduler sends it to the origin for new tasks. Default false.
+    pub seed: bool,
+    /// Upload server address. Default `0.0.0.0:4100`.
+    pub upload_listen: SocketAddr,
+    /// IP other peers should connect to; default: the upload address, or the address the
+    /// scheduler sees when that is unspecified.
+    pub advertise_ip: Option<String>,
+    /// Unix socket of the local API. Default `/tmp/pollen/daemon.sock`.
+    pub api_socket: PathBuf,
+    /// Upload limit in bytes per second; 0 is unlimited. Default 0.
+    pub upload_rate_limit: u64,
+    /// Download limit (peers and origin together) in bytes per second; 0 is unlimited.
+    pub download_rate_limit: u64,
+    /// Back-to-source limit in bytes per second; 0 is unlimited.
+    pub back_to_source_rate_limit: u64,
+    /// Most concurrent upload connections. Default 64.
+    pub max_upload_connections: usize,
+    /// Most parents downloaded from at once per task. Default 6.
+    pub max_parents: usize,
+    /// Piece requests kept in flight per parent connection. Default 4.
+    pub pipeline_depth: usize,
+    /// How long a download waits for a usable parent before going to the origin itself.
+    /// Default 15s.
+    #[serde(with = "humane_duration")]
+    pub parent_wait: Duration,
+    /// Connect timeout for the scheduler, parents and origins. Default 3s.
+    #[serde(with = "humane_duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            scheduler: None,
+            data_dir: PathBuf::from("/var/lib/pollen/daemon"),
+            seed: false,
+            upload_listen: SocketAddr::from(([0, 0, 0, 0], 4100)),
+            advertise_ip: None,
+            api_socket: PathBuf::from("/tmp/pollen/daemon.sock"),
+            upload_rate_limit: 0,
+            download_rate_limit: 0,
+            back_to_source_rate_limit: 0,
+            max_upload_connections: 64,
+            max_parents: 6,
+            pipeline_depth: 4,
+            parent_wait: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Durations written as `30s`, `500ms`, `2m` or a bare number of seconds.
+mod humane_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 500ms, 2m)"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_human_durations_loads_and_unknown_keys_are_refused() {
+        let c: DaemonConfig = toml::from_str("seed = true\nparent_wait = \"2s\"").expect("valid");
+        assert!(c.seed);
+        assert_eq!(c.parent_wait, Duration::from_secs(2));
+        assert_eq!(c.max_upload_connections, 64);
+        assert!(toml::from_str::<DaemonConfig>("sed = true").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! Starting and stopping a daemon: binds its sockets and wires its parts together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pollen_core::RateLimiter;
+use pollen_proto::daemon::daemon_server::DaemonServer;
+use pollen_proto::scheduler::HostInfo;
+use pollen_source::HttpSource;
+use pollen_storage::{Store, StoreError};
+use pollen_wire::UploadServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::conductor::{Conductor, TaskSpec};
+use crate::config::DaemonConfig;
+use crate::identity;
+use crate::local_api::LocalApi;
+use crate::scheduler_link::SchedulerLink;
+use crate::stats::DaemonStats;
+use crate::upload_provider::StoreProvider;
+
+/// Why a daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonStartError {
+    /// A directory or socket could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The piece store could not be opened.
+    #[error("cannot open the piece store: {0}")]
+    Store(#[from] StoreError),
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonStartError {
+    let what = what.into();
+    move |source| DaemonStartError::Io { what, source }
+}
+
+/// Entry point for running a daemon.
+pub struct Daemon;
+
+/// A running daemon.
+pub struct DaemonHandle {
+    /// Address the upload server listens on.
+    pub upload_addr: SocketAddr,
+    /// The local API socket.
+    pub api_socket: PathBuf,
+    /// This host's id.
+    pub host_id: String,
+    /// Traffic counters.
+    pub stats: Arc<DaemonStats>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl DaemonHandle {
+    /// Stops every part of the daemon and waits for them.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        let _ = std::fs::remove_file(&self.api_socket);
+    }
+
+    /// A token that stops the daemon when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+async fn bind_api_socket(path: &PathBuf) -> Result<UnixListener, DaemonStartError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(DaemonStartError::Config(format!(
+                "another daemon is already listening on {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)
+            .map_err(io_err(format!("removing stale socket {}", path.display())))?;
+    }
+    UnixListener::bind(path).map_err(io_err(format!("binding the API socket {}", path.display())))
+}
+
+impl Daemon {
+    /// Opens the store, binds the upload port and API socket, and starts serving.
+    pub async fn start(cfg: DaemonConfig) -> Result<DaemonHandle, DaemonStartError> {
+        let cfg = Arc::new(cfg);
+        std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(format!(
+            "creating data dir {}",
+            cfg.data_dir.display()
+        )))?;
+        let host_id = identity::host_id(&cfg.data_dir).map_err(io_err("writing the host id"))?;
+        let store = {
+            let dir = cfg.data_dir.clone();
+            tokio::task::spawn_blocking(move || Store::open(&dir))
+                .await
+                .map_err(|e| DaemonStartError::Config(e.to_string()))??
+        };
+        let listener = TcpListener::bind(cfg.upload_listen)
+            .await
+            .map_err(io_err(format!(
+                "binding the upload port {}",
+                cfg.upload_listen
+            )))?;
+        let upload_addr = listener
+            .local_addr()
+            .map_err(io_err("reading the upload address"))?;
+        let api = bind_api_socket(&cfg.api_socket).await?;
+        let shutdown = CancellationToken::new();
+        let stats = Arc::new(DaemonStats::default());
+        let mut tasks = JoinSet::new();
+
+        let upload = UploadServer::new(
+            listener,
+            Arc::new(StoreProvider(store.clone())),
+            RateLimiter::new((cfg.upload_rate_limit > 0).then_some(cfg.upload_rate_limit)),
+            stats.upload.clone(),
+            cfg.max_upload_connections,
+        );
+        tasks.spawn(upload.run(shutdown.clone()));
+
+        let link = match &cfg.scheduler {
+            Some(url) => Some(
+                SchedulerLink::new(url, cfg.connect_timeout).map_err(DaemonStartError::Config)?,
+            ),
+            None => None,
+        };
+        let source = HttpSource::new(cfg.connect_timeout, std::time::Duration::from_secs(30))
+            .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+        let conductor = Arc::new(Conductor::new(
+            store.clone(),
+            stats.clone(),
+            cfg.clone(),
+            source,
+            link.clone(),
+            host_id.clone(),
+            shutdown.clone(),
+        ));
+
+        if let Some(link) = link {
+            let advertise = cfg.advertise_ip.clone().unwrap_or_else(|| {
+                if upload_addr.ip().is_unspecified() {
+                    String::new()
+                } else {
+                    upload_addr.ip().to_string()
+                }
+            });
+            let info = HostInfo {
+                host_id: host_id.clone(),
+                hostname: host_id.clone(),
+                ip: advertise,
+                upload_port: u32::from(upload_addr.port()),
+                seed: cfg.seed,
+                upload_rate_limit: cfg.upload_rate_limit,
+                max_upload_connections: cfg.max_upload_connections as u32,
+            };
+            let c = conductor.clone();
+            let on_download = move |task| match TaskSpec::from_proto(task) {
+                Ok(spec) => {
+                    info!(url = %spec.key.url, "scheduler asked this seed peer to fetch a task");
+                    let _ = c.start(spec);
+                }
+                Err(e) => warn!(error = %e, "ignoring an invalid task from the scheduler"),
+            };
+            tasks.spawn(link.run_host_session(info, on_download, stats.clone(), shutdown.clone()));
+        }
+
+        let api_service = LocalApi {
+            conductor: conductor.clone(),
+            upload_addr: upload_addr.to_string(),
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(DaemonServer::new(api_service))
+                .serve_with_incoming_shutdown(UnixListenerStream::new(api), token.cancelled_owned())
+                .await;
+            if let Err(e) = r {
+                warn!(error = %e, "local API server stopped");
+            }
+        });
+        info!(%upload_addr, socket = %cfg.api_socket.display(), %host_id, seed = cfg.seed, "daemon started");
+        Ok(DaemonHandle {
+            upload_addr,
+            api_socket: cfg.api_socket.clone(),
+            host_id,
+            stats,
+            shutdown,
+            tasks,
+        })
+    }
+}

@@ -1,0 +1,31 @@
+//! Pollen's peer daemon: downloads pieces from parents or the origin, stores them, serves
+//! them to other peers, and answers the CLI on a local socket.
+//!
+//! The path of one download: the local API (or a seed trigger from the scheduler) asks the
+//! [`conductor`] for a task; it opens an announce stream to the scheduler, learns the task's
+//! layout and piece digests, and runs one [`parent_fetcher`] per parent the scheduler offers,
+//! or the [`origin_fetcher`] when told (or when the scheduler is unreachable or no parent turns
+//! up in time). Every piece is verified against its published BLAKE3 digest before it is
+//! committed to the store; the whole content is checked against its sha256 when known.
+
+#![allow(clippy::result_large_err)] // tonic::Status is the error type of every RPC.
+
+pub mod api_client;
+mod conductor;
+pub mod config;
+mod content_check;
+mod daemon;
+mod error;
+mod identity;
+mod local_api;
+mod origin_fetcher;
+mod parent_fetcher;
+mod piece_claims;
+mod scheduler_link;
+mod stats;
+mod upload_provider;
+
+pub use config::DaemonConfig;
+pub use daemon::{Daemon, DaemonHandle, DaemonStartError};
+pub use error::DownloadError;
+pub use stats::DaemonStats;

@@ -1,0 +1,214 @@
+//! The daemon's local API on its unix socket: what `pollen get` and `pollen demo` call.
+//!
+//! `Download` validates the request, checks the output location is writable before any byte
+//! is fetched, streams progress, and writes the finished content to the output path through a
+//! temporary file and a rename, so the path never holds a partial or unverified file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pollen_core::{ContentDigest, TaskKey};
+use pollen_proto::daemon::daemon_server::Daemon;
+use pollen_proto::daemon::{
+    DownloadProgress, DownloadRequest, StatRequest, StatResponse, TaskStat,
+};
+use pollen_storage::Store;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::conductor::{Conductor, DownloadWatch, TaskSpec};
+use crate::error::DownloadError;
+use crate::stats::DaemonStats;
+
+pub(crate) struct LocalApi {
+    pub conductor: Arc<Conductor>,
+    pub upload_addr: String,
+}
+
+fn temp_sibling(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    output.with_file_name(format!(
+        ".{name}.pollen-{:08x}.tmp",
+        rand::thread_rng().gen::<u32>()
+    ))
+}
+
+fn output_error(path: &Path, e: std::io::Error) -> DownloadError {
+    if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
+        DownloadError::DiskFull(format!("writing {}", path.display()))
+    } else {
+        DownloadError::Output {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Fails early when the output directory does not exist or is not writable.
+fn probe_output(output: &Path) -> Result<(), DownloadError> {
+    if output.is_dir() {
+        return Err(DownloadError::Output {
+            path: output.display().to_string(),
+            reason: "is a directory".into(),
+        });
+    }
+    let probe = temp_sibling(output);
+    std::fs::File::create(&probe).map_err(|e| output_error(output, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Copies the task's content to `output` atomically (temp file, fsync, rename).
+fn export(store: &Store, id: &pollen_core::TaskId, output: &Path) -> Result<(), DownloadError> {
+    let tmp = temp_sibling(output);
+    let result = (|| {
+        std::fs::copy(store.content_path(id), &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, output)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(output_error(output, e));
+    }
+    Ok(())
+}
+
+fn spec_of(req: &DownloadRequest) -> Result<TaskSpec, DownloadError> {
+    let digest = if req.digest.is_empty() {
+        None
+    } else {
+        Some(
+            req.digest
+                .parse::<ContentDigest>()
+                .map_err(|e| DownloadError::InvalidRequest(e.to_string()))?,
+        )
+    };
+    let key = TaskKey {
+        url: req.url.clone(),
+        digest,
+        tag: req.tag.clone(),
+        application: req.application.clone(),
+        filtered_query: req.filtered_query.clone(),
+    };
+    TaskSpec::new(
+        key,
+        req.headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
+    )
+}
+
+async fn follow(
+    conductor: Arc<Conductor>,
+    mut watch: DownloadWatch,
+    output: PathBuf,
+    tx: mpsc::Sender<Result<DownloadProgress, Status>>,
+) {
+    let id = watch.id;
+    let msg = |p: crate::conductor::Progress, done: bool, cached: bool| DownloadProgress {
+        task_id: id.hex(),
+        content_length: p.content_length,
+        completed_bytes: p.completed,
+        done,
+        from_cache: cached,
+    };
+    let outcome = loop {
+        if let Some(r) = watch.result.borrow_and_update().clone() {
+            break r;
+        }
+        let p = *watch.progress.borrow_and_update();
+        if tx.send(Ok(msg(p, false, false))).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = watch.result.changed() => {}
+            _ = watch.progress.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    };
+    let outcome = match outcome {
+        Ok(()) => {
+            let store = conductor.store.clone();
+            let out = output.clone();
+            tokio::task::spawn_blocking(move || export(&store, &id, &out))
+                .await
+                .unwrap_or(Err(DownloadError::ShuttingDown))
+        }
+        Err(e) => Err(e),
+    };
+    let last = match outcome {
+        Ok(()) => Ok(msg(*watch.progress.borrow(), true, watch.from_cache)),
+        Err(e) => Err(Status::from(e)),
+    };
+    let _ = tx.send(last).await;
+}
+
+#[tonic::async_trait]
+impl Daemon for LocalApi {
+    type DownloadStream = ReceiverStream<Result<DownloadProgress, Status>>;
+
+    async fn download(
+        &self,
+        request: Request<DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let req = request.into_inner();
+        let output = PathBuf::from(&req.output_path);
+        if !output.is_absolute() {
+            return Err(DownloadError::InvalidRequest(format!(
+                "output path {:?} must be absolute",
+                req.output_path
+            ))
+            .into());
+        }
+        let spec = spec_of(&req)?;
+        let probe_path = output.clone();
+        tokio::task::spawn_blocking(move || probe_output(&probe_path))
+            .await
+            .map_err(|_| Status::aborted("shutting down"))??;
+        let watch = self.conductor.start(spec);
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(follow(self.conductor.clone(), watch, output, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn stat(&self, _: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
+        let s = &self.conductor.stats;
+        let tasks = self
+            .conductor
+            .store
+            .tasks()
+            .into_iter()
+            .map(|e| {
+                let snap = e.snapshot();
+                TaskStat {
+                    task_id: e.id.hex(),
+                    content_length: snap.meta.content_length,
+                    piece_count: snap.present.len(),
+                    pieces_present: snap.present.count(),
+                    complete: snap.meta.complete,
+                }
+            })
+            .collect();
+        Ok(Response::new(StatResponse {
+            host_id: self.conductor.host_id.clone(),
+            upload_addr: self.upload_addr.clone(),
+            origin_bytes: DaemonStats::get(&s.origin_bytes),
+            p2p_download_bytes: DaemonStats::get(&s.p2p_download_bytes),
+            upload_bytes: DaemonStats::get(&s.upload.bytes),
+            pieces_from_origin: DaemonStats::get(&s.pieces_from_origin),
+            pieces_from_peers: DaemonStats::get(&s.pieces_from_peers),
+            pieces_rejected: DaemonStats::get(&s.pieces_rejected),
+            tasks,
+            scheduler_connected: s
+                .scheduler_connected
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }))
+    }
+}

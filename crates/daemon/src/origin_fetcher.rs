@@ -1,0 +1,226 @@
+//! Back-to-source: reads a task from its origin, cuts it into pieces, hashes and commits them.
+//!
+//! One streaming GET from the first missing piece onwards (a Range request when resuming), so
+//! a fresh download costs the origin one request, like `curl`. Pieces another fetcher holds or
+//! is fetching are read past, not written. The BLAKE3 digest of each piece read here is what
+//! the scheduler publishes to every other peer. A connection that breaks early is retried from
+//! the first missing piece a few times before the download fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pollen_core::{PieceLayout, RateLimiter, TaskId};
+use pollen_source::{HttpSource, SourceError};
+use pollen_storage::{PieceWriter, Store, TaskMeta};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::conductor::Report;
+use crate::error::DownloadError;
+use crate::piece_claims::PieceClaims;
+use crate::stats::DaemonStats;
+
+/// Attempts after a broken transfer before giving up.
+const RETRIES: u32 = 3;
+
+pub(crate) struct OriginJob {
+    pub task: TaskId,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub digest: Option<String>,
+    pub claims: Option<Arc<PieceClaims>>,
+    pub source: HttpSource,
+    pub store: Arc<Store>,
+    pub stats: Arc<DaemonStats>,
+    pub limiters: [RateLimiter; 2],
+    pub reports: mpsc::Sender<Report>,
+}
+
+impl OriginJob {
+    pub async fn run(mut self) -> Result<(), DownloadError> {
+        let mut attempt = 0;
+        loop {
+            match self.fetch_once().await {
+                Ok(()) => return Ok(()),
+                Err(FetchFail::Source(e)) if e.is_retryable() && attempt < RETRIES => {
+                    attempt += 1;
+                    warn!(url = %self.url, error = %e, attempt, "origin transfer failed; retrying from the first missing piece");
+                    tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+                }
+                Err(FetchFail::Source(e)) => return Err(e.into()),
+                Err(FetchFail::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    fn first_missing_offset(&self) -> u64 {
+        let Some(c) = &self.claims else { return 0 };
+        let layout = c.entry.layout();
+        c.entry
+            .bitfield()
+            .iter_missing()
+            .next()
+            .map(|n| layout.offset(n))
+            .unwrap_or(layout.content_length())
+    }
+
+    async fn claims_for(
+        &mut self,
+        total: u64,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    ) -> Result<Arc<PieceClaims>, DownloadError> {
+        if let Some(c) = &self.claims {
+            if c.entry.layout().content_length() == total {
+                return Ok(c.clone());
+            }
+            return Err(DownloadError::Origin(format!(
+                "the origin now reports {total} bytes but the task has {}; the content changed",
+                c.entry.layout().content_length()
+            )));
+        }
+        let layout = PieceLayout::for_content(total);
+        let meta = TaskMeta {
+            url: self.url.clone(),
+            content_length: total,
+            piece_length: layout.piece_length(),
+            digest: self.digest.clone(),
+            etag,
+            last_modified,
+            ..Default::default()
+        };
+        let store = self.store.clone();
+        let task = self.task;
+        let entry = tokio::task::spawn_blocking(move || store.ensure_task(task, meta))
+            .await
+            .map_err(|_| DownloadError::ShuttingDown)??;
+        let claims = Arc::new(PieceClaims::new(entry));
+        self.claims = Some(claims.clone());
+        let _ = self.reports.send(Report::Created(claims.clone())).await;
+        Ok(claims)
+    }
+
+    async fn fetch_once(&mut self) -> Result<(), FetchFail> {
+        let start = self.first_missing_offset();
+        if self.claims.as_ref().is_some_and(|c| c.all_present()) {
+            return Ok(());
+        }
+        let mut resp = self.source.fetch(&self.url, &self.headers, start).await?;
+        let claims = self
+            .claims_for(
+                resp.total_length,
+                resp.etag.clone(),
+                resp.last_modified.clone(),
+            )
+            .await?;
+        let layout = claims.entry.layout();
+        info!(url = %self.url, from = resp.start, total = resp.total_length, "reading from the origin");
+        let mut pos = resp.start;
+        let mut current: Option<(u32, Option<PieceWriter>)> = None;
+        let result = async {
+            while let Some(chunk) = resp.chunk().await? {
+                for l in &self.limiters {
+                    l.acquire(chunk.len() as u64).await;
+                }
+                DaemonStats::add(&self.stats.origin_bytes, chunk.len() as u64);
+                let mut data = &chunk[..];
+                while !data.is_empty() {
+                    let Some(n) = layout.piece_at(pos) else {
+                        return Err(FetchFail::Source(SourceError::Protocol(
+                            "the origin sent more bytes than its Content-Length".into(),
+                        )));
+                    };
+                    let piece_end = layout.offset(n) + layout.length(n);
+                    if current.as_ref().map(|c| c.0) != Some(n) {
+                        let ours = pos == layout.offset(n) && claims.claim(n);
+                        let writer =
+                            ours.then(|| PieceWriter::new(claims.entry.content().clone(), pos));
+                        current = Some((n, writer));
+                    }
+                    let take = ((piece_end - pos) as usize).min(data.len());
+                    if let Some((_, Some(w))) = current.as_mut() {
+                        w.write(&data[..take])
+                            .await
+                            .map_err(|e| FetchFail::Other(e.into()))?;
+                    }
+                    data = &data[take..];
+                    pos += take as u64;
+                    if pos == piece_end {
+                        if let Some((n, Some(w))) = current.take() {
+                            self.finish_piece(&claims, n, w).await?;
+                        }
+                    }
+                }
+            }
+            if pos < layout.content_length() {
+                return Err(FetchFail::Source(SourceError::Body(format!(
+                    "the origin closed the connection after {pos} of {} bytes",
+                    layout.content_length()
+                ))));
+            }
+            Ok(())
+        }
+        .await;
+        if let Some((n, Some(_))) = current.take() {
+            claims.release(n);
+        }
+        result
+    }
+
+    async fn finish_piece(
+        &self,
+        claims: &PieceClaims,
+        n: u32,
+        w: PieceWriter,
+    ) -> Result<(), FetchFail> {
+        let outcome = async {
+            let digest = w.finish().await?;
+            if let Some(expected) = claims.expected(n) {
+                if expected != digest {
+                    return Err(DownloadError::Origin(format!(
+                        "piece {n} read from the origin differs from the digest other peers published; the origin content changed"
+                    )));
+                }
+            }
+            self.store.commit_piece(&claims.entry, n, digest).await?;
+            Ok(digest)
+        }
+        .await;
+        claims.release(n);
+        let digest = outcome.map_err(FetchFail::Other)?;
+        claims.add_expected([(n, digest)]);
+        DaemonStats::add(&self.stats.pieces_from_origin, 1);
+        let _ = self
+            .reports
+            .send(Report::Piece {
+                number: n,
+                digest,
+                parent: None,
+            })
+            .await;
+        Ok(())
+    }
+}
+
+enum FetchFail {
+    Source(SourceError),
+    Other(DownloadError),
+}
+
+impl From<SourceError> for FetchFail {
+    fn from(e: SourceError) -> Self {
+        FetchFail::Source(e)
+    }
+}
+
+impl From<DownloadError> for FetchFail {
+    fn from(e: DownloadError) -> Self {
+        FetchFail::Other(e)
+    }
+}
+
+impl From<pollen_storage::StoreError> for FetchFail {
+    fn from(e: pollen_storage::StoreError) -> Self {
+        FetchFail::Other(e.into())
+    }
+}

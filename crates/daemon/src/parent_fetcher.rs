@@ -1,0 +1,181 @@
+//! Downloads pieces from one parent over one data-plane connection.
+//!
+//! Keeps up to `depth` piece requests in flight, choosing pieces the parent has and nobody
+//! else is fetching. Every piece is streamed to disk while hashed and checked against the
+//! scheduler's digest before it is committed; a bad piece ends the fetcher with
+//! [`FetchError::BadPiece`] so the conductor blocklists the parent. When the parent has nothing
+//! more for us for a while, the fetcher ends quietly and the conductor asks for other parents.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pollen_core::{Bitfield, PieceDigest, RateLimiter};
+use pollen_storage::{PieceWriter, Store, WRITE_CHUNK};
+use pollen_wire::{PieceClient, PieceResponse, WireError};
+use tokio::sync::mpsc;
+
+use crate::conductor::Report;
+use crate::error::DownloadError;
+use crate::piece_claims::PieceClaims;
+use crate::stats::DaemonStats;
+
+/// Polls of an idle parent's bitfield before giving up on it (about 100 ms apart).
+const IDLE_POLLS: u32 = 30;
+
+/// Why a parent fetcher stopped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchError {
+    /// The connection or protocol failed: the parent is at fault or gone.
+    #[error("parent connection failed: {0}")]
+    Wire(#[from] WireError),
+    /// The parent sent a piece whose digest is wrong.
+    #[error("piece {0} failed verification")]
+    BadPiece(u32),
+    /// The parent answered with something we did not ask for.
+    #[error("parent protocol violation: {0}")]
+    Protocol(String),
+    /// Our side failed (disk full, store closed): not the parent's fault.
+    #[error(transparent)]
+    Local(DownloadError),
+}
+
+pub(crate) struct ParentJob {
+    pub parent_id: String,
+    pub addr: SocketAddr,
+    pub claims: Arc<PieceClaims>,
+    pub store: Arc<Store>,
+    pub stats: Arc<DaemonStats>,
+    pub limiter: RateLimiter,
+    pub reports: mpsc::Sender<Report>,
+    pub depth: usize,
+    pub connect_timeout: Duration,
+}
+
+enum Expect {
+    Bitfield,
+    Piece(u32, PieceDigest),
+}
+
+impl ParentJob {
+    pub async fn run(self) -> Result<(), FetchError> {
+        let mut claimed = Vec::new();
+        let result = self.fetch(&mut claimed).await;
+        for n in claimed {
+            self.claims.release(n);
+        }
+        result
+    }
+
+    async fn fetch(&self, claimed: &mut Vec<u32>) -> Result<(), FetchError> {
+        let mut client = PieceClient::connect(self.addr, self.connect_timeout).await?;
+        let task = self.claims.entry.id;
+        let layout = self.claims.entry.layout();
+        let mut inflight: VecDeque<Expect> = VecDeque::new();
+        let mut parent_has = Bitfield::new(0);
+        let mut idle = 0u32;
+        let mut buf = Vec::with_capacity(WRITE_CHUNK);
+        client.request_bitfield(task).await?;
+        inflight.push_back(Expect::Bitfield);
+        loop {
+            if inflight.is_empty() {
+                if self.claims.all_present() {
+                    return Ok(());
+                }
+                idle += 1;
+                if idle > IDLE_POLLS {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = self.claims.changed.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                client.request_bitfield(task).await?;
+                inflight.push_back(Expect::Bitfield);
+            }
+            let pieces_inflight = inflight
+                .iter()
+                .filter(|e| matches!(e, Expect::Piece(..)))
+                .count();
+            for _ in pieces_inflight..self.depth {
+                let Some((n, d)) = self.claims.claim_from(&parent_has) else {
+                    break;
+                };
+                claimed.push(n);
+                client.request_piece(task, n).await?;
+                inflight.push_back(Expect::Piece(n, d));
+            }
+            let Some(expect) = inflight.pop_front() else {
+                continue;
+            };
+            match (client.next_response().await?, expect) {
+                (PieceResponse::Bitfield(b), Expect::Bitfield) => {
+                    if b.len() == layout.piece_count() {
+                        parent_has = b;
+                    }
+                }
+                (PieceResponse::Missing(m), Expect::Piece(n, _)) if m == n => {
+                    self.release(claimed, n);
+                }
+                (PieceResponse::Piece(h), Expect::Piece(n, expected)) => {
+                    if h.number != n
+                        || h.offset != layout.offset(n)
+                        || u64::from(h.length) != layout.length(n)
+                    {
+                        return Err(FetchError::Protocol(format!(
+                            "asked for piece {n}, got piece {} at {} of {} bytes",
+                            h.number, h.offset, h.length
+                        )));
+                    }
+                    idle = 0;
+                    let mut writer =
+                        PieceWriter::new(self.claims.entry.content().clone(), h.offset);
+                    let mut left = h.length as usize;
+                    while left > 0 {
+                        let take = left.min(WRITE_CHUNK);
+                        buf.resize(take, 0);
+                        self.limiter.acquire(take as u64).await;
+                        client.read_payload(&mut buf).await?;
+                        buf = writer
+                            .write_owned(std::mem::take(&mut buf))
+                            .await
+                            .map_err(|e| FetchError::Local(e.into()))?;
+                        left -= take;
+                    }
+                    let digest = writer
+                        .finish()
+                        .await
+                        .map_err(|e| FetchError::Local(e.into()))?;
+                    if digest != expected {
+                        DaemonStats::add(&self.stats.pieces_rejected, 1);
+                        return Err(FetchError::BadPiece(n));
+                    }
+                    self.store
+                        .commit_piece(&self.claims.entry, n, digest)
+                        .await
+                        .map_err(|e| FetchError::Local(e.into()))?;
+                    DaemonStats::add(&self.stats.p2p_download_bytes, u64::from(h.length));
+                    DaemonStats::add(&self.stats.pieces_from_peers, 1);
+                    self.release(claimed, n);
+                    let _ = self
+                        .reports
+                        .send(Report::Piece {
+                            number: n,
+                            digest,
+                            parent: Some(self.parent_id.clone()),
+                        })
+                        .await;
+                }
+                (other, _) => {
+                    return Err(FetchError::Protocol(format!("unexpected answer {other:?}")))
+                }
+            }
+        }
+    }
+
+    fn release(&self, claimed: &mut Vec<u32>, n: u32) {
+        claimed.retain(|c| *c != n);
+        self.claims.release(n);
+    }
+}

@@ -1,0 +1,129 @@
+//! The daemon's connection to the scheduler: the host session and announce streams.
+//!
+//! The host session is kept open for the daemon's life and re-opened with backoff when it
+//! breaks; commands that arrive on it (seed triggers) are handed to a callback. Announce
+//! streams are opened per download; failing to open one is not an error for the download,
+//! which then goes to the origin (the conductor logs why).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pollen_proto::scheduler::scheduler_client::SchedulerClient;
+use pollen_proto::scheduler::{
+    host_command, HostInfo, PeerEvent, Register, SchedulerEvent, TaskRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
+use tracing::{info, warn};
+
+use crate::stats::DaemonStats;
+
+/// A lazily connected scheduler client.
+#[derive(Clone)]
+pub(crate) struct SchedulerLink {
+    client: SchedulerClient<Channel>,
+    pub url: String,
+}
+
+/// An open announce stream: events go out through `tx`, answers come in on `rx`.
+pub(crate) struct Announce {
+    pub tx: mpsc::Sender<PeerEvent>,
+    pub rx: Streaming<SchedulerEvent>,
+}
+
+impl SchedulerLink {
+    pub fn new(url: &str, connect_timeout: Duration) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("invalid scheduler URL {url:?}: {e}"))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Ok(Self {
+            client: SchedulerClient::new(endpoint.connect_lazy()),
+            url: url.to_string(),
+        })
+    }
+
+    /// Opens an announce stream and registers the peer.
+    pub async fn announce(&self, register: Register) -> Result<Announce, tonic::Status> {
+        let (tx, rx) = mpsc::channel(1024);
+        tx.send(PeerEvent {
+            event: Some(pollen_proto::scheduler::peer_event::Event::Register(
+                register,
+            )),
+        })
+        .await
+        .map_err(|_| tonic::Status::internal("announce channel closed"))?;
+        let mut client = self.client.clone();
+        let resp = client.announce_peer(ReceiverStream::new(rx)).await?;
+        Ok(Announce {
+            tx,
+            rx: resp.into_inner(),
+        })
+    }
+
+    /// Keeps a host session open until `shutdown`, calling `on_download` for every task the
+    /// scheduler asks this host to fetch.
+    pub async fn run_host_session<F>(
+        self,
+        info: HostInfo,
+        on_download: F,
+        connected: Arc<DaemonStats>,
+        shutdown: CancellationToken,
+    ) where
+        F: Fn(TaskRequest) + Send + 'static,
+    {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut client = self.client.clone();
+            let opened = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = client.host_session(info.clone()) => r,
+            };
+            match opened {
+                Ok(resp) => {
+                    info!(scheduler = %self.url, "host session open");
+                    connected.scheduler_connected.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_millis(200);
+                    let mut commands = resp.into_inner();
+                    loop {
+                        let msg = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            m = commands.message() => m,
+                        };
+                        match msg {
+                            Ok(Some(cmd)) => match cmd.command {
+                                Some(host_command::Command::Download(task)) => on_download(task),
+                                None => {}
+                            },
+                            Ok(None) => {
+                                warn!(scheduler = %self.url, "scheduler closed the host session");
+                                break;
+                            }
+                            Err(e) => {
+                                warn!(scheduler = %self.url, error = %e.message(), "host session broke");
+                                break;
+                            }
+                        }
+                    }
+                    connected
+                        .scheduler_connected
+                        .store(false, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    warn!(scheduler = %self.url, error = %e.message(), "cannot open a host session; retrying");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}

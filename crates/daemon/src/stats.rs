@@ -1,0 +1,35 @@
+//! The daemon's traffic counters (one struct, shared by `Arc`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pollen_wire::UploadStats;
+
+/// Counters of one daemon.
+#[derive(Debug, Default)]
+pub struct DaemonStats {
+    /// Bytes read from origins.
+    pub origin_bytes: AtomicU64,
+    /// Verified piece bytes received from peers.
+    pub p2p_download_bytes: AtomicU64,
+    /// Pieces read from origins.
+    pub pieces_from_origin: AtomicU64,
+    /// Pieces received from peers.
+    pub pieces_from_peers: AtomicU64,
+    /// Pieces that failed verification.
+    pub pieces_rejected: AtomicU64,
+    /// True while the host session with the scheduler is open.
+    pub scheduler_connected: AtomicBool,
+    /// Upload server counters.
+    pub upload: Arc<UploadStats>,
+}
+
+impl DaemonStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

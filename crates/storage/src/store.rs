@@ -1,0 +1,466 @@
+//! The store itself: tasks in memory for fast lookups, backed by redb and content files.
+//!
+//! Lock order: the store's task map, then a task's state; never the other way round. Locks
+//! are held only for in-memory updates, never across I/O.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pollen_core::{Bitfield, PieceDigest, PieceLayout, TaskId};
+use redb::{Database, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::committer::{self, PieceCommit};
+use crate::content::ContentFile;
+use crate::error::StoreError;
+use crate::meta::TaskMeta;
+
+pub(crate) const TASKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tasks");
+pub(crate) const PIECES: TableDefinition<([u8; 32], u32), [u8; 32]> =
+    TableDefinition::new("pieces");
+
+/// The daemon's piece store.
+pub struct Store {
+    dir: PathBuf,
+    db: Arc<Database>,
+    committer: Mutex<Option<mpsc::Sender<PieceCommit>>>,
+    committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    tasks: RwLock<HashMap<TaskId, Arc<TaskEntry>>>,
+}
+
+/// One task held by the store.
+pub struct TaskEntry {
+    /// Task id.
+    pub id: TaskId,
+    content: ContentFile,
+    layout: PieceLayout,
+    state: RwLock<TaskState>,
+    in_use: AtomicUsize,
+}
+
+struct TaskState {
+    meta: TaskMeta,
+    present: Bitfield,
+    digests: Vec<Option<PieceDigest>>,
+}
+
+/// A consistent copy of a task's state.
+#[derive(Clone, Debug)]
+pub struct TaskSnapshot {
+    /// Metadata.
+    pub meta: TaskMeta,
+    /// Present pieces.
+    pub present: Bitfield,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl TaskEntry {
+    /// The task's content file.
+    pub fn content(&self) -> &ContentFile {
+        &self.content
+    }
+
+    /// The task's piece layout.
+    pub fn layout(&self) -> PieceLayout {
+        self.layout
+    }
+
+    /// A copy of the metadata and present pieces.
+    pub fn snapshot(&self) -> TaskSnapshot {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        TaskSnapshot {
+            meta: s.meta.clone(),
+            present: s.present.clone(),
+        }
+    }
+
+    /// The present pieces.
+    pub fn bitfield(&self) -> Bitfield {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .present
+            .clone()
+    }
+
+    /// The digest of piece `n` if it is present.
+    pub fn piece_digest(&self, n: u32) -> Option<PieceDigest> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        if s.present.get(n) {
+            s.digests.get(n as usize).copied().flatten()
+        } else {
+            None
+        }
+    }
+
+    /// Digests of all present pieces, by number.
+    pub fn present_digests(&self) -> Vec<(u32, PieceDigest)> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        s.present
+            .iter_set()
+            .filter_map(|n| s.digests[n as usize].map(|d| (n, d)))
+            .collect()
+    }
+
+    /// True when every piece is present and the content passed its digest check.
+    pub fn is_complete(&self) -> bool {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .meta
+            .complete
+    }
+
+    /// Marks the task busy (a download or upload in progress) until the guard drops.
+    pub fn hold(self: &Arc<Self>) -> TaskHold {
+        self.in_use.fetch_add(1, Ordering::AcqRel);
+        TaskHold(self.clone())
+    }
+
+    /// True while some download or upload holds the task.
+    pub fn is_held(&self) -> bool {
+        self.in_use.load(Ordering::Acquire) > 0
+    }
+}
+
+/// Keeps a task from being removed while it is downloaded or served.
+pub struct TaskHold(Arc<TaskEntry>);
+
+impl Drop for TaskHold {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` and loads every task.
+    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+        std::fs::create_dir_all(dir.join("content")).map_err(StoreError::io)?;
+        let db = Arc::new(Database::create(dir.join("metadata.redb"))?);
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(TASKS)?;
+            txn.open_table(PIECES)?;
+            txn.commit()?;
+        }
+        let (tx, thread) = committer::spawn(db.clone())?;
+        let store = Self {
+            dir: dir.to_path_buf(),
+            committer: Mutex::new(Some(tx)),
+            committer_thread: Mutex::new(Some(thread)),
+            db,
+            tasks: RwLock::new(HashMap::new()),
+        };
+        store.load()?;
+        Ok(Arc::new(store))
+    }
+
+    /// Path of a task's content file (for copying it out).
+    pub fn content_path(&self, id: &TaskId) -> PathBuf {
+        self.dir.join("content").join(id.hex())
+    }
+
+    fn load(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let tasks = txn.open_table(TASKS)?;
+        let pieces = txn.open_table(PIECES)?;
+        let mut map = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+        for row in tasks.iter()? {
+            let (k, v) = row?;
+            let id = TaskId(k.value());
+            let meta: TaskMeta =
+                serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                    task: id.hex(),
+                    reason: e.to_string(),
+                })?;
+            let Some(layout) =
+                PieceLayout::with_piece_length(meta.content_length, meta.piece_length)
+            else {
+                tracing::warn!(task = %id, "skipping a task with an unusable piece layout");
+                continue;
+            };
+            let path = self.content_path(&id);
+            if !path.exists() {
+                tracing::warn!(task = %id, "content file missing; the task will be fetched again");
+                continue;
+            }
+            let content = ContentFile::open(&path, meta.content_length)?;
+            let mut present = Bitfield::new(layout.piece_count());
+            let mut digests = vec![None; layout.piece_count() as usize];
+            for row in pieces.range((id.0, 0)..=(id.0, u32::MAX))? {
+                let (k, v) = row?;
+                let (_, n) = k.value();
+                if n < layout.piece_count() {
+                    present.set(n);
+                    digests[n as usize] = Some(PieceDigest(v.value()));
+                }
+            }
+            map.insert(
+                id,
+                Arc::new(TaskEntry {
+                    id,
+                    content,
+                    layout,
+                    state: RwLock::new(TaskState {
+                        meta,
+                        present,
+                        digests,
+                    }),
+                    in_use: AtomicUsize::new(0),
+                }),
+            );
+        }
+        tracing::info!(tasks = map.len(), "piece store loaded");
+        Ok(())
+    }
+
+    /// The task, if the store has it.
+    pub fn get(&self, id: &TaskId) -> Option<Arc<TaskEntry>> {
+        self.tasks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every task in the store.
+    pub fn tasks(&self) -> Vec<Arc<TaskEntry>> {
+        self.tasks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn write_meta(&self, id: &TaskId, meta: &TaskMeta) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(meta).map_err(|e| StoreError::Corrupt {
+            task: id.hex(),
+            reason: e.to_string(),
+        })?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(TASKS)?.insert(id.0, bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Returns the task, creating it (metadata and sparse content file) if absent. An existing
+    /// task whose content length differs from `meta` (the origin changed) is replaced.
+    pub fn ensure_task(
+        &self,
+        id: TaskId,
+        mut meta: TaskMeta,
+    ) -> Result<Arc<TaskEntry>, StoreError> {
+        if let Some(existing) = self.get(&id) {
+            if existing.layout.content_length() == meta.content_length {
+                return Ok(existing);
+            }
+            tracing::warn!(task = %id, "content length changed at the origin; discarding the old copy");
+            self.remove_task(&id)?;
+        }
+        let layout = PieceLayout::with_piece_length(meta.content_length, meta.piece_length)
+            .ok_or_else(|| StoreError::Corrupt {
+                task: id.hex(),
+                reason: "unusable piece length".into(),
+            })?;
+        meta.complete = false;
+        meta.last_access = now_unix();
+        let content = ContentFile::open(&self.content_path(&id), meta.content_length)?;
+        self.write_meta(&id, &meta)?;
+        let entry = Arc::new(TaskEntry {
+            id,
+            content,
+            layout,
+            state: RwLock::new(TaskState {
+                meta,
+                present: Bitfield::new(layout.piece_count()),
+                digests: vec![None; layout.piece_count() as usize],
+            }),
+            in_use: AtomicUsize::new(0),
+        });
+        let mut map = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+        Ok(map.entry(id).or_insert(entry).clone())
+    }
+
+    /// Durably records piece `number` (whose bytes are already written) and then marks it
+    /// present. Returns once the metadata commit is on disk.
+    pub async fn commit_piece(
+        &self,
+        entry: &TaskEntry,
+        number: u32,
+        digest: PieceDigest,
+    ) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.committer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(PieceCommit {
+                task: entry.id,
+                number,
+                digest,
+                done,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)??;
+        let mut s = entry.state.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = s.digests.get_mut(number as usize) {
+            *slot = Some(digest);
+            s.present.set(number);
+        }
+        Ok(())
+    }
+
+    /// Applies `f` to the task's metadata and persists it.
+    pub fn update_meta(
+        &self,
+        entry: &TaskEntry,
+        f: impl FnOnce(&mut TaskMeta),
+    ) -> Result<(), StoreError> {
+        let meta = {
+            let mut s = entry.state.write().unwrap_or_else(|e| e.into_inner());
+            f(&mut s.meta);
+            s.meta.clone()
+        };
+        self.write_meta(&entry.id, &meta)
+    }
+
+    /// Marks the task complete (all pieces present, content digest checked when known).
+    pub fn mark_complete(&self, entry: &TaskEntry) -> Result<(), StoreError> {
+        self.update_meta(entry, |m| {
+            m.complete = true;
+            m.last_access = now_unix();
+        })
+    }
+
+    /// Records that the task was just used.
+    pub fn touch(&self, entry: &TaskEntry) -> Result<(), StoreError> {
+        self.update_meta(entry, |m| m.last_access = now_unix())
+    }
+
+    /// Forgets a present piece whose bytes failed re-verification.
+    pub fn drop_piece(&self, entry: &TaskEntry, number: u32) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PIECES)?.remove((entry.id.0, number))?;
+        txn.commit()?;
+        let mut s = entry.state.write().unwrap_or_else(|e| e.into_inner());
+        let count = s.present.len();
+        let mut fresh = Bitfield::new(count);
+        for n in s.present.iter_set().filter(|&n| n != number) {
+            fresh.set(n);
+        }
+        s.present = fresh;
+        s.meta.complete = false;
+        Ok(())
+    }
+
+    /// Removes a task's metadata and content file.
+    pub fn remove_task(&self, id: &TaskId) -> Result<(), StoreError> {
+        self.tasks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(TASKS)?.remove(id.0)?;
+            let mut pieces = txn.open_table(PIECES)?;
+            let keys: Vec<u32> = pieces
+                .range((id.0, 0)..=(id.0, u32::MAX))?
+                .filter_map(|r| r.ok().map(|(k, _)| k.value().1))
+                .collect();
+            for n in keys {
+                pieces.remove((id.0, n))?;
+            }
+        }
+        txn.commit()?;
+        match std::fs::remove_file(self.content_path(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(e)),
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Stops the committer thread so the database is closed when the store is gone.
+    fn drop(&mut self) {
+        self.committer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = self
+            .committer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::piece_writer::PieceWriter;
+
+    fn meta(len: u64) -> TaskMeta {
+        let layout = PieceLayout::for_content(len);
+        TaskMeta {
+            url: "http://h/x".into(),
+            content_length: len,
+            piece_length: layout.piece_length(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_pieces_survive_reopening_and_uncommitted_ones_do_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = TaskId([1; 32]);
+        let data: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 251) as u8).collect();
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let entry = store
+                .ensure_task(id, meta(data.len() as u64))
+                .expect("task");
+            let layout = entry.layout();
+            assert_eq!(layout.piece_count(), 3);
+            for n in [0u32, 2] {
+                let range =
+                    layout.offset(n) as usize..(layout.offset(n) + layout.length(n)) as usize;
+                let mut w = PieceWriter::new(entry.content().clone(), layout.offset(n));
+                w.write(&data[range.clone()]).await.expect("write");
+                let d = w.finish().await.expect("digest");
+                assert_eq!(d, PieceDigest::of(&data[range]));
+                store.commit_piece(&entry, n, d).await.expect("commit");
+            }
+            // Piece 1 is written but never committed: it must not count after a restart.
+            let mut w = PieceWriter::new(entry.content().clone(), layout.offset(1));
+            w.write_owned(vec![0u8; 16]).await.expect("write");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let entry = store.get(&id).expect("task survives");
+        assert_eq!(entry.bitfield().iter_set().collect::<Vec<_>>(), vec![0, 2]);
+        assert!(entry.piece_digest(1).is_none());
+        assert!(!entry.is_complete());
+        store.mark_complete(&entry).expect("complete");
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen again");
+        assert!(store.get(&id).expect("task").is_complete());
+        store.remove_task(&id).expect("remove");
+        assert!(store.get(&id).is_none());
+        drop(store);
+        assert!(Store::open(dir.path()).expect("reopen").get(&id).is_none());
+    }
+}

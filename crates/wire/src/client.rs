@@ -1,0 +1,120 @@
+//! Piece client: one connection to a parent, with pipelined requests.
+//!
+//! The caller writes requests with [`PieceClient::request_piece`] and
+//! [`PieceClient::request_bitfield`] and reads the answers, in request order, with
+//! [`PieceClient::next_response`]. After a [`PieceResponse::Piece`], the payload must be read
+//! with [`PieceClient::read_payload`] before the next response. Bytes are not verified here:
+//! the receiver checks each piece against the digest the scheduler published.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pollen_core::{Bitfield, TaskId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::codec::{read_message, Message, PieceHeader, WireError};
+
+/// One answer from a parent.
+#[derive(Debug)]
+pub enum PieceResponse {
+    /// A piece follows; read its payload next.
+    Piece(PieceHeader),
+    /// The parent does not have the piece.
+    Missing(u32),
+    /// The parent's bitfield for the task (empty when it does not know the task).
+    Bitfield(Bitfield),
+}
+
+/// A connection to one parent's upload server.
+pub struct PieceClient {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    peer: SocketAddr,
+}
+
+impl PieceClient {
+    /// Connects to a parent within `timeout`.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, WireError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {addr} timed out"),
+                ))
+            })??;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        Ok(Self {
+            reader: BufReader::with_capacity(256 << 10, r),
+            writer: w,
+            scratch: Vec::new(),
+            out: Vec::with_capacity(64),
+            peer: addr,
+        })
+    }
+
+    /// The parent's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    async fn send(&mut self, m: Message) -> Result<(), WireError> {
+        self.out.clear();
+        m.encode(&mut self.out);
+        self.writer.write_all(&self.out).await?;
+        Ok(())
+    }
+
+    /// Asks for the parent's bitfield of `task`.
+    pub async fn request_bitfield(&mut self, task: TaskId) -> Result<(), WireError> {
+        self.send(Message::BitfieldRequest { task }).await
+    }
+
+    /// Asks for piece `number` of `task`.
+    pub async fn request_piece(&mut self, task: TaskId, number: u32) -> Result<(), WireError> {
+        self.send(Message::PieceRequest { task, number }).await
+    }
+
+    /// Reads the next answer.
+    pub async fn next_response(&mut self) -> Result<PieceResponse, WireError> {
+        let msg = read_message(&mut self.reader, &mut self.scratch)
+            .await?
+            .ok_or(WireError::Truncated)?;
+        match msg {
+            Message::Piece(h) => Ok(PieceResponse::Piece(h)),
+            Message::PieceMissing { number, .. } => Ok(PieceResponse::Missing(number)),
+            Message::Bitfield {
+                piece_count, bits, ..
+            } => Bitfield::from_bytes(piece_count, &bits)
+                .map(PieceResponse::Bitfield)
+                .ok_or(WireError::Malformed {
+                    tag: 0x02,
+                    reason: "bits set past the piece count",
+                }),
+            Message::Error { message } => Err(WireError::Io(std::io::Error::other(format!(
+                "parent refused: {message}"
+            )))),
+            _ => Err(WireError::Malformed {
+                tag: 0,
+                reason: "request frame received by a client",
+            }),
+        }
+    }
+
+    /// Reads exactly `buf.len()` payload bytes.
+    pub async fn read_payload(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
+        self.reader.read_exact(buf).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                WireError::Truncated
+            } else {
+                WireError::Io(e)
+            }
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! Upload server: answers other peers' bitfield and piece requests.
+//!
+//! One task per connection (a semaphore caps how many), requests answered strictly in order so
+//! a client may pipeline them. Piece bytes go from the content file to the socket with
+//! `sendfile`, paced by the host's upload rate limiter, without passing through user space.
+//! A malformed frame gets an error frame and the connection is closed; nothing panics.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId};
+use tokio::io::{AsyncWriteExt, BufReader, Interest};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::codec::{read_message, Message, PieceHeader, WireError};
+
+/// Bytes handed to `sendfile` per rate-limiter grant.
+const SEND_CHUNK: u64 = 1 << 20;
+
+/// A piece the provider can serve, with everything needed to send it.
+pub struct ServedPiece {
+    /// The task's content file.
+    pub file: Arc<File>,
+    /// Offset of the piece in the file.
+    pub offset: u64,
+    /// Piece length.
+    pub length: u32,
+    /// Verified digest of the piece.
+    pub digest: PieceDigest,
+}
+
+/// What the upload server serves from: the daemon's piece store.
+pub trait PieceProvider: Send + Sync + 'static {
+    /// The pieces held for a task, or `None` if the task is unknown.
+    fn bitfield(&self, task: &TaskId) -> Option<Bitfield>;
+    /// A verified piece, or `None` if it is not held.
+    fn piece(&self, task: &TaskId, number: u32) -> Option<ServedPiece>;
+    /// Called when a piece was sent in full (for last-access and accounting).
+    fn served(&self, _task: &TaskId, _bytes: u64) {}
+}
+
+/// Counters of one upload server.
+#[derive(Debug, Default)]
+pub struct UploadStats {
+    /// Piece bytes sent.
+    pub bytes: AtomicU64,
+    /// Pieces sent in full.
+    pub pieces: AtomicU64,
+    /// Connections open now.
+    pub connections: AtomicUsize,
+    /// Connections dropped for protocol errors.
+    pub protocol_errors: AtomicU64,
+}
+
+/// The upload server of one daemon.
+pub struct UploadServer {
+    listener: TcpListener,
+    provider: Arc<dyn PieceProvider>,
+    limiter: RateLimiter,
+    stats: Arc<UploadStats>,
+    permits: Arc<Semaphore>,
+}
+
+impl UploadServer {
+    /// Wraps a bound listener.
+    pub fn new(
+        listener: TcpListener,
+        provider: Arc<dyn PieceProvider>,
+        limiter: RateLimiter,
+        stats: Arc<UploadStats>,
+        max_connections: usize,
+    ) -> Self {
+        Self {
+            listener,
+            provider,
+            limiter,
+            stats,
+            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+        }
+    }
+
+    /// Accepts connections until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => { warn!(error = %e, "accept failed"); continue; }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Connection {
+                provider: self.provider.clone(),
+                limiter: self.limiter.clone(),
+                stats: self.stats.clone(),
+            };
+            let token = shutdown.clone();
+            conns.spawn(
+                async move {
+                    conn.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        r = conn.serve(stream) => if let Err(e) = r {
+                            debug!(error = %e, "upload connection ended with an error");
+                        }
+                    }
+                    conn.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                }
+                .instrument(info_span!("upload", %peer)),
+            );
+            while conns.try_join_next().is_some() {}
+        }
+        conns.shutdown().await;
+    }
+}
+
+struct Connection {
+    provider: Arc<dyn PieceProvider>,
+    limiter: RateLimiter,
+    stats: Arc<UploadStats>,
+}
+
+impl Connection {
+    async fn serve(&self, stream: TcpStream) -> Result<(), WireError> {
+        let (read_half, mut write_half) = stream.into_split();
+        let mut reader = BufReader::new(read_half);
+        let mut scratch = Vec::new();
+        let mut out = Vec::with_capacity(64);
+        loop {
+            let msg = match read_message(&mut reader, &mut scratch).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(e @ (WireError::Io(_) | WireError::Truncated)) => return Err(e),
+                Err(e) => {
+                    self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, "closing connection after a malformed frame");
+                    out.clear();
+                    Message::Error {
+                        message: e.to_string(),
+                    }
+                    .encode(&mut out);
+                    let _ = write_half.write_all(&out).await;
+                    return Err(e);
+                }
+            };
+            out.clear();
+            match msg {
+                Message::BitfieldRequest { task } => {
+                    let field = self.provider.bitfield(&task).unwrap_or_default();
+                    Message::Bitfield {
+                        task,
+                        piece_count: field.len(),
+                        bits: field.as_bytes().to_vec(),
+                    }
+                    .encode(&mut out);
+                    write_half.write_all(&out).await?;
+                }
+                Message::PieceRequest { task, number } => {
+                    let Some(piece) = self.provider.piece(&task, number) else {
+                        Message::PieceMissing { task, number }.encode(&mut out);
+                        write_half.write_all(&out).await?;
+                        continue;
+                    };
+                    Message::Piece(PieceHeader {
+                        number,
+                        offset: piece.offset,
+                        length: piece.length,
+                        digest: piece.digest,
+                    })
+                    .encode(&mut out);
+                    write_half.write_all(&out).await?;
+                    self.send_file_range(write_half.as_ref(), &piece).await?;
+                    self.stats.pieces.fetch_add(1, Ordering::Relaxed);
+                    self.provider.served(&task, u64::from(piece.length));
+                }
+                other => {
+                    self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    out.clear();
+                    Message::Error {
+                        message: format!("unexpected request {other:?}"),
+                    }
+                    .encode(&mut out);
+                    let _ = write_half.write_all(&out).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Sends `piece` from its file with `sendfile`, one rate-limited chunk at a time.
+    async fn send_file_range(&self, sock: &TcpStream, piece: &ServedPiece) -> io::Result<()> {
+        let mut offset = piece.offset as i64;
+        let end = piece.offset + u64::from(piece.length);
+        while (offset as u64) < end {
+            let chunk = (end - offset as u64).min(SEND_CHUNK);
+            self.limiter.acquire(chunk).await;
+            let chunk_end = offset as u64 + chunk;
+            while (offset as u64) < chunk_end {
+                sock.writable().await?;
+                let want = (chunk_end - offset as u64) as usize;
+                let sent = sock.try_io(Interest::WRITABLE, || {
+                    nix::sys::sendfile::sendfile64(
+                        sock.as_fd(),
+                        piece.file.as_fd(),
+                        Some(&mut offset),
+                        want,
+                    )
+                    .map_err(io::Error::from)
+                });
+                match sent {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "content file shorter than the piece",
+                        ))
+                    }
+                    Ok(n) => {
+                        self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}

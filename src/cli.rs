@@ -1,0 +1,85 @@
+//! Argument parsing and dispatch. Every flag has `--help` text and a `POLLEN_*` variable.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// Pollen: peer-to-peer distribution of container images, large files and AI models.
+#[derive(Parser, Debug)]
+#[command(name = "pollen", version, about, long_about = None)]
+pub struct Cli {
+    /// Log more (debug level); errors print their whole cause chain.
+    #[arg(short, long, global = true, env = "POLLEN_VERBOSE")]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The roles and commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the scheduler (gRPC), which tells every peer where to download from.
+    Scheduler(cmd::scheduler::SchedulerArgs),
+    /// Run a peer daemon (`--seed` for a seed peer).
+    Daemon(Box<cmd::daemon::DaemonArgs>),
+    /// Download a URL through the local daemon.
+    Get(cmd::get::GetArgs),
+    /// Start an origin, a scheduler, a seed and N peers on this machine and distribute a file.
+    Demo(cmd::demo::DemoArgs),
+}
+
+fn init_tracing(default: &str, verbose: bool) {
+    let filter = if verbose {
+        tracing_subscriber::EnvFilter::new("debug,h2=info,hyper=info,tower=info")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_env("POLLEN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the command line and maps the outcome to an exit code, printing one clear line on error.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Scheduler(_) | Command::Daemon(_) => "info",
+        Command::Get(_) | Command::Demo(_) => "warn",
+    };
+    init_tracing(default_log, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Scheduler(a) => cmd::scheduler::run(a).await,
+            Command::Daemon(a) => cmd::daemon::run(*a).await,
+            Command::Get(a) => cmd::get::run(a).await,
+            Command::Demo(a) => cmd::demo::run(a).await,
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if cli.verbose {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! A local Pollen cluster of real OS processes: a scheduler, an optional seed and N daemons on
+//! loopback, each with its own ephemeral port, data directory, API socket and log file, all
+//! under one temporary directory that is removed (and every process killed) on drop.
+//!
+//! `pollen demo` runs on it, and so do the multi-process tests, which also kill and restart
+//! daemons through it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use pollen_proto::daemon::daemon_client::DaemonClient;
+use pollen_proto::daemon::{DownloadRequest, StatRequest, StatResponse};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// How long a process may take to come up.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// The `pollen` binary.
+    pub bin: PathBuf,
+    /// Number of ordinary daemons.
+    pub peers: usize,
+    /// Start a seed daemon.
+    pub seed: bool,
+    /// Start a scheduler; without one, daemons are pointed at a closed port.
+    pub scheduler: bool,
+    /// Upload limit of the seed, bytes per second.
+    pub seed_upload_limit: Option<u64>,
+    /// Upload limit of every ordinary daemon, bytes per second.
+    pub peer_upload_limit: Option<u64>,
+    /// Extra flags for every daemon.
+    pub daemon_args: Vec<String>,
+}
+
+impl ClusterSpec {
+    /// A scheduler, a seed and `peers` daemons, no limits.
+    pub fn new(bin: impl Into<PathBuf>, peers: usize) -> Self {
+        Self {
+            bin: bin.into(),
+            peers,
+            seed: true,
+            scheduler: true,
+            seed_upload_limit: None,
+            peer_upload_limit: None,
+            daemon_args: Vec::new(),
+        }
+    }
+}
+
+/// One daemon process, restartable with the same data directory and socket.
+pub struct DaemonProc {
+    /// Name used in logs and reports (`seed`, `peer-1`, …).
+    pub name: String,
+    /// Its API socket.
+    pub socket: PathBuf,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its log file (stderr, appended across restarts).
+    pub log: PathBuf,
+    bin: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl DaemonProc {
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("cannot open {}", self.log.display()))?;
+        let mut child = Command::new(&self.bin)
+            .arg("daemon")
+            .args(&self.args)
+            .env("POLLEN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(STARTUP, lines.next_line())
+            .await
+            .map_err(|_| anyhow!("{} did not start within {STARTUP:?}", self.name))??
+            .ok_or_else(|| anyhow!("{} exited at start; see {}", self.name, self.log.display()))?;
+        if !line.starts_with("daemon ready") {
+            bail!("{} printed {line:?} instead of its ready line", self.name);
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+
+    /// Starts the process again with the same flags.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await;
+        self.spawn().await
+    }
+
+    /// A client of its local API.
+    pub async fn client(&self) -> anyhow::Result<DaemonClient<Channel>> {
+        Ok(pollen_daemon::api_client::connect(&self.socket).await?)
+    }
+
+    /// Its counters.
+    pub async fn stat(&self) -> anyhow::Result<StatResponse> {
+        Ok(self
+            .client()
+            .await?
+            .stat(StatRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Waits until its host session with the scheduler is open.
+    pub async fn wait_connected(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if self
+                .stat()
+                .await
+                .map(|s| s.scheduler_connected)
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not connect to the scheduler; see {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Downloads `url` to `output` and waits for the end.
+    pub async fn download(
+        &self,
+        url: &str,
+        output: &Path,
+        digest: Option<&str>,
+    ) -> Result<(), tonic::Status> {
+        let mut client = self
+            .client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut stream = client
+            .download(DownloadRequest {
+                url: url.to_string(),
+                output_path: output.to_string_lossy().into_owned(),
+                digest: digest.unwrap_or_default().to_string(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        while let Some(m) = stream.message().await? {
+            if m.done {
+                return Ok(());
+            }
+        }
+        Err(tonic::Status::aborted("download stream ended early"))
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A running cluster; everything stops and is removed on drop.
+pub struct Cluster {
+    /// The temporary directory holding every data dir, socket and log.
+    pub dir: tempfile::TempDir,
+    /// The scheduler URL daemons use.
+    pub scheduler_url: String,
+    /// The seed daemon, if any.
+    pub seed: Option<DaemonProc>,
+    /// The ordinary daemons.
+    pub peers: Vec<DaemonProc>,
+    scheduler: Option<Child>,
+}
+
+impl Cluster {
+    /// Starts everything and waits until every daemon is connected to the scheduler.
+    pub async fn start(spec: ClusterSpec) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("pollen-cluster-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let (scheduler, scheduler_url) = if spec.scheduler {
+            let log = std::fs::File::create(dir.path().join("scheduler.log"))?;
+            let mut child = Command::new(&spec.bin)
+                .args(["scheduler", "--listen", "127.0.0.1:0"])
+                .env("POLLEN_LOG", "info")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log))
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("cannot start the scheduler")?;
+            let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+            let mut lines = BufReader::new(stdout).lines();
+            let line = tokio::time::timeout(STARTUP, lines.next_line())
+                .await
+                .map_err(|_| anyhow!("the scheduler did not start"))??
+                .ok_or_else(|| anyhow!("the scheduler exited at start"))?;
+            let addr = line
+                .rsplit(' ')
+                .next()
+                .ok_or_else(|| anyhow!("unexpected scheduler output {line:?}"))?
+                .to_string();
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            (Some(child), format!("http://{addr}"))
+        } else {
+            // A port nothing listens on: daemons must cope without a scheduler.
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let addr = l.local_addr()?;
+            drop(l);
+            (None, format!("http://{addr}"))
+        };
+        let make = |name: String, ip: u8, seed: bool, limit: Option<u64>| {
+            let data_dir = dir.path().join(&name);
+            let socket = dir.path().join(format!("{name}.sock"));
+            let mut args = vec![
+                "--scheduler".to_string(),
+                scheduler_url.clone(),
+                "--data-dir".into(),
+                data_dir.to_string_lossy().into_owned(),
+                "--upload-listen".into(),
+                format!("127.0.0.{ip}:0"),
+                "--api-socket".into(),
+                socket.to_string_lossy().into_owned(),
+            ];
+            if seed {
+                args.push("--seed".into());
+            }
+            if let Some(l) = limit {
+                args.push("--upload-rate-limit".into());
+                args.push(l.to_string());
+            }
+            args.extend(spec.daemon_args.iter().cloned());
+            DaemonProc {
+                log: dir.path().join(format!("{name}.log")),
+                name,
+                socket,
+                data_dir,
+                bin: spec.bin.clone(),
+                args,
+                child: None,
+            }
+        };
+        let mut seed = spec
+            .seed
+            .then(|| make("seed".into(), 2, true, spec.seed_upload_limit));
+        let mut peers: Vec<DaemonProc> = (0..spec.peers)
+            .map(|i| {
+                make(
+                    format!("peer-{}", i + 1),
+                    3 + (i % 250) as u8,
+                    false,
+                    spec.peer_upload_limit,
+                )
+            })
+            .collect();
+        if let Some(s) = seed.as_mut() {
+            s.spawn().await?;
+        }
+        for p in peers.iter_mut() {
+            p.spawn().await?;
+        }
+        let cluster = Self {
+            dir,
+            scheduler_url,
+            seed,
+            peers,
+            scheduler,
+        };
+        if spec.scheduler {
+            for d in cluster.seed.iter().chain(cluster.peers.iter()) {
+                d.wait_connected().await?;
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Every daemon, seed first.
+    pub fn daemons(&self) -> impl Iterator<Item = &DaemonProc> {
+        self.seed.iter().chain(self.peers.iter())
+    }
+
+    /// Stops the scheduler (SIGKILL).
+    pub async fn kill_scheduler(&mut self) {
+        if let Some(mut c) = self.scheduler.take() {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub(crate) mod daemon;
+pub(crate) mod demo;
+pub(crate) mod get;
+pub(crate) mod scheduler;

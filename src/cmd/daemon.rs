@@ -1,0 +1,123 @@
+//! `pollen daemon`: runs a peer (or a seed peer with `--seed`) until Ctrl-C or SIGTERM.
+//!
+//! Settings come from the defaults, then the TOML file given with `--config`, then flags (and
+//! their `POLLEN_*` variables), the later winning.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use pollen_daemon::config::parse_duration;
+use pollen_daemon::{Daemon, DaemonConfig};
+
+fn size(s: &str) -> Result<u64, String> {
+    pollen_core::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// Daemon flags; each overrides the same key of the `--config` file.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// TOML config file (keys as in `DaemonConfig`; flags win over it).
+    #[arg(long, env = "POLLEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Scheduler URL, e.g. http://scheduler:8002. Without one, every download goes to the origin.
+    #[arg(long, env = "POLLEN_SCHEDULER")]
+    pub scheduler: Option<String>,
+    /// Data directory for content and metadata [default: /var/lib/pollen/daemon].
+    #[arg(long, env = "POLLEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Run as a seed peer: the scheduler sends it to the origin for new tasks.
+    #[arg(long, env = "POLLEN_SEED")]
+    pub seed: bool,
+    /// Upload server address [default: 0.0.0.0:4100].
+    #[arg(long, env = "POLLEN_UPLOAD_LISTEN")]
+    pub upload_listen: Option<SocketAddr>,
+    /// IP address other peers use to reach this one [default: the upload address, or the
+    /// address the scheduler sees].
+    #[arg(long, env = "POLLEN_ADVERTISE_IP")]
+    pub advertise_ip: Option<String>,
+    /// Unix socket of the local API used by `pollen get` [default: /tmp/pollen/daemon.sock].
+    #[arg(long, env = "POLLEN_API_SOCKET")]
+    pub api_socket: Option<PathBuf>,
+    /// Upload limit in bytes per second (e.g. 100MiB); 0 means unlimited.
+    #[arg(long, env = "POLLEN_UPLOAD_RATE_LIMIT", value_parser = size)]
+    pub upload_rate_limit: Option<u64>,
+    /// Download limit in bytes per second (e.g. 1GiB); 0 means unlimited.
+    #[arg(long, env = "POLLEN_DOWNLOAD_RATE_LIMIT", value_parser = size)]
+    pub download_rate_limit: Option<u64>,
+    /// Back-to-source limit in bytes per second; 0 means unlimited.
+    #[arg(long, env = "POLLEN_BACK_TO_SOURCE_RATE_LIMIT", value_parser = size)]
+    pub back_to_source_rate_limit: Option<u64>,
+    /// Most concurrent upload connections [default: 64].
+    #[arg(long, env = "POLLEN_MAX_UPLOAD_CONNECTIONS")]
+    pub max_upload_connections: Option<usize>,
+    /// How long to wait for a usable parent before fetching from the origin (e.g. 15s).
+    #[arg(long, env = "POLLEN_PARENT_WAIT", value_parser = parse_duration)]
+    pub parent_wait: Option<Duration>,
+}
+
+impl DaemonArgs {
+    /// Defaults, then the config file, then the flags.
+    pub fn resolve(self) -> anyhow::Result<DaemonConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid config {}", path.display()))?
+            }
+            None => DaemonConfig::default(),
+        };
+        if self.scheduler.is_some() {
+            cfg.scheduler = self.scheduler;
+        }
+        if let Some(v) = self.data_dir {
+            cfg.data_dir = v;
+        }
+        cfg.seed |= self.seed;
+        if let Some(v) = self.upload_listen {
+            cfg.upload_listen = v;
+        }
+        if self.advertise_ip.is_some() {
+            cfg.advertise_ip = self.advertise_ip;
+        }
+        if let Some(v) = self.api_socket {
+            cfg.api_socket = v;
+        }
+        if let Some(v) = self.upload_rate_limit {
+            cfg.upload_rate_limit = v;
+        }
+        if let Some(v) = self.download_rate_limit {
+            cfg.download_rate_limit = v;
+        }
+        if let Some(v) = self.back_to_source_rate_limit {
+            cfg.back_to_source_rate_limit = v;
+        }
+        if let Some(v) = self.max_upload_connections {
+            cfg.max_upload_connections = v;
+        }
+        if let Some(v) = self.parent_wait {
+            cfg.parent_wait = v;
+        }
+        Ok(cfg)
+    }
+}
+
+pub(crate) async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.resolve()?;
+    let handle = Daemon::start(cfg)
+        .await
+        .context("cannot start the daemon")?;
+    println!(
+        "daemon ready upload={} socket={} host={}",
+        handle.upload_addr,
+        handle.api_socket.display(),
+        handle.host_id
+    );
+    crate::signals::terminated().await;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,202 @@
+//! A real HTTP origin that serves one blob, counts every byte it sends, and can misbehave.
+//!
+//! Used by `pollen demo` (the built-in origin) and by the multi-process tests, which need to
+//! know exactly how much the origin served. Routes:
+//! - `GET /blob` — the data, with `Range` support (206), `ETag` and `Last-Modified`;
+//! - `GET /missing` — 404;
+//! - `GET /truncated` — announces the full length, sends half, then drops the connection.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+const CHUNK: usize = 256 << 10;
+
+#[derive(Clone)]
+struct Shared {
+    data: Bytes,
+    etag: String,
+    bytes_served: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+/// A running origin server; stops when dropped.
+pub struct Origin {
+    /// Listening address.
+    pub addr: SocketAddr,
+    shared: Shared,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn parse_range(h: &HeaderMap, len: u64) -> Option<(u64, u64)> {
+    let v = h.get(header::RANGE)?.to_str().ok()?;
+    let spec = v.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let end = if b.trim().is_empty() {
+        len.checked_sub(1)?
+    } else {
+        b.trim().parse::<u64>().ok()?.min(len.checked_sub(1)?)
+    };
+    (start <= end).then_some((start, end))
+}
+
+fn body(shared: &Shared, start: usize, end: usize, fail_at: Option<usize>) -> Body {
+    let data = shared.data.clone();
+    let counter = shared.bytes_served.clone();
+    let stream = futures::stream::unfold(start, move |pos| {
+        let data = data.clone();
+        let counter = counter.clone();
+        async move {
+            if pos >= end {
+                return None;
+            }
+            if fail_at.is_some_and(|f| pos >= f) {
+                return Some((
+                    Err(std::io::Error::other("origin dropped the connection")),
+                    end,
+                ));
+            }
+            let next = (pos + CHUNK).min(end).min(fail_at.unwrap_or(usize::MAX));
+            counter.fetch_add((next - pos) as u64, Ordering::Relaxed);
+            Some((Ok::<Bytes, std::io::Error>(data.slice(pos..next)), next))
+        }
+    });
+    Body::from_stream(stream)
+}
+
+async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    let len = s.data.len() as u64;
+    let common = [
+        (header::ETAG, s.etag.clone()),
+        (
+            header::LAST_MODIFIED,
+            "Mon, 23 Nov 2026 00:00:00 GMT".to_string(),
+        ),
+        (header::ACCEPT_RANGES, "bytes".to_string()),
+    ];
+    match parse_range(&headers, len) {
+        Some((a, b)) => (
+            StatusCode::PARTIAL_CONTENT,
+            common,
+            [
+                (header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}")),
+                (header::CONTENT_LENGTH, (b - a + 1).to_string()),
+            ],
+            body(&s, a as usize, b as usize + 1, None),
+        )
+            .into_response(),
+        None if headers.contains_key(header::RANGE) => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, "bad range").into_response()
+        }
+        None => (
+            StatusCode::OK,
+            common,
+            [(header::CONTENT_LENGTH, len.to_string())],
+            body(&s, 0, len as usize, None),
+        )
+            .into_response(),
+    }
+}
+
+async fn truncated(State(s): State<Shared>) -> Response {
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    let len = s.data.len();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_LENGTH, len.to_string())],
+        body(&s, 0, len, Some(len / 2)),
+    )
+        .into_response()
+}
+
+impl Origin {
+    /// Serves `data` on `bind` (port 0 picks a free port).
+    pub async fn start(bind: SocketAddr, data: Bytes) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let digest = pollen_core::ContentDigest::of(&data);
+        let shared = Shared {
+            data,
+            etag: format!("\"{}\"", &digest.hex()[..16]),
+            bytes_served: Arc::new(AtomicU64::new(0)),
+            requests: Arc::new(AtomicU64::new(0)),
+        };
+        let app = Router::new()
+            .route("/blob", get(blob))
+            .route("/truncated", get(truncated))
+            .with_state(shared.clone());
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+        });
+        Ok(Self {
+            addr,
+            shared,
+            shutdown,
+        })
+    }
+
+    /// URL of a route on this origin, e.g. `url("/blob")`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Body bytes sent so far, over all requests.
+    pub fn bytes_served(&self) -> u64 {
+        self.shared.bytes_served.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// The served data.
+    pub fn data(&self) -> &Bytes {
+        &self.shared.data
+    }
+}
+
+/// `size` bytes of pseudo-random data (fast, not cryptographic).
+pub fn random_data(size: usize) -> Bytes {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; size];
+    rand::rngs::SmallRng::from_entropy().fill_bytes(&mut v);
+    Bytes::from(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_within_the_content() {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, "bytes=10-".parse().expect("header"));
+        assert_eq!(parse_range(&h, 100), Some((10, 99)));
+        h.insert(header::RANGE, "bytes=10-500".parse().expect("header"));
+        assert_eq!(parse_range(&h, 100), Some((10, 99)));
+        h.insert(header::RANGE, "bytes=200-".parse().expect("header"));
+        assert_eq!(parse_range(&h, 100), None);
+    }
+}
