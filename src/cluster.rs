@@ -107,6 +107,11 @@ impl DaemonProc {
         }
     }
 
+    /// The OS process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     /// Starts the process again with the same flags.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await;
@@ -196,6 +201,21 @@ pub struct Cluster {
     /// The ordinary daemons.
     pub peers: Vec<DaemonProc>,
     scheduler: Option<Child>,
+}
+
+impl Drop for Cluster {
+    /// With `POLLEN_KEEP_CLUSTER` set, the directory (logs, data) is kept for inspection.
+    fn drop(&mut self) {
+        if std::env::var_os("POLLEN_KEEP_CLUSTER").is_some() {
+            let path = self.dir.path().to_path_buf();
+            let kept = std::mem::replace(
+                &mut self.dir,
+                tempfile::TempDir::new().unwrap_or_else(|_| std::process::abort()),
+            );
+            let _ = kept.keep();
+            eprintln!("cluster kept at {}", path.display());
+        }
+    }
 }
 
 impl Cluster {

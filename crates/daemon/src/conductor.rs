@@ -37,7 +37,9 @@ use crate::piece_claims::PieceClaims;
 use crate::scheduler_link::{Announce, SchedulerLink};
 use crate::stats::DaemonStats;
 
-/// Data-plane connections opened to each parent.
+/// Data-plane connections opened to each ordinary parent; a seed parent gets one connection
+/// with one request in flight, because its upload is the swarm's scarcest resource and a
+/// piece queued behind others there is a piece no one else can fetch meanwhile.
 const CONNECTIONS_PER_PARENT: usize = 2;
 
 /// What fetchers tell the run.
@@ -177,6 +179,19 @@ fn announce(tx: &Option<mpsc::Sender<PeerEvent>>, ev: peer_event::Event) {
         if tx.try_send(PeerEvent { event: Some(ev) }).is_err() {
             warn!("announce queue full or closed; event dropped");
         }
+    }
+}
+
+/// Ends an announce stream gracefully: the request side is closed after every queued event,
+/// and the answers are drained until the scheduler closes its side, so the last events (such
+/// as `Finished`) are processed rather than lost to a stream reset.
+fn close_announce(tx: Option<mpsc::Sender<PeerEvent>>, rx: Option<Streaming<SchedulerEvent>>) {
+    drop(tx);
+    if let Some(mut rx) = rx {
+        tokio::spawn(async move {
+            let drain = async { while let Ok(Some(_)) = rx.message().await {} };
+            let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+        });
     }
 }
 
@@ -430,22 +445,28 @@ impl Conductor {
                                 continue;
                             };
                             info!(parent = %parent.peer_id, addr = %SocketAddr::new(ip, port), seed = parent.seed, "downloading from parent");
-                            for _ in 0..CONNECTIONS_PER_PARENT {
+                            let (conns, depth) = if parent.seed {
+                                (1, 1)
+                            } else {
+                                (CONNECTIONS_PER_PARENT, self.cfg.pipeline_depth.max(1))
+                            };
+                            for _ in 0..conns {
                                 let job = ParentJob {
                                     parent_id: parent.peer_id.clone(),
+                                    seed: parent.seed,
                                     addr: SocketAddr::new(ip, port),
                                     claims: c.clone(),
                                     store: self.store.clone(),
                                     stats: self.stats.clone(),
                                     limiter: self.download_limiter.clone(),
                                     reports: report_tx.clone(),
-                                    depth: self.cfg.pipeline_depth.max(1),
+                                    depth,
                                     connect_timeout: self.cfg.connect_timeout,
                                 };
                                 let id = parent.peer_id.clone();
                                 fetchers.spawn(async move { (id, job.run().await) }.in_current_span());
                             }
-                            active.insert(parent.peer_id, CONNECTIONS_PER_PARENT);
+                            active.insert(parent.peer_id, conns);
                         }
                     }
                     Some(scheduler_event::Event::BackToSource(b)) => {
@@ -502,6 +523,9 @@ impl Conductor {
                         Ok(()) => {}
                     }
                     if left == 0 {
+                        if let Some(c) = &claims {
+                            c.forget_parent(&parent);
+                        }
                         active.remove(&parent);
                     } else {
                         active.insert(parent, left);
@@ -535,6 +559,18 @@ impl Conductor {
         if let Some(o) = origin {
             o.abort();
         }
+        // Pieces committed just before the loop saw the task complete are still queued: the
+        // scheduler must hear of them (their digests above all) before `Finished`.
+        while let Ok(report) = report_rx.try_recv() {
+            if let Report::Piece {
+                number,
+                digest,
+                parent,
+            } = report
+            {
+                announce(&events_tx, pieces_event([(number, digest, parent)]));
+            }
+        }
         let result = match (result, claims) {
             (Ok(()), Some(c)) => self.complete(&spec, c).await,
             (Ok(()), None) => Err(DownloadError::Storage(
@@ -554,7 +590,53 @@ impl Conductor {
                 }),
             ),
         }
+        close_announce(events_tx, events_rx);
         result
+    }
+
+    /// Tells the scheduler about every complete task held here, so peers can download from
+    /// this host after a daemon or scheduler restart. Called whenever a host session opens.
+    pub async fn announce_held(&self) {
+        let Some(link) = &self.link else { return };
+        for entry in self.store.tasks().into_iter().filter(|e| e.is_complete()) {
+            let meta = entry.snapshot().meta;
+            let register = Register {
+                peer_id: format!("{}-held-{}", self.host_id, &entry.id.hex()[..16]),
+                host_id: self.host_id.clone(),
+                task: Some(TaskRequest {
+                    task_id: entry.id.hex(),
+                    url: meta.url.clone(),
+                    digest: meta.digest.clone().unwrap_or_default(),
+                    ..Default::default()
+                }),
+            };
+            let Ok(Ok(a)) =
+                tokio::time::timeout(self.cfg.connect_timeout * 2, link.announce(register)).await
+            else {
+                warn!(task = %entry.id, "could not announce a held task to the scheduler");
+                continue;
+            };
+            let tx = Some(a.tx);
+            let layout = entry.layout();
+            announce(
+                &tx,
+                peer_event::Event::ContentInfo(ContentInfo {
+                    content_length: layout.content_length(),
+                    piece_length: layout.piece_length(),
+                }),
+            );
+            announce(
+                &tx,
+                pieces_event(
+                    entry
+                        .present_digests()
+                        .into_iter()
+                        .map(|(n, d)| (n, d, None)),
+                ),
+            );
+            announce(&tx, peer_event::Event::Finished(PeerFinished {}));
+            close_announce(tx, Some(a.rx));
+        }
     }
 
     /// Checks the whole content when its digest is known, then marks the task complete.

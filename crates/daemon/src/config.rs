@@ -33,7 +33,8 @@ pub struct DaemonConfig {
     pub max_upload_connections: usize,
     /// Most parents downloaded from at once per task. Default 6.
     pub max_parents: usize,
-    /// Piece requests kept in flight per parent connection. Default 4.
+    /// Piece requests kept in flight per parent connection. Default 2 (pieces are at least
+    /// 4 MiB, so two keep a connection busy without tying pieces to a slow parent).
     pub pipeline_depth: usize,
     /// How long a download waits for a usable parent before going to the origin itself.
     /// Default 15s.
@@ -58,7 +59,7 @@ impl Default for DaemonConfig {
             back_to_source_rate_limit: 0,
             max_upload_connections: 64,
             max_parents: 6,
-            pipeline_depth: 4,
+            pipeline_depth: 2,
             parent_wait: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(3),
         }

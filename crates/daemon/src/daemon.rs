@@ -178,7 +178,18 @@ impl Daemon {
                 }
                 Err(e) => warn!(error = %e, "ignoring an invalid task from the scheduler"),
             };
-            tasks.spawn(link.run_host_session(info, on_download, stats.clone(), shutdown.clone()));
+            let c = conductor.clone();
+            let on_open = move || {
+                let c = c.clone();
+                tokio::spawn(async move { c.announce_held().await });
+            };
+            tasks.spawn(link.run_host_session(
+                info,
+                on_download,
+                on_open,
+                stats.clone(),
+                shutdown.clone(),
+            ));
         }
 
         let api_service = LocalApi {

@@ -9,9 +9,9 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pollen_core::{Bitfield, PieceDigest, RateLimiter};
+use pollen_core::{PieceDigest, RateLimiter};
 use pollen_storage::{PieceWriter, Store, WRITE_CHUNK};
 use pollen_wire::{PieceClient, PieceResponse, WireError};
 use tokio::sync::mpsc;
@@ -23,6 +23,8 @@ use crate::stats::DaemonStats;
 
 /// Polls of an idle parent's bitfield before giving up on it (about 100 ms apart).
 const IDLE_POLLS: u32 = 30;
+/// How often a busy parent's bitfield is refreshed.
+const BITFIELD_REFRESH: Duration = Duration::from_millis(300);
 
 /// Why a parent fetcher stopped.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,7 @@ pub(crate) enum FetchError {
 
 pub(crate) struct ParentJob {
     pub parent_id: String,
+    pub seed: bool,
     pub addr: SocketAddr,
     pub claims: Arc<PieceClaims>,
     pub store: Arc<Store>,
@@ -73,8 +76,8 @@ impl ParentJob {
         let task = self.claims.entry.id;
         let layout = self.claims.entry.layout();
         let mut inflight: VecDeque<Expect> = VecDeque::new();
-        let mut parent_has = Bitfield::new(0);
         let mut idle = 0u32;
+        let mut last_bitfield = Instant::now();
         let mut buf = Vec::with_capacity(WRITE_CHUNK);
         client.request_bitfield(task).await?;
         inflight.push_back(Expect::Bitfield);
@@ -93,13 +96,22 @@ impl ParentJob {
                 }
                 client.request_bitfield(task).await?;
                 inflight.push_back(Expect::Bitfield);
+                last_bitfield = Instant::now();
             }
             let pieces_inflight = inflight
                 .iter()
                 .filter(|e| matches!(e, Expect::Piece(..)))
                 .count();
+            if last_bitfield.elapsed() >= BITFIELD_REFRESH
+                && !inflight.iter().any(|e| matches!(e, Expect::Bitfield))
+            {
+                client.request_bitfield(task).await?;
+                inflight.push_back(Expect::Bitfield);
+                last_bitfield = Instant::now();
+            }
             for _ in pieces_inflight..self.depth {
-                let Some((n, d)) = self.claims.claim_from(&parent_has) else {
+                let Some((n, d)) = self.claims.claim_from(&self.parent_id, self.seed, claimed)
+                else {
                     break;
                 };
                 claimed.push(n);
@@ -112,7 +124,7 @@ impl ParentJob {
             match (client.next_response().await?, expect) {
                 (PieceResponse::Bitfield(b), Expect::Bitfield) => {
                     if b.len() == layout.piece_count() {
-                        parent_has = b;
+                        self.claims.set_parent_bitfield(&self.parent_id, b);
                     }
                 }
                 (PieceResponse::Missing(m), Expect::Piece(n, _)) if m == n => {
@@ -150,6 +162,11 @@ impl ParentJob {
                     if digest != expected {
                         DaemonStats::add(&self.stats.pieces_rejected, 1);
                         return Err(FetchError::BadPiece(n));
+                    }
+                    if self.claims.entry.piece_digest(n).is_some() {
+                        // The endgame twin finished first; nothing to commit or report.
+                        self.release(claimed, n);
+                        continue;
                     }
                     self.store
                         .commit_piece(&self.claims.entry, n, digest)

@@ -1,10 +1,13 @@
 //! Shared state of one task's download: which pieces are expected with which digest, and
 //! which are being fetched right now, so two parents never fetch the same piece.
 //!
-//! Invariant: a piece is claimed by at most one fetcher; a claim ends (by `release`) when the
-//! piece is committed or its fetch failed. Waiters are woken on every change.
+//! Invariant: a piece is claimed by at most one fetcher, except in the endgame (nothing left
+//! unclaimed), when a second parent may fetch a piece still in flight elsewhere so one slow
+//! parent cannot hold up the end of a download; the first verified copy is committed and the
+//! second write rewrites the same bytes. A claim ends (by `release`) when the piece is
+//! committed or its fetch failed. Waiters are woken on every change.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pollen_core::{Bitfield, PieceDigest};
@@ -20,7 +23,10 @@ pub(crate) struct PieceClaims {
 
 struct Inner {
     expected: HashMap<u32, PieceDigest>,
-    claimed: HashSet<u32>,
+    /// Fetchers working on each claimed piece (1, or 2 in the endgame).
+    claimed: HashMap<u32, u8>,
+    /// The last bitfield seen from each parent, for rarest-first choices.
+    parents: HashMap<String, Bitfield>,
 }
 
 impl PieceClaims {
@@ -30,7 +36,8 @@ impl PieceClaims {
             entry,
             inner: Mutex::new(Inner {
                 expected,
-                claimed: HashSet::new(),
+                claimed: HashMap::new(),
+                parents: HashMap::new(),
             }),
             changed: Notify::new(),
         }
@@ -55,29 +62,91 @@ impl PieceClaims {
         self.lock().expected.get(&n).copied()
     }
 
-    /// Claims a random piece the parent has, we lack, nobody fetches, and whose digest is
-    /// known. Random order spreads different pieces to different peers, so they can trade.
-    pub fn claim_from(&self, parent_has: &Bitfield) -> Option<(u32, PieceDigest)> {
+    /// Records what a parent holds now.
+    pub fn set_parent_bitfield(&self, parent: &str, has: Bitfield) {
+        self.lock().parents.insert(parent.to_string(), has);
+    }
+
+    /// Forgets a parent that is no longer used.
+    pub fn forget_parent(&self, parent: &str) {
+        self.lock().parents.remove(parent);
+    }
+
+    /// Claims a piece `parent` has, we lack, nobody fetches, and whose digest is known:
+    /// the one fewest of our other parents hold (rarest first), ties broken at random so
+    /// different peers fetch different pieces and can trade them. A seed parent is asked only
+    /// for pieces no other parent holds, so its upload goes to pieces nobody else can give.
+    pub fn claim_from(&self, parent: &str, seed: bool, mine: &[u32]) -> Option<(u32, PieceDigest)> {
         let present = self.entry.bitfield();
         let mut g = self.lock();
-        let mut candidates: Vec<u32> = parent_has
+        let has = g.parents.get(parent)?;
+        let others: Vec<&Bitfield> = g
+            .parents
+            .iter()
+            .filter(|(id, _)| id.as_str() != parent)
+            .map(|(_, b)| b)
+            .collect();
+        let mut candidates: Vec<(usize, u32)> = has
             .iter_set()
-            .filter(|n| !present.get(*n) && !g.claimed.contains(n) && g.expected.contains_key(n))
+            .filter(|n| {
+                !present.get(*n) && !g.claimed.contains_key(n) && g.expected.contains_key(n)
+            })
+            .map(|n| (others.iter().filter(|b| b.get(n)).count(), n))
+            .filter(|(holders, _)| !seed || *holders == 0)
             .collect();
         candidates.shuffle(&mut rand::thread_rng());
-        let n = *candidates.first()?;
-        g.claimed.insert(n);
+        let pick = candidates
+            .iter()
+            .min_by_key(|(holders, _)| *holders)
+            .map(|(_, n)| *n);
+        let n = match pick {
+            Some(n) => n,
+            None if seed => return None,
+            None => {
+                // Endgame: every missing piece is claimed; help with one fetched only once,
+                // unless this fetcher is the one already fetching it.
+                let unclaimed_left =
+                    (0..present.len()).any(|n| !present.get(n) && !g.claimed.contains_key(&n));
+                if unclaimed_left {
+                    return None;
+                }
+                let mut dup: Vec<u32> = has
+                    .iter_set()
+                    .filter(|n| {
+                        !present.get(*n) && g.claimed.get(n) == Some(&1) && !mine.contains(n)
+                    })
+                    .collect();
+                dup.shuffle(&mut rand::thread_rng());
+                *dup.first()?
+            }
+        };
+        *g.claimed.entry(n).or_insert(0) += 1;
         g.expected.get(&n).map(|d| (n, *d))
     }
 
     /// Claims piece `n` for the origin reader if nobody else has it.
     pub fn claim(&self, n: u32) -> bool {
-        !self.entry.bitfield().get(n) && self.lock().claimed.insert(n)
+        if self.entry.bitfield().get(n) {
+            return false;
+        }
+        let mut g = self.lock();
+        if g.claimed.contains_key(&n) {
+            return false;
+        }
+        g.claimed.insert(n, 1);
+        true
     }
 
-    /// Ends a claim (piece committed or fetch failed).
+    /// Ends one fetcher's claim (piece committed or fetch failed).
     pub fn release(&self, n: u32) {
-        self.lock().claimed.remove(&n);
+        let mut g = self.lock();
+        if let Some(c) = g.claimed.get_mut(&n) {
+            *c -= 1;
+            if *c == 0 {
+                g.claimed.remove(&n);
+            }
+        }
+        drop(g);
         self.changed.notify_waiters();
     }
 

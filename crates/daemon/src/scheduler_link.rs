@@ -69,14 +69,16 @@ impl SchedulerLink {
 
     /// Keeps a host session open until `shutdown`, calling `on_download` for every task the
     /// scheduler asks this host to fetch.
-    pub async fn run_host_session<F>(
+    pub async fn run_host_session<F, O>(
         self,
         info: HostInfo,
         on_download: F,
+        on_open: O,
         connected: Arc<DaemonStats>,
         shutdown: CancellationToken,
     ) where
         F: Fn(TaskRequest) + Send + 'static,
+        O: Fn() + Send + 'static,
     {
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -89,6 +91,7 @@ impl SchedulerLink {
                 Ok(resp) => {
                     info!(scheduler = %self.url, "host session open");
                     connected.scheduler_connected.store(true, Ordering::Relaxed);
+                    on_open();
                     backoff = Duration::from_millis(200);
                     let mut commands = resp.into_inner();
                     loop {

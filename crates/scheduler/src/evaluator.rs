@@ -1,10 +1,15 @@
 //! Parent selection: which peers a downloading peer should fetch from.
 //!
 //! Filter, then rank. A candidate must hold at least one piece the child lacks, live on
-//! another live host, not be blocklisted by the child, and not be downloading from the child
-//! (parents form a DAG). Ranking weighs how much the candidate can give, how loaded its host
-//! is, and how reliably it has uploaded; seed peers rank below ordinary peers that can serve
-//! the same pieces, so the seed's upload is kept for pieces nobody else has yet.
+//! another live host, and not be blocklisted by the child. Ranking weighs how much the
+//! candidate can give, how loaded its host is, and how reliably it has uploaded; seed peers
+//! rank below ordinary peers that can serve the same pieces, so the seed's upload is kept for
+//! pieces nobody else has yet.
+//!
+//! Unlike Dragonfly, two peers may be each other's parents: a piece only ever moves from a
+//! peer that holds it (verified) to one that lacks it, so a "cycle" of parents is two peers
+//! trading different pieces, which is exactly what a swarm needs. Forcing a DAG turned the
+//! parent graph into a chain in which the last peer could only use the seed.
 
 use std::collections::HashMap;
 
@@ -43,7 +48,6 @@ pub(crate) fn select_parents(
         .values()
         .filter(|p| p.id != child_id && p.host_id != child.host_id)
         .filter(|p| !child.blocklist.contains(&p.id))
-        .filter(|p| !p.parents.iter().any(|pp| pp == child_id))
         .filter_map(|p| {
             let host = hosts.get(&p.host_id)?;
             if host.info.upload_port == 0 {

@@ -1,0 +1,56 @@
+//! Helpers shared by the multi-process tests: the binary, a counting origin, sha256 of files.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pollen::cluster::DaemonProc;
+use pollen::origin::{random_data, Origin};
+use pollen_core::ContentDigest;
+
+/// A failsafe against a hung test, not a performance bound.
+pub const HANG: Duration = Duration::from_secs(240);
+
+pub const MIB: u64 = 1 << 20;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pollen"))
+}
+
+pub async fn origin(size: u64) -> Origin {
+    Origin::start(([127, 0, 0, 1], 0).into(), random_data(size as usize))
+        .await
+        .expect("origin starts")
+}
+
+pub fn sha256_file(path: &Path) -> ContentDigest {
+    ContentDigest::of(&std::fs::read(path).expect("output readable"))
+}
+
+/// Downloads `url` on every daemon in `peers` at once; returns each outcome.
+pub async fn get_all(peers: &[&DaemonProc], url: &str, dir: &Path) -> Vec<Result<PathBuf, String>> {
+    let jobs = peers.iter().map(|p| {
+        let out = dir.join(format!("{}.out", p.name));
+        async move {
+            match tokio::time::timeout(HANG, p.download(url, &out, None)).await {
+                Ok(Ok(())) => Ok(out),
+                Ok(Err(s)) => Err(format!("{}: {}", p.name, s.message())),
+                Err(_) => Err(format!("{}: hung", p.name)),
+            }
+        }
+    });
+    futures::future::join_all(jobs).await
+}
+
+pub fn assert_all_verified(results: &[Result<PathBuf, String>], expected: ContentDigest) {
+    for r in results {
+        let path = r.as_ref().expect("download succeeded");
+        assert_eq!(
+            sha256_file(path),
+            expected,
+            "{} differs from the origin",
+            path.display()
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! A real swarm of processes on loopback: origin load, real peer-to-peer exchange, and a
+//! parent killed in the middle of a transfer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pollen::cluster::{Cluster, ClusterSpec};
+use pollen_core::ContentDigest;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_peers_get_verified_copies_while_the_origin_serves_the_file_about_once() {
+    let size = 64 * MIB;
+    let origin = origin(size).await;
+    let expected = ContentDigest::of(origin.data());
+    let cluster = Cluster::start(ClusterSpec::new(bin(), 5))
+        .await
+        .expect("cluster");
+    let peers: Vec<_> = cluster.peers.iter().collect();
+    let results = get_all(&peers, &origin.url("/blob"), cluster.dir.path()).await;
+    assert_all_verified(&results, expected);
+    let served = origin.bytes_served();
+    assert!(
+        served as f64 <= 1.1 * size as f64,
+        "origin served {served} bytes for a {size}-byte file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_slow_seed_most_bytes_move_between_ordinary_peers() {
+    let size = 64 * MIB;
+    let origin = origin(size).await;
+    let expected = ContentDigest::of(origin.data());
+    let mut spec = ClusterSpec::new(bin(), 5);
+    spec.peer_upload_limit = Some(40 * MIB);
+    spec.seed_upload_limit = Some(10 * MIB);
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let peers: Vec<_> = cluster.peers.iter().collect();
+    let results = get_all(&peers, &origin.url("/blob"), cluster.dir.path()).await;
+    assert_all_verified(&results, expected);
+    let mut received = 0;
+    let mut from_peers = 0;
+    for p in &cluster.peers {
+        let s = p.stat().await.expect("stat");
+        received += s.p2p_download_bytes;
+        from_peers += s.upload_bytes;
+    }
+    let seed = cluster
+        .seed
+        .as_ref()
+        .expect("seed")
+        .stat()
+        .await
+        .expect("stat");
+    assert!(
+        2 * from_peers >= received,
+        "only {from_peers} of {received} bytes came from ordinary peers (the seed sent {})",
+        seed.upload_bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_killed_mid_transfer_does_not_break_the_other_downloads() {
+    let size = 64 * MIB;
+    let origin = origin(size).await;
+    let expected = ContentDigest::of(origin.data());
+    let mut spec = ClusterSpec::new(bin(), 5);
+    // Slow enough that the transfer is still running when the parent dies.
+    spec.peer_upload_limit = Some(12 * MIB);
+    spec.seed_upload_limit = Some(12 * MIB);
+    let mut cluster = Cluster::start(spec).await.expect("cluster");
+    let url = origin.url("/blob");
+    let dir = cluster.dir.path().to_path_buf();
+    // Find the peer that serves others first, then kill it while the others still download.
+    let (victim, results) = {
+        let peers: Vec<_> = cluster.peers.iter().collect();
+        let downloads = get_all(&peers, &url, &dir);
+        let pick = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                for (i, p) in cluster.peers.iter().enumerate() {
+                    if p.stat().await.map(|s| s.upload_bytes > 0).unwrap_or(false) {
+                        return i;
+                    }
+                }
+            }
+        };
+        tokio::pin!(downloads);
+        let victim = tokio::select! {
+            i = pick => i,
+            _ = &mut downloads => panic!("every download finished before any peer served another"),
+        };
+        // Kill by pid through the OS, since the cluster is borrowed by the running downloads.
+        let pid = cluster.peers[victim].pid().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        (victim, downloads.await)
+    };
+    cluster.peers[victim].kill().await;
+    for (i, r) in results.iter().enumerate() {
+        if i == victim {
+            continue;
+        }
+        let path = r.as_ref().expect("download survived the parent's death");
+        assert_eq!(sha256_file(path), expected);
+    }
+}
