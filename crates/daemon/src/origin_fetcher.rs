@@ -162,7 +162,7 @@ impl OriginJob {
         }
         .await;
         if let Some((n, Some(_))) = current.take() {
-            claims.release(n);
+            claims.release(n, "");
         }
         result
     }
@@ -186,7 +186,7 @@ impl OriginJob {
             Ok(digest)
         }
         .await;
-        claims.release(n);
+        claims.release(n, "");
         let digest = outcome.map_err(FetchFail::Other)?;
         claims.add_expected([(n, digest)]);
         DaemonStats::add(&self.stats.pieces_from_origin, 1);

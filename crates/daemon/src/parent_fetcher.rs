@@ -66,7 +66,7 @@ impl ParentJob {
         let mut claimed = Vec::new();
         let result = self.fetch(&mut claimed).await;
         for n in claimed {
-            self.claims.release(n);
+            self.claims.release(n, &self.parent_id);
         }
         result
     }
@@ -110,8 +110,7 @@ impl ParentJob {
                 last_bitfield = Instant::now();
             }
             for _ in pieces_inflight..self.depth {
-                let Some((n, d)) = self.claims.claim_from(&self.parent_id, self.seed, claimed)
-                else {
+                let Some((n, d)) = self.claims.claim_from(&self.parent_id, self.seed) else {
                     break;
                 };
                 claimed.push(n);
@@ -193,6 +192,6 @@ impl ParentJob {
 
     fn release(&self, claimed: &mut Vec<u32>, n: u32) {
         claimed.retain(|c| *c != n);
-        self.claims.release(n);
+        self.claims.release(n, &self.parent_id);
     }
 }

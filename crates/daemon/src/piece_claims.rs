@@ -23,8 +23,9 @@ pub(crate) struct PieceClaims {
 
 struct Inner {
     expected: HashMap<u32, PieceDigest>,
-    /// Fetchers working on each claimed piece (1, or 2 in the endgame).
-    claimed: HashMap<u32, u8>,
+    /// The parents (empty string: the origin) whose fetchers work on each claimed piece:
+    /// one, or two in the endgame.
+    claimed: HashMap<u32, Vec<String>>,
     /// The last bitfield seen from each parent, for rarest-first choices.
     parents: HashMap<String, Bitfield>,
 }
@@ -76,7 +77,7 @@ impl PieceClaims {
     /// the one fewest of our other parents hold (rarest first), ties broken at random so
     /// different peers fetch different pieces and can trade them. A seed parent is asked only
     /// for pieces no other parent holds, so its upload goes to pieces nobody else can give.
-    pub fn claim_from(&self, parent: &str, seed: bool, mine: &[u32]) -> Option<(u32, PieceDigest)> {
+    pub fn claim_from(&self, parent: &str, seed: bool) -> Option<(u32, PieceDigest)> {
         let present = self.entry.bitfield();
         let mut g = self.lock();
         let has = g.parents.get(parent)?;
@@ -103,8 +104,8 @@ impl PieceClaims {
             Some(n) => n,
             None if seed => return None,
             None => {
-                // Endgame: every missing piece is claimed; help with one fetched only once,
-                // unless this fetcher is the one already fetching it.
+                // Endgame: every missing piece is claimed; help with one that only a
+                // different parent is fetching.
                 let unclaimed_left =
                     (0..present.len()).any(|n| !present.get(n) && !g.claimed.contains_key(&n));
                 if unclaimed_left {
@@ -113,14 +114,17 @@ impl PieceClaims {
                 let mut dup: Vec<u32> = has
                     .iter_set()
                     .filter(|n| {
-                        !present.get(*n) && g.claimed.get(n) == Some(&1) && !mine.contains(n)
+                        !present.get(*n)
+                            && g.claimed
+                                .get(n)
+                                .is_some_and(|by| by.len() == 1 && by[0] != parent)
                     })
                     .collect();
                 dup.shuffle(&mut rand::thread_rng());
                 *dup.first()?
             }
         };
-        *g.claimed.entry(n).or_insert(0) += 1;
+        g.claimed.entry(n).or_default().push(parent.to_string());
         g.expected.get(&n).map(|d| (n, *d))
     }
 
@@ -133,16 +137,18 @@ impl PieceClaims {
         if g.claimed.contains_key(&n) {
             return false;
         }
-        g.claimed.insert(n, 1);
+        g.claimed.insert(n, vec![String::new()]);
         true
     }
 
-    /// Ends one fetcher's claim (piece committed or fetch failed).
-    pub fn release(&self, n: u32) {
+    /// Ends the claim `parent` (empty: the origin) holds on piece `n`.
+    pub fn release(&self, n: u32, parent: &str) {
         let mut g = self.lock();
-        if let Some(c) = g.claimed.get_mut(&n) {
-            *c -= 1;
-            if *c == 0 {
+        if let Some(by) = g.claimed.get_mut(&n) {
+            if let Some(i) = by.iter().position(|p| p == parent) {
+                by.swap_remove(i);
+            }
+            if by.is_empty() {
                 g.claimed.remove(&n);
             }
         }

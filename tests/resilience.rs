@@ -1,0 +1,159 @@
+//! Faults a download must survive: no scheduler, a daemon killed mid-download, restarts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pollen::cluster::{Cluster, ClusterSpec};
+use pollen_core::ContentDigest;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_scheduler_get_goes_to_the_origin_and_the_daemon_says_why() {
+    let size = 16 * MIB;
+    let origin = origin(size).await;
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.scheduler = false;
+    spec.seed = false;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let peer = &cluster.peers[0];
+    let out = cluster.dir.path().join("out");
+    tokio::time::timeout(HANG, peer.download(&origin.url("/blob"), &out, None))
+        .await
+        .expect("not hung")
+        .expect("download succeeds without a scheduler");
+    assert_eq!(sha256_file(&out), ContentDigest::of(origin.data()));
+    assert_eq!(origin.bytes_served(), size);
+    let log = peer.log_text();
+    assert!(
+        log.contains("scheduler unreachable; downloading from the origin"),
+        "the daemon did not log why it went to the origin:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_download_resumes_without_refetching_its_pieces() {
+    let size = 96 * MIB;
+    let origin = origin(size).await;
+    let expected = ContentDigest::of(origin.data());
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.scheduler = false;
+    spec.seed = false;
+    // Slow the origin read so the kill lands mid-download.
+    spec.daemon_args = vec!["--back-to-source-rate-limit".into(), "24MiB".into()];
+    let mut cluster = Cluster::start(spec).await.expect("cluster");
+    let url = origin.url("/blob");
+    let out = cluster.dir.path().join("out");
+    {
+        let peer = &cluster.peers[0];
+        let download = peer.download(&url, &out, None);
+        tokio::pin!(download);
+        let wait_for_pieces = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let held = peer
+                    .stat()
+                    .await
+                    .ok()
+                    .and_then(|s| s.tasks.first().map(|t| t.pieces_present))
+                    .unwrap_or(0);
+                if held >= 3 {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = wait_for_pieces => {}
+            r = &mut download => panic!("download ended before the kill: {r:?}"),
+        }
+    }
+    cluster.peers[0].kill().await;
+    assert!(
+        !out.exists(),
+        "a partial download must never appear at the output path"
+    );
+    let served_before = origin.bytes_served();
+    cluster.peers[0].restart().await.expect("restart");
+    let peer = &cluster.peers[0];
+    let task = peer
+        .stat()
+        .await
+        .expect("stat")
+        .tasks
+        .into_iter()
+        .next()
+        .expect("task kept");
+    assert!(task.pieces_present >= 3 && !task.complete);
+    let piece_len = 4 * MIB; // 96 MiB → 4 MiB pieces
+    tokio::time::timeout(HANG, peer.download(&url, &out, None))
+        .await
+        .expect("not hung")
+        .expect("resumed download succeeds");
+    assert_eq!(sha256_file(&out), expected);
+    let stat = peer.stat().await.expect("stat");
+    assert_eq!(
+        stat.pieces_from_origin,
+        u64::from(task.piece_count - task.pieces_present),
+        "pieces held before the restart were fetched again"
+    );
+    assert_eq!(
+        origin.bytes_served() - served_before,
+        size - u64::from(task.pieces_present) * piece_len,
+        "the origin served more than the missing pieces"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_task_survives_a_restart_and_is_served_from_the_cache_and_to_peers() {
+    let size = 24 * MIB;
+    let origin = origin(size).await;
+    let expected = ContentDigest::of(origin.data());
+    let mut spec = ClusterSpec::new(bin(), 2);
+    spec.seed = false;
+    let mut cluster = Cluster::start(spec).await.expect("cluster");
+    let url = origin.url("/blob");
+    let first = cluster.dir.path().join("first");
+    cluster.peers[0]
+        .download(&url, &first, None)
+        .await
+        .expect("first get");
+    assert_eq!(origin.bytes_served(), size);
+
+    cluster.peers[0].restart().await.expect("restart");
+    cluster.peers[0].wait_connected().await.expect("reconnects");
+    let second = cluster.dir.path().join("second");
+    cluster.peers[0]
+        .download(&url, &second, None)
+        .await
+        .expect("second get");
+    assert_eq!(sha256_file(&second), expected);
+    let s = cluster.peers[0].stat().await.expect("stat");
+    assert_eq!(
+        (s.origin_bytes, s.p2p_download_bytes),
+        (0, 0),
+        "the cache hit touched the network"
+    );
+    assert_eq!(
+        origin.bytes_served(),
+        size,
+        "the cache hit reached the origin"
+    );
+
+    // The restarted daemon re-announced what it holds, so the other peer gets it from there.
+    let third = cluster.dir.path().join("third");
+    cluster.peers[1]
+        .download(&url, &third, None)
+        .await
+        .expect("peer get");
+    assert_eq!(sha256_file(&third), expected);
+    assert_eq!(
+        origin.bytes_served(),
+        size,
+        "the other peer went to the origin"
+    );
+    let s = cluster.peers[0].stat().await.expect("stat");
+    assert_eq!(
+        s.upload_bytes, size,
+        "the restarted daemon did not serve its cached copy"
+    );
+}
