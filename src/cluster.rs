@@ -36,6 +36,8 @@ pub struct ClusterSpec {
     pub peer_upload_limit: Option<u64>,
     /// Extra flags for every daemon.
     pub daemon_args: Vec<String>,
+    /// Where daemon data directories are created (default: the cluster's temporary dir).
+    pub data_root: Option<PathBuf>,
 }
 
 impl ClusterSpec {
@@ -49,6 +51,7 @@ impl ClusterSpec {
             seed_upload_limit: None,
             peer_upload_limit: None,
             daemon_args: Vec::new(),
+            data_root: None,
         }
     }
 }
@@ -257,7 +260,7 @@ impl Cluster {
             (None, format!("http://{addr}"))
         };
         let make = |name: String, ip: u8, seed: bool, limit: Option<u64>| {
-            let data_dir = dir.path().join(&name);
+            let data_dir = spec.data_root.as_deref().unwrap_or(dir.path()).join(&name);
             let socket = dir.path().join(format!("{name}.sock"));
             let mut args = vec![
                 "--scheduler".to_string(),

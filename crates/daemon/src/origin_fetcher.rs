@@ -118,7 +118,17 @@ impl OriginJob {
         let mut pos = resp.start;
         let mut current: Option<(u32, Option<PieceWriter>)> = None;
         let result = async {
-            while let Some(chunk) = resp.chunk().await? {
+            loop {
+                let chunk = match resp.chunk().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(FetchFail::Source(SourceError::Body(format!(
+                            "the origin closed the connection after {pos} of {} bytes ({e})",
+                            layout.content_length()
+                        ))))
+                    }
+                };
                 for l in &self.limiters {
                     l.acquire(chunk.len() as u64).await;
                 }

@@ -33,7 +33,7 @@ impl OriginResponse {
         self.body
             .chunk()
             .await
-            .map_err(|e| SourceError::Body(error_chain(&e)))
+            .map_err(|e| SourceError::Body(e.to_string()))
     }
 }
 

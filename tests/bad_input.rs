@@ -1,0 +1,243 @@
+//! Bad input and hostile bytes: each gives one clear error line and a non-zero exit, never a
+//! panic, and never a corrupt file at the output path or in the cache.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn pollen_get(daemon: &DaemonProc, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.arg("get")
+        .args(args)
+        .arg("--api-socket")
+        .arg(&daemon.socket);
+    tokio::time::timeout(HANG, cmd.output())
+        .await
+        .expect("not hung")
+        .expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_fails_with(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+}
+
+async fn single_daemon() -> Cluster {
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.seed = false;
+    spec.scheduler = false;
+    Cluster::start(spec).await.expect("cluster")
+}
+
+async fn complete_tasks(d: &DaemonProc) -> usize {
+    d.stat()
+        .await
+        .expect("stat")
+        .tasks
+        .iter()
+        .filter(|t| t.complete)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_errors_wrong_digests_and_bad_urls_fail_cleanly() {
+    let origin = origin(6 * MIB).await;
+    let cluster = single_daemon().await;
+    let d = &cluster.peers[0];
+    let out = cluster.dir.path().join("out");
+    let out_s = out.to_str().expect("utf-8");
+
+    let o = pollen_get(d, &[&origin.url("/missing"), "-O", out_s]).await;
+    assert_fails_with(&o, "origin returned HTTP 404");
+
+    let o = pollen_get(d, &[&origin.url("/truncated"), "-O", out_s]).await;
+    assert_fails_with(&o, "closed the connection after");
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let o = pollen_get(d, &[&origin.url("/blob"), "-O", out_s, "--digest", &wrong]).await;
+    assert_fails_with(&o, "digest mismatch");
+
+    let o = pollen_get(d, &["http://[not-a-url", "-O", out_s]).await;
+    assert_fails_with(&o, "malformed URL");
+
+    let o = pollen_get(
+        d,
+        &[&origin.url("/blob"), "-O", out_s, "--digest", "sha256:xyz"],
+    )
+    .await;
+    assert_fails_with(&o, "malformed digest");
+
+    let o = pollen_get(d, &[&origin.url("/blob"), "-O", "/nonexistent-dir/out"]).await;
+    assert_fails_with(&o, "does not exist");
+
+    assert!(!out.exists(), "a failed get left a file at the output path");
+    assert_eq!(
+        complete_tasks(d).await,
+        0,
+        "a failed download left a complete task in the cache"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(cluster.dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".pollen-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
+
+    // The right digest still works afterwards, and the daemon is alive.
+    let right = pollen_core::ContentDigest::of(origin.data()).to_string();
+    let o = pollen_get(d, &[&origin.url("/blob"), "-O", out_s, "--digest", &right]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sha256_file(&out).to_string(), right);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_without_a_daemon_says_how_to_start_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = tokio::process::Command::new(bin())
+        .args(["get", "http://127.0.0.1:9/x", "-O"])
+        .arg(dir.path().join("out"))
+        .arg("--api-socket")
+        .arg(dir.path().join("nobody.sock"))
+        .output()
+        .await
+        .expect("runs");
+    assert_fails_with(&o, "no pollen daemon is running");
+    assert!(stderr(&o).contains("pollen daemon --scheduler"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_frame_on_the_upload_port_is_refused_and_the_daemon_keeps_serving() {
+    let origin = origin(6 * MIB).await;
+    let cluster = single_daemon().await;
+    let d = &cluster.peers[0];
+    let upload: std::net::SocketAddr = d
+        .stat()
+        .await
+        .expect("stat")
+        .upload_addr
+        .parse()
+        .expect("addr");
+    for frame in [
+        vec![0x01, 0xff, 0xff, 0xff, 0xff],
+        vec![0x04, 0x00, 0x00, 0x00, 0x01, 0x00],
+        vec![0x99, 0, 0, 0, 0],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(upload)
+            .await
+            .expect("connect");
+        s.write_all(&frame).await.expect("write");
+        let mut reply = Vec::new();
+        tokio::time::timeout(HANG, s.read_to_end(&mut reply))
+            .await
+            .expect("the daemon closes the connection")
+            .expect("read");
+        assert_eq!(
+            reply.first(),
+            Some(&0x7f),
+            "expected an error frame, got {reply:?}"
+        );
+    }
+    let out = cluster.dir.path().join("out");
+    d.download(&origin.url("/blob"), &out, None)
+        .await
+        .expect("still serves");
+    assert_eq!(
+        sha256_file(&out),
+        pollen_core::ContentDigest::of(origin.data())
+    );
+}
+
+fn mount_tmpfs(dir: &Path, size: &str) -> bool {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn unmount(dir: &Path) {
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(dir)
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_plainly_and_leaves_no_file_behind() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let origin = origin(32 * MIB).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let small_data = work.path().join("data");
+    let small_out = work.path().join("out");
+    assert!(
+        mount_tmpfs(&small_data, "8m"),
+        "cannot mount a tmpfs for the data dir"
+    );
+    assert!(
+        mount_tmpfs(&small_out, "8m"),
+        "cannot mount a tmpfs for the output"
+    );
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.seed = false;
+    spec.scheduler = false;
+    spec.data_root = Some(small_data.clone());
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let d = &cluster.peers[0];
+
+    // The data directory fills up while storing pieces.
+    let out = work.path().join("result");
+    let o = pollen_get(
+        d,
+        &[&origin.url("/blob"), "-O", out.to_str().expect("utf-8")],
+    )
+    .await;
+    assert_fails_with(&o, "no space left on device");
+    assert!(!out.exists());
+    assert_eq!(complete_tasks(d).await, 0);
+    drop(cluster);
+    unmount(&small_data);
+
+    // The output's filesystem fills up while writing the result.
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.seed = false;
+    spec.scheduler = false;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let d = &cluster.peers[0];
+    let out = small_out.join("result");
+    let o = pollen_get(
+        d,
+        &[&origin.url("/blob"), "-O", out.to_str().expect("utf-8")],
+    )
+    .await;
+    assert_fails_with(&o, "no space left on device");
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(&small_out).expect("dir").count(),
+        0,
+        "partial output left behind"
+    );
+    drop(cluster);
+    unmount(&small_out);
+}
