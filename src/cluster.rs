@@ -166,19 +166,22 @@ impl DaemonProc {
         output: &Path,
         digest: Option<&str>,
     ) -> Result<(), tonic::Status> {
+        self.download_request(DownloadRequest {
+            url: url.to_string(),
+            output_path: output.to_string_lossy().into_owned(),
+            digest: digest.unwrap_or_default().to_string(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Runs a download request to the end.
+    pub async fn download_request(&self, request: DownloadRequest) -> Result<(), tonic::Status> {
         let mut client = self
             .client()
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut stream = client
-            .download(DownloadRequest {
-                url: url.to_string(),
-                output_path: output.to_string_lossy().into_owned(),
-                digest: digest.unwrap_or_default().to_string(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
+        let mut stream = client.download(request).await?.into_inner();
         while let Some(m) = stream.message().await? {
             if m.done {
                 return Ok(());

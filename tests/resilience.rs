@@ -157,3 +157,63 @@ async fn a_completed_task_survives_a_restart_and_is_served_from_the_cache_and_to
         "the restarted daemon did not serve its cached copy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_edited_in_place_never_comes_back_from_the_cache() {
+    use std::os::unix::fs::FileExt;
+    let size = 12 * MIB;
+    let origin = origin(size).await;
+    let expected = ContentDigest::of(origin.data());
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.scheduler = false;
+    spec.seed = false;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let d = &cluster.peers[0];
+    let url = origin.url("/blob");
+    let first = cluster.dir.path().join("first");
+    d.download(&url, &first, None).await.expect("first get");
+    // Same filesystem as the data dir: the output may share storage with the cache.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .expect("open")
+        .write_all_at(b"tampered", 5 * MIB)
+        .expect("edit in place");
+    let second = cluster.dir.path().join("second");
+    d.download(&url, &second, None).await.expect("second get");
+    assert_eq!(
+        sha256_file(&second),
+        expected,
+        "the edited copy was handed out again"
+    );
+    assert!(d.log_text().contains("the cached copy was modified"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_on_another_filesystem_is_copied_and_verified() {
+    use std::os::unix::fs::MetadataExt;
+    let other = std::path::Path::new("/dev/shm");
+    let dev = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let size = 20 * MIB;
+    let origin = origin(size).await;
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.scheduler = false;
+    spec.seed = false;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    if dev(other).is_none() || dev(other) == dev(cluster.dir.path()) {
+        eprintln!("skipped: /dev/shm is missing or on the same filesystem as the data dir");
+        return;
+    }
+    let out_dir = tempfile::tempdir_in(other).expect("tempdir");
+    let out = out_dir.path().join("copy");
+    cluster.peers[0]
+        .download(&origin.url("/blob"), &out, None)
+        .await
+        .expect("get");
+    assert_eq!(sha256_file(&out), ContentDigest::of(origin.data()));
+    assert_eq!(
+        std::fs::metadata(&out).expect("meta").nlink(),
+        1,
+        "not a copy"
+    );
+}

@@ -238,28 +238,14 @@ impl Conductor {
 
     /// Starts (or joins) the download of a task.
     pub fn start(self: &Arc<Self>, spec: TaskSpec) -> DownloadWatch {
-        if let Some(e) = self.store.get(&spec.id).filter(|e| e.is_complete()) {
-            let len = e.layout().content_length();
-            let _ = self.store.touch(&e);
-            let (_, progress) = watch::channel(Progress {
-                content_length: len,
-                completed: len,
-            });
-            let (_, result) = watch::channel(Some(Ok(())));
-            return DownloadWatch {
-                id: spec.id,
-                progress,
-                result,
-                from_cache: true,
-            };
-        }
+        let from_cache = self.store.get(&spec.id).is_some_and(|e| e.is_complete());
         let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = map.get(&spec.id) {
             return DownloadWatch {
                 id: spec.id,
                 progress: f.progress.clone(),
                 result: f.result.clone(),
-                from_cache: false,
+                from_cache,
             };
         }
         let (progress_tx, progress) = watch::channel(Progress::default());
@@ -292,8 +278,28 @@ impl Conductor {
             id,
             progress,
             result,
-            from_cache: false,
+            from_cache,
         }
+    }
+
+    /// A complete task held here is handed out only after its pieces re-verify; one that
+    /// fails is dropped and downloaded again.
+    async fn serve_from_cache(&self, spec: &TaskSpec) -> Result<bool, DownloadError> {
+        let Some(entry) = self.store.get(&spec.id).filter(|e| e.is_complete()) else {
+            return Ok(false);
+        };
+        if content_check::verify_pieces(entry.clone()).await? {
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.touch(&entry)).await;
+            return Ok(true);
+        }
+        warn!("the cached copy was modified; downloading it again");
+        let store = self.store.clone();
+        let id = spec.id;
+        tokio::task::spawn_blocking(move || store.remove_task(&id))
+            .await
+            .map_err(|_| DownloadError::ShuttingDown)??;
+        Ok(false)
     }
 
     async fn open_announce(&self, spec: &TaskSpec, peer_id: &str) -> Option<Announce> {
@@ -349,6 +355,16 @@ impl Conductor {
         spec: TaskSpec,
         progress: watch::Sender<Progress>,
     ) -> Result<(), DownloadError> {
+        if self.serve_from_cache(&spec).await? {
+            if let Some(e) = self.store.get(&spec.id) {
+                let len = e.layout().content_length();
+                progress.send_replace(Progress {
+                    content_length: len,
+                    completed: len,
+                });
+            }
+            return Ok(());
+        }
         let mut claims = self
             .store
             .get(&spec.id)

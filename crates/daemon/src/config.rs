@@ -40,6 +40,10 @@ pub struct DaemonConfig {
     /// Default 15s.
     #[serde(with = "humane_duration")]
     pub parent_wait: Duration,
+    /// Hard-link finished downloads to their output path when it is on the data directory's
+    /// filesystem, instead of copying them. Default true. The output then shares storage with
+    /// the cache; the cache re-verifies a task's pieces before handing it out again.
+    pub output_hardlink: bool,
     /// Connect timeout for the scheduler, parents and origins. Default 3s.
     #[serde(with = "humane_duration")]
     pub connect_timeout: Duration,
@@ -61,6 +65,7 @@ impl Default for DaemonConfig {
             max_parents: 6,
             pipeline_depth: 2,
             parent_wait: Duration::from_secs(15),
+            output_hardlink: true,
             connect_timeout: Duration::from_secs(3),
         }
     }

@@ -1,4 +1,5 @@
-//! Whole-content verification against a known sha256, off the async runtime.
+//! Content verification off the async runtime: the whole content against a known sha256,
+//! and a held task's pieces against the BLAKE3 digests recorded when they were stored.
 
 use std::sync::Arc;
 
@@ -36,4 +37,25 @@ pub(crate) async fn verify(
             actual: actual.to_string(),
         })
     }
+}
+
+/// Re-reads every present piece and checks it against its recorded digest. False when any
+/// piece differs (the content file was changed behind the store's back).
+pub(crate) async fn verify_pieces(entry: Arc<TaskEntry>) -> Result<bool, DownloadError> {
+    tokio::task::spawn_blocking(move || {
+        let layout = entry.layout();
+        let mut buf = vec![0u8; layout.piece_length() as usize];
+        for (n, expected) in entry.present_digests() {
+            let len = layout.length(n) as usize;
+            entry.content().read_at(&mut buf[..len], layout.offset(n))?;
+            if pollen_core::PieceDigest::of(&buf[..len]) != expected {
+                tracing::warn!(task = %entry.id, piece = n, "held piece no longer matches its digest");
+                return Ok(false);
+            }
+        }
+        Ok::<_, pollen_storage::StoreError>(true)
+    })
+    .await
+    .map_err(|_| DownloadError::ShuttingDown)?
+    .map_err(DownloadError::from)
 }

@@ -19,6 +19,7 @@ mod error;
 mod identity;
 mod local_api;
 mod origin_fetcher;
+mod output_writer;
 mod parent_fetcher;
 mod piece_claims;
 mod scheduler_link;

@@ -13,41 +13,18 @@ use pollen_proto::daemon::daemon_server::Daemon;
 use pollen_proto::daemon::{
     DownloadProgress, DownloadRequest, StatRequest, StatResponse, TaskStat,
 };
-use pollen_storage::Store;
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::conductor::{Conductor, DownloadWatch, TaskSpec};
 use crate::error::DownloadError;
+use crate::output_writer::{output_error, temp_sibling, OutputWriter};
 use crate::stats::DaemonStats;
 
 pub(crate) struct LocalApi {
     pub conductor: Arc<Conductor>,
     pub upload_addr: String,
-}
-
-fn temp_sibling(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "download".into());
-    output.with_file_name(format!(
-        ".{name}.pollen-{:08x}.tmp",
-        rand::thread_rng().gen::<u32>()
-    ))
-}
-
-fn output_error(path: &Path, e: std::io::Error) -> DownloadError {
-    if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull {
-        DownloadError::DiskFull(format!("writing {}", path.display()))
-    } else {
-        DownloadError::Output {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        }
-    }
 }
 
 /// Fails early when the output directory does not exist or is not writable.
@@ -61,21 +38,6 @@ fn probe_output(output: &Path) -> Result<(), DownloadError> {
     let probe = temp_sibling(output);
     std::fs::File::create(&probe).map_err(|e| output_error(output, e))?;
     let _ = std::fs::remove_file(&probe);
-    Ok(())
-}
-
-/// Copies the task's content to `output` atomically (temp file, fsync, rename).
-fn export(store: &Store, id: &pollen_core::TaskId, output: &Path) -> Result<(), DownloadError> {
-    let tmp = temp_sibling(output);
-    let result = (|| {
-        std::fs::copy(store.content_path(id), &tmp)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, output)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(output_error(output, e));
-    }
     Ok(())
 }
 
@@ -119,30 +81,39 @@ async fn follow(
         done,
         from_cache: cached,
     };
-    let outcome = loop {
-        if let Some(r) = watch.result.borrow_and_update().clone() {
-            break r;
+    let store = conductor.store.clone();
+    let link_from = conductor
+        .cfg
+        .output_hardlink
+        .then_some(conductor.cfg.data_dir.as_path());
+    let mut writer = OutputWriter::new(output, link_from);
+    let outcome: Result<(), DownloadError> = async {
+        loop {
+            let done = watch.result.borrow_and_update().clone();
+            if let Some(entry) = store.get(&id) {
+                match &done {
+                    Some(Ok(())) => return writer.finish(&entry, &store.content_path(&id)).await,
+                    Some(Err(_)) => {}
+                    None => writer.export_present(&entry).await?,
+                }
+            }
+            if let Some(r) = done {
+                return r.and(Err(DownloadError::Storage(
+                    "the finished task is gone".into(),
+                )));
+            }
+            let p = *watch.progress.borrow_and_update();
+            if tx.send(Ok(msg(p, false, false))).await.is_err() {
+                return Err(DownloadError::ShuttingDown);
+            }
+            tokio::select! {
+                _ = watch.result.changed() => {}
+                _ = watch.progress.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
         }
-        let p = *watch.progress.borrow_and_update();
-        if tx.send(Ok(msg(p, false, false))).await.is_err() {
-            return;
-        }
-        tokio::select! {
-            _ = watch.result.changed() => {}
-            _ = watch.progress.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    };
-    let outcome = match outcome {
-        Ok(()) => {
-            let store = conductor.store.clone();
-            let out = output.clone();
-            tokio::task::spawn_blocking(move || export(&store, &id, &out))
-                .await
-                .unwrap_or(Err(DownloadError::ShuttingDown))
-        }
-        Err(e) => Err(e),
-    };
+    }
+    .await;
     let last = match outcome {
         Ok(()) => Ok(msg(*watch.progress.borrow(), true, watch.from_cache)),
         Err(e) => Err(Status::from(e)),

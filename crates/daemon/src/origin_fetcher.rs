@@ -13,6 +13,7 @@ use pollen_core::{PieceLayout, RateLimiter, TaskId};
 use pollen_source::{HttpSource, SourceError};
 use pollen_storage::{PieceWriter, Store, TaskMeta};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::conductor::Report;
@@ -117,6 +118,7 @@ impl OriginJob {
         info!(url = %self.url, from = resp.start, total = resp.total_length, "reading from the origin");
         let mut pos = resp.start;
         let mut current: Option<(u32, Option<PieceWriter>)> = None;
+        let mut commits = JoinSet::new();
         let result = async {
             loop {
                 let chunk = match resp.chunk().await {
@@ -157,7 +159,7 @@ impl OriginJob {
                     pos += take as u64;
                     if pos == piece_end {
                         if let Some((n, Some(w))) = current.take() {
-                            self.finish_piece(&claims, n, w).await?;
+                            self.finish_piece(&claims, n, w, &mut commits).await?;
                         }
                     }
                 }
@@ -174,40 +176,62 @@ impl OriginJob {
         if let Some((n, Some(_))) = current.take() {
             claims.release(n, "");
         }
+        while let Some(done) = commits.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(FetchFail::Other(e)),
+                Err(_) => return Err(FetchFail::Other(DownloadError::ShuttingDown)),
+            }
+        }
         result
     }
 
+    /// Checks a finished piece and hands its commit to the background, so reading the next
+    /// piece does not wait for the metadata fsync.
     async fn finish_piece(
         &self,
-        claims: &PieceClaims,
+        claims: &Arc<PieceClaims>,
         n: u32,
         w: PieceWriter,
+        commits: &mut JoinSet<Result<(), DownloadError>>,
     ) -> Result<(), FetchFail> {
-        let outcome = async {
-            let digest = w.finish().await?;
-            if let Some(expected) = claims.expected(n) {
-                if expected != digest {
-                    return Err(DownloadError::Origin(format!(
-                        "piece {n} read from the origin differs from the digest other peers published; the origin content changed"
-                    )));
-                }
+        let digest = match w.finish().await {
+            Ok(d) => d,
+            Err(e) => {
+                claims.release(n, "");
+                return Err(FetchFail::Other(e.into()));
             }
-            self.store.commit_piece(&claims.entry, n, digest).await?;
-            Ok(digest)
+        };
+        if claims
+            .expected(n)
+            .is_some_and(|expected| expected != digest)
+        {
+            claims.release(n, "");
+            return Err(FetchFail::Other(DownloadError::Origin(format!(
+                "piece {n} read from the origin differs from the digest other peers published; the origin content changed"
+            ))));
         }
-        .await;
-        claims.release(n, "");
-        let digest = outcome.map_err(FetchFail::Other)?;
-        claims.add_expected([(n, digest)]);
-        DaemonStats::add(&self.stats.pieces_from_origin, 1);
-        let _ = self
-            .reports
-            .send(Report::Piece {
-                number: n,
-                digest,
-                parent: None,
-            })
-            .await;
+        let (store, claims, stats, reports) = (
+            self.store.clone(),
+            claims.clone(),
+            self.stats.clone(),
+            self.reports.clone(),
+        );
+        commits.spawn(async move {
+            let committed = store.commit_piece(&claims.entry, n, digest).await;
+            claims.release(n, "");
+            committed?;
+            claims.add_expected([(n, digest)]);
+            DaemonStats::add(&stats.pieces_from_origin, 1);
+            let _ = reports
+                .send(Report::Piece {
+                    number: n,
+                    digest,
+                    parent: None,
+                })
+                .await;
+            Ok(())
+        });
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use pollen_core::{PieceDigest, RateLimiter};
 use pollen_storage::{PieceWriter, Store, WRITE_CHUNK};
 use pollen_wire::{PieceClient, PieceResponse, WireError};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::conductor::Report;
 use crate::error::DownloadError;
@@ -64,14 +65,59 @@ enum Expect {
 impl ParentJob {
     pub async fn run(self) -> Result<(), FetchError> {
         let mut claimed = Vec::new();
-        let result = self.fetch(&mut claimed).await;
+        let mut commits = JoinSet::new();
+        let result = self.fetch(&mut claimed, &mut commits).await;
         for n in claimed {
             self.claims.release(n, &self.parent_id);
+        }
+        while let Some(done) = commits.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(FetchError::Local(e)),
+                Err(_) => return Err(FetchError::Local(DownloadError::ShuttingDown)),
+            }
         }
         result
     }
 
-    async fn fetch(&self, claimed: &mut Vec<u32>) -> Result<(), FetchError> {
+    /// Commits a verified piece in the background, so the connection moves on to the next
+    /// piece while the metadata is made durable; the claim ends when the commit does.
+    fn commit(
+        &self,
+        n: u32,
+        digest: PieceDigest,
+        len: u64,
+        commits: &mut JoinSet<Result<(), DownloadError>>,
+    ) {
+        let (store, claims, stats, reports, parent) = (
+            self.store.clone(),
+            self.claims.clone(),
+            self.stats.clone(),
+            self.reports.clone(),
+            self.parent_id.clone(),
+        );
+        commits.spawn(async move {
+            let committed = store.commit_piece(&claims.entry, n, digest).await;
+            claims.release(n, &parent);
+            committed?;
+            DaemonStats::add(&stats.p2p_download_bytes, len);
+            DaemonStats::add(&stats.pieces_from_peers, 1);
+            let _ = reports
+                .send(Report::Piece {
+                    number: n,
+                    digest,
+                    parent: Some(parent),
+                })
+                .await;
+            Ok(())
+        });
+    }
+
+    async fn fetch(
+        &self,
+        claimed: &mut Vec<u32>,
+        commits: &mut JoinSet<Result<(), DownloadError>>,
+    ) -> Result<(), FetchError> {
         let mut client = PieceClient::connect(self.addr, self.connect_timeout).await?;
         let task = self.claims.entry.id;
         let layout = self.claims.entry.layout();
@@ -167,21 +213,8 @@ impl ParentJob {
                         self.release(claimed, n);
                         continue;
                     }
-                    self.store
-                        .commit_piece(&self.claims.entry, n, digest)
-                        .await
-                        .map_err(|e| FetchError::Local(e.into()))?;
-                    DaemonStats::add(&self.stats.p2p_download_bytes, u64::from(h.length));
-                    DaemonStats::add(&self.stats.pieces_from_peers, 1);
-                    self.release(claimed, n);
-                    let _ = self
-                        .reports
-                        .send(Report::Piece {
-                            number: n,
-                            digest,
-                            parent: Some(self.parent_id.clone()),
-                        })
-                        .await;
+                    claimed.retain(|c| *c != n);
+                    self.commit(n, digest, u64::from(h.length), commits);
                 }
                 (other, _) => {
                     return Err(FetchError::Protocol(format!("unexpected answer {other:?}")))

@@ -1,6 +1,12 @@
-//! A task's content file: sparse, preallocated to the content length, written at offsets.
+//! A task's content file: preallocated to the content length, written at offsets.
+//!
+//! Preallocation (`fallocate`) reserves the space up front, so a full disk is reported when
+//! the task is created rather than halfway through, and spares the filesystem block allocation
+//! on the write path (on ext4 here, writes into preallocated extents ran several times faster
+//! than into a sparse file). Where `fallocate` is unsupported the file is made sparse instead.
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +28,7 @@ impl ContentFile {
             .open(path)
             .map_err(StoreError::io)?;
         if f.metadata().map_err(StoreError::io)?.len() != len {
-            f.set_len(len).map_err(StoreError::io)?;
+            preallocate(&f, len).map_err(StoreError::io)?;
         }
         Ok(Self(Arc::new(f)))
     }
@@ -41,4 +47,17 @@ impl ContentFile {
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), StoreError> {
         self.0.read_exact_at(buf, offset).map_err(StoreError::io)
     }
+}
+
+/// Sizes `f` to `len` bytes, reserving the blocks where the filesystem can.
+pub fn preallocate(f: &File, len: u64) -> std::io::Result<()> {
+    if len > 0 {
+        let flags = nix::fcntl::FallocateFlags::empty();
+        match nix::fcntl::fallocate(f.as_raw_fd(), flags, 0, len as i64) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    f.set_len(len)
 }

@@ -16,7 +16,7 @@ mod meta;
 mod piece_writer;
 mod store;
 
-pub use content::ContentFile;
+pub use content::{preallocate, ContentFile};
 pub use error::StoreError;
 pub use meta::TaskMeta;
 pub use piece_writer::{PieceWriter, WRITE_CHUNK};

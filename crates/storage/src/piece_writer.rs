@@ -1,12 +1,17 @@
 //! Streams one piece into its content file while hashing it, off the async runtime.
 //!
 //! Bytes arrive in chunks (from a parent's socket or the origin's body). Small chunks are
-//! gathered into a 1 MiB buffer; each full buffer is hashed and written at its offset on the
-//! blocking pool, so no piece is ever held whole in memory and the runtime threads never do
-//! file I/O or hashing. The digest is known when the last chunk is in; the caller compares it
-//! with the expected digest before committing the piece.
+//! gathered into a 1 MiB buffer; each full buffer is hashed and written at its offset on two
+//! blocking threads at once (hashing and writing the same immutable bytes), while the caller
+//! already receives the next one. One flush is in flight at a time, so the hash sees the
+//! bytes in order. No piece is ever held whole in memory and the runtime
+//! threads never do file I/O or hashing. The digest is known when the last chunk is in; the
+//! caller compares it with the expected digest before committing the piece.
+
+use std::sync::Arc;
 
 use pollen_core::PieceDigest;
+use tokio::task::JoinHandle;
 
 use crate::content::ContentFile;
 use crate::error::StoreError;
@@ -14,13 +19,21 @@ use crate::error::StoreError;
 /// Size of the buffer handed to the blocking pool at a time.
 pub const WRITE_CHUNK: usize = 1 << 20;
 
+/// A flush in flight: the hashing task, the writing task, and the buffer they share.
+struct Flush {
+    hash: JoinHandle<Box<blake3::Hasher>>,
+    write: JoinHandle<Result<(), StoreError>>,
+    buf: Arc<Vec<u8>>,
+}
+
 /// Writes one piece chunk by chunk.
 pub struct PieceWriter {
     file: ContentFile,
     next_offset: u64,
     hasher: Option<Box<blake3::Hasher>>,
+    in_flight: Option<Flush>,
     buf: Vec<u8>,
-    written: u64,
+    accepted: u64,
 }
 
 impl PieceWriter {
@@ -30,28 +43,63 @@ impl PieceWriter {
             file,
             next_offset: offset,
             hasher: Some(Box::new(blake3::Hasher::new())),
+            in_flight: None,
             buf: Vec::new(),
-            written: 0,
+            accepted: 0,
         }
     }
 
     /// Bytes accepted so far.
     pub fn written(&self) -> u64 {
-        self.written + self.buf.len() as u64
+        self.accepted
     }
 
-    /// Hashes and writes a whole owned buffer at once (no copy); returns it for reuse.
+    /// Waits for the flush in flight; returns its buffer for reuse.
+    async fn settle(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(flush) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let hasher = flush.hash.await.map_err(|_| StoreError::Closed)?;
+        self.hasher = Some(hasher);
+        flush.write.await.map_err(|_| StoreError::Closed)??;
+        Ok(Arc::try_unwrap(flush.buf).ok())
+    }
+
+    /// Starts hashing and writing `chunk` in the background (after the previous flush).
+    async fn flush(&mut self, chunk: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        let spare = self.settle().await?;
+        let mut hasher = self.hasher.take().ok_or(StoreError::Closed)?;
+        let file = self.file.clone();
+        let offset = self.next_offset;
+        self.next_offset += chunk.len() as u64;
+        let buf = Arc::new(chunk);
+        let for_hash = buf.clone();
+        let for_write = buf.clone();
+        self.in_flight = Some(Flush {
+            hash: tokio::task::spawn_blocking(move || {
+                hasher.update(&for_hash);
+                hasher
+            }),
+            write: tokio::task::spawn_blocking(move || file.write_at(&for_write, offset)),
+            buf,
+        });
+        Ok(spare)
+    }
+
+    /// Hashes and writes a whole owned buffer (no copy); returns a buffer for the caller to
+    /// fill next (the one from the previous flush, or a new one).
     pub async fn write_owned(&mut self, chunk: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         if !self.buf.is_empty() {
             let pending = std::mem::take(&mut self.buf);
-            self.buf = self.flush(pending).await?;
-            self.buf.clear();
+            self.flush(pending).await?;
         }
-        self.flush(chunk).await
+        self.accepted += chunk.len() as u64;
+        Ok(self.flush(chunk).await?.unwrap_or_default())
     }
 
     /// Accepts a chunk of any size, gathering small ones before they are written.
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
+        self.accepted += data.len() as u64;
         while !data.is_empty() {
             if self.buf.capacity() == 0 {
                 self.buf.reserve_exact(WRITE_CHUNK);
@@ -61,31 +109,13 @@ impl PieceWriter {
             data = &data[take..];
             if self.buf.len() == WRITE_CHUNK {
                 let full = std::mem::take(&mut self.buf);
-                let mut back = self.flush(full).await?;
-                back.clear();
-                self.buf = back;
+                if let Some(mut spare) = self.flush(full).await? {
+                    spare.clear();
+                    self.buf = spare;
+                }
             }
         }
         Ok(())
-    }
-
-    async fn flush(&mut self, chunk: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        let mut hasher = self.hasher.take().ok_or(StoreError::Closed)?;
-        let file = self.file.clone();
-        let offset = self.next_offset;
-        let len = chunk.len() as u64;
-        let (hasher, chunk, result) = tokio::task::spawn_blocking(move || {
-            hasher.update(&chunk);
-            let r = file.write_at(&chunk, offset);
-            (hasher, chunk, r)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?;
-        self.hasher = Some(hasher);
-        result?;
-        self.next_offset += len;
-        self.written += len;
-        Ok(chunk)
     }
 
     /// Writes what is still buffered and returns the digest of everything written.
@@ -94,8 +124,39 @@ impl PieceWriter {
             let pending = std::mem::take(&mut self.buf);
             self.flush(pending).await?;
         }
+        self.settle().await?;
         self.hasher
+            .take()
             .map(|h| PieceDigest::from(h.finalize()))
             .ok_or(StoreError::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn mixed_chunk_sizes_hash_and_land_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..(3 * WRITE_CHUNK + 12345))
+            .map(|i| (i * 7 % 256) as u8)
+            .collect();
+        let file = ContentFile::open(&dir.path().join("c"), data.len() as u64 + 10).expect("open");
+        let mut w = PieceWriter::new(file.clone(), 10);
+        w.write(&data[..100]).await.expect("small");
+        let spare = w
+            .write_owned(data[100..WRITE_CHUNK + 100].to_vec())
+            .await
+            .expect("owned");
+        assert!(spare.is_empty() || spare.capacity() > 0);
+        for part in data[WRITE_CHUNK + 100..].chunks(70_000) {
+            w.write(part).await.expect("chunk");
+        }
+        assert_eq!(w.written(), data.len() as u64);
+        assert_eq!(w.finish().await.expect("digest"), PieceDigest::of(&data));
+        let mut back = vec![0u8; data.len()];
+        file.read_at(&mut back, 10).expect("read");
+        assert_eq!(back, data);
     }
 }

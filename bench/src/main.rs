@@ -1,0 +1,252 @@
+//! `pollen-bench`: measures Pollen against baselines on this machine, in one run, and prints
+//! a Markdown report for docs/BENCHMARKS.md.
+//!
+//! (a) one daemon fetching a file from a local origin (no scheduler) vs `curl` from the same
+//! origin; (b) peer-to-peer transfer of a completed task on loopback; (c) the daemon's peak RSS
+//! (VmHWM) while downloading a large file; (d) `pollen demo`'s origin bytes / file size.
+//! Timings are whole `pollen get` operations (request to verified file at the output path),
+//! median of `--runs`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen::origin::{random_data, Origin};
+use pollen_proto::daemon::DownloadRequest;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Size for (a) and (b).
+    #[arg(long, default_value = "1GiB", value_parser = size)]
+    size: u64,
+    /// Size for the RSS measurement (c).
+    #[arg(long, default_value = "2GiB", value_parser = size)]
+    rss_size: u64,
+    /// Runs per timing; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Peers for the demo measurement (d).
+    #[arg(long, default_value_t = 8)]
+    demo_peers: usize,
+    /// File size for the demo measurement (d).
+    #[arg(long, default_value = "256MiB")]
+    demo_size: String,
+    /// Also run (b) with every data directory and the output on this directory (e.g. a tmpfs
+    /// such as /dev/shm), to separate the protocol's speed from the disk's.
+    #[arg(long)]
+    fast_dir: Option<PathBuf>,
+    /// Run only these measurements (letters a, b, c, d; e.g. `--only ab`).
+    #[arg(long, default_value = "abcd")]
+    only: String,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    pollen_core::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn gbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e9
+}
+
+fn pollen_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("pollen");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+async fn timed_get(d: &DaemonProc, url: &str, out: &Path, tag: &str) -> anyhow::Result<f64> {
+    let _ = std::fs::remove_file(out);
+    let start = Instant::now();
+    d.download_request(DownloadRequest {
+        url: url.to_string(),
+        output_path: out.to_string_lossy().into_owned(),
+        tag: tag.to_string(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn vm_hwm_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM")
+}
+
+async fn origin_vs_curl(args: &Args, bin: &Path) -> anyhow::Result<(f64, f64)> {
+    let origin = Origin::start(([127, 0, 0, 1], 0).into(), random_data(args.size as usize)).await?;
+    let url = origin.url("/blob");
+    let tmp = tempfile::tempdir()?;
+    let mut curl = Vec::new();
+    for _ in 0..args.runs {
+        let out = tmp.path().join("curl.out");
+        let start = Instant::now();
+        let st = tokio::process::Command::new("curl")
+            .args(["-s", "-f", "-o"])
+            .arg(&out)
+            .arg(&url)
+            .status()
+            .await
+            .context("curl")?;
+        if !st.success() {
+            bail!("curl failed");
+        }
+        curl.push(start.elapsed().as_secs_f64());
+        std::fs::remove_file(&out)?;
+    }
+    let mut spec = ClusterSpec::new(bin, 1);
+    spec.scheduler = false;
+    spec.seed = false;
+    let cluster = Cluster::start(spec).await?;
+    let mut pollen = Vec::new();
+    for run in 0..args.runs {
+        let out = tmp.path().join("pollen.out");
+        pollen.push(timed_get(&cluster.peers[0], &url, &out, &format!("a{run}")).await?);
+        std::fs::remove_file(&out)?;
+    }
+    Ok((
+        gbps(args.size, median(curl)),
+        gbps(args.size, median(pollen)),
+    ))
+}
+
+async fn p2p(args: &Args, bin: &Path, dir: Option<&Path>) -> anyhow::Result<f64> {
+    let origin = Origin::start(([127, 0, 0, 1], 0).into(), random_data(args.size as usize)).await?;
+    let url = origin.url("/blob");
+    let mut spec = ClusterSpec::new(bin, 2);
+    spec.seed = false;
+    let tmp = match dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    spec.data_root = dir.map(|_| tmp.path().to_path_buf());
+    let cluster = Cluster::start(spec).await?;
+    let mut times = Vec::new();
+    for run in 0..args.runs {
+        let tag = format!("b{run}");
+        let out = tmp.path().join("first.out");
+        timed_get(&cluster.peers[0], &url, &out, &tag).await?;
+        std::fs::remove_file(&out)?;
+        let before = cluster.peers[1].stat().await?.p2p_download_bytes;
+        let out = tmp.path().join("second.out");
+        times.push(timed_get(&cluster.peers[1], &url, &out, &tag).await?);
+        std::fs::remove_file(&out)?;
+        let got = cluster.peers[1].stat().await?.p2p_download_bytes - before;
+        if got != args.size {
+            bail!(
+                "the second peer received {got} bytes from peers, not {}",
+                args.size
+            );
+        }
+    }
+    Ok(gbps(args.size, median(times)))
+}
+
+async fn rss(args: &Args, bin: &Path) -> anyhow::Result<(f64, u64)> {
+    let origin = Origin::start(
+        ([127, 0, 0, 1], 0).into(),
+        random_data(args.rss_size as usize),
+    )
+    .await?;
+    let mut spec = ClusterSpec::new(bin, 1);
+    spec.scheduler = false;
+    spec.seed = false;
+    let cluster = Cluster::start(spec).await?;
+    let d = &cluster.peers[0];
+    let pid = d.pid().context("daemon pid")?;
+    let tmp = tempfile::tempdir()?;
+    let secs = timed_get(d, &origin.url("/blob"), &tmp.path().join("rss.out"), "c").await?;
+    Ok((gbps(args.rss_size, secs), vm_hwm_kib(pid)?))
+}
+
+async fn demo(args: &Args, bin: &Path) -> anyhow::Result<serde_json::Value> {
+    let out = tokio::process::Command::new(bin)
+        .args([
+            "demo",
+            "--json",
+            "--peers",
+            &args.demo_peers.to_string(),
+            "--size",
+            &args.demo_size,
+        ])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = pollen_bin()?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let want = |c: char| args.only.contains(c);
+    println!("| measurement | result | baseline / target |");
+    println!("|---|---|---|");
+    if want('a') {
+        eprintln!("(a) origin → one daemon vs curl…");
+        let (curl, get) = origin_vs_curl(&args, &bin).await?;
+        println!(
+            "| (a) origin → daemon, {:.2} GiB, `pollen get` | {get:.2} GB/s ({:.2} x curl) | curl {curl:.2} GB/s; target ≥ 0.8 x curl |",
+            gib(args.size),
+            get / curl
+        );
+    }
+    if want('b') {
+        eprintln!("(b) peer-to-peer transfer of a completed task…");
+        let p2p_disk = p2p(&args, &bin, None).await?;
+        println!(
+            "| (b) peer → peer, completed {:.2} GiB task, `pollen get`, data on disk | {p2p_disk:.2} GB/s | target ≥ 1 GB/s |",
+            gib(args.size)
+        );
+        if let Some(dir) = &args.fast_dir {
+            let p2p_fast = p2p(&args, &bin, Some(dir)).await?;
+            println!(
+                "| (b) peer → peer, completed {:.2} GiB task, `pollen get`, data and output on {} | {p2p_fast:.2} GB/s | target ≥ 1 GB/s |",
+                gib(args.size),
+                dir.display()
+            );
+        }
+    }
+    if want('c') {
+        eprintln!("(c) peak RSS while downloading…");
+        let (rss_rate, hwm) = rss(&args, &bin).await?;
+        println!(
+            "| (c) daemon peak RSS (VmHWM), {:.2} GiB download | {:.1} MiB (at {rss_rate:.2} GB/s) | target ≤ 150 MiB |",
+            gib(args.rss_size),
+            hwm as f64 / 1024.0
+        );
+    }
+    if want('d') {
+        eprintln!("(d) pollen demo…");
+        let d = demo(&args, &bin).await?;
+        println!(
+            "| (d) `pollen demo --peers {} --size {}` | origin bytes / size = {:.3}, {:.2} s, all verified: {} | target ≤ 1.1 |",
+            args.demo_peers,
+            args.demo_size,
+            d["origin_ratio"].as_f64().unwrap_or(f64::NAN),
+            d["seconds"].as_f64().unwrap_or(f64::NAN),
+            d["all_verified"]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Writes a download to the user's output path.
+//!
+//! When the output is on the same filesystem as the data directory (and `output_hardlink` is
+//! on, the default), the finished, verified content file is hard-linked to a temporary name
+//! and renamed onto the output: no byte is written twice. The output then shares storage with
+//! the cache, so the cache re-verifies a task's pieces before handing it out again (see
+//! `content_check::verify_pieces`), and peers verify every piece they receive anyway.
+//!
+//! Otherwise pieces are copied from the task's content file into a hidden temporary sibling of the
+//! output as soon as they are present (verified and committed), with `copy_file_range` where
+//! the kernel allows and a plain read/write loop otherwise, so the copy overlaps the transfer
+//! instead of following it. Only after the download succeeded (every piece present and the
+//! whole content checked when its digest is known) is the temporary file renamed onto the
+//! output path: the path holds either nothing new or the whole verified file. On failure the
+//! temporary file is removed.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pollen_core::Bitfield;
+use pollen_storage::TaskEntry;
+use rand::Rng;
+
+use crate::error::DownloadError;
+
+/// The temporary file next to `output` that receives pieces until the final rename.
+pub(crate) struct OutputWriter {
+    output: PathBuf,
+    tmp: PathBuf,
+    file: Option<Arc<File>>,
+    exported: Bitfield,
+    link: bool,
+}
+
+/// A hidden name beside `output`, unique per call.
+pub(crate) fn temp_sibling(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    output.with_file_name(format!(
+        ".{name}.pollen-{:08x}.tmp",
+        rand::thread_rng().gen::<u32>()
+    ))
+}
+
+/// Maps an output I/O error to what the user should read.
+pub(crate) fn output_error(path: &Path, e: io::Error) -> DownloadError {
+    if e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull {
+        DownloadError::DiskFull(format!("writing {}", path.display()))
+    } else {
+        DownloadError::Output {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Copies `len` bytes at `offset` from `src` to the same offset of `dst`.
+fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (mut off_in, mut off_out) = (offset as i64, offset as i64);
+    let mut left = len as usize;
+    while left > 0 {
+        match nix::fcntl::copy_file_range(
+            src.as_fd(),
+            Some(&mut off_in),
+            dst.as_fd(),
+            Some(&mut off_out),
+            left,
+        ) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "content file too short",
+                ))
+            }
+            Ok(n) => left -= n,
+            Err(
+                nix::errno::Errno::EXDEV
+                | nix::errno::Errno::EINVAL
+                | nix::errno::Errno::ENOSYS
+                | nix::errno::Errno::EOPNOTSUPP,
+            ) => {
+                // Not supported between these files: copy through a buffer instead.
+                let done = len as usize - left;
+                return copy_range_buffered(src, dst, offset + done as u64, left as u64);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn copy_range_buffered(src: &File, dst: &File, offset: u64, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let n = ((len - done) as usize).min(buf.len());
+        src.read_exact_at(&mut buf[..n], offset + done)?;
+        dst.write_all_at(&buf[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+impl OutputWriter {
+    /// Plans writing to `output`; nothing is created until the first piece is exported. With
+    /// `link_from` (the data directory), the output is hard-linked when it is on the same
+    /// filesystem.
+    pub fn new(output: PathBuf, link_from: Option<&Path>) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        let link = link_from.is_some_and(|data| {
+            let out_dir = output.parent().unwrap_or(Path::new("/"));
+            dev(data).is_some() && dev(data) == dev(out_dir)
+        });
+        Self {
+            tmp: temp_sibling(&output),
+            output,
+            file: None,
+            exported: Bitfield::new(0),
+            link,
+        }
+    }
+
+    /// Copies every piece of `entry` that is present and not yet copied (nothing in link
+    /// mode: the whole file is linked at the end).
+    pub async fn export_present(&mut self, entry: &Arc<TaskEntry>) -> Result<(), DownloadError> {
+        if self.link {
+            return Ok(());
+        }
+        self.copy_present(entry).await
+    }
+
+    async fn copy_present(&mut self, entry: &Arc<TaskEntry>) -> Result<(), DownloadError> {
+        let layout = entry.layout();
+        let file = match &self.file {
+            Some(f) => f.clone(),
+            None => {
+                let f = File::create(&self.tmp).map_err(|e| output_error(&self.output, e))?;
+                pollen_storage::preallocate(&f, layout.content_length())
+                    .map_err(|e| output_error(&self.output, e))?;
+                let f = Arc::new(f);
+                self.file = Some(f.clone());
+                self.exported = Bitfield::new(layout.piece_count());
+                f
+            }
+        };
+        let present = entry.bitfield();
+        let todo: Vec<u32> = present
+            .iter_set()
+            .filter(|n| !self.exported.get(*n))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let src = entry.content().file().clone();
+        let ranges: Vec<(u64, u64)> = todo
+            .iter()
+            .map(|&n| (layout.offset(n), layout.length(n)))
+            .collect();
+        let output = self.output.clone();
+        tokio::task::spawn_blocking(move || {
+            ranges
+                .iter()
+                .try_for_each(|&(off, len)| copy_range(&src, &file, off, len))
+                .map_err(|e| output_error(&output, e))
+        })
+        .await
+        .map_err(|_| DownloadError::ShuttingDown)??;
+        for n in todo {
+            self.exported.set(n);
+        }
+        Ok(())
+    }
+
+    /// Links or copies what is left and renames the temporary file onto the output path.
+    pub async fn finish(
+        mut self,
+        entry: &Arc<TaskEntry>,
+        content_path: &Path,
+    ) -> Result<(), DownloadError> {
+        if self.link {
+            match std::fs::hard_link(content_path, &self.tmp) {
+                Ok(()) => {
+                    let (tmp, output) = (self.tmp.clone(), self.output.clone());
+                    std::fs::rename(&tmp, &output).map_err(|e| output_error(&output, e))?;
+                    self.tmp = PathBuf::new();
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "hard link refused; copying the output instead");
+                    self.link = false;
+                }
+            }
+        }
+        self.copy_present(entry).await?;
+        if !self.exported.is_full() {
+            return Err(DownloadError::Storage(
+                "the task lost pieces before they reached the output".into(),
+            ));
+        }
+        let (tmp, output) = (self.tmp.clone(), self.output.clone());
+        self.file = None;
+        std::fs::rename(&tmp, &output).map_err(|e| output_error(&output, e))?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for OutputWriter {
+    /// A writer dropped before `finish` leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
