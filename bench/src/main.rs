@@ -37,8 +37,8 @@ struct Args {
     /// such as /dev/shm), to separate the protocol's speed from the disk's.
     #[arg(long)]
     fast_dir: Option<PathBuf>,
-    /// Run only these measurements (letters a, b, c, d; e.g. `--only ab`).
-    #[arg(long, default_value = "abcd")]
+    /// Run only these measurements (letters a, b, w, c, d; e.g. `--only ab`).
+    #[arg(long, default_value = "abwcd")]
     only: String,
 }
 
@@ -227,6 +227,15 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
+    if want('w') {
+        eprintln!("(w) data plane alone…");
+        let dir = args.fast_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let rate = wire_only::run(args.size, &dir).await?;
+        println!(
+            "| (w) data plane alone: {:.2} GiB over loopback, sendfile → 2 pipelined connections → BLAKE3 verify, no disk write | {rate:.2} GB/s | (context for (b)) |",
+            gib(args.size)
+        );
+    }
     if want('c') {
         eprintln!("(c) peak RSS while downloading…");
         let (rss_rate, hwm) = rss(&args, &bin).await?;
@@ -249,4 +258,101 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The data plane alone: one client fetching every piece of a file held in `dir` from an
+/// upload server over loopback (sendfile on the server, pipelined requests on 2 connections),
+/// verifying each piece with BLAKE3 and discarding it, so no disk write is involved.
+mod wire_only {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use pollen_core::{Bitfield, PieceDigest, PieceLayout, RateLimiter, TaskId};
+    use pollen_wire::{PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer, UploadStats};
+    use tokio_util::sync::CancellationToken;
+
+    struct OneFile {
+        file: Arc<std::fs::File>,
+        layout: PieceLayout,
+        digests: Vec<PieceDigest>,
+    }
+
+    impl PieceProvider for OneFile {
+        fn bitfield(&self, _: &TaskId) -> Option<Bitfield> {
+            let mut b = Bitfield::new(self.layout.piece_count());
+            (0..self.layout.piece_count()).for_each(|n| b.set(n));
+            Some(b)
+        }
+        fn piece(&self, _: &TaskId, n: u32) -> Option<ServedPiece> {
+            Some(ServedPiece {
+                file: self.file.clone(),
+                offset: self.layout.offset(n),
+                length: self.layout.length(n) as u32,
+                digest: *self.digests.get(n as usize)?,
+            })
+        }
+    }
+
+    pub async fn run(size: u64, dir: &std::path::Path) -> anyhow::Result<f64> {
+        let data = pollen::origin::random_data(size as usize);
+        let layout = PieceLayout::for_content(size);
+        let digests = (0..layout.piece_count())
+            .map(|n| {
+                let (a, l) = (layout.offset(n) as usize, layout.length(n) as usize);
+                PieceDigest::of(&data[a..a + l])
+            })
+            .collect::<Vec<_>>();
+        let path = dir.join("wire-only.bin");
+        std::fs::write(&path, &data)?;
+        drop(data);
+        let provider = Arc::new(OneFile { file: Arc::new(std::fs::File::open(&path)?), layout, digests: digests.clone() });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let server = UploadServer::new(listener, provider, RateLimiter::unlimited(), Arc::new(UploadStats::default()), 8);
+        tokio::spawn(server.run(stop.clone()));
+        let task = TaskId([1; 32]);
+        let start = Instant::now();
+        let mut conns = Vec::new();
+        for c in 0..2u32 {
+            let digests = digests.clone();
+            conns.push(tokio::spawn(async move {
+                let mut client = PieceClient::connect(addr, Duration::from_secs(3)).await?;
+                let mine: Vec<u32> = (0..layout.piece_count()).filter(|n| n % 2 == c).collect();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut next = 0;
+                let mut inflight = std::collections::VecDeque::new();
+                while next < mine.len() || !inflight.is_empty() {
+                    while inflight.len() < 2 && next < mine.len() {
+                        client.request_piece(task, mine[next]).await?;
+                        inflight.push_back(mine[next]);
+                        next += 1;
+                    }
+                    let n = inflight.pop_front().expect("in flight");
+                    let PieceResponse::Piece(h) = client.next_response().await? else {
+                        anyhow::bail!("piece {n} missing");
+                    };
+                    let mut hasher = blake3::Hasher::new();
+                    let mut left = h.length as usize;
+                    while left > 0 {
+                        let take = left.min(buf.len());
+                        client.read_payload(&mut buf[..take]).await?;
+                        hasher.update(&buf[..take]);
+                        left -= take;
+                    }
+                    if PieceDigest::from(hasher.finalize()) != digests[n as usize] {
+                        anyhow::bail!("piece {n} failed verification");
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+        for c in conns {
+            c.await??;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        stop.cancel();
+        std::fs::remove_file(&path)?;
+        Ok(size as f64 / secs / 1e9)
+    }
 }
