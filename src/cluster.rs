@@ -41,6 +41,15 @@ pub struct ClusterSpec {
 }
 
 impl ClusterSpec {
+    /// `peers` daemons with neither scheduler nor seed: every download goes to the origin.
+    pub fn standalone(bin: impl Into<PathBuf>, peers: usize) -> Self {
+        Self {
+            seed: false,
+            scheduler: false,
+            ..Self::new(bin, peers)
+        }
+    }
+
     /// A scheduler, a seed and `peers` daemons, no limits.
     pub fn new(bin: impl Into<PathBuf>, peers: usize) -> Self {
         Self {

@@ -37,9 +37,7 @@ fn assert_fails_with(o: &Output, needle: &str) {
 }
 
 async fn single_daemon() -> Cluster {
-    let mut spec = ClusterSpec::new(bin(), 1);
-    spec.seed = false;
-    spec.scheduler = false;
+    let spec = ClusterSpec::standalone(bin(), 1);
     Cluster::start(spec).await.expect("cluster")
 }
 
@@ -199,9 +197,7 @@ async fn a_full_disk_is_reported_plainly_and_leaves_no_file_behind() {
         mount_tmpfs(&small_out, "8m"),
         "cannot mount a tmpfs for the output"
     );
-    let mut spec = ClusterSpec::new(bin(), 1);
-    spec.seed = false;
-    spec.scheduler = false;
+    let mut spec = ClusterSpec::standalone(bin(), 1);
     spec.data_root = Some(small_data.clone());
     let cluster = Cluster::start(spec).await.expect("cluster");
     let d = &cluster.peers[0];
@@ -220,9 +216,7 @@ async fn a_full_disk_is_reported_plainly_and_leaves_no_file_behind() {
     unmount(&small_data);
 
     // The output's filesystem fills up while writing the result.
-    let mut spec = ClusterSpec::new(bin(), 1);
-    spec.seed = false;
-    spec.scheduler = false;
+    let spec = ClusterSpec::standalone(bin(), 1);
     let cluster = Cluster::start(spec).await.expect("cluster");
     let d = &cluster.peers[0];
     let out = small_out.join("result");

@@ -12,9 +12,7 @@ use pollen_core::ContentDigest;
 async fn without_a_scheduler_get_goes_to_the_origin_and_the_daemon_says_why() {
     let size = 16 * MIB;
     let origin = origin(size).await;
-    let mut spec = ClusterSpec::new(bin(), 1);
-    spec.scheduler = false;
-    spec.seed = false;
+    let spec = ClusterSpec::standalone(bin(), 1);
     let cluster = Cluster::start(spec).await.expect("cluster");
     let peer = &cluster.peers[0];
     let out = cluster.dir.path().join("out");
@@ -36,9 +34,7 @@ async fn a_daemon_killed_mid_download_resumes_without_refetching_its_pieces() {
     let size = 96 * MIB;
     let origin = origin(size).await;
     let expected = ContentDigest::of(origin.data());
-    let mut spec = ClusterSpec::new(bin(), 1);
-    spec.scheduler = false;
-    spec.seed = false;
+    let mut spec = ClusterSpec::standalone(bin(), 1);
     // Slow the origin read so the kill lands mid-download.
     spec.daemon_args = vec!["--back-to-source-rate-limit".into(), "24MiB".into()];
     let mut cluster = Cluster::start(spec).await.expect("cluster");
@@ -164,9 +160,7 @@ async fn an_output_edited_in_place_never_comes_back_from_the_cache() {
     let size = 12 * MIB;
     let origin = origin(size).await;
     let expected = ContentDigest::of(origin.data());
-    let mut spec = ClusterSpec::new(bin(), 1);
-    spec.scheduler = false;
-    spec.seed = false;
+    let spec = ClusterSpec::standalone(bin(), 1);
     let cluster = Cluster::start(spec).await.expect("cluster");
     let d = &cluster.peers[0];
     let url = origin.url("/blob");
@@ -196,9 +190,7 @@ async fn an_output_on_another_filesystem_is_copied_and_verified() {
     let dev = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
     let size = 20 * MIB;
     let origin = origin(size).await;
-    let mut spec = ClusterSpec::new(bin(), 1);
-    spec.scheduler = false;
-    spec.seed = false;
+    let spec = ClusterSpec::standalone(bin(), 1);
     let cluster = Cluster::start(spec).await.expect("cluster");
     if dev(other).is_none() || dev(other) == dev(cluster.dir.path()) {
         eprintln!("skipped: /dev/shm is missing or on the same filesystem as the data dir");

@@ -111,9 +111,7 @@ async fn origin_vs_curl(args: &Args, bin: &Path) -> anyhow::Result<(f64, f64)> {
         curl.push(start.elapsed().as_secs_f64());
         std::fs::remove_file(&out)?;
     }
-    let mut spec = ClusterSpec::new(bin, 1);
-    spec.scheduler = false;
-    spec.seed = false;
+    let spec = ClusterSpec::standalone(bin, 1);
     let cluster = Cluster::start(spec).await?;
     let mut pollen = Vec::new();
     for run in 0..args.runs {
@@ -165,9 +163,7 @@ async fn rss(args: &Args, bin: &Path) -> anyhow::Result<(f64, u64)> {
         random_data(args.rss_size as usize),
     )
     .await?;
-    let mut spec = ClusterSpec::new(bin, 1);
-    spec.scheduler = false;
-    spec.seed = false;
+    let spec = ClusterSpec::standalone(bin, 1);
     let cluster = Cluster::start(spec).await?;
     let d = &cluster.peers[0];
     let pid = d.pid().context("daemon pid")?;
@@ -268,7 +264,9 @@ mod wire_only {
     use std::time::{Duration, Instant};
 
     use pollen_core::{Bitfield, PieceDigest, PieceLayout, RateLimiter, TaskId};
-    use pollen_wire::{PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer, UploadStats};
+    use pollen_wire::{
+        PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer, UploadStats,
+    };
     use tokio_util::sync::CancellationToken;
 
     struct OneFile {
@@ -305,11 +303,21 @@ mod wire_only {
         let path = dir.join("wire-only.bin");
         std::fs::write(&path, &data)?;
         drop(data);
-        let provider = Arc::new(OneFile { file: Arc::new(std::fs::File::open(&path)?), layout, digests: digests.clone() });
+        let provider = Arc::new(OneFile {
+            file: Arc::new(std::fs::File::open(&path)?),
+            layout,
+            digests: digests.clone(),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let server = UploadServer::new(listener, provider, RateLimiter::unlimited(), Arc::new(UploadStats::default()), 8);
+        let server = UploadServer::new(
+            listener,
+            provider,
+            RateLimiter::unlimited(),
+            Arc::new(UploadStats::default()),
+            8,
+        );
         tokio::spawn(server.run(stop.clone()));
         let task = TaskId([1; 32]);
         let start = Instant::now();
