@@ -29,7 +29,7 @@ use crate::upload_provider::StoreProvider;
 #[non_exhaustive]
 pub enum DaemonStartError {
     /// A directory or socket could not be set up.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -37,7 +37,7 @@ pub enum DaemonStartError {
         source: std::io::Error,
     },
     /// The piece store could not be opened.
-    #[error("cannot open the piece store: {0}")]
+    #[error("cannot open the piece store")]
     Store(#[from] StoreError),
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]

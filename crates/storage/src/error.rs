@@ -21,6 +21,9 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// Another process (another daemon) has the data directory open.
+    #[error("the data directory {0} is already in use by another pollen daemon")]
+    InUse(String),
     /// The task is not in the store.
     #[error("task {0} is not in the store")]
     UnknownTask(String),

@@ -145,7 +145,13 @@ impl Store {
     /// Opens (creating if needed) the store in `dir` and loads every task.
     pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(dir.join("content")).map_err(StoreError::io)?;
-        let db = Arc::new(Database::create(dir.join("metadata.redb"))?);
+        let db = match Database::create(dir.join("metadata.redb")) {
+            Ok(db) => Arc::new(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(dir.display().to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
         {
             let txn = db.begin_write()?;
             txn.open_table(TASKS)?;
