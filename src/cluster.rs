@@ -341,11 +341,13 @@ impl Cluster {
         self.seed.iter().chain(self.peers.iter())
     }
 
-    /// Stops the scheduler (SIGKILL).
-    pub async fn kill_scheduler(&mut self) {
-        if let Some(mut c) = self.scheduler.take() {
-            let _ = c.start_kill();
-            let _ = c.wait().await;
+    /// Sends SIGKILL to the scheduler (usable while the cluster is borrowed).
+    pub fn kill_scheduler(&self) {
+        if let Some(pid) = self.scheduler.as_ref().and_then(|c| c.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }

@@ -109,3 +109,94 @@ async fn a_parent_killed_mid_transfer_does_not_break_the_other_downloads() {
         assert_eq!(sha256_file(path), expected);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_serving_corrupt_pieces_is_blocklisted_and_the_bytes_come_from_elsewhere() {
+    let size = 16 * MIB;
+    let origin = origin(size).await;
+    let expected = ContentDigest::of(origin.data());
+    let mut spec = ClusterSpec::new(bin(), 2);
+    spec.seed = false;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let url = origin.url("/blob");
+    let first = cluster.dir.path().join("first.out");
+    cluster.peers[0]
+        .download(&url, &first, None)
+        .await
+        .expect("first get");
+    // Rot peer-1's stored copy behind its back: it will serve bad bytes to peer-2.
+    let content = cluster.peers[0].data_dir.join("content");
+    let file = std::fs::read_dir(&content)
+        .expect("content dir")
+        .next()
+        .expect("file")
+        .expect("entry")
+        .path();
+    let mut bytes = std::fs::read(&file).expect("read");
+    for b in bytes.iter_mut().step_by(4096) {
+        *b ^= 0xff;
+    }
+    std::fs::write(&file, &bytes).expect("corrupt");
+    let second = cluster.dir.path().join("second.out");
+    tokio::time::timeout(HANG, cluster.peers[1].download(&url, &second, None))
+        .await
+        .expect("not hung")
+        .expect("the download survives a lying parent");
+    assert_eq!(sha256_file(&second), expected);
+    let s = cluster.peers[1].stat().await.expect("stat");
+    assert!(s.pieces_rejected >= 1, "no piece was rejected: {s:?}");
+    assert!(cluster.peers[1].log_text().contains("parent failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_scheduler_or_the_seed_mid_transfer_does_not_break_downloads() {
+    let size = 48 * MIB;
+    let origin = origin(size).await;
+    let expected = ContentDigest::of(origin.data());
+    for victim in ["scheduler", "seed"] {
+        let mut spec = ClusterSpec::new(bin(), 3);
+        spec.peer_upload_limit = Some(8 * MIB);
+        spec.seed_upload_limit = Some(8 * MIB);
+        let cluster = Cluster::start(spec).await.expect("cluster");
+        let url = format!("{}?run={victim}", origin.url("/blob"));
+        let dir = cluster.dir.path().to_path_buf();
+        let seed_pid = cluster.seed.as_ref().and_then(|s| s.pid()).expect("seed");
+        let results = {
+            let peers: Vec<_> = cluster.peers.iter().collect();
+            let downloads = get_all(&peers, &url, &dir);
+            tokio::pin!(downloads);
+            let started = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let mut got = 0;
+                    for p in &cluster.peers {
+                        got += p.stat().await.map(|s| s.p2p_download_bytes).unwrap_or(0);
+                    }
+                    if got > 0 {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = started => {}
+                _ = &mut downloads => panic!("finished before the fault"),
+            }
+            if victim == "seed" {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(seed_pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .expect("kill seed");
+            } else {
+                cluster.kill_scheduler();
+            }
+            downloads.await
+        };
+        for r in &results {
+            let path = r
+                .as_ref()
+                .unwrap_or_else(|e| panic!("after losing the {victim}: {e}"));
+            assert_eq!(sha256_file(path), expected, "after losing the {victim}");
+        }
+    }
+}
