@@ -5,6 +5,8 @@
 //! - `GET /blob` — the data, with `Range` support (206), `ETag` and `Last-Modified`;
 //! - `GET /missing` — 404;
 //! - `GET /truncated` — announces the full length, sends half, then drops the connection.
+//!
+//! [`Origin::start_tls`] serves the same routes over HTTPS with a given certificate.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,28 +128,85 @@ async fn truncated(State(s): State<Shared>) -> Response {
         .into_response()
 }
 
+fn router(data: Bytes) -> (Router, Shared) {
+    let digest = pollen_core::ContentDigest::of(&data);
+    let shared = Shared {
+        data,
+        etag: format!("\"{}\"", &digest.hex()[..16]),
+        bytes_served: Arc::new(AtomicU64::new(0)),
+        requests: Arc::new(AtomicU64::new(0)),
+    };
+    let app = Router::new()
+        .route("/blob", get(blob))
+        .route("/truncated", get(truncated))
+        .with_state(shared.clone());
+    (app, shared)
+}
+
 impl Origin {
     /// Serves `data` on `bind` (port 0 picks a free port).
     pub async fn start(bind: SocketAddr, data: Bytes) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
-        let digest = pollen_core::ContentDigest::of(&data);
-        let shared = Shared {
-            data,
-            etag: format!("\"{}\"", &digest.hex()[..16]),
-            bytes_served: Arc::new(AtomicU64::new(0)),
-            requests: Arc::new(AtomicU64::new(0)),
-        };
-        let app = Router::new()
-            .route("/blob", get(blob))
-            .route("/truncated", get(truncated))
-            .with_state(shared.clone());
+        let (app, shared) = router(data);
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await;
+        });
+        Ok(Self {
+            addr,
+            shared,
+            shutdown,
+        })
+    }
+
+    /// Serves `data` over HTTPS with the PEM certificate chain and private key given.
+    pub async fn start_tls(
+        bind: SocketAddr,
+        data: Bytes,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> std::io::Result<Self> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let certs = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| invalid(e.to_string()))?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| invalid(e.to_string()))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let (app, shared) = router(data);
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    _ = token.cancelled() => return,
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
         });
         Ok(Self {
             addr,

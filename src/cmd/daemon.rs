@@ -54,6 +54,9 @@ pub struct DaemonArgs {
     /// Most concurrent upload connections [default: 64].
     #[arg(long, env = "POLLEN_MAX_UPLOAD_CONNECTIONS")]
     pub max_upload_connections: Option<usize>,
+    /// Extra CA certificate (PEM file) trusted for HTTPS origins; repeatable.
+    #[arg(long = "origin-ca-cert", env = "POLLEN_ORIGIN_CA_CERT")]
+    pub origin_ca_certs: Vec<PathBuf>,
     /// How long to wait for a usable parent before fetching from the origin (e.g. 15s).
     #[arg(long, env = "POLLEN_PARENT_WAIT", value_parser = parse_duration)]
     pub parent_wait: Option<Duration>,
@@ -101,6 +104,9 @@ impl DaemonArgs {
         }
         if let Some(v) = self.parent_wait {
             cfg.parent_wait = v;
+        }
+        if !self.origin_ca_certs.is_empty() {
+            cfg.origin_ca_certs = self.origin_ca_certs;
         }
         Ok(cfg)
     }

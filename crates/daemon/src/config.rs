@@ -44,6 +44,9 @@ pub struct DaemonConfig {
     /// filesystem, instead of copying them. Default true. The output then shares storage with
     /// the cache; the cache re-verifies a task's pieces before handing it out again.
     pub output_hardlink: bool,
+    /// Extra CA certificates (PEM files) trusted for HTTPS origins, beside the built-in web
+    /// PKI roots. Default none.
+    pub origin_ca_certs: Vec<PathBuf>,
     /// Connect timeout for the scheduler, parents and origins. Default 3s.
     #[serde(with = "humane_duration")]
     pub connect_timeout: Duration,
@@ -66,6 +69,7 @@ impl Default for DaemonConfig {
             pipeline_depth: 2,
             parent_wait: Duration::from_secs(15),
             output_hardlink: true,
+            origin_ca_certs: Vec::new(),
             connect_timeout: Duration::from_secs(3),
         }
     }

@@ -141,8 +141,19 @@ impl Daemon {
             ),
             None => None,
         };
-        let source = HttpSource::new(cfg.connect_timeout, std::time::Duration::from_secs(30))
-            .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+        let roots = cfg
+            .origin_ca_certs
+            .iter()
+            .map(|p| {
+                std::fs::read(p).map_err(io_err(format!("reading CA certificate {}", p.display())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let source = HttpSource::new(
+            cfg.connect_timeout,
+            std::time::Duration::from_secs(30),
+            &roots,
+        )
+        .map_err(|e| DaemonStartError::Config(e.to_string()))?;
         let conductor = Arc::new(Conductor::new(
             store.clone(),
             stats.clone(),

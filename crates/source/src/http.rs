@@ -57,12 +57,30 @@ fn parse_content_range(v: &str) -> Option<(u64, u64)> {
 }
 
 impl HttpSource {
-    /// A client with connect and read timeouts.
-    pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Result<Self, SourceError> {
-        let client = reqwest::Client::builder()
+    /// A client with connect and read timeouts that trusts the built-in web PKI roots plus
+    /// `extra_roots` (PEM bundles, e.g. an internal CA that signs the origin's certificate).
+    pub fn new(
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        extra_roots: &[Vec<u8>],
+    ) -> Result<Self, SourceError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .read_timeout(read_timeout)
-            .user_agent(concat!("pollen/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("pollen/", env!("CARGO_PKG_VERSION")));
+        for pem in extra_roots {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| SourceError::Protocol(format!("invalid CA certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(SourceError::Protocol(
+                    "invalid CA certificate: no PEM certificate found".into(),
+                ));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| SourceError::Protocol(error_chain(&e)))?;
         Ok(Self { client })
