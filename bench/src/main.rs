@@ -67,8 +67,15 @@ fn pollen_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Flushes dirty pages left by earlier runs, so no timed run is throttled by another's
+/// write-back (done before every timed operation, Pollen's and the baseline's alike).
+fn settle_page_cache() {
+    nix::unistd::sync();
+}
+
 async fn timed_get(d: &DaemonProc, url: &str, out: &Path, tag: &str) -> anyhow::Result<f64> {
     let _ = std::fs::remove_file(out);
+    settle_page_cache();
     let start = Instant::now();
     d.download_request(DownloadRequest {
         url: url.to_string(),
@@ -97,6 +104,7 @@ async fn origin_vs_curl(args: &Args, bin: &Path) -> anyhow::Result<(f64, f64)> {
     let mut curl = Vec::new();
     for _ in 0..args.runs {
         let out = tmp.path().join("curl.out");
+        settle_page_cache();
         let start = Instant::now();
         let st = tokio::process::Command::new("curl")
             .args(["-s", "-f", "-o"])
@@ -141,6 +149,7 @@ async fn p2p(args: &Args, bin: &Path, dir: Option<&Path>) -> anyhow::Result<f64>
         let tag = format!("b{run}");
         let out = tmp.path().join("first.out");
         timed_get(&cluster.peers[0], &url, &out, &tag).await?;
+        settle_page_cache();
         std::fs::remove_file(&out)?;
         let before = cluster.peers[1].stat().await?.p2p_download_bytes;
         let out = tmp.path().join("second.out");
