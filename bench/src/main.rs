@@ -37,8 +37,8 @@ struct Args {
     /// such as /dev/shm), to separate the protocol's speed from the disk's.
     #[arg(long)]
     fast_dir: Option<PathBuf>,
-    /// Run only these measurements (letters a, b, w, c, d; e.g. `--only ab`).
-    #[arg(long, default_value = "abwcd")]
+    /// Run only these measurements (letters a, b, f (b on --fast-dir), w, c, d).
+    #[arg(long, default_value = "abfwcd")]
     only: String,
 }
 
@@ -85,7 +85,9 @@ async fn timed_get(d: &DaemonProc, url: &str, out: &Path, tag: &str) -> anyhow::
     })
     .await
     .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-    Ok(start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("  get {tag}: {secs:.2} s");
+    Ok(secs)
 }
 
 fn vm_hwm_kib(pid: u32) -> anyhow::Result<u64> {
@@ -117,6 +119,7 @@ async fn origin_vs_curl(args: &Args, bin: &Path) -> anyhow::Result<(f64, f64)> {
             bail!("curl failed");
         }
         curl.push(start.elapsed().as_secs_f64());
+        eprintln!("  curl: {:.2} s", start.elapsed().as_secs_f64());
         std::fs::remove_file(&out)?;
     }
     let spec = ClusterSpec::standalone(bin, 1);
@@ -223,14 +226,15 @@ async fn main() -> anyhow::Result<()> {
             "| (b) peer → peer, completed {:.2} GiB task, `pollen get`, data on disk | {p2p_disk:.2} GB/s | target ≥ 1 GB/s |",
             gib(args.size)
         );
-        if let Some(dir) = &args.fast_dir {
-            let p2p_fast = p2p(&args, &bin, Some(dir)).await?;
-            println!(
-                "| (b) peer → peer, completed {:.2} GiB task, `pollen get`, data and output on {} | {p2p_fast:.2} GB/s | target ≥ 1 GB/s |",
-                gib(args.size),
-                dir.display()
-            );
-        }
+    }
+    if let (true, Some(dir)) = (want('f'), &args.fast_dir) {
+        eprintln!("(b) peer-to-peer transfer, data on {}…", dir.display());
+        let p2p_fast = p2p(&args, &bin, Some(dir)).await?;
+        println!(
+            "| (b) peer → peer, completed {:.2} GiB task, `pollen get`, data and output on {} | {p2p_fast:.2} GB/s | target ≥ 1 GB/s |",
+            gib(args.size),
+            dir.display()
+        );
     }
     if want('w') {
         eprintln!("(w) data plane alone…");

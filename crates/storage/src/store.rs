@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,7 +37,6 @@ pub struct TaskEntry {
     content: ContentFile,
     layout: PieceLayout,
     state: RwLock<TaskState>,
-    in_use: AtomicUsize,
 }
 
 struct TaskState {
@@ -118,26 +116,6 @@ impl TaskEntry {
             .unwrap_or_else(|e| e.into_inner())
             .meta
             .complete
-    }
-
-    /// Marks the task busy (a download or upload in progress) until the guard drops.
-    pub fn hold(self: &Arc<Self>) -> TaskHold {
-        self.in_use.fetch_add(1, Ordering::AcqRel);
-        TaskHold(self.clone())
-    }
-
-    /// True while some download or upload holds the task.
-    pub fn is_held(&self) -> bool {
-        self.in_use.load(Ordering::Acquire) > 0
-    }
-}
-
-/// Keeps a task from being removed while it is downloaded or served.
-pub struct TaskHold(Arc<TaskEntry>);
-
-impl Drop for TaskHold {
-    fn drop(&mut self) {
-        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -221,7 +199,6 @@ impl Store {
                         present,
                         digests,
                     }),
-                    in_use: AtomicUsize::new(0),
                 }),
             );
         }
@@ -291,7 +268,6 @@ impl Store {
                 present: Bitfield::new(layout.piece_count()),
                 digests: vec![None; layout.piece_count() as usize],
             }),
-            in_use: AtomicUsize::new(0),
         });
         let mut map = self.tasks.write().unwrap_or_else(|e| e.into_inner());
         Ok(map.entry(id).or_insert(entry).clone())
@@ -352,22 +328,6 @@ impl Store {
     /// Records that the task was just used.
     pub fn touch(&self, entry: &TaskEntry) -> Result<(), StoreError> {
         self.update_meta(entry, |m| m.last_access = now_unix())
-    }
-
-    /// Forgets a present piece whose bytes failed re-verification.
-    pub fn drop_piece(&self, entry: &TaskEntry, number: u32) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(PIECES)?.remove((entry.id.0, number))?;
-        txn.commit()?;
-        let mut s = entry.state.write().unwrap_or_else(|e| e.into_inner());
-        let count = s.present.len();
-        let mut fresh = Bitfield::new(count);
-        for n in s.present.iter_set().filter(|&n| n != number) {
-            fresh.set(n);
-        }
-        s.present = fresh;
-        s.meta.complete = false;
-        Ok(())
     }
 
     /// Removes a task's metadata and content file.
