@@ -20,6 +20,15 @@ async fn five_peers_get_verified_copies_while_the_origin_serves_the_file_about_o
     let peers: Vec<_> = cluster.peers.iter().collect();
     let results = get_all(&peers, &origin.url("/blob"), cluster.dir.path()).await;
     assert_all_verified(&results, expected);
+    for p in &cluster.peers {
+        let s = p.stat().await.expect("stat");
+        assert_eq!(s.origin_bytes, 0, "{} went to the origin", p.name);
+        assert_eq!(
+            s.p2p_download_bytes, size,
+            "{} got part of the file elsewhere",
+            p.name
+        );
+    }
     let served = origin.bytes_served();
     assert!(
         served as f64 <= 1.1 * size as f64,

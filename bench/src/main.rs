@@ -103,8 +103,10 @@ async fn origin_vs_curl(args: &Args, bin: &Path) -> anyhow::Result<(f64, f64)> {
     let origin = Origin::start(([127, 0, 0, 1], 0).into(), random_data(args.size as usize)).await?;
     let url = origin.url("/blob");
     let tmp = tempfile::tempdir()?;
-    let mut curl = Vec::new();
-    for _ in 0..args.runs {
+    let cluster = Cluster::start(ClusterSpec::standalone(bin, 1)).await?;
+    // Interleaved (curl, get, curl, get, …) so both see the same phases of a noisy machine.
+    let (mut curl, mut pollen) = (Vec::new(), Vec::new());
+    for run in 0..args.runs {
         let out = tmp.path().join("curl.out");
         settle_page_cache();
         let start = Instant::now();
@@ -118,14 +120,10 @@ async fn origin_vs_curl(args: &Args, bin: &Path) -> anyhow::Result<(f64, f64)> {
         if !st.success() {
             bail!("curl failed");
         }
-        curl.push(start.elapsed().as_secs_f64());
-        eprintln!("  curl: {:.2} s", start.elapsed().as_secs_f64());
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("  curl: {secs:.2} s");
+        curl.push(secs);
         std::fs::remove_file(&out)?;
-    }
-    let spec = ClusterSpec::standalone(bin, 1);
-    let cluster = Cluster::start(spec).await?;
-    let mut pollen = Vec::new();
-    for run in 0..args.runs {
         let out = tmp.path().join("pollen.out");
         pollen.push(timed_get(&cluster.peers[0], &url, &out, &format!("a{run}")).await?);
         std::fs::remove_file(&out)?;

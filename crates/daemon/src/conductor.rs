@@ -408,9 +408,23 @@ impl Conductor {
         let mut last_progress = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Pieces the scheduler has been told about. A piece is committed before its report is
+        // queued, so "all present" alone would end the run with the last reports (and the
+        // digests other peers need) still in flight; the run ends when all are reported too.
+        let mut reported: HashSet<u32> = claims
+            .as_ref()
+            .map(|c| c.entry.bitfield().iter_set().collect())
+            .unwrap_or_default();
+        let mut complete_since: Option<Instant> = None;
         let result: Result<(), DownloadError> = loop {
-            if claims.as_ref().is_some_and(|c| c.all_present()) {
-                break Ok(());
+            if let Some(c) = &claims {
+                if c.all_present() {
+                    let since = *complete_since.get_or_insert_with(Instant::now);
+                    let all_reported = reported.len() as u32 >= c.entry.layout().piece_count();
+                    if all_reported || since.elapsed() > Duration::from_secs(5) {
+                        break Ok(());
+                    }
+                }
             }
             tokio::select! {
                 ev = next_event(&mut events_rx) => match ev {
@@ -430,6 +444,7 @@ impl Conductor {
                                 .map_err(|_| DownloadError::ShuttingDown)?;
                             match entry {
                                 Ok(entry) => {
+                                    reported.extend(entry.bitfield().iter_set());
                                     let c = Arc::new(PieceClaims::new(entry));
                                     c.add_expected(pending_digests.drain(..));
                                     progress.send_replace(progress_of(&c));
@@ -516,6 +531,7 @@ impl Conductor {
                     }
                     Report::Piece { number, digest, parent } => {
                         last_progress = Instant::now();
+                        reported.insert(number);
                         announce(&events_tx, pieces_event([(number, digest, parent)]));
                         if let Some(c) = &claims {
                             progress.send_replace(progress_of(c));
