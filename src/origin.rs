@@ -26,9 +26,8 @@ const CHUNK: usize = 256 << 10;
 #[derive(Clone)]
 struct Shared {
     data: Bytes,
-    etag: String,
+    digest: pollen_core::ContentDigest,
     bytes_served: Arc<AtomicU64>,
-    requests: Arc<AtomicU64>,
 }
 
 /// A running origin server; stops when dropped.
@@ -83,10 +82,9 @@ fn body(shared: &Shared, start: usize, end: usize, fail_at: Option<usize>) -> Bo
 }
 
 async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    s.requests.fetch_add(1, Ordering::Relaxed);
     let len = s.data.len() as u64;
     let common = [
-        (header::ETAG, s.etag.clone()),
+        (header::ETAG, format!("\"{}\"", &s.digest.hex()[..16])),
         (
             header::LAST_MODIFIED,
             "Mon, 23 Nov 2026 00:00:00 GMT".to_string(),
@@ -118,7 +116,6 @@ async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
 }
 
 async fn truncated(State(s): State<Shared>) -> Response {
-    s.requests.fetch_add(1, Ordering::Relaxed);
     let len = s.data.len();
     (
         StatusCode::OK,
@@ -129,12 +126,10 @@ async fn truncated(State(s): State<Shared>) -> Response {
 }
 
 fn router(data: Bytes) -> (Router, Shared) {
-    let digest = pollen_core::ContentDigest::of(&data);
     let shared = Shared {
+        digest: pollen_core::ContentDigest::of(&data),
         data,
-        etag: format!("\"{}\"", &digest.hex()[..16]),
         bytes_served: Arc::new(AtomicU64::new(0)),
-        requests: Arc::new(AtomicU64::new(0)),
     };
     let app = Router::new()
         .route("/blob", get(blob))
@@ -144,23 +139,32 @@ fn router(data: Bytes) -> (Router, Shared) {
 }
 
 impl Origin {
-    /// Serves `data` on `bind` (port 0 picks a free port).
-    pub async fn start(bind: SocketAddr, data: Bytes) -> std::io::Result<Self> {
+    /// Binds `bind`, builds the routes for `data`, and runs `serve` until the origin drops.
+    async fn launch<F, Fut>(bind: SocketAddr, data: Bytes, serve: F) -> std::io::Result<Self>
+    where
+        F: FnOnce(tokio::net::TcpListener, Router, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let (app, shared) = router(data);
         let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-        });
+        tokio::spawn(serve(listener, app, shutdown.clone()));
         Ok(Self {
             addr,
             shared,
             shutdown,
         })
+    }
+
+    /// Serves `data` on `bind` (port 0 picks a free port).
+    pub async fn start(bind: SocketAddr, data: Bytes) -> std::io::Result<Self> {
+        Self::launch(bind, data, |listener, app, token| async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+        })
+        .await
     }
 
     /// Serves `data` over HTTPS with the PEM certificate chain and private key given.
@@ -185,12 +189,7 @@ impl Origin {
             .with_single_cert(certs, key)
             .map_err(|e| invalid(e.to_string()))?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind(bind).await?;
-        let addr = listener.local_addr()?;
-        let (app, shared) = router(data);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
+        Self::launch(bind, data, |listener, app, token| async move {
             loop {
                 let (tcp, _) = tokio::select! {
                     _ = token.cancelled() => return,
@@ -207,12 +206,8 @@ impl Origin {
                         .await;
                 });
             }
-        });
-        Ok(Self {
-            addr,
-            shared,
-            shutdown,
         })
+        .await
     }
 
     /// URL of a route on this origin, e.g. `url("/blob")`.
@@ -225,9 +220,9 @@ impl Origin {
         self.shared.bytes_served.load(Ordering::Relaxed)
     }
 
-    /// Requests answered so far.
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::Relaxed)
+    /// The sha256 of the served data (computed once, at start).
+    pub fn digest(&self) -> pollen_core::ContentDigest {
+        self.shared.digest
     }
 
     /// The served data.

@@ -99,7 +99,7 @@ async fn origin_errors_wrong_digests_and_bad_urls_fail_cleanly() {
     );
 
     // The right digest still works afterwards, and the daemon is alive.
-    let right = pollen_core::ContentDigest::of(origin.data()).to_string();
+    let right = origin.digest().to_string();
     let o = pollen_get(d, &[&origin.url("/blob"), "-O", out_s, "--digest", &right]).await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(sha256_file(&out).to_string(), right);
@@ -156,10 +156,7 @@ async fn an_absurd_frame_on_the_upload_port_is_refused_and_the_daemon_keeps_serv
     d.download(&origin.url("/blob"), &out, None)
         .await
         .expect("still serves");
-    assert_eq!(
-        sha256_file(&out),
-        pollen_core::ContentDigest::of(origin.data())
-    );
+    assert_eq!(sha256_file(&out), origin.digest());
 }
 
 fn mount_tmpfs(dir: &Path, size: &str) -> bool {

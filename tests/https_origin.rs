@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use pollen::cluster::{Cluster, ClusterSpec};
 use pollen::origin::{random_data, Origin};
-use pollen_core::ContentDigest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_origin_is_fetched_when_its_ca_is_trusted_and_refused_otherwise() {
@@ -33,7 +32,7 @@ async fn an_https_origin_is_fetched_when_its_ca_is_trusted_and_refused_otherwise
         .download(&url, &out, None)
         .await
         .expect("https get");
-    assert_eq!(sha256_file(&out), ContentDigest::of(origin.data()));
+    assert_eq!(sha256_file(&out), origin.digest());
 
     let untrusting = Cluster::start(ClusterSpec::standalone(bin(), 1))
         .await

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use common::*;
 use pollen::cluster::{Cluster, ClusterSpec};
-use pollen_core::ContentDigest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_scheduler_get_goes_to_the_origin_and_the_daemon_says_why() {
@@ -20,7 +19,7 @@ async fn without_a_scheduler_get_goes_to_the_origin_and_the_daemon_says_why() {
         .await
         .expect("not hung")
         .expect("download succeeds without a scheduler");
-    assert_eq!(sha256_file(&out), ContentDigest::of(origin.data()));
+    assert_eq!(sha256_file(&out), origin.digest());
     assert_eq!(origin.bytes_served(), size);
     let log = peer.log_text();
     assert!(
@@ -33,7 +32,7 @@ async fn without_a_scheduler_get_goes_to_the_origin_and_the_daemon_says_why() {
 async fn a_daemon_killed_mid_download_resumes_without_refetching_its_pieces() {
     let size = 96 * MIB;
     let origin = origin(size).await;
-    let expected = ContentDigest::of(origin.data());
+    let expected = origin.digest();
     let mut spec = ClusterSpec::standalone(bin(), 1);
     // Slow the origin read so the kill lands mid-download.
     spec.daemon_args = vec!["--back-to-source-rate-limit".into(), "24MiB".into()];
@@ -103,7 +102,7 @@ async fn a_daemon_killed_mid_download_resumes_without_refetching_its_pieces() {
 async fn a_completed_task_survives_a_restart_and_is_served_from_the_cache_and_to_peers() {
     let size = 24 * MIB;
     let origin = origin(size).await;
-    let expected = ContentDigest::of(origin.data());
+    let expected = origin.digest();
     let mut spec = ClusterSpec::new(bin(), 2);
     spec.seed = false;
     let mut cluster = Cluster::start(spec).await.expect("cluster");
@@ -159,7 +158,7 @@ async fn an_output_edited_in_place_never_comes_back_from_the_cache() {
     use std::os::unix::fs::FileExt;
     let size = 12 * MIB;
     let origin = origin(size).await;
-    let expected = ContentDigest::of(origin.data());
+    let expected = origin.digest();
     let spec = ClusterSpec::standalone(bin(), 1);
     let cluster = Cluster::start(spec).await.expect("cluster");
     let d = &cluster.peers[0];
@@ -202,7 +201,7 @@ async fn an_output_on_another_filesystem_is_copied_and_verified() {
         .download(&origin.url("/blob"), &out, None)
         .await
         .expect("get");
-    assert_eq!(sha256_file(&out), ContentDigest::of(origin.data()));
+    assert_eq!(sha256_file(&out), origin.digest());
     assert_eq!(
         std::fs::metadata(&out).expect("meta").nlink(),
         1,

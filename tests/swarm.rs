@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use common::*;
 use pollen::cluster::{Cluster, ClusterSpec};
-use pollen_core::ContentDigest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_peers_get_verified_copies_while_the_origin_serves_the_file_about_once() {
     let size = 64 * MIB;
     let origin = origin(size).await;
-    let expected = ContentDigest::of(origin.data());
+    let expected = origin.digest();
     let cluster = Cluster::start(ClusterSpec::new(bin(), 5))
         .await
         .expect("cluster");
@@ -40,7 +39,7 @@ async fn five_peers_get_verified_copies_while_the_origin_serves_the_file_about_o
 async fn with_a_slow_seed_most_bytes_move_between_ordinary_peers() {
     let size = 64 * MIB;
     let origin = origin(size).await;
-    let expected = ContentDigest::of(origin.data());
+    let expected = origin.digest();
     let mut spec = ClusterSpec::new(bin(), 5);
     spec.peer_upload_limit = Some(40 * MIB);
     spec.seed_upload_limit = Some(10 * MIB);
@@ -73,7 +72,7 @@ async fn with_a_slow_seed_most_bytes_move_between_ordinary_peers() {
 async fn a_parent_killed_mid_transfer_does_not_break_the_other_downloads() {
     let size = 64 * MIB;
     let origin = origin(size).await;
-    let expected = ContentDigest::of(origin.data());
+    let expected = origin.digest();
     let mut spec = ClusterSpec::new(bin(), 5);
     // Slow enough that the transfer is still running when the parent dies.
     spec.peer_upload_limit = Some(12 * MIB);
@@ -123,7 +122,7 @@ async fn a_parent_killed_mid_transfer_does_not_break_the_other_downloads() {
 async fn a_parent_serving_corrupt_pieces_is_blocklisted_and_the_bytes_come_from_elsewhere() {
     let size = 16 * MIB;
     let origin = origin(size).await;
-    let expected = ContentDigest::of(origin.data());
+    let expected = origin.digest();
     let mut spec = ClusterSpec::new(bin(), 2);
     spec.seed = false;
     let cluster = Cluster::start(spec).await.expect("cluster");
@@ -161,7 +160,7 @@ async fn a_parent_serving_corrupt_pieces_is_blocklisted_and_the_bytes_come_from_
 async fn losing_the_scheduler_or_the_seed_mid_transfer_does_not_break_downloads() {
     let size = 48 * MIB;
     let origin = origin(size).await;
-    let expected = ContentDigest::of(origin.data());
+    let expected = origin.digest();
     for victim in ["scheduler", "seed"] {
         let mut spec = ClusterSpec::new(bin(), 3);
         spec.peer_upload_limit = Some(8 * MIB);

@@ -87,9 +87,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         bail!("--peers must be at least 1");
     }
     let size = usize::try_from(args.size).context("--size too large")?;
-    let data = random_data(size);
-    let expected = ContentDigest::of(&data);
-    let origin = Origin::start(([127, 0, 0, 1], 0).into(), data).await?;
+    let origin = Origin::start(([127, 0, 0, 1], 0).into(), random_data(size)).await?;
+    let expected = origin.digest();
     let bin = std::env::current_exe().context("cannot find the pollen binary")?;
     let mut spec = ClusterSpec::new(bin, args.peers);
     spec.peer_upload_limit = args.upload_rate_limit;
