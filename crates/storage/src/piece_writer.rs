@@ -1,14 +1,14 @@
 //! Streams one piece into its content file while hashing it, off the async runtime.
 //!
 //! Bytes arrive in chunks (from a parent's socket or the origin's body). Small chunks are
-//! gathered into a 1 MiB buffer; each full buffer is hashed and written at its offset on two
-//! blocking threads at once (hashing and writing the same immutable bytes), while the caller
-//! already receives the next one. One flush is in flight at a time, so the hash sees the
-//! bytes in order. No piece is ever held whole in memory and the runtime
-//! threads never do file I/O or hashing. The digest is known when the last chunk is in; the
-//! caller compares it with the expected digest before committing the piece.
-
-use std::sync::Arc;
+//! gathered into a 128 KiB buffer; each full buffer is hashed and then written at its offset
+//! by one blocking task, while the caller already receives the next one. Hashing and writing
+//! on the same thread, straight after each other, keeps the buffer in that core's cache: with
+//! the two on different threads, the kernel's copy into the page cache read the buffer cold
+//! and cost about five times as much per byte (see docs/BENCHMARKS.md). One flush is in flight
+//! at a time, so the hash sees the bytes in order. No piece is ever held whole in memory and
+//! the runtime threads never do file I/O or hashing. The digest is known when the last chunk
+//! is in; the caller compares it with the expected digest before committing the piece.
 
 use pollen_core::PieceDigest;
 use tokio::task::JoinHandle;
@@ -17,14 +17,11 @@ use crate::content::ContentFile;
 use crate::error::StoreError;
 
 /// Size of the buffer handed to the blocking pool at a time.
-pub const WRITE_CHUNK: usize = 1 << 20;
+pub const WRITE_CHUNK: usize = 128 << 10;
 
-/// A flush in flight: the hashing task, the writing task, and the buffer they share.
-struct Flush {
-    hash: JoinHandle<Box<blake3::Hasher>>,
-    write: JoinHandle<Result<(), StoreError>>,
-    buf: Arc<Vec<u8>>,
-}
+/// A flush in flight: one blocking task that hashes the buffer, then writes it while it is
+/// still in that core's cache, and hands both back.
+type Flush = JoinHandle<(Box<blake3::Hasher>, Vec<u8>, Result<(), StoreError>)>;
 
 /// Writes one piece chunk by chunk.
 pub struct PieceWriter {
@@ -59,10 +56,10 @@ impl PieceWriter {
         let Some(flush) = self.in_flight.take() else {
             return Ok(None);
         };
-        let hasher = flush.hash.await.map_err(|_| StoreError::Closed)?;
+        let (hasher, buf, written) = flush.await.map_err(|_| StoreError::Closed)?;
         self.hasher = Some(hasher);
-        flush.write.await.map_err(|_| StoreError::Closed)??;
-        Ok(Arc::try_unwrap(flush.buf).ok())
+        written?;
+        Ok(Some(buf))
     }
 
     /// Starts hashing and writing `chunk` in the background (after the previous flush).
@@ -72,17 +69,11 @@ impl PieceWriter {
         let file = self.file.clone();
         let offset = self.next_offset;
         self.next_offset += chunk.len() as u64;
-        let buf = Arc::new(chunk);
-        let for_hash = buf.clone();
-        let for_write = buf.clone();
-        self.in_flight = Some(Flush {
-            hash: tokio::task::spawn_blocking(move || {
-                hasher.update(&for_hash);
-                hasher
-            }),
-            write: tokio::task::spawn_blocking(move || file.write_at(&for_write, offset)),
-            buf,
-        });
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            hasher.update(&chunk);
+            let written = file.write_at(&chunk, offset);
+            (hasher, chunk, written)
+        }));
         Ok(spare)
     }
 
