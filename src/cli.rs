@@ -28,6 +28,8 @@ pub enum Command {
     Get(cmd::get::GetArgs),
     /// Start an origin, a scheduler, a seed and N peers on this machine and distribute a file.
     Demo(cmd::demo::DemoArgs),
+    /// Point a container runtime (containerd, docker, crio, podman) at the local mirror.
+    Init(cmd::init::InitArgs),
 }
 
 fn init_tracing(default: &str, verbose: bool) {
@@ -49,7 +51,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Scheduler(_) | Command::Daemon(_) => "info",
-        Command::Get(_) | Command::Demo(_) => "warn",
+        Command::Get(_) | Command::Demo(_) | Command::Init(_) => "warn",
     };
     init_tracing(default_log, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -68,6 +70,7 @@ pub fn main() -> ExitCode {
             Command::Daemon(a) => cmd::daemon::run(*a).await,
             Command::Get(a) => cmd::get::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
+            Command::Init(a) => cmd::init::run(a).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -145,6 +145,22 @@ impl DaemonProc {
             .into_inner())
     }
 
+    /// Address of its upload (data-plane) server.
+    pub async fn upload_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        let a = self.stat().await?.upload_addr;
+        a.parse()
+            .with_context(|| format!("{} reports upload address {a:?}", self.name))
+    }
+
+    /// Address of its registry mirror and HTTP proxy (`host:port`).
+    pub async fn proxy_addr(&self) -> anyhow::Result<String> {
+        let a = self.stat().await?.proxy_addr;
+        if a.is_empty() {
+            bail!("{} runs without a proxy", self.name);
+        }
+        Ok(a)
+    }
+
     /// Waits until its host session with the scheduler is open.
     pub async fn wait_connected(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + STARTUP;
@@ -283,6 +299,8 @@ impl Cluster {
                 format!("127.0.0.{ip}:0"),
                 "--api-socket".into(),
                 socket.to_string_lossy().into_owned(),
+                "--proxy-listen".into(),
+                format!("127.0.0.{ip}:0"),
             ];
             if seed {
                 args.push("--seed".into());

@@ -3,4 +3,5 @@
 pub(crate) mod daemon;
 pub(crate) mod demo;
 pub(crate) mod get;
+pub(crate) mod init;
 pub(crate) mod scheduler;

@@ -125,13 +125,7 @@ async fn an_absurd_frame_on_the_upload_port_is_refused_and_the_daemon_keeps_serv
     let origin = origin(6 * MIB).await;
     let cluster = single_daemon().await;
     let d = &cluster.peers[0];
-    let upload: std::net::SocketAddr = d
-        .stat()
-        .await
-        .expect("stat")
-        .upload_addr
-        .parse()
-        .expect("addr");
+    let upload = d.upload_addr().await.expect("upload addr");
     for frame in [
         vec![0x01, 0xff, 0xff, 0xff, 0xff],
         vec![0x04, 0x00, 0x00, 0x00, 0x01, 0x00],

@@ -13,6 +13,24 @@ use clap::Args;
 use pollen_daemon::config::parse_duration;
 use pollen_daemon::{Daemon, DaemonConfig};
 
+/// `--proxy-listen`: an address, or `off`.
+#[derive(Clone, Debug)]
+pub enum ProxyListen {
+    /// Listen here.
+    At(SocketAddr),
+    /// No mirror and no proxy.
+    Off,
+}
+
+fn proxy_listen(s: &str) -> Result<ProxyListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(ProxyListen::Off);
+    }
+    s.parse()
+        .map(ProxyListen::At)
+        .map_err(|_| format!("{s:?} is not an address (e.g. 127.0.0.1:4001) or \"off\""))
+}
+
 fn size(s: &str) -> Result<u64, String> {
     pollen_core::parse_size(s).map_err(|e| e.to_string())
 }
@@ -57,6 +75,13 @@ pub struct DaemonArgs {
     /// Extra CA certificate (PEM file) trusted for HTTPS origins; repeatable.
     #[arg(long = "origin-ca-cert", env = "POLLEN_ORIGIN_CA_CERT")]
     pub origin_ca_certs: Vec<PathBuf>,
+    /// Registry mirror and HTTP proxy address, or `off` [default: 127.0.0.1:4001].
+    #[arg(long, env = "POLLEN_PROXY_LISTEN", value_parser = proxy_listen)]
+    pub proxy_listen: Option<ProxyListen>,
+    /// Registry for mirror requests that name none, e.g. http://registry.local:5000
+    /// [default: https://registry-1.docker.io].
+    #[arg(long, env = "POLLEN_DEFAULT_REGISTRY")]
+    pub default_registry: Option<String>,
     /// How long to wait for a usable parent before fetching from the origin (e.g. 15s).
     #[arg(long, env = "POLLEN_PARENT_WAIT", value_parser = parse_duration)]
     pub parent_wait: Option<Duration>,
@@ -105,6 +130,14 @@ impl DaemonArgs {
         if let Some(v) = self.parent_wait {
             cfg.parent_wait = v;
         }
+        match self.proxy_listen {
+            Some(ProxyListen::At(a)) => cfg.proxy.listen = Some(a),
+            Some(ProxyListen::Off) => cfg.proxy.listen = None,
+            None => {}
+        }
+        if let Some(v) = self.default_registry {
+            cfg.proxy.default_registry = v;
+        }
         if !self.origin_ca_certs.is_empty() {
             cfg.origin_ca_certs = self.origin_ca_certs;
         }
@@ -117,8 +150,12 @@ pub(crate) async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let handle = Daemon::start(cfg)
         .await
         .context("cannot start the daemon")?;
+    let proxy = handle
+        .proxy_addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
     println!(
-        "daemon ready upload={} socket={} host={}",
+        "daemon ready upload={} proxy={proxy} socket={} host={}",
         handle.upload_addr,
         handle.api_socket.display(),
         handle.host_id

@@ -42,6 +42,11 @@ use crate::stats::DaemonStats;
 /// piece queued behind others there is a piece no one else can fetch meanwhile.
 const CONNECTIONS_PER_PARENT: usize = 2;
 
+/// After every parent offered so far has failed, how long the scheduler gets to offer a
+/// working one before the download goes to the origin (rather than the whole `parent_wait`:
+/// peers that cannot be reached must not slow a pull down by much).
+const AFTER_PARENTS_FAILED: Duration = Duration::from_secs(2);
+
 /// What fetchers tell the run.
 pub(crate) enum Report {
     /// The origin fetcher created the task (it learnt the length first).
@@ -406,6 +411,7 @@ impl Conductor {
             }
         }
         let mut last_progress = Instant::now();
+        let mut last_parent_failure: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // Pieces the scheduler has been told about. A piece is committed before its report is
@@ -544,6 +550,7 @@ impl Conductor {
                     match outcome {
                         Err(FetchError::Local(e)) => break Err(e),
                         Err(e) => {
+                            last_parent_failure = Some(Instant::now());
                             if blocklist.insert(parent.clone()) {
                                 warn!(%parent, error = %e, "parent failed; asking the scheduler for another");
                                 announce(&events_tx, peer_event::Event::ParentFailed(ParentFailed {
@@ -576,9 +583,14 @@ impl Conductor {
                         announce(&events_tx, peer_event::Event::NeedParents(NeedParents {}));
                     }
                     let idle = origin.is_none() && active.is_empty();
-                    if idle && (back_to_source || last_progress.elapsed() >= self.cfg.parent_wait) {
-                        if !back_to_source {
+                    let waited = last_progress.elapsed() >= self.cfg.parent_wait;
+                    let all_failed = last_parent_failure
+                        .is_some_and(|t| t.elapsed() >= AFTER_PARENTS_FAILED.min(self.cfg.parent_wait));
+                    if idle && (back_to_source || waited || all_failed) {
+                        if !back_to_source && waited {
                             warn!(waited = ?self.cfg.parent_wait, "no usable parent in time; downloading from the origin");
+                        } else if !back_to_source {
+                            warn!(failed = blocklist.len(), "every parent offered failed and no other came; downloading from the origin");
                         }
                         back_to_source = true;
                         origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone()));

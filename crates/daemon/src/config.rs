@@ -50,6 +50,51 @@ pub struct DaemonConfig {
     /// Connect timeout for the scheduler, parents and origins. Default 3s.
     #[serde(with = "humane_duration")]
     pub connect_timeout: Duration,
+    /// The registry mirror and HTTP(S) proxy (`[proxy]` table).
+    pub proxy: ProxyConfig,
+}
+
+/// The daemon's registry mirror and HTTP(S) proxy, one port for both.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address of the mirror and proxy; None turns both off. Default `127.0.0.1:4001`
+    /// (loopback only: the proxy is not an open relay).
+    pub listen: Option<SocketAddr>,
+    /// Registry used for `/v2/` requests that name none (no `?ns=`, no `X-Pollen-Registry`),
+    /// which is what Docker's `registry-mirrors` and a CRI-O/Podman mirror send.
+    /// Default `https://registry-1.docker.io`.
+    pub default_registry: String,
+    /// Registries reached over plain HTTP when a request names them by host only (`?ns=`):
+    /// `host` (any port) or `host:port`. Default `localhost`, `127.0.0.1`, `::1`, as Docker
+    /// does; every other registry is reached over HTTPS.
+    pub insecure_registries: Vec<String>,
+    /// Most client connections served at once; more wait for a free slot. Default 1024.
+    pub max_connections: usize,
+    /// A client must send its request headers within this long. Default 30s.
+    #[serde(with = "humane_duration")]
+    pub header_read_timeout: Duration,
+    /// A P2P blob that makes no progress for this long is served from the registry instead.
+    /// Default 60s.
+    #[serde(with = "humane_duration")]
+    pub stall_timeout: Duration,
+    /// On a Range request for a blob not held yet, also fetch the whole blob into the cache
+    /// in the background. Default false.
+    pub prefetch: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 4001))),
+            default_registry: "https://registry-1.docker.io".into(),
+            insecure_registries: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            prefetch: false,
+        }
+    }
 }
 
 impl Default for DaemonConfig {
@@ -71,6 +116,7 @@ impl Default for DaemonConfig {
             output_hardlink: true,
             origin_ca_certs: Vec::new(),
             connect_timeout: Duration::from_secs(3),
+            proxy: ProxyConfig::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::conductor::{Conductor, TaskSpec};
 use crate::config::DaemonConfig;
 use crate::identity;
 use crate::local_api::LocalApi;
+use crate::proxy::ProxyState;
 use crate::scheduler_link::SchedulerLink;
 use crate::stats::DaemonStats;
 use crate::upload_provider::StoreProvider;
@@ -56,6 +57,8 @@ pub struct Daemon;
 pub struct DaemonHandle {
     /// Address the upload server listens on.
     pub upload_addr: SocketAddr,
+    /// Address of the registry mirror and HTTP proxy, when enabled.
+    pub proxy_addr: Option<SocketAddr>,
     /// The local API socket.
     pub api_socket: PathBuf,
     /// This host's id.
@@ -121,6 +124,21 @@ impl Daemon {
         let upload_addr = listener
             .local_addr()
             .map_err(io_err("reading the upload address"))?;
+        let proxy_listener = match cfg.proxy.listen {
+            Some(addr) => Some(
+                crate::proxy::bind(addr)
+                    .await
+                    .map_err(io_err(format!("binding the proxy port {addr}")))?,
+            ),
+            None => None,
+        };
+        let proxy_addr = match &proxy_listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(io_err("reading the proxy address"))?,
+            ),
+            None => None,
+        };
         let api = bind_api_socket(&cfg.api_socket).await?;
         let shutdown = CancellationToken::new();
         let stats = Arc::new(DaemonStats::default());
@@ -148,17 +166,14 @@ impl Daemon {
                 std::fs::read(p).map_err(io_err(format!("reading CA certificate {}", p.display())))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let source = HttpSource::new(
-            cfg.connect_timeout,
-            std::time::Duration::from_secs(30),
-            &roots,
-        )
-        .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+        let read_timeout = std::time::Duration::from_secs(30);
+        let source = HttpSource::new(cfg.connect_timeout, read_timeout, &roots)
+            .map_err(|e| DaemonStartError::Config(e.to_string()))?;
         let conductor = Arc::new(Conductor::new(
             store.clone(),
             stats.clone(),
             cfg.clone(),
-            source,
+            source.clone(),
             link.clone(),
             host_id.clone(),
             shutdown.clone(),
@@ -203,9 +218,27 @@ impl Daemon {
             ));
         }
 
+        if let Some(listener) = proxy_listener {
+            let relay_client = pollen_source::client(
+                cfg.connect_timeout,
+                read_timeout,
+                &roots,
+                reqwest::redirect::Policy::none(),
+            )
+            .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+            let state = Arc::new(ProxyState {
+                conductor: conductor.clone(),
+                cfg: cfg.proxy.clone(),
+                relay_client,
+                source: source.clone(),
+            });
+            tasks.spawn(crate::proxy::serve(listener, state, shutdown.clone()));
+        }
+
         let api_service = LocalApi {
             conductor: conductor.clone(),
             upload_addr: upload_addr.to_string(),
+            proxy_addr: proxy_addr.map(|a| a.to_string()).unwrap_or_default(),
         };
         let token = shutdown.clone();
         tasks.spawn(async move {
@@ -217,9 +250,10 @@ impl Daemon {
                 warn!(error = %e, "local API server stopped");
             }
         });
-        info!(%upload_addr, socket = %cfg.api_socket.display(), %host_id, seed = cfg.seed, "daemon started");
+        info!(%upload_addr, proxy = ?proxy_addr, socket = %cfg.api_socket.display(), %host_id, seed = cfg.seed, "daemon started");
         Ok(DaemonHandle {
             upload_addr,
+            proxy_addr,
             api_socket: cfg.api_socket.clone(),
             host_id,
             stats,

@@ -22,11 +22,12 @@ mod origin_fetcher;
 mod output_writer;
 mod parent_fetcher;
 mod piece_claims;
+mod proxy;
 mod scheduler_link;
 mod stats;
 mod upload_provider;
 
-pub use config::DaemonConfig;
+pub use config::{DaemonConfig, ProxyConfig};
 pub use daemon::{Daemon, DaemonHandle, DaemonStartError};
 pub use error::DownloadError;
 pub use stats::DaemonStats;

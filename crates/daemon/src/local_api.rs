@@ -25,6 +25,7 @@ use crate::stats::DaemonStats;
 pub(crate) struct LocalApi {
     pub conductor: Arc<Conductor>,
     pub upload_addr: String,
+    pub proxy_addr: String,
 }
 
 /// Fails early when the output directory does not exist or is not writable.
@@ -170,12 +171,16 @@ impl Daemon for LocalApi {
         Ok(Response::new(StatResponse {
             host_id: self.conductor.host_id.clone(),
             upload_addr: self.upload_addr.clone(),
+            proxy_addr: self.proxy_addr.clone(),
             origin_bytes: DaemonStats::get(&s.origin_bytes),
             p2p_download_bytes: DaemonStats::get(&s.p2p_download_bytes),
             upload_bytes: DaemonStats::get(&s.upload.bytes),
             pieces_from_origin: DaemonStats::get(&s.pieces_from_origin),
             pieces_from_peers: DaemonStats::get(&s.pieces_from_peers),
             pieces_rejected: DaemonStats::get(&s.pieces_rejected),
+            proxy_p2p_served: DaemonStats::get(&s.proxy_p2p_served),
+            proxy_fallbacks: DaemonStats::get(&s.proxy_fallbacks),
+            proxy_aborted: DaemonStats::get(&s.proxy_aborted),
             tasks,
             scheduler_connected: s
                 .scheduler_connected

@@ -18,6 +18,12 @@ pub struct DaemonStats {
     pub pieces_from_peers: AtomicU64,
     /// Pieces that failed verification.
     pub pieces_rejected: AtomicU64,
+    /// Blobs (and proxied files) the mirror served whole from the piece store or P2P.
+    pub proxy_p2p_served: AtomicU64,
+    /// Requests whose P2P path failed and that the mirror finished from the origin.
+    pub proxy_fallbacks: AtomicU64,
+    /// Responses aborted because the bytes did not match their digest.
+    pub proxy_aborted: AtomicU64,
     /// True while the host session with the scheduler is open.
     pub scheduler_connected: AtomicBool,
     /// Upload server counters.

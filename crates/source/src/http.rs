@@ -37,7 +37,8 @@ impl OriginResponse {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -56,6 +57,37 @@ fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
+/// A reqwest client with Pollen's user agent, timeouts, trusted roots (built-in web PKI plus
+/// `extra_roots`, PEM bundles) and redirect policy. The proxy relays requests with one that
+/// follows no redirects.
+pub fn client(
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    extra_roots: &[Vec<u8>],
+    redirects: reqwest::redirect::Policy,
+) -> Result<reqwest::Client, SourceError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .read_timeout(read_timeout)
+        .redirect(redirects)
+        .user_agent(concat!("pollen/", env!("CARGO_PKG_VERSION")));
+    for pem in extra_roots {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| SourceError::Protocol(format!("invalid CA certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(SourceError::Protocol(
+                "invalid CA certificate: no PEM certificate found".into(),
+            ));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| SourceError::Protocol(error_chain(&e)))
+}
+
 impl HttpSource {
     /// A client with connect and read timeouts that trusts the built-in web PKI roots plus
     /// `extra_roots` (PEM bundles, e.g. an internal CA that signs the origin's certificate).
@@ -64,25 +96,12 @@ impl HttpSource {
         read_timeout: Duration,
         extra_roots: &[Vec<u8>],
     ) -> Result<Self, SourceError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .read_timeout(read_timeout)
-            .user_agent(concat!("pollen/", env!("CARGO_PKG_VERSION")));
-        for pem in extra_roots {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| SourceError::Protocol(format!("invalid CA certificate: {e}")))?;
-            if certs.is_empty() {
-                return Err(SourceError::Protocol(
-                    "invalid CA certificate: no PEM certificate found".into(),
-                ));
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| SourceError::Protocol(error_chain(&e)))?;
+        let client = client(
+            connect_timeout,
+            read_timeout,
+            extra_roots,
+            reqwest::redirect::Policy::default(),
+        )?;
         Ok(Self { client })
     }
 

@@ -9,4 +9,4 @@ mod error;
 mod http;
 
 pub use error::SourceError;
-pub use http::{HttpSource, OriginResponse};
+pub use http::{client, error_chain, HttpSource, OriginResponse};

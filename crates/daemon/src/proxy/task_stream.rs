@@ -1,0 +1,193 @@
+//! Reads a task's bytes in order while its download runs, so the mirror can start answering
+//! before the whole blob is here.
+//!
+//! Pieces arrive in any order (rarest first); the reader hands out the bytes at its cursor as
+//! soon as the piece holding them is verified and committed, and otherwise waits for the
+//! download's next progress. A task that was already complete is read only after the
+//! conductor has re-verified it. The reader never sees unverified bytes: a piece is present
+//! only once its BLAKE3 digest matched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pollen_core::TaskId;
+use pollen_storage::{Store, TaskEntry};
+use sha2::{Digest as _, Sha256};
+
+use crate::conductor::DownloadWatch;
+use crate::error::DownloadError;
+
+/// Largest chunk handed out at a time.
+const READ_CHUNK: u64 = 256 << 10;
+
+/// Why the reader stopped early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StreamFail {
+    /// The P2P download failed.
+    #[error("{0}")]
+    Download(#[from] DownloadError),
+    /// No piece at the cursor arrived within the stall timeout.
+    #[error("no progress for {0:?}")]
+    Stalled(Duration),
+    /// Reading a present piece failed.
+    #[error("reading the piece store: {0}")]
+    Read(String),
+}
+
+/// An in-order reader over one task, from `pos` up to `end` (exclusive; the content's end
+/// when None).
+pub(crate) struct TaskStream {
+    store: Arc<Store>,
+    id: TaskId,
+    /// The running download; None reads pieces already held and nothing else.
+    watch: Option<DownloadWatch>,
+    pos: u64,
+    end: Option<u64>,
+    stall: Duration,
+    verified: bool,
+}
+
+impl TaskStream {
+    pub fn new(
+        store: Arc<Store>,
+        watch: DownloadWatch,
+        pos: u64,
+        end: Option<u64>,
+        stall: Duration,
+    ) -> Self {
+        let verified = !watch.from_cache;
+        Self {
+            store,
+            id: watch.id,
+            watch: Some(watch),
+            pos,
+            end,
+            stall,
+            verified,
+        }
+    }
+
+    /// A reader over pieces already held (for a Range request they cover), with no download
+    /// behind it: a missing piece ends it with an error.
+    pub fn held(store: Arc<Store>, id: TaskId, pos: u64, end: u64) -> Self {
+        Self {
+            store,
+            id,
+            watch: None,
+            pos,
+            end: Some(end),
+            stall: Duration::ZERO,
+            verified: true,
+        }
+    }
+
+    /// Offset of the next byte to be read.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The download's outcome so far: Some once it has ended.
+    fn outcome(&self) -> Option<Result<(), DownloadError>> {
+        match &self.watch {
+            Some(w) => w.result.borrow().clone(),
+            None => Some(Ok(())),
+        }
+    }
+
+    /// The next chunk, `None` at the end. The bytes are also fed to `hash` on the blocking
+    /// pool while they are read, so the caller's whole-content check costs the runtime nothing.
+    pub async fn next(
+        &mut self,
+        hash: &mut Option<Box<Sha256>>,
+    ) -> Result<Option<Bytes>, StreamFail> {
+        loop {
+            if !self.verified {
+                // A cached copy is handed out only after the conductor re-verified it.
+                match self.outcome() {
+                    Some(Ok(())) => self.verified = true,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => {
+                        self.wait().await?;
+                        continue;
+                    }
+                }
+            }
+            if let Some(entry) = self.store.get(&self.id) {
+                let layout = entry.layout();
+                let end = self
+                    .end
+                    .unwrap_or(layout.content_length())
+                    .min(layout.content_length());
+                if self.pos >= end {
+                    return Ok(None);
+                }
+                if let Some(n) = layout.piece_at(self.pos) {
+                    if entry.bitfield().get(n) {
+                        let piece_end = layout.offset(n) + layout.length(n);
+                        let len = (piece_end.min(end) - self.pos).min(READ_CHUNK);
+                        let bytes = read(entry, self.pos, len as usize, hash).await?;
+                        self.pos += len;
+                        return Ok(Some(bytes));
+                    }
+                }
+            }
+            match self.outcome() {
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(())) => {
+                    return Err(StreamFail::Read(format!(
+                        "the download ended without the bytes at offset {}",
+                        self.pos
+                    )))
+                }
+                None => self.wait().await?,
+            }
+        }
+    }
+
+    /// Waits for progress or the end of the download, at most the stall timeout.
+    async fn wait(&mut self) -> Result<(), StreamFail> {
+        let Some(watch) = self.watch.as_mut() else {
+            return Err(StreamFail::Read("a held piece went missing".into()));
+        };
+        let progressed = async {
+            tokio::select! {
+                r = watch.progress.changed() => r.is_ok(),
+                r = watch.result.changed() => r.is_ok(),
+            }
+        };
+        match tokio::time::timeout(self.stall, progressed).await {
+            Ok(true) => Ok(()),
+            // A sender is gone: the download is ending and its outcome is about to be
+            // published; the caller looks again shortly.
+            Ok(false) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            }
+            Err(_) => Err(StreamFail::Stalled(self.stall)),
+        }
+    }
+}
+
+async fn read(
+    entry: Arc<TaskEntry>,
+    pos: u64,
+    len: usize,
+    hash: &mut Option<Box<Sha256>>,
+) -> Result<Bytes, StreamFail> {
+    let mut h = hash.take();
+    let (h, r) = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len];
+        let r = entry.content().read_at(&mut buf, pos).map(|()| {
+            if let Some(h) = h.as_mut() {
+                h.update(&buf);
+            }
+            Bytes::from(buf)
+        });
+        (h, r)
+    })
+    .await
+    .map_err(|_| StreamFail::Read("the reading task was cancelled".into()))?;
+    *hash = h;
+    r.map_err(|e| StreamFail::Read(e.to_string()))
+}

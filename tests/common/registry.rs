@@ -1,0 +1,381 @@
+//! Real container tooling for the mirror tests: Debian's `docker-registry` as origin (its
+//! access log counts what it served), images built with `umoci` and pushed with `skopeo`, and
+//! a private `containerd` to pull with `ctr`.
+//!
+//! These need root and the Debian packages `.ci/run` installs. Without them a test prints why
+//! and passes vacuously, unless `POLLEN_REQUIRE_TOOLS=1` (as in CI) makes that a failure.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// True when every tool is here (and we are root); otherwise says why, and fails under
+/// `POLLEN_REQUIRE_TOOLS=1`.
+pub fn tools_present(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    let root = nix::unistd::Uid::effective().is_root();
+    if missing.is_empty() && root {
+        return true;
+    }
+    let why = format!("missing tools {missing:?} (root: {root}); .ci/run installs them");
+    if std::env::var("POLLEN_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Runs a command to completion; panics with its output when it fails.
+pub async fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// A `docker-registry` process on 127.0.0.1 and a free port.
+pub struct Registry {
+    /// `127.0.0.1:PORT`, as image references name it.
+    pub host: String,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Registry {
+    /// Starts a registry storing under `dir`; with `htpasswd`, it requires basic auth.
+    pub async fn start(dir: &Path, htpasswd: Option<&Path>) -> Self {
+        std::fs::create_dir_all(dir).expect("registry dir");
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let auth = htpasswd
+            .map(|p| {
+                format!(
+                    "auth:\n  htpasswd:\n    realm: pollen-test\n    path: {}\n",
+                    p.display()
+                )
+            })
+            .unwrap_or_default();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth}",
+            dir.join("data").display()
+        );
+        let cfg_path = dir.join("config.yml");
+        std::fs::write(&cfg_path, config).expect("registry config");
+        let log = dir.join("registry.log");
+        let log_file = std::fs::File::create(&log).expect("registry log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("docker-registry starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&host).await.is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { host, log, child }
+    }
+
+    /// Bytes of each blob (by digest) the registry sent in answers to GETs, from its access
+    /// log (`"GET /v2/NAME/blobs/DIGEST HTTP/1.1" STATUS BYTES`).
+    pub fn blob_bytes_served(&self) -> HashMap<String, u64> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = HashMap::new();
+        for line in text.lines() {
+            let Some(req) = line.split('"').nth(1) else {
+                continue;
+            };
+            let mut parts = req.split(' ');
+            let (Some("GET"), Some(path)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Some((_, digest)) = path.split_once("/blobs/") else {
+                continue;
+            };
+            let digest = digest.split('?').next().unwrap_or(digest).to_string();
+            let tail = line.split('"').nth(2).unwrap_or("");
+            let mut nums = tail.split_whitespace();
+            let status: u16 = nums.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let bytes: u64 = nums.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            if (200..300).contains(&status) {
+                *out.entry(digest).or_insert(0) += bytes;
+            }
+        }
+        out
+    }
+
+    /// Stops the registry.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// An OCI image layout at `dir/oci` with tag `v1`: `layers` layers of `layer_bytes` random
+/// bytes each (plus a config).
+pub async fn build_image(dir: &Path, layers: usize, layer_bytes: usize) -> PathBuf {
+    let layout = dir.join("oci");
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout))
+    .await;
+    let image = format!("{}:v1", layout.display());
+    run(Command::new("umoci").args(["new", "--image", &image])).await;
+    for i in 0..layers {
+        let payload = dir.join(format!("payload{i}"));
+        let data_dir = payload.join(format!("data{i}"));
+        std::fs::create_dir_all(&data_dir).expect("payload dir");
+        std::fs::write(
+            data_dir.join("blob"),
+            pollen::origin::random_data(layer_bytes),
+        )
+        .expect("payload");
+        run(Command::new("umoci")
+            .args(["insert", "--image", &image])
+            .arg(&payload)
+            .arg("/"))
+        .await;
+    }
+    run(Command::new("umoci").args(["config", "--image", &image, "--config.cmd", "/bin/sh"])).await;
+    layout
+}
+
+/// Pushes `oci:LAYOUT:v1` to `docker://HOST/REPO:v1`.
+pub async fn push(layout: &Path, host: &str, repo: &str, creds: Option<&str>) {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.args(["--dest-creds", c]);
+    }
+    cmd.arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{host}/{repo}:v1"));
+    run(&mut cmd).await;
+}
+
+/// The digests of every blob an OCI layout holds (manifest, config, layers), from file names.
+pub fn layout_blobs(layout: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Layer and config digests of `layout`'s `v1` manifest (what a pull fetches as blobs).
+pub fn image_blobs(layout: &Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("index json");
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("manifest digest")
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(manifest_digest)).expect("manifest"),
+    )
+    .expect("manifest json");
+    let mut v = vec![manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_string()];
+    for l in manifest["layers"].as_array().expect("layers") {
+        v.push(l["digest"].as_str().expect("layer digest").to_string());
+    }
+    v.sort();
+    v
+}
+
+/// A private containerd (own root, state and socket; CRI off) for `ctr`.
+pub struct Containerd {
+    /// Its socket.
+    pub socket: PathBuf,
+    child: Child,
+}
+
+impl Containerd {
+    pub async fn start(dir: &Path) -> Self {
+        let d = dir.join("ctrd");
+        std::fs::create_dir_all(&d).expect("containerd dir");
+        let socket = d.join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = \"{r}/root\"\nstate = \"{r}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n[debug]\n  address = \"{r}/debug.sock\"\n  level = \"info\"\n",
+            r = d.display(),
+            s = socket.display()
+        );
+        let cfg = d.join("config.toml");
+        std::fs::write(&cfg, config).expect("containerd config");
+        let log = std::fs::File::create(d.join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("containerd starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::UnixStream::connect(&socket).await.is_err() {
+            assert!(Instant::now() < deadline, "containerd did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { socket, child }
+    }
+
+    /// `ctr images pull --hosts-dir HOSTS_DIR REF`.
+    pub async fn pull(&self, hosts_dir: &Path, reference: &str) -> String {
+        run(Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["images", "pull", "--hosts-dir"])
+            .arg(hosts_dir)
+            .arg(reference))
+        .await
+    }
+
+    /// Digests of the blobs in its content store.
+    pub async fn content_digests(&self) -> Vec<String> {
+        let out = run(Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["content", "ls", "-q"]))
+        .await;
+        let mut v: Vec<String> = out
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| l.starts_with("sha256:"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// `skopeo copy` of `docker://REF` into an OCI layout at `dest`, with a registries.conf and
+/// optionally an auth file (containers-auth.json).
+pub async fn skopeo_pull(
+    registries_conf: &Path,
+    reference: &str,
+    dest: &Path,
+    authfile: Option<&Path>,
+) {
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("--registries-conf")
+        .arg(registries_conf)
+        .args(["copy", "--src-tls-verify=false"]);
+    if let Some(a) = authfile {
+        cmd.arg("--src-authfile").arg(a);
+    }
+    cmd.arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:v1", dest.display()));
+    run(&mut cmd).await;
+}
+
+/// Runs `pollen init RUNTIME` under `root`; returns its output.
+pub async fn pollen_init(runtime: &str, root: &Path, registry: &str, mirror: &str) -> String {
+    run(Command::new(super::bin())
+        .args([
+            "init",
+            runtime,
+            "--registry",
+            registry,
+            "--mirror",
+            mirror,
+            "--config-root",
+        ])
+        .arg(root))
+    .await
+}
+
+/// Loopback TCP ports refused (RST) by iptables until dropped.
+pub struct BlockedPorts(Vec<u16>);
+
+fn iptables(op: &str, port: u16) -> bool {
+    std::process::Command::new("iptables")
+        .args([
+            op,
+            "INPUT",
+            "-i",
+            "lo",
+            "-p",
+            "tcp",
+            "--dport",
+            &port.to_string(),
+        ])
+        .args(["-j", "REJECT", "--reject-with", "tcp-reset"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl BlockedPorts {
+    pub fn block(ports: &[u16]) -> Self {
+        for p in ports {
+            assert!(iptables("-I", *p), "iptables could not block port {p}");
+        }
+        Self(ports.to_vec())
+    }
+}
+
+impl Drop for BlockedPorts {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            iptables("-D", *p);
+        }
+    }
+}
+
+/// An htpasswd file (bcrypt, as the registry requires) with one user.
+pub async fn htpasswd(path: &Path, user: &str, password: &str) {
+    let out = run(Command::new("htpasswd").args(["-Bbn", user, password])).await;
+    let line = out.lines().next().expect("htpasswd line");
+    std::fs::write(path, format!("{line}\n")).expect("htpasswd file");
+}
+
+/// A containers-auth.json giving `user:password` for each of `hosts`. (containers/image looks
+/// credentials up by the host it contacts, so a mirror needs its own entry, as on a real node.)
+pub fn authfile(path: &Path, hosts: &[&str], user: &str, password: &str) {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let auths: serde_json::Map<String, serde_json::Value> = hosts
+        .iter()
+        .map(|h| (h.to_string(), serde_json::json!({ "auth": token })))
+        .collect();
+    std::fs::write(path, serde_json::json!({ "auths": auths }).to_string()).expect("auth file");
+}

@@ -1,0 +1,317 @@
+//! The registry mirror with a real registry and real clients: containerd (`ctr`, configured by
+//! `pollen init containerd`) and skopeo (configured by `pollen init podman`) pull one image
+//! through two daemons, and the registry serves each blob at most once; a second registry
+//! holding the same layers serves none; pulls survive the loss of the scheduler and of every
+//! peer's upload port.
+
+mod common;
+
+use std::path::Path;
+
+use common::registry::{self, BlockedPorts, Containerd, Registry};
+use common::{bin, HANG};
+use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
+
+const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "containerd", "ctr"];
+const LAYER: usize = 6 << 20;
+
+/// skopeo's registries.conf from `pollen init podman` for `registry`, via `daemon`'s mirror.
+async fn podman_conf(root: &Path, registry: &str, daemon: &DaemonProc) -> std::path::PathBuf {
+    let mirror = daemon.proxy_addr().await.expect("proxy addr");
+    registry::pollen_init("podman", root, &format!("http://{registry}"), &mirror).await;
+    root.join("etc/containers/registries.conf.d/50-pollen.conf")
+}
+
+/// Every blob in `served` was sent at most once, whole.
+fn at_most_once(served: &std::collections::HashMap<String, u64>, blobs: &[String], layout: &Path) {
+    for b in blobs {
+        let size = std::fs::metadata(
+            layout
+                .join("blobs/sha256")
+                .join(b.trim_start_matches("sha256:")),
+        )
+        .expect("blob in layout")
+        .len();
+        let got = served.get(b).copied().unwrap_or(0);
+        assert!(
+            got <= size,
+            "the registry served {b} {got} bytes, more than its {size}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_each_blob_once() {
+    if !registry::tools_present(TOOLS) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = Registry::start(&tmp.path().join("reg-a"), None).await;
+    let layout = registry::build_image(&tmp.path().join("img"), 3, LAYER).await;
+    registry::push(&layout, &reg.host, "test/app", None).await;
+    let blobs = registry::image_blobs(&layout);
+    let pushed = reg.blob_bytes_served();
+
+    // CRI-O and Podman cannot say which registry their `/v2/` check is for: it goes to the
+    // daemon's default registry, so that is this one.
+    let mut spec = ClusterSpec::new(bin(), 2);
+    spec.daemon_args = vec!["--default-registry".into(), format!("http://{}", reg.host)];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let (d1, d2) = (&cluster.peers[0], &cluster.peers[1]);
+    let root = tmp.path().join("root");
+
+    // containerd through daemon 1, configured by `pollen init containerd`.
+    let mirror1 = d1.proxy_addr().await.expect("proxy");
+    let said = registry::pollen_init(
+        "containerd",
+        &root,
+        &format!("http://{}", reg.host),
+        &mirror1,
+    )
+    .await;
+    assert!(said.contains("hosts.toml"), "{said}");
+    let hosts_dir = root.join("etc/containerd/certs.d");
+    assert!(hosts_dir.join(&reg.host).join("hosts.toml").exists());
+    let ctrd = Containerd::start(tmp.path()).await;
+    let reference = format!("{}/test/app:v1", reg.host);
+    tokio::time::timeout(HANG, ctrd.pull(&hosts_dir, &reference))
+        .await
+        .expect("ctr pull hung");
+    let in_containerd = ctrd.content_digests().await;
+    for b in &blobs {
+        assert!(
+            in_containerd.contains(b),
+            "containerd lacks {b}: {in_containerd:?}"
+        );
+    }
+
+    // skopeo through daemon 2, configured by `pollen init podman`.
+    let conf = podman_conf(&root, &reg.host, d2).await;
+    let out = tmp.path().join("skopeo-out");
+    tokio::time::timeout(HANG, registry::skopeo_pull(&conf, &reference, &out, None))
+        .await
+        .expect("skopeo hung");
+    let copied = registry::layout_blobs(&out);
+    for b in &blobs {
+        assert!(copied.contains(b), "skopeo's copy lacks {b}: {copied:?}");
+        let bytes = std::fs::read(
+            out.join("blobs/sha256")
+                .join(b.trim_start_matches("sha256:")),
+        )
+        .expect("blob");
+        assert_eq!(
+            &pollen_core::ContentDigest::of(&bytes).to_string(),
+            b,
+            "skopeo's {b} differs"
+        );
+    }
+
+    // The registry sent each blob at most once beyond the push's own reads.
+    let served = reg.blob_bytes_served();
+    let pulled: std::collections::HashMap<String, u64> = served
+        .iter()
+        .map(|(k, v)| (k.clone(), v - pushed.get(k).copied().unwrap_or(0)))
+        .collect();
+    at_most_once(&pulled, &blobs, &layout);
+    let s1 = d1.stat().await.expect("stat");
+    let s2 = d2.stat().await.expect("stat");
+    assert!(
+        s1.p2p_download_bytes + s2.p2p_download_bytes >= (3 * LAYER) as u64,
+        "the daemons got too little from peers: {} + {}",
+        s1.p2p_download_bytes,
+        s2.p2p_download_bytes
+    );
+    assert_eq!(
+        s1.origin_bytes + s2.origin_bytes,
+        0,
+        "a daemon went to the registry itself"
+    );
+    assert_eq!(
+        s1.proxy_p2p_served,
+        blobs.len() as u64,
+        "containerd's blobs did not come through daemon 1"
+    );
+    assert_eq!(
+        s2.proxy_p2p_served,
+        blobs.len() as u64,
+        "skopeo's blobs did not come through daemon 2"
+    );
+
+    // The same layers in a second registry under another name: pulled through daemon 1,
+    // neither registry sends a blob byte.
+    let reg_b = Registry::start(&tmp.path().join("reg-b"), None).await;
+    registry::run(tokio::process::Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{reference}"),
+        &format!("docker://{}/other/app:v1", reg_b.host),
+    ]))
+    .await;
+    let a_before = reg.blob_bytes_served();
+    let b_before = reg_b.blob_bytes_served();
+    let conf_b = podman_conf(&tmp.path().join("root-b"), &reg_b.host, d1).await;
+    let out_b = tmp.path().join("skopeo-out-b");
+    registry::skopeo_pull(
+        &conf_b,
+        &format!("{}/other/app:v1", reg_b.host),
+        &out_b,
+        None,
+    )
+    .await;
+    assert_eq!(registry::layout_blobs(&out_b), copied);
+    assert_eq!(
+        reg.blob_bytes_served(),
+        a_before,
+        "registry A served blob bytes again"
+    );
+    assert_eq!(
+        reg_b.blob_bytes_served(),
+        b_before,
+        "registry B served blob bytes"
+    );
+
+    ctrd.stop().await;
+    reg.stop().await;
+    reg_b.stop().await;
+}
+
+/// The upload port of every daemon.
+async fn upload_ports(cluster: &Cluster) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for d in cluster.daemons() {
+        ports.push(d.upload_addr().await.expect("upload addr").port());
+    }
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pulls_succeed_with_every_upload_port_blocked_and_without_a_scheduler() {
+    if !registry::tools_present(&[TOOLS, &["iptables"]].concat()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = Registry::start(&tmp.path().join("reg"), None).await;
+    let first = registry::build_image(&tmp.path().join("img1"), 2, LAYER).await;
+    registry::push(&first, &reg.host, "test/one", None).await;
+    let second = registry::build_image(&tmp.path().join("img2"), 2, LAYER).await;
+    registry::push(&second, &reg.host, "test/two", None).await;
+    let mut spec = ClusterSpec::new(bin(), 2);
+    spec.daemon_args = vec!["--default-registry".into(), format!("http://{}", reg.host)];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let d1 = &cluster.peers[0];
+
+    // No peer can reach another's upload port: the seed fetches, but nobody can get pieces
+    // from it; the pull still completes.
+    let blocked = BlockedPorts::block(&upload_ports(&cluster).await);
+    let conf = podman_conf(&tmp.path().join("root"), &reg.host, d1).await;
+    let out = tmp.path().join("out1");
+    tokio::time::timeout(
+        HANG,
+        registry::skopeo_pull(&conf, &format!("{}/test/one:v1", reg.host), &out, None),
+    )
+    .await
+    .expect("pull with upload ports blocked hung");
+    let blobs = registry::image_blobs(&first);
+    for b in &blobs {
+        assert!(registry::layout_blobs(&out).contains(b), "missing {b}");
+    }
+    let served = d1.stat().await.expect("stat");
+    assert_eq!(
+        served.proxy_p2p_served + served.proxy_fallbacks,
+        blobs.len() as u64,
+        "the blobs did not come through the mirror"
+    );
+    drop(blocked);
+
+    // No scheduler at all: straight from the registry, and the daemon says why.
+    cluster.kill_scheduler();
+    let out = tmp.path().join("out2");
+    tokio::time::timeout(
+        HANG,
+        registry::skopeo_pull(&conf, &format!("{}/test/two:v1", reg.host), &out, None),
+    )
+    .await
+    .expect("pull without a scheduler hung");
+    let blobs2 = registry::image_blobs(&second);
+    for b in &blobs2 {
+        assert!(registry::layout_blobs(&out).contains(b), "missing {b}");
+    }
+    let after = d1.stat().await.expect("stat");
+    assert_eq!(
+        after.proxy_p2p_served + after.proxy_fallbacks,
+        (blobs.len() + blobs2.len()) as u64,
+        "the second image's blobs did not come through the mirror"
+    );
+    let log = d1.log_text();
+    assert!(
+        log.contains("scheduler"),
+        "daemon log does not mention the scheduler:\n{log}"
+    );
+    reg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_private_blob_in_the_cache_is_refused_to_a_client_the_registry_refuses() {
+    if !registry::tools_present(&[TOOLS, &["htpasswd"]].concat()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pw = tmp.path().join("htpasswd");
+    registry::htpasswd(&pw, "alice", "s3cret").await;
+    let reg = Registry::start(&tmp.path().join("reg"), Some(&pw)).await;
+    let layout = registry::build_image(&tmp.path().join("img"), 1, LAYER).await;
+    registry::push(&layout, &reg.host, "private/app", Some("alice:s3cret")).await;
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.daemon_args = vec!["--default-registry".into(), format!("http://{}", reg.host)];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let d1 = &cluster.peers[0];
+    let conf = podman_conf(&tmp.path().join("root"), &reg.host, d1).await;
+
+    // With credentials: the pull works (and fills the daemon's cache).
+    let out = tmp.path().join("out");
+    let reference = format!("{}/private/app:v1", reg.host);
+    let mirror = d1.proxy_addr().await.expect("proxy");
+    let auth = tmp.path().join("auth.json");
+    registry::authfile(&auth, &[&mirror, &reg.host], "alice", "s3cret");
+    tokio::time::timeout(
+        HANG,
+        registry::skopeo_pull(&conf, &reference, &out, Some(&auth)),
+    )
+    .await
+    .expect("authorised pull hung");
+    let blobs = registry::image_blobs(&layout);
+    let stat = d1.stat().await.expect("stat");
+    assert!(
+        stat.tasks.iter().filter(|t| t.complete).count() >= blobs.len(),
+        "blobs not cached: {:?}",
+        stat.tasks
+    );
+
+    // Without: the same daemon answers with the registry's 401 and challenge, not the bytes.
+    let client = reqwest::Client::new();
+    for b in &blobs {
+        let url = format!("http://{mirror}/v2/private/app/blobs/{b}?ns={}", reg.host);
+        let resp = client.get(&url).send().await.expect("mirror answers");
+        assert_eq!(resp.status(), 401, "anonymous GET of {b}");
+        assert!(
+            resp.headers().contains_key("www-authenticate"),
+            "no challenge passed through"
+        );
+        let body = resp.bytes().await.expect("body");
+        assert!(
+            body.len() < 4096,
+            "an anonymous client got {} bytes",
+            body.len()
+        );
+        // Wrong credentials fare no better.
+        let resp = client
+            .get(&url)
+            .basic_auth("alice", Some("wrong"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), 401);
+    }
+    reg.stop().await;
+}
