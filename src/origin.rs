@@ -4,7 +4,8 @@
 //! know exactly how much the origin served. Routes:
 //! - `GET /blob` — the data, with `Range` support (206), `ETag` and `Last-Modified`;
 //! - `GET /missing` — 404;
-//! - `GET /truncated` — announces the full length, sends half, then drops the connection.
+//! - `GET /truncated` — announces the full length, sends half, then drops the connection;
+//! - `GET /v2/…` — the data again, for any registry path (a registry for mirror tests).
 //!
 //! [`Origin::start_tls`] serves the same routes over HTTPS with a given certificate.
 
@@ -134,6 +135,9 @@ fn router(data: Bytes) -> (Router, Shared) {
     let app = Router::new()
         .route("/blob", get(blob))
         .route("/truncated", get(truncated))
+        // Any registry blob path serves the same bytes: a registry for mirror tests (one that
+        // lies whenever the digest asked for is not this data's).
+        .route("/v2/*rest", get(blob))
         .with_state(shared.clone());
     (app, shared)
 }

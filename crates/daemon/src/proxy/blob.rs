@@ -29,6 +29,7 @@ use super::task_stream::{StreamFail, TaskStream};
 use super::upstream::{control_header, forward_headers, relay};
 use super::ProxyState;
 use crate::conductor::TaskSpec;
+use crate::error::DownloadError;
 use crate::stats::DaemonStats;
 
 type Tx = mpsc::Sender<Result<Bytes, std::io::Error>>;
@@ -185,6 +186,10 @@ impl Pump {
             }
         };
         let pos = stream.position();
+        if let Err(StreamFail::Download(e @ DownloadError::DigestMismatch { .. })) = &p2p {
+            // The registry's bytes themselves are wrong: asking it again would not help.
+            return self.abort(&e.to_string()).await;
+        }
         if let Err(e) = p2p {
             let why = match &e {
                 StreamFail::Stalled(d) => format!("no progress for {d:?}"),

@@ -1,0 +1,234 @@
+//! Hostile and broken input on the mirror and proxy port: malformed paths and digests, a blob
+//! whose bytes do not match its digest, an enormous header, a CONNECT tunnel, a client that
+//! leaves mid-blob. Each gets a clear HTTP error or a clean tunnel, the daemon keeps serving,
+//! and nothing corrupt is cached.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bin, origin, MIB};
+use pollen::cluster::{Cluster, ClusterSpec};
+use pollen_core::ContentDigest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn one_daemon() -> (Cluster, String) {
+    let cluster = Cluster::start(ClusterSpec::standalone(bin(), 1))
+        .await
+        .expect("daemon starts");
+    let proxy = cluster.peers[0].proxy_addr().await.expect("proxy addr");
+    (cluster, proxy)
+}
+
+/// Sends raw bytes, returns what comes back until the server closes or goes quiet.
+async fn raw(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_paths_digests_and_headers_get_clear_errors() {
+    let o = origin(MIB).await;
+    let (cluster, proxy) = one_daemon().await;
+    let registry = format!("http://{}", o.addr);
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        client
+            .get(format!("http://{proxy}{path}"))
+            .header("X-Pollen-Registry", &registry)
+            .send()
+    };
+    for (path, status, code) in [
+        ("/v2/UPPER/case/blobs/sha256:00", 400, "NAME_INVALID"),
+        ("/v2/a/blobs/sha256:zz", 400, "DIGEST_INVALID"),
+        ("/v2/a/blobs/not-a-digest", 400, "DIGEST_INVALID"),
+        ("/v2/a/blobs/", 404, "UNSUPPORTED"),
+        (
+            "/v2/pollen-registry/ftp/x/a/blobs/sha256:00",
+            400,
+            "NAME_INVALID",
+        ),
+    ] {
+        let r = get(path).await.expect("answer");
+        assert_eq!(r.status(), status, "{path}");
+        let body = r.text().await.expect("body");
+        assert!(body.contains(code), "{path}: {body}");
+    }
+    let r = client
+        .get(format!("http://{proxy}/v2/a/blobs/sha256:00"))
+        .header("X-Pollen-Registry", "ftp://nowhere")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 400);
+    // (A client library would normalise the dots away; a raw request keeps them.)
+    let answer = raw(
+        &proxy,
+        b"GET /v2/a/../b/blobs/sha256:00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("NAME_INVALID"),
+        "{answer}"
+    );
+    let r = client
+        .post(format!("http://{proxy}/v2/a/blobs/uploads/"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 405, "pushes are refused");
+
+    // A request head far over the limit is refused before it is buffered; the port still works.
+    let huge = format!(
+        "GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let answer = raw(&proxy, huge.as_bytes()).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "enormous header answered with {:?}",
+        answer.lines().next()
+    );
+    let r = client
+        .get(format!("http://{proxy}/healthz"))
+        .send()
+        .await
+        .expect("still serving");
+    assert_eq!(r.status(), 200);
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_that_does_not_match_its_digest_is_aborted_and_not_cached() {
+    let o = origin(12 * MIB).await;
+    let (cluster, proxy) = one_daemon().await;
+    let wrong = ContentDigest::of(b"something else");
+    let r = reqwest::Client::new()
+        .get(format!("http://{proxy}/v2/lying/registry/blobs/{wrong}"))
+        .header("X-Pollen-Registry", format!("http://{}", o.addr))
+        .send()
+        .await
+        .expect("headers arrive");
+    assert_eq!(
+        r.status(),
+        200,
+        "the status line goes out before the bytes are checked"
+    );
+    let announced = r.content_length().expect("length");
+    match r.bytes().await {
+        Err(_) => {}
+        Ok(b) => panic!(
+            "the client received a complete body ({} of {announced} bytes) for a wrong digest",
+            b.len()
+        ),
+    }
+    let stat = cluster.peers[0].stat().await.expect("stat");
+    assert!(stat.proxy_aborted >= 1, "no abort counted");
+    assert!(
+        stat.tasks.iter().all(|t| !t.complete),
+        "a task with the wrong content is complete in the cache: {:?}",
+        stat.tasks
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_leaving_mid_blob_leaves_a_good_cache_and_connect_tunnels_cleanly() {
+    let o = origin(32 * MIB).await;
+    let (cluster, proxy) = one_daemon().await;
+    let url = format!("http://{proxy}/v2/test/app/blobs/{}", o.digest());
+    let registry = format!("http://{}", o.addr);
+    let client = reqwest::Client::new();
+
+    // Leave after the first chunk.
+    let mut r = client
+        .get(&url)
+        .header("X-Pollen-Registry", &registry)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.expect("a chunk").expect("not empty");
+    assert!(!first.is_empty());
+    drop(r);
+
+    // The next client gets the whole blob, verified.
+    let r = client
+        .get(&url)
+        .header("X-Pollen-Registry", &registry)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["docker-content-digest"], o.digest().to_string());
+    let body = r.bytes().await.expect("whole body");
+    assert_eq!(ContentDigest::of(&body), o.digest());
+    let stat = cluster.peers[0].stat().await.expect("stat");
+    assert!(stat.tasks.iter().any(|t| t.complete), "{:?}", stat.tasks);
+    assert_eq!(stat.proxy_aborted, 0);
+
+    // A Range request for held pieces is answered from them.
+    let r = client
+        .get(&url)
+        .header("X-Pollen-Registry", &registry)
+        .header("Range", "bytes=100-199")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.expect("range").as_ref(), &body[100..200]);
+
+    // CONNECT to a host no rule matches: a plain tunnel, bytes untouched.
+    let mut s = TcpStream::connect(&proxy).await.expect("connect");
+    let target = o.addr.to_string();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(
+        format!(
+            "GET /blob HTTP/1.1\r\nHost: {target}\r\nRange: bytes=0-9\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write through the tunnel");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .await
+        .expect("read through the tunnel");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 206"), "{text}");
+    assert!(out.ends_with(&body[..10]));
+
+    // CONNECT without a port, and to a port nothing listens on.
+    let answer = raw(
+        &proxy,
+        b"CONNECT nowhere HTTP/1.1\r\nHost: nowhere\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let answer = raw(
+        &proxy,
+        format!("CONNECT {closed} HTTP/1.1\r\nHost: {closed}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+}
