@@ -30,6 +30,9 @@ pub enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Point a container runtime (containerd, docker, crio, podman) at the local mirror.
     Init(cmd::init::InitArgs),
+    /// The HTTPS proxy's certificate authority.
+    #[command(subcommand)]
+    Ca(cmd::ca::CaCommand),
 }
 
 fn init_tracing(default: &str, verbose: bool) {
@@ -51,7 +54,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Scheduler(_) | Command::Daemon(_) => "info",
-        Command::Get(_) | Command::Demo(_) | Command::Init(_) => "warn",
+        Command::Get(_) | Command::Demo(_) | Command::Init(_) | Command::Ca(_) => "warn",
     };
     init_tracing(default_log, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
             Command::Get(a) => cmd::get::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Init(a) => cmd::init::run(a).await,
+            Command::Ca(c) => cmd::ca::run(c).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

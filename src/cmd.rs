@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod ca;
 pub(crate) mod daemon;
 pub(crate) mod demo;
 pub(crate) mod get;

@@ -81,6 +81,36 @@ pub struct ProxyConfig {
     /// On a Range request for a blob not held yet, also fetch the whole blob into the cache
     /// in the background. Default false.
     pub prefetch: bool,
+    /// Which proxied URLs go through P2P; the first rule that matches decides, and a URL no
+    /// rule matches is relayed untouched. Default none.
+    pub rules: Vec<ProxyRule>,
+    /// `CONNECT` targets (regexes over `host:port`) whose TLS the proxy terminates with its CA,
+    /// so their URLs can meet the rules; every other target is tunnelled untouched.
+    /// Default none.
+    pub intercept_hosts: Vec<String>,
+    /// Refuse (403) `CONNECT` to targets `intercept_hosts` does not match, instead of
+    /// tunnelling them. Default false.
+    pub refuse_other_connect: bool,
+    /// CA certificate (PEM) that signs intercepted hosts' certificates; with `ca_key`. Default:
+    /// one Pollen generates on first start under `<data_dir>/proxy/` (`pollen ca export`
+    /// prints it, for the node to trust).
+    pub ca_cert: Option<PathBuf>,
+    /// The CA's private key (PEM). Default: generated with the CA.
+    pub ca_key: Option<PathBuf>,
+}
+
+/// One proxy rule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyRule {
+    /// Regex over the whole URL (`https://host:port/path?query`).
+    pub regex: String,
+    /// Relay matching URLs untouched instead of using P2P. Default false.
+    pub direct: bool,
+    /// Fetch a matching `http://` URL from the origin over https. Default false.
+    pub use_tls: bool,
+    /// Fetch matching URLs from this `host[:port]` instead of the one requested.
+    pub redirect: Option<String>,
 }
 
 impl Default for ProxyConfig {
@@ -93,6 +123,11 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
             prefetch: false,
+            rules: Vec::new(),
+            intercept_hosts: Vec::new(),
+            refuse_other_connect: false,
+            ca_cert: None,
+            ca_key: None,
         }
     }
 }

@@ -226,11 +226,19 @@ impl Daemon {
                 reqwest::redirect::Policy::none(),
             )
             .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+            let rules =
+                crate::proxy::rules::Rules::new(&cfg.proxy).map_err(DaemonStartError::Config)?;
+            let (cert, key) = crate::proxy::ca::load_or_create(&cfg)
+                .map_err(|e| DaemonStartError::Config(format!("proxy CA: {e}")))?;
+            let ca = crate::proxy::ca::Ca::new(&cert, &key)
+                .map_err(|e| DaemonStartError::Config(format!("proxy CA: {e}")))?;
             let state = Arc::new(ProxyState {
                 conductor: conductor.clone(),
                 cfg: cfg.proxy.clone(),
                 relay_client,
                 source: source.clone(),
+                rules,
+                ca: Some(Arc::new(ca)),
             });
             tasks.spawn(crate::proxy::serve(listener, state, shutdown.clone()));
         }

@@ -27,7 +27,8 @@ mod scheduler_link;
 mod stats;
 mod upload_provider;
 
-pub use config::{DaemonConfig, ProxyConfig};
+pub use config::{DaemonConfig, ProxyConfig, ProxyRule};
 pub use daemon::{Daemon, DaemonHandle, DaemonStartError};
 pub use error::DownloadError;
+pub use proxy::ca::{load_or_create as proxy_ca, CaError};
 pub use stats::DaemonStats;

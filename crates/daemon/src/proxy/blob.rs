@@ -16,23 +16,17 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use hyper::{Method, Response, StatusCode};
 use pollen_core::{ContentDigest, TaskKey};
-use sha2::{Digest as _, Sha256};
-use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::body::{self, Body};
-use super::task_stream::{StreamFail, TaskStream};
+use super::pump;
+use super::task_stream::TaskStream;
 use super::upstream::{control_header, forward_headers, relay};
 use super::ProxyState;
 use crate::conductor::TaskSpec;
-use crate::error::DownloadError;
-use crate::stats::DaemonStats;
-
-type Tx = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
 /// A blob GET, as the mirror parsed it.
 pub(crate) struct BlobRequest {
@@ -117,179 +111,12 @@ pub(crate) async fn serve(state: Arc<ProxyState>, req: BlobRequest) -> Response<
     if let Some(range) = req.headers.get(RANGE) {
         return serve_range(state, &req, spec, range.clone(), fwd).await;
     }
-    let task_id = spec.id;
     let watch = state.conductor.start(spec);
-    let stream = TaskStream::new(
-        state.conductor.store.clone(),
-        watch,
-        0,
-        None,
-        state.cfg.stall_timeout,
-    );
-    let (tx, body) = body::channel(4);
-    let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    let mut resp = pump::respond(state, watch, req.url, Some(req.digest), headers, length);
     if let Ok(v) = HeaderValue::from_str(&req.digest.to_string()) {
-        h.insert("docker-content-digest", v);
+        resp.headers_mut().insert("docker-content-digest", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&task_id.hex()) {
-        h.insert("x-pollen-task-id", v);
-    }
-    if let Some(len) = length {
-        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    let pump = Pump {
-        state,
-        url: req.url,
-        digest: req.digest,
-        headers,
-        length,
-        tx,
-    };
-    tokio::spawn(pump.run(stream));
     resp
-}
-
-/// Moves one blob from the task (or the registry) to the client.
-struct Pump {
-    state: Arc<ProxyState>,
-    url: String,
-    digest: ContentDigest,
-    headers: Vec<(String, String)>,
-    length: Option<u64>,
-    tx: Tx,
-}
-
-/// How the body ended.
-enum Ended {
-    Done,
-    ClientGone,
-}
-
-impl Pump {
-    async fn run(self, mut stream: TaskStream) {
-        let mut hash = Some(Box::new(Sha256::new()));
-        let mut held: Option<Bytes> = None;
-        let p2p = loop {
-            match stream.next(&mut hash).await {
-                Ok(Some(b)) => {
-                    if let Ended::ClientGone = self.pass(&mut held, b).await {
-                        return;
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        let pos = stream.position();
-        if let Err(StreamFail::Download(e @ DownloadError::DigestMismatch { .. })) = &p2p {
-            // The registry's bytes themselves are wrong: asking it again would not help.
-            return self.abort(&e.to_string()).await;
-        }
-        if let Err(e) = p2p {
-            let why = match &e {
-                StreamFail::Stalled(d) => format!("no progress for {d:?}"),
-                other => other.to_string(),
-            };
-            warn!(url = %self.url, offset = pos, reason = %why, "P2P path failed; serving the rest of the blob from the registry");
-            DaemonStats::add(&self.state.conductor.stats.proxy_fallbacks, 1);
-            match self.rest_from_registry(pos, &mut hash, &mut held).await {
-                Ok(Ended::Done) => {}
-                Ok(Ended::ClientGone) => return,
-                Err(msg) => return self.abort(&msg).await,
-            }
-        } else {
-            info!(url = %self.url, bytes = pos, "blob served through P2P");
-            DaemonStats::add(&self.state.conductor.stats.proxy_p2p_served, 1);
-        }
-        let actual = hash.map(|h| ContentDigest(h.finalize().into()));
-        if actual != Some(self.digest) {
-            let shown = actual.map(|d| d.to_string()).unwrap_or_default();
-            return self
-                .abort(&format!("content is {shown}, not {}", self.digest))
-                .await;
-        }
-        if let Some(b) = held {
-            let _ = self.tx.send(Ok(b)).await;
-        }
-    }
-
-    /// Sends the chunk held back so far and holds this one instead.
-    async fn pass(&self, held: &mut Option<Bytes>, b: Bytes) -> Ended {
-        if let Some(prev) = held.replace(b) {
-            if self.tx.send(Ok(prev)).await.is_err() {
-                return Ended::ClientGone;
-            }
-        }
-        Ended::Done
-    }
-
-    /// The blob from `pos` on, straight from the registry.
-    async fn rest_from_registry(
-        &self,
-        mut pos: u64,
-        hash: &mut Option<Box<Sha256>>,
-        held: &mut Option<Bytes>,
-    ) -> Result<Ended, String> {
-        let mut resp = self
-            .state
-            .source
-            .fetch(&self.url, &self.headers, pos)
-            .await
-            .map_err(|e| format!("the registry failed too: {e}"))?;
-        if let Some(len) = self.length {
-            if resp.total_length != len {
-                return Err(format!(
-                    "the registry now reports {} bytes, not {len}",
-                    resp.total_length
-                ));
-            }
-        }
-        let mut skip = pos.saturating_sub(resp.start);
-        if resp.start > pos {
-            return Err("the registry answered a different range".into());
-        }
-        let h = hash.as_mut().ok_or("the hash was lost")?;
-        while let Some(mut chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("the registry's transfer broke: {e}"))?
-        {
-            if skip > 0 {
-                let n = skip.min(chunk.len() as u64) as usize;
-                chunk = chunk.slice(n..);
-                skip -= n as u64;
-            }
-            if chunk.is_empty() {
-                continue;
-            }
-            h.update(&chunk);
-            pos += chunk.len() as u64;
-            if let Ended::ClientGone = self.pass(held, chunk).await {
-                return Ok(Ended::ClientGone);
-            }
-        }
-        if pos != resp.total_length {
-            return Err(format!(
-                "the registry closed the transfer after {pos} of {} bytes",
-                resp.total_length
-            ));
-        }
-        Ok(Ended::Done)
-    }
-
-    async fn abort(&self, why: &str) {
-        DaemonStats::add(&self.state.conductor.stats.proxy_aborted, 1);
-        warn!(url = %self.url, digest = %self.digest, reason = %why, "blob failed verification or transfer; response aborted");
-        let _ = self
-            .tx
-            .send(Err(std::io::Error::other(format!("pollen: {why}"))))
-            .await;
-    }
 }
 
 /// A single `bytes=` range, resolved against the content length: (first, last) inclusive.

@@ -1,6 +1,7 @@
 //! The daemon's HTTP front door on one port: the OCI registry mirror (`/v2/…`) that container
-//! runtimes pull through, and an HTTP proxy (absolute-form requests relayed, `CONNECT`
-//! tunnelled).
+//! runtimes pull through, and an HTTP(S) proxy: absolute-form requests and requests inside
+//! intercepted `CONNECT` tunnels go through P2P when a rule matches their URL and are relayed
+//! otherwise; other `CONNECT` targets are tunnelled untouched.
 //!
 //! Every connection is bounded: a client must send its headers within `header_read_timeout`,
 //! headers larger than [`MAX_HEADER_BYTES`] are refused before anything is allocated for them,
@@ -8,7 +9,12 @@
 
 mod blob;
 mod body;
+pub(crate) mod ca;
+mod intercept;
 mod mirror;
+mod p2p_get;
+mod pump;
+pub(crate) mod rules;
 mod task_stream;
 mod tunnel;
 mod upstream;
@@ -43,6 +49,10 @@ pub(crate) struct ProxyState {
     pub relay_client: reqwest::Client,
     /// Fetches blob bytes from a registry when the P2P path fails (follows redirects).
     pub source: HttpSource,
+    /// Which proxied URLs use P2P, which CONNECT targets are intercepted.
+    pub rules: rules::Rules,
+    /// Signs intercepted hosts' certificates.
+    pub ca: Option<Arc<ca::Ca>>,
 }
 
 /// Serves the mirror and proxy on `listener` until `shutdown`.
@@ -117,25 +127,43 @@ async fn dispatch(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Bo
     )
 }
 
-/// A plain-HTTP proxy request (absolute-form URI): relayed to its origin.
+/// A plain-HTTP proxy request (absolute-form URI).
 async fn forward(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Body> {
-    let url = req.uri().to_string();
     if req.uri().scheme_str() != Some("http") {
         return body::text_error(
             StatusCode::BAD_REQUEST,
             "pollen: only http:// URLs are proxied directly; use CONNECT for https",
         );
     }
-    let (parts, incoming) = req.into_parts();
-    let headers = upstream::forward_headers(&parts.headers);
-    upstream::relay(
-        &state.relay_client,
-        parts.method,
-        &url,
-        headers,
-        Some(incoming),
-    )
-    .await
+    let url = req.uri().to_string();
+    handle_url(state, req, url).await
+}
+
+/// A proxied request for `url` (plain, or from inside an intercepted tunnel): through P2P
+/// when a rule says so, relayed to its origin otherwise.
+pub(crate) async fn handle_url(
+    state: Arc<ProxyState>,
+    req: Request<Incoming>,
+    url: String,
+) -> Response<Body> {
+    match state.rules.decide(&url) {
+        rules::Decision::P2p(origin) => {
+            let method = req.method().clone();
+            p2p_get::serve(state, method, origin, req.headers()).await
+        }
+        rules::Decision::Relay => {
+            let (parts, incoming) = req.into_parts();
+            let headers = upstream::forward_headers(&parts.headers);
+            upstream::relay(
+                &state.relay_client,
+                parts.method,
+                &url,
+                headers,
+                Some(incoming),
+            )
+            .await
+        }
+    }
 }
 
 /// Binds the proxy's port.

@@ -1,5 +1,6 @@
-//! `CONNECT host:port`: the target is dialled first, then the client's bytes and the target's
-//! are copied both ways untouched until either side closes.
+//! `CONNECT host:port`: intercepted when the target is listed (see [`super::intercept`]),
+//! refused when the config says so, and otherwise tunnelled: the target is dialled first,
+//! then the client's bytes and the target's are copied both ways untouched.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use super::ProxyState;
 /// Dial timeout for a tunnel's target.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) async fn connect(_state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn connect(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Body> {
     let Some(target) = req.uri().authority().map(|a| a.to_string()) else {
         return body::text_error(
             StatusCode::BAD_REQUEST,
@@ -27,6 +28,21 @@ pub(crate) async fn connect(_state: Arc<ProxyState>, req: Request<Incoming>) -> 
         return body::text_error(
             StatusCode::BAD_REQUEST,
             "pollen: CONNECT needs a host:port target",
+        );
+    }
+    if state.rules.intercepts(&target) {
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => super::intercept::serve(state, upgraded, target).await,
+                Err(e) => warn!(%target, error = %e, "CONNECT upgrade failed"),
+            }
+        });
+        return Response::new(body::empty());
+    }
+    if state.rules.refuses_other_connect() {
+        return body::text_error(
+            StatusCode::FORBIDDEN,
+            &format!("pollen: CONNECT to {target} is not allowed by this proxy"),
         );
     }
     let upstream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&target)).await {
