@@ -11,4 +11,5 @@ pub mod cli;
 pub mod cluster;
 mod cmd;
 pub mod origin;
+pub mod registry_kit;
 mod signals;

@@ -8,9 +8,9 @@ mod common;
 
 use std::path::Path;
 
-use common::registry::{self, BlockedPorts, Containerd, Registry};
 use common::{bin, HANG};
 use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen::registry_kit::{self as registry, BlockedPorts, Containerd, Registry};
 
 const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "containerd", "ctr"];
 const LAYER: usize = 6 << 20;
@@ -18,7 +18,15 @@ const LAYER: usize = 6 << 20;
 /// skopeo's registries.conf from `pollen init podman` for `registry`, via `daemon`'s mirror.
 async fn podman_conf(root: &Path, registry: &str, daemon: &DaemonProc) -> std::path::PathBuf {
     let mirror = daemon.proxy_addr().await.expect("proxy addr");
-    registry::pollen_init("podman", root, &format!("http://{registry}"), &mirror).await;
+    registry::pollen_init(
+        &bin(),
+        "podman",
+        root,
+        &format!("http://{registry}"),
+        &mirror,
+    )
+    .await
+    .expect("pollen init podman");
     root.join("etc/containers/registries.conf.d/50-pollen.conf")
 }
 
@@ -46,10 +54,16 @@ async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let reg = Registry::start(&tmp.path().join("reg-a"), None).await;
-    let layout = registry::build_image(&tmp.path().join("img"), 3, LAYER).await;
-    registry::push(&layout, &reg.host, "test/app", None).await;
-    let blobs = registry::image_blobs(&layout);
+    let reg = Registry::start(&tmp.path().join("reg-a"), None)
+        .await
+        .expect("registry");
+    let layout = registry::build_image(&tmp.path().join("img"), 3, LAYER)
+        .await
+        .expect("image");
+    registry::push(&layout, &reg.host, "test/app", None)
+        .await
+        .expect("push");
+    let blobs = registry::image_blobs(&layout).expect("blobs");
     let pushed = reg.blob_bytes_served();
 
     // CRI-O and Podman cannot say which registry their `/v2/` check is for: it goes to the
@@ -63,21 +77,24 @@ async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_
     // containerd through daemon 1, configured by `pollen init containerd`.
     let mirror1 = d1.proxy_addr().await.expect("proxy");
     let said = registry::pollen_init(
+        &bin(),
         "containerd",
         &root,
         &format!("http://{}", reg.host),
         &mirror1,
     )
-    .await;
+    .await
+    .expect("pollen init containerd");
     assert!(said.contains("hosts.toml"), "{said}");
     let hosts_dir = root.join("etc/containerd/certs.d");
     assert!(hosts_dir.join(&reg.host).join("hosts.toml").exists());
-    let ctrd = Containerd::start(tmp.path()).await;
+    let ctrd = Containerd::start(tmp.path()).await.expect("containerd");
     let reference = format!("{}/test/app:v1", reg.host);
     tokio::time::timeout(HANG, ctrd.pull(&hosts_dir, &reference))
         .await
-        .expect("ctr pull hung");
-    let in_containerd = ctrd.content_digests().await;
+        .expect("ctr pull hung")
+        .expect("pull failed");
+    let in_containerd = ctrd.content_digests().await.expect("ctr content ls");
     for b in &blobs {
         assert!(
             in_containerd.contains(b),
@@ -90,7 +107,8 @@ async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_
     let out = tmp.path().join("skopeo-out");
     tokio::time::timeout(HANG, registry::skopeo_pull(&conf, &reference, &out, None))
         .await
-        .expect("skopeo hung");
+        .expect("skopeo hung")
+        .expect("pull failed");
     let copied = registry::layout_blobs(&out);
     for b in &blobs {
         assert!(copied.contains(b), "skopeo's copy lacks {b}: {copied:?}");
@@ -139,7 +157,9 @@ async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_
 
     // The same layers in a second registry under another name: pulled through daemon 1,
     // neither registry sends a blob byte.
-    let reg_b = Registry::start(&tmp.path().join("reg-b"), None).await;
+    let reg_b = Registry::start(&tmp.path().join("reg-b"), None)
+        .await
+        .expect("registry");
     registry::run(tokio::process::Command::new("skopeo").args([
         "copy",
         "--src-tls-verify=false",
@@ -147,7 +167,8 @@ async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_
         &format!("docker://{reference}"),
         &format!("docker://{}/other/app:v1", reg_b.host),
     ]))
-    .await;
+    .await
+    .expect("copy to registry B");
     let a_before = reg.blob_bytes_served();
     let b_before = reg_b.blob_bytes_served();
     let conf_b = podman_conf(&tmp.path().join("root-b"), &reg_b.host, d1).await;
@@ -158,7 +179,8 @@ async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_
         &out_b,
         None,
     )
-    .await;
+    .await
+    .expect("pull from registry B");
     assert_eq!(registry::layout_blobs(&out_b), copied);
     assert_eq!(
         reg.blob_bytes_served(),
@@ -191,11 +213,21 @@ async fn pulls_succeed_with_every_upload_port_blocked_and_without_a_scheduler() 
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let reg = Registry::start(&tmp.path().join("reg"), None).await;
-    let first = registry::build_image(&tmp.path().join("img1"), 2, LAYER).await;
-    registry::push(&first, &reg.host, "test/one", None).await;
-    let second = registry::build_image(&tmp.path().join("img2"), 2, LAYER).await;
-    registry::push(&second, &reg.host, "test/two", None).await;
+    let reg = Registry::start(&tmp.path().join("reg"), None)
+        .await
+        .expect("registry");
+    let first = registry::build_image(&tmp.path().join("img1"), 2, LAYER)
+        .await
+        .expect("image");
+    registry::push(&first, &reg.host, "test/one", None)
+        .await
+        .expect("push");
+    let second = registry::build_image(&tmp.path().join("img2"), 2, LAYER)
+        .await
+        .expect("image");
+    registry::push(&second, &reg.host, "test/two", None)
+        .await
+        .expect("push");
     let mut spec = ClusterSpec::new(bin(), 2);
     spec.daemon_args = vec!["--default-registry".into(), format!("http://{}", reg.host)];
     let cluster = Cluster::start(spec).await.expect("cluster");
@@ -203,7 +235,7 @@ async fn pulls_succeed_with_every_upload_port_blocked_and_without_a_scheduler() 
 
     // No peer can reach another's upload port: the seed fetches, but nobody can get pieces
     // from it; the pull still completes.
-    let blocked = BlockedPorts::block(&upload_ports(&cluster).await);
+    let blocked = BlockedPorts::block(&upload_ports(&cluster).await).expect("iptables");
     let conf = podman_conf(&tmp.path().join("root"), &reg.host, d1).await;
     let out = tmp.path().join("out1");
     tokio::time::timeout(
@@ -211,8 +243,9 @@ async fn pulls_succeed_with_every_upload_port_blocked_and_without_a_scheduler() 
         registry::skopeo_pull(&conf, &format!("{}/test/one:v1", reg.host), &out, None),
     )
     .await
-    .expect("pull with upload ports blocked hung");
-    let blobs = registry::image_blobs(&first);
+    .expect("pull with upload ports blocked hung")
+    .expect("pull failed");
+    let blobs = registry::image_blobs(&first).expect("blobs");
     for b in &blobs {
         assert!(registry::layout_blobs(&out).contains(b), "missing {b}");
     }
@@ -232,8 +265,9 @@ async fn pulls_succeed_with_every_upload_port_blocked_and_without_a_scheduler() 
         registry::skopeo_pull(&conf, &format!("{}/test/two:v1", reg.host), &out, None),
     )
     .await
-    .expect("pull without a scheduler hung");
-    let blobs2 = registry::image_blobs(&second);
+    .expect("pull without a scheduler hung")
+    .expect("pull failed");
+    let blobs2 = registry::image_blobs(&second).expect("blobs");
     for b in &blobs2 {
         assert!(registry::layout_blobs(&out).contains(b), "missing {b}");
     }
@@ -258,10 +292,18 @@ async fn a_private_blob_in_the_cache_is_refused_to_a_client_the_registry_refuses
     }
     let tmp = tempfile::tempdir().expect("tmp");
     let pw = tmp.path().join("htpasswd");
-    registry::htpasswd(&pw, "alice", "s3cret").await;
-    let reg = Registry::start(&tmp.path().join("reg"), Some(&pw)).await;
-    let layout = registry::build_image(&tmp.path().join("img"), 1, LAYER).await;
-    registry::push(&layout, &reg.host, "private/app", Some("alice:s3cret")).await;
+    registry::htpasswd(&pw, "alice", "s3cret")
+        .await
+        .expect("htpasswd");
+    let reg = Registry::start(&tmp.path().join("reg"), Some(&pw))
+        .await
+        .expect("registry");
+    let layout = registry::build_image(&tmp.path().join("img"), 1, LAYER)
+        .await
+        .expect("image");
+    registry::push(&layout, &reg.host, "private/app", Some("alice:s3cret"))
+        .await
+        .expect("push");
     let mut spec = ClusterSpec::new(bin(), 1);
     spec.daemon_args = vec!["--default-registry".into(), format!("http://{}", reg.host)];
     let cluster = Cluster::start(spec).await.expect("cluster");
@@ -273,14 +315,15 @@ async fn a_private_blob_in_the_cache_is_refused_to_a_client_the_registry_refuses
     let reference = format!("{}/private/app:v1", reg.host);
     let mirror = d1.proxy_addr().await.expect("proxy");
     let auth = tmp.path().join("auth.json");
-    registry::authfile(&auth, &[&mirror, &reg.host], "alice", "s3cret");
+    registry::authfile(&auth, &[&mirror, &reg.host], "alice", "s3cret").expect("auth file");
     tokio::time::timeout(
         HANG,
         registry::skopeo_pull(&conf, &reference, &out, Some(&auth)),
     )
     .await
-    .expect("authorised pull hung");
-    let blobs = registry::image_blobs(&layout);
+    .expect("authorised pull hung")
+    .expect("pull failed");
+    let blobs = registry::image_blobs(&layout).expect("blobs");
     let stat = d1.stat().await.expect("stat");
     assert!(
         stat.tasks.iter().filter(|t| t.complete).count() >= blobs.len(),

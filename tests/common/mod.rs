@@ -2,8 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod registry;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

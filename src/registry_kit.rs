@@ -1,6 +1,6 @@
-//! Real container tooling for the mirror tests: Debian's `docker-registry` as origin (its
-//! access log counts what it served), images built with `umoci` and pushed with `skopeo`, and
-//! a private `containerd` to pull with `ctr`.
+//! Real container tooling for the mirror's tests and benchmarks: Debian's `docker-registry` as
+//! origin (its access log counts what it served), images built with `umoci` and pushed with
+//! `skopeo`, and a private `containerd` to pull with `ctr`.
 //!
 //! These need root and the Debian packages `.ci/run` installs. Without them a test prints why
 //! and passes vacuously, unless `POLLEN_REQUIRE_TOOLS=1` (as in CI) makes that a failure.
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
 /// True when every tool is here (and we are root); otherwise says why, and fails under
@@ -38,27 +39,44 @@ pub fn tools_present(tools: &[&str]) -> bool {
     false
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
-/// Runs a command to completion; panics with its output when it fails.
-pub async fn run(cmd: &mut Command) -> String {
+/// Runs a command to completion; its output, or an error carrying it.
+pub async fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
         .await
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
+    if !out.status.success() {
+        bail!("{cmd:?} failed:\n{text}");
+    }
+    Ok(text)
+}
+
+/// Waits until `ready` holds, at most 30 s.
+async fn wait_until<F, Fut>(what: &str, mut ready: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready().await {
+        if Instant::now() > deadline {
+            bail!("{what} did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// A `docker-registry` process on 127.0.0.1 and a free port.
@@ -71,9 +89,9 @@ pub struct Registry {
 
 impl Registry {
     /// Starts a registry storing under `dir`; with `htpasswd`, it requires basic auth.
-    pub async fn start(dir: &Path, htpasswd: Option<&Path>) -> Self {
-        std::fs::create_dir_all(dir).expect("registry dir");
-        let port = free_port();
+    pub async fn start(dir: &Path, htpasswd: Option<&Path>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port()?;
         let host = format!("127.0.0.1:{port}");
         let auth = htpasswd
             .map(|p| {
@@ -88,23 +106,22 @@ impl Registry {
             dir.join("data").display()
         );
         let cfg_path = dir.join("config.yml");
-        std::fs::write(&cfg_path, config).expect("registry config");
+        std::fs::write(&cfg_path, config)?;
         let log = dir.join("registry.log");
-        let log_file = std::fs::File::create(&log).expect("registry log");
+        let log_file = std::fs::File::create(&log)?;
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg_path)
-            .stdout(log_file.try_clone().expect("log"))
+            .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
-            .expect("docker-registry starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(&host).await.is_err() {
-            assert!(Instant::now() < deadline, "registry did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { host, log, child }
+            .context("cannot start docker-registry")?;
+        wait_until("the registry", || async {
+            tokio::net::TcpStream::connect(&host).await.is_ok()
+        })
+        .await?;
+        Ok(Self { host, log, child })
     }
 
     /// Bytes of each blob (by digest) the registry sent in answers to GETs, from its access
@@ -143,35 +160,41 @@ impl Registry {
 
 /// An OCI image layout at `dir/oci` with tag `v1`: `layers` layers of `layer_bytes` random
 /// bytes each (plus a config).
-pub async fn build_image(dir: &Path, layers: usize, layer_bytes: usize) -> PathBuf {
+pub async fn build_image(dir: &Path, layers: usize, layer_bytes: usize) -> anyhow::Result<PathBuf> {
     let layout = dir.join("oci");
     run(Command::new("umoci")
         .args(["init", "--layout"])
         .arg(&layout))
-    .await;
+    .await?;
     let image = format!("{}:v1", layout.display());
-    run(Command::new("umoci").args(["new", "--image", &image])).await;
+    run(Command::new("umoci").args(["new", "--image", &image])).await?;
     for i in 0..layers {
         let payload = dir.join(format!("payload{i}"));
         let data_dir = payload.join(format!("data{i}"));
-        std::fs::create_dir_all(&data_dir).expect("payload dir");
+        std::fs::create_dir_all(&data_dir)?;
         std::fs::write(
             data_dir.join("blob"),
-            pollen::origin::random_data(layer_bytes),
-        )
-        .expect("payload");
+            crate::origin::random_data(layer_bytes),
+        )?;
         run(Command::new("umoci")
             .args(["insert", "--image", &image])
             .arg(&payload)
             .arg("/"))
-        .await;
+        .await?;
+        std::fs::remove_dir_all(&payload)?;
     }
-    run(Command::new("umoci").args(["config", "--image", &image, "--config.cmd", "/bin/sh"])).await;
-    layout
+    run(Command::new("umoci").args(["config", "--image", &image, "--config.cmd", "/bin/sh"]))
+        .await?;
+    Ok(layout)
 }
 
 /// Pushes `oci:LAYOUT:v1` to `docker://HOST/REPO:v1`.
-pub async fn push(layout: &Path, host: &str, repo: &str, creds: Option<&str>) {
+pub async fn push(
+    layout: &Path,
+    host: &str,
+    repo: &str,
+    creds: Option<&str>,
+) -> anyhow::Result<()> {
     let mut cmd = Command::new("skopeo");
     cmd.args(["copy", "--dest-tls-verify=false"]);
     if let Some(c) = creds {
@@ -179,7 +202,7 @@ pub async fn push(layout: &Path, host: &str, repo: &str, creds: Option<&str>) {
     }
     cmd.arg(format!("oci:{}:v1", layout.display()))
         .arg(format!("docker://{host}/{repo}:v1"));
-    run(&mut cmd).await;
+    run(&mut cmd).await.map(drop)
 }
 
 /// The digests of every blob an OCI layout holds (manifest, config, layers), from file names.
@@ -196,28 +219,39 @@ pub fn layout_blobs(layout: &Path) -> Vec<String> {
 }
 
 /// Layer and config digests of `layout`'s `v1` manifest (what a pull fetches as blobs).
-pub fn image_blobs(layout: &Path) -> Vec<String> {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
-            .expect("index json");
-    let manifest_digest = index["manifests"][0]["digest"]
-        .as_str()
-        .expect("manifest digest")
-        .trim_start_matches("sha256:")
-        .to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(layout.join("blobs/sha256").join(manifest_digest)).expect("manifest"),
-    )
-    .expect("manifest json");
-    let mut v = vec![manifest["config"]["digest"]
-        .as_str()
-        .expect("config digest")
-        .to_string()];
-    for l in manifest["layers"].as_array().expect("layers") {
-        v.push(l["digest"].as_str().expect("layer digest").to_string());
+pub fn image_blobs(layout: &Path) -> anyhow::Result<Vec<String>> {
+    let json = |p: PathBuf| -> anyhow::Result<serde_json::Value> {
+        let bytes = std::fs::read(&p).with_context(|| p.display().to_string())?;
+        Ok(serde_json::from_slice(&bytes)?)
+    };
+    let digest = |v: &serde_json::Value| -> anyhow::Result<String> {
+        Ok(v["digest"].as_str().context("no digest")?.to_string())
+    };
+    let index = json(layout.join("index.json"))?;
+    let manifest_digest = digest(&index["manifests"][0])?;
+    let manifest = json(blob_path(layout, &manifest_digest))?;
+    let mut v = vec![digest(&manifest["config"])?];
+    for l in manifest["layers"].as_array().context("no layers")? {
+        v.push(digest(l)?);
     }
     v.sort();
-    v
+    Ok(v)
+}
+
+/// Where a layout keeps the blob `digest` (`sha256:HEX`).
+pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// Total bytes of the blobs a pull of `layout`'s image fetches.
+pub fn image_bytes(layout: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for b in image_blobs(layout)? {
+        total += std::fs::metadata(blob_path(layout, &b))?.len();
+    }
+    Ok(total)
 }
 
 /// A private containerd (own root, state and socket; CRI off) for `ctr`.
@@ -228,9 +262,9 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    pub async fn start(dir: &Path) -> Self {
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
         let d = dir.join("ctrd");
-        std::fs::create_dir_all(&d).expect("containerd dir");
+        std::fs::create_dir_all(&d)?;
         let socket = d.join("containerd.sock");
         let config = format!(
             "version = 2\nroot = \"{r}/root\"\nstate = \"{r}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n[debug]\n  address = \"{r}/debug.sock\"\n  level = \"info\"\n",
@@ -238,26 +272,25 @@ impl Containerd {
             s = socket.display()
         );
         let cfg = d.join("config.toml");
-        std::fs::write(&cfg, config).expect("containerd config");
-        let log = std::fs::File::create(d.join("containerd.log")).expect("log");
+        std::fs::write(&cfg, config)?;
+        let log = std::fs::File::create(d.join("containerd.log"))?;
         let child = Command::new("containerd")
             .arg("--config")
             .arg(&cfg)
-            .stdout(log.try_clone().expect("log"))
+            .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .expect("containerd starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::UnixStream::connect(&socket).await.is_err() {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { socket, child }
+            .context("cannot start containerd")?;
+        wait_until("containerd", || async {
+            tokio::net::UnixStream::connect(&socket).await.is_ok()
+        })
+        .await?;
+        Ok(Self { socket, child })
     }
 
     /// `ctr images pull --hosts-dir HOSTS_DIR REF`.
-    pub async fn pull(&self, hosts_dir: &Path, reference: &str) -> String {
+    pub async fn pull(&self, hosts_dir: &Path, reference: &str) -> anyhow::Result<String> {
         run(Command::new("ctr")
             .arg("-a")
             .arg(&self.socket)
@@ -268,19 +301,19 @@ impl Containerd {
     }
 
     /// Digests of the blobs in its content store.
-    pub async fn content_digests(&self) -> Vec<String> {
+    pub async fn content_digests(&self) -> anyhow::Result<Vec<String>> {
         let out = run(Command::new("ctr")
             .arg("-a")
             .arg(&self.socket)
             .args(["content", "ls", "-q"]))
-        .await;
+        .await?;
         let mut v: Vec<String> = out
             .lines()
             .map(|l| l.trim().to_string())
             .filter(|l| l.starts_with("sha256:"))
             .collect();
         v.sort();
-        v
+        Ok(v)
     }
 
     pub async fn stop(mut self) {
@@ -295,7 +328,7 @@ pub async fn skopeo_pull(
     reference: &str,
     dest: &Path,
     authfile: Option<&Path>,
-) {
+) -> anyhow::Result<()> {
     let mut cmd = Command::new("skopeo");
     cmd.arg("--registries-conf")
         .arg(registries_conf)
@@ -305,12 +338,18 @@ pub async fn skopeo_pull(
     }
     cmd.arg(format!("docker://{reference}"))
         .arg(format!("oci:{}:v1", dest.display()));
-    run(&mut cmd).await;
+    run(&mut cmd).await.map(drop)
 }
 
-/// Runs `pollen init RUNTIME` under `root`; returns its output.
-pub async fn pollen_init(runtime: &str, root: &Path, registry: &str, mirror: &str) -> String {
-    run(Command::new(super::bin())
+/// Runs `BIN init RUNTIME` under `root`; returns its output.
+pub async fn pollen_init(
+    bin: &Path,
+    runtime: &str,
+    root: &Path,
+    registry: &str,
+    mirror: &str,
+) -> anyhow::Result<String> {
+    run(Command::new(bin)
         .args([
             "init",
             runtime,
@@ -345,11 +384,15 @@ fn iptables(op: &str, port: u16) -> bool {
 }
 
 impl BlockedPorts {
-    pub fn block(ports: &[u16]) -> Self {
+    pub fn block(ports: &[u16]) -> anyhow::Result<Self> {
+        let mut done = Self(Vec::new());
         for p in ports {
-            assert!(iptables("-I", *p), "iptables could not block port {p}");
+            if !iptables("-I", *p) {
+                bail!("iptables could not block port {p}");
+            }
+            done.0.push(*p);
         }
-        Self(ports.to_vec())
+        Ok(done)
     }
 }
 
@@ -362,20 +405,23 @@ impl Drop for BlockedPorts {
 }
 
 /// An htpasswd file (bcrypt, as the registry requires) with one user.
-pub async fn htpasswd(path: &Path, user: &str, password: &str) {
-    let out = run(Command::new("htpasswd").args(["-Bbn", user, password])).await;
-    let line = out.lines().next().expect("htpasswd line");
-    std::fs::write(path, format!("{line}\n")).expect("htpasswd file");
+pub async fn htpasswd(path: &Path, user: &str, password: &str) -> anyhow::Result<()> {
+    let out = run(Command::new("htpasswd").args(["-Bbn", user, password])).await?;
+    let line = out.lines().next().context("htpasswd printed nothing")?;
+    Ok(std::fs::write(path, format!("{line}\n"))?)
 }
 
 /// A containers-auth.json giving `user:password` for each of `hosts`. (containers/image looks
 /// credentials up by the host it contacts, so a mirror needs its own entry, as on a real node.)
-pub fn authfile(path: &Path, hosts: &[&str], user: &str, password: &str) {
+pub fn authfile(path: &Path, hosts: &[&str], user: &str, password: &str) -> anyhow::Result<()> {
     use base64::Engine as _;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     let auths: serde_json::Map<String, serde_json::Value> = hosts
         .iter()
         .map(|h| (h.to_string(), serde_json::json!({ "auth": token })))
         .collect();
-    std::fs::write(path, serde_json::json!({ "auths": auths }).to_string()).expect("auth file");
+    Ok(std::fs::write(
+        path,
+        serde_json::json!({ "auths": auths }).to_string(),
+    )?)
 }
