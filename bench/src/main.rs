@@ -3,7 +3,9 @@
 //!
 //! (a) one daemon fetching a file from a local origin (no scheduler) vs `curl` from the same
 //! origin; (b) peer-to-peer transfer of a completed task on loopback; (c) the daemon's peak RSS
-//! (VmHWM) while downloading a large file; (d) `pollen demo`'s origin bytes / file size.
+//! (VmHWM) while downloading a large file; (d) `pollen demo`'s origin bytes / file size;
+//! (m) N skopeo pulls of one image at once through N daemons' registry mirrors vs straight
+//! from the registry (needs docker-registry, umoci and skopeo).
 //! Timings are whole `pollen get` operations (request to verified file at the output path),
 //! median of `--runs`.
 
@@ -37,10 +39,21 @@ struct Args {
     /// such as /dev/shm), to separate the protocol's speed from the disk's.
     #[arg(long)]
     fast_dir: Option<PathBuf>,
-    /// Run only these measurements (letters a, b, f (b on --fast-dir), w, c, d).
-    #[arg(long, default_value = "abfwcd")]
+    /// Run only these measurements (letters a, b, f (b on --fast-dir), w, c, d, m).
+    #[arg(long, default_value = "abfwcdm")]
     only: String,
+    /// Daemons (and concurrent pulls) for the mirror measurement (m).
+    #[arg(long, default_value_t = 8)]
+    mirror_peers: usize,
+    /// Layers of the image for (m).
+    #[arg(long, default_value_t = 4)]
+    mirror_layers: usize,
+    /// Bytes per layer for (m) (random, so layers do not compress).
+    #[arg(long, default_value = "50MiB", value_parser = size)]
+    mirror_layer_size: u64,
 }
+
+mod mirror;
 
 fn size(s: &str) -> Result<u64, String> {
     pollen_core::parse_size(s).map_err(|e| e.to_string())
@@ -262,6 +275,25 @@ async fn main() -> anyhow::Result<()> {
             d["origin_ratio"].as_f64().unwrap_or(f64::NAN),
             d["seconds"].as_f64().unwrap_or(f64::NAN),
             d["all_verified"]
+        );
+    }
+    if want('m') {
+        eprintln!("(m) registry mirror, fleet pull…");
+        let m = mirror::run(
+            &bin,
+            args.mirror_peers,
+            args.mirror_layers,
+            args.mirror_layer_size as usize,
+        )
+        .await?;
+        let mib = m.image_bytes as f64 / (1u64 << 20) as f64;
+        println!(
+            "| (m) {n} skopeo pulls at once of one {mib:.0} MiB image through {n} daemons' mirrors | registry blob bytes / image size = {:.3}, {:.2} s | straight from the registry: {:.3}, {:.2} s; target ≤ 1.1 |",
+            m.pollen.registry_ratio,
+            m.pollen.seconds,
+            m.direct.registry_ratio,
+            m.direct.seconds,
+            n = args.mirror_peers,
         );
     }
     Ok(())
