@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 
 use common::*;
@@ -151,23 +150,6 @@ async fn an_absurd_frame_on_the_upload_port_is_refused_and_the_daemon_keeps_serv
         .await
         .expect("still serves");
     assert_eq!(sha256_file(&out), origin.digest());
-}
-
-fn mount_tmpfs(dir: &Path, size: &str) -> bool {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn unmount(dir: &Path) {
-    let _ = std::process::Command::new("umount")
-        .arg("-l")
-        .arg(dir)
-        .status();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

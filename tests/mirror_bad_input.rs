@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bin, origin, MIB};
+use common::{bin, mount_tmpfs, origin, unmount, MIB};
 use pollen::cluster::{Cluster, ClusterSpec};
 use pollen_core::ContentDigest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -231,4 +231,76 @@ async fn a_client_leaving_mid_blob_leaves_a_good_cache_and_connect_tunnels_clean
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_cache_disk_does_not_break_a_pull() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let o = origin(32 * MIB).await;
+    let work = tempfile::tempdir().expect("tmp");
+    let small = work.path().join("data");
+    assert!(mount_tmpfs(&small, "8m"), "cannot mount a tmpfs");
+    let mut spec = ClusterSpec::standalone(bin(), 1);
+    spec.data_root = Some(small.clone());
+    let cluster = Cluster::start(spec).await.expect("daemon");
+    let d = &cluster.peers[0];
+    let proxy = d.proxy_addr().await.expect("proxy");
+    let r = reqwest::Client::new()
+        .get(format!("http://{proxy}/v2/big/blob/blobs/{}", o.digest()))
+        .header("X-Pollen-Registry", format!("http://{}", o.addr))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    let body = r
+        .bytes()
+        .await
+        .expect("the whole blob despite the full disk");
+    assert_eq!(ContentDigest::of(&body), o.digest());
+    let stat = d.stat().await.expect("stat");
+    assert_eq!(
+        stat.proxy_fallbacks, 1,
+        "the rest did not come from the registry"
+    );
+    assert!(stat.tasks.iter().all(|t| !t.complete));
+    drop(cluster);
+    unmount(&small);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_range_request_for_an_unheld_blob_is_relayed_and_prefetches_it() {
+    let o = origin(8 * MIB).await;
+    let work = tempfile::tempdir().expect("tmp");
+    let config = work.path().join("daemon.toml");
+    std::fs::write(&config, "[proxy]\nprefetch = true\n").expect("config");
+    let mut spec = ClusterSpec::standalone(bin(), 1);
+    spec.daemon_args = vec!["--config".into(), config.to_string_lossy().into_owned()];
+    let cluster = Cluster::start(spec).await.expect("daemon");
+    let d = &cluster.peers[0];
+    let proxy = d.proxy_addr().await.expect("proxy");
+    let r = reqwest::Client::new()
+        .get(format!("http://{proxy}/v2/a/b/blobs/{}", o.digest()))
+        .header("X-Pollen-Registry", format!("http://{}", o.addr))
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.expect("range").len(), 10);
+    // The whole blob lands in the cache in the background.
+    let deadline = std::time::Instant::now() + common::HANG;
+    loop {
+        let stat = d.stat().await.expect("stat");
+        if stat.tasks.iter().any(|t| t.complete) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prefetch never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -54,3 +54,22 @@ pub fn assert_all_verified(results: &[Result<PathBuf, String>], expected: Conten
         );
     }
 }
+
+/// Mounts a tmpfs of `size` (e.g. `8m`) on `dir` (root only); false when that failed.
+pub fn mount_tmpfs(dir: &Path, size: &str) -> bool {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Lazily unmounts `dir`.
+pub fn unmount(dir: &Path) {
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(dir)
+        .status();
+}

@@ -67,3 +67,36 @@ impl ConfigFile {
 pub(crate) fn under(root: &Path, abs: &str) -> PathBuf {
     root.join(abs.trim_start_matches('/'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_once_backs_up_a_changed_file_and_dry_runs_touch_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("etc/x/hosts.toml");
+        let file = |content: &str| ConfigFile {
+            path: path.clone(),
+            content: content.into(),
+        };
+        assert!(matches!(
+            file("a").apply(true).expect("dry"),
+            Change::Written { backup: None }
+        ));
+        assert!(!path.exists(), "a dry run wrote");
+        assert!(matches!(
+            file("a").apply(false).expect("write"),
+            Change::Written { backup: None }
+        ));
+        assert!(matches!(
+            file("a").apply(false).expect("again"),
+            Change::Unchanged
+        ));
+        let Change::Written { backup: Some(b) } = file("b").apply(false).expect("change") else {
+            panic!("no backup of the changed file");
+        };
+        assert_eq!(std::fs::read_to_string(&b).expect("backup"), "a");
+        assert_eq!(std::fs::read_to_string(&path).expect("new"), "b");
+    }
+}
