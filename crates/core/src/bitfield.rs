@@ -64,6 +64,13 @@ impl Bitfield {
         }
     }
 
+    /// Marks piece `i` absent. Out-of-range numbers are ignored.
+    pub fn clear(&mut self, i: u32) {
+        if i < self.len {
+            self.bits[(i / 8) as usize] &= !(1 << (7 - (i % 8)));
+        }
+    }
+
     /// Number of pieces present.
     pub fn count(&self) -> u32 {
         self.bits.iter().map(|b| b.count_ones()).sum()
@@ -108,6 +115,8 @@ mod tests {
             prop_assert_eq!(f.iter_set().collect::<Vec<_>>(), expected.iter().copied().collect::<Vec<_>>());
             prop_assert_eq!(f.count() as usize, expected.len());
             prop_assert_eq!(f.iter_missing().count() as u32 + f.count(), len);
+            for p in &picks { f.clear(*p); }
+            prop_assert_eq!(f.count(), 0);
         }
     }
 }

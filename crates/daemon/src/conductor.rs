@@ -20,7 +20,7 @@ use pollen_proto::scheduler::{
     PeerFailed, PeerFinished, PiecesFinished, Register, SchedulerEvent, TaskRequest,
 };
 use pollen_source::HttpSource;
-use pollen_storage::Store;
+use pollen_storage::{Store, TaskEntry};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -307,6 +307,22 @@ impl Conductor {
         Ok(false)
     }
 
+    /// Before resuming a partial task, re-reads the pieces it holds: a piece whose metadata
+    /// was committed but whose bytes did not reach the disk (a power cut) is dropped and
+    /// fetched again, never served.
+    async fn recheck_held_pieces(&self, entry: Arc<TaskEntry>) -> Result<(), DownloadError> {
+        let bad = content_check::bad_pieces(entry.clone()).await?;
+        if bad.is_empty() {
+            return Ok(());
+        }
+        warn!(pieces = ?bad, "held pieces no longer match their digests; fetching them again");
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.drop_pieces(&entry, &bad))
+            .await
+            .map_err(|_| DownloadError::ShuttingDown)??;
+        Ok(())
+    }
+
     async fn open_announce(&self, spec: &TaskSpec, peer_id: &str) -> Option<Announce> {
         let Some(link) = &self.link else {
             info!("no scheduler configured; downloading from the origin");
@@ -369,6 +385,9 @@ impl Conductor {
                 });
             }
             return Ok(());
+        }
+        if let Some(entry) = self.store.get(&spec.id) {
+            self.recheck_held_pieces(entry).await?;
         }
         let mut claims = self
             .store

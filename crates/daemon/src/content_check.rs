@@ -42,18 +42,24 @@ pub(crate) async fn verify(
 /// Re-reads every present piece and checks it against its recorded digest. False when any
 /// piece differs (the content file was changed behind the store's back).
 pub(crate) async fn verify_pieces(entry: Arc<TaskEntry>) -> Result<bool, DownloadError> {
+    Ok(bad_pieces(entry).await?.is_empty())
+}
+
+/// The present pieces whose bytes no longer match their recorded digest.
+pub(crate) async fn bad_pieces(entry: Arc<TaskEntry>) -> Result<Vec<u32>, DownloadError> {
     tokio::task::spawn_blocking(move || {
         let layout = entry.layout();
         let mut buf = vec![0u8; layout.piece_length() as usize];
+        let mut bad = Vec::new();
         for (n, expected) in entry.present_digests() {
             let len = layout.length(n) as usize;
             entry.content().read_at(&mut buf[..len], layout.offset(n))?;
             if pollen_core::PieceDigest::of(&buf[..len]) != expected {
                 tracing::warn!(task = %entry.id, piece = n, "held piece no longer matches its digest");
-                return Ok(false);
+                bad.push(n);
             }
         }
-        Ok::<_, pollen_storage::StoreError>(true)
+        Ok::<_, pollen_storage::StoreError>(bad)
     })
     .await
     .map_err(|_| DownloadError::ShuttingDown)?

@@ -303,6 +303,36 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets pieces whose bytes turned out bad (e.g. lost in a power cut after their
+    /// metadata was committed): absent at once for readers, then removed durably.
+    pub fn drop_pieces(&self, entry: &TaskEntry, numbers: &[u32]) -> Result<(), StoreError> {
+        {
+            let mut s = entry.state.write().unwrap_or_else(|e| e.into_inner());
+            for &n in numbers {
+                s.present.clear(n);
+                if let Some(slot) = s.digests.get_mut(n as usize) {
+                    *slot = None;
+                }
+            }
+            s.meta.complete = false;
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut pieces = txn.open_table(PIECES)?;
+            for &n in numbers {
+                pieces.remove((entry.id.0, n))?;
+            }
+        }
+        txn.commit()?;
+        let meta = entry
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .meta
+            .clone();
+        self.write_meta(&entry.id, &meta)
+    }
+
     /// Applies `f` to the task's metadata and persists it.
     pub fn update_meta(
         &self,
@@ -420,6 +450,14 @@ mod tests {
         assert_eq!(entry.bitfield().iter_set().collect::<Vec<_>>(), vec![0, 2]);
         assert!(entry.piece_digest(1).is_none());
         assert!(!entry.is_complete());
+        // A piece found bad later is dropped, durably.
+        store.drop_pieces(&entry, &[2]).expect("drop");
+        assert_eq!(entry.bitfield().iter_set().collect::<Vec<_>>(), vec![0]);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let entry = store.get(&id).expect("task survives");
+        assert_eq!(entry.bitfield().iter_set().collect::<Vec<_>>(), vec![0]);
+        assert!(entry.piece_digest(2).is_none());
         store.mark_complete(&entry).expect("complete");
         drop(store);
         let store = Store::open(dir.path()).expect("reopen again");
