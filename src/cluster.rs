@@ -119,6 +119,20 @@ impl DaemonProc {
         }
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the process: a stopped daemon still has its
+    /// sockets open and the kernel still accepts connections for it, but it answers nothing.
+    pub fn pause(&self, paused: bool) {
+        use nix::sys::signal::{kill, Signal};
+        if let Some(pid) = self.pid() {
+            let sig = if paused {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
+            let _ = kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+        }
+    }
+
     /// The OS process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())

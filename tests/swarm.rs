@@ -157,6 +157,34 @@ async fn a_parent_serving_corrupt_pieces_is_blocklisted_and_the_bytes_come_from_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_stops_answering_is_given_up_and_the_download_completes() {
+    let size = 16 * MIB;
+    let origin = origin(size).await;
+    let mut spec = ClusterSpec::new(bin(), 2);
+    spec.seed = false;
+    spec.daemon_args = vec!["--parent-stall-timeout".into(), "2s".into()];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let url = origin.url("/blob");
+    cluster.peers[0]
+        .download(&url, &cluster.dir.path().join("first.out"), None)
+        .await
+        .expect("first get");
+    // peer-1 holds the file but is frozen: connections to it open, nothing ever comes back.
+    cluster.peers[0].pause(true);
+    let second = cluster.dir.path().join("second.out");
+    let r = tokio::time::timeout(HANG, cluster.peers[1].download(&url, &second, None)).await;
+    cluster.peers[0].pause(false);
+    r.expect("not hung")
+        .expect("the download survives a silent parent");
+    assert_eq!(sha256_file(&second), origin.digest());
+    let log = cluster.peers[1].log_text();
+    assert!(
+        log.contains("sent nothing"),
+        "the stall was not reported:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_scheduler_or_the_seed_mid_transfer_does_not_break_downloads() {
     let size = 48 * MIB;
     let origin = origin(size).await;

@@ -75,6 +75,9 @@ pub struct DaemonArgs {
     /// Extra CA certificate (PEM file) trusted for HTTPS origins; repeatable.
     #[arg(long = "origin-ca-cert", env = "POLLEN_ORIGIN_CA_CERT")]
     pub origin_ca_certs: Vec<PathBuf>,
+    /// Give up a parent that sends nothing for this long (e.g. 15s).
+    #[arg(long, env = "POLLEN_PARENT_STALL_TIMEOUT", value_parser = parse_duration)]
+    pub parent_stall_timeout: Option<Duration>,
     /// Registry mirror and HTTP proxy address, or `off` [default: 127.0.0.1:4001].
     #[arg(long, env = "POLLEN_PROXY_LISTEN", value_parser = proxy_listen)]
     pub proxy_listen: Option<ProxyListen>,
@@ -129,6 +132,9 @@ impl DaemonArgs {
         }
         if let Some(v) = self.parent_wait {
             cfg.parent_wait = v;
+        }
+        if let Some(v) = self.parent_stall_timeout {
+            cfg.parent_stall_timeout = v;
         }
         match self.proxy_listen {
             Some(ProxyListen::At(a)) => cfg.proxy.listen = Some(a),

@@ -518,6 +518,7 @@ impl Conductor {
                                     reports: report_tx.clone(),
                                     depth,
                                     connect_timeout: self.cfg.connect_timeout,
+                                    stall_timeout: self.cfg.parent_stall_timeout,
                                 };
                                 let id = parent.peer_id.clone();
                                 fetchers.spawn(async move { (id, job.run().await) }.in_current_span());

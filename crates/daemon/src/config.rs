@@ -40,6 +40,10 @@ pub struct DaemonConfig {
     /// Default 15s.
     #[serde(with = "humane_duration")]
     pub parent_wait: Duration,
+    /// A parent that sends nothing for this long (a stopped process, a black-holed link) is
+    /// given up and reported; its pieces come from elsewhere. Default 15s.
+    #[serde(with = "humane_duration")]
+    pub parent_stall_timeout: Duration,
     /// Hard-link finished downloads to their output path when it is on the data directory's
     /// filesystem, instead of copying them. Default true. The output then shares storage with
     /// the cache; the cache re-verifies a task's pieces before handing it out again.
@@ -148,6 +152,7 @@ impl Default for DaemonConfig {
             max_parents: 6,
             pipeline_depth: 2,
             parent_wait: Duration::from_secs(15),
+            parent_stall_timeout: Duration::from_secs(15),
             output_hardlink: true,
             origin_ca_certs: Vec::new(),
             connect_timeout: Duration::from_secs(3),

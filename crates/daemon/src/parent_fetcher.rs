@@ -39,6 +39,9 @@ pub(crate) enum FetchError {
     /// The parent answered with something we did not ask for.
     #[error("parent protocol violation: {0}")]
     Protocol(String),
+    /// The parent sent nothing for too long (a stopped process, a black-holed link).
+    #[error("parent sent nothing for {0:?}")]
+    Stalled(Duration),
     /// Our side failed (disk full, store closed): not the parent's fault.
     #[error(transparent)]
     Local(DownloadError),
@@ -55,6 +58,8 @@ pub(crate) struct ParentJob {
     pub reports: mpsc::Sender<Report>,
     pub depth: usize,
     pub connect_timeout: Duration,
+    /// A parent that sends nothing for this long is given up.
+    pub stall_timeout: Duration,
 }
 
 enum Expect {
@@ -166,7 +171,8 @@ impl ParentJob {
             let Some(expect) = inflight.pop_front() else {
                 continue;
             };
-            match (client.next_response().await?, expect) {
+            let response = self.within(client.next_response()).await??;
+            match (response, expect) {
                 (PieceResponse::Bitfield(b), Expect::Bitfield) => {
                     if b.len() == layout.piece_count() {
                         self.claims.set_parent_bitfield(&self.parent_id, b);
@@ -193,7 +199,7 @@ impl ParentJob {
                         let take = left.min(WRITE_CHUNK);
                         buf.resize(take, 0);
                         self.limiter.acquire(take as u64).await;
-                        client.read_payload(&mut buf).await?;
+                        self.within(client.read_payload(&mut buf)).await??;
                         buf = writer
                             .write_owned(std::mem::take(&mut buf))
                             .await
@@ -221,6 +227,13 @@ impl ParentJob {
                 }
             }
         }
+    }
+
+    /// Runs a read from the parent, failing it when nothing arrives within the stall timeout.
+    async fn within<T>(&self, read: impl std::future::Future<Output = T>) -> Result<T, FetchError> {
+        tokio::time::timeout(self.stall_timeout, read)
+            .await
+            .map_err(|_| FetchError::Stalled(self.stall_timeout))
     }
 
     fn release(&self, claimed: &mut Vec<u32>, n: u32) {
