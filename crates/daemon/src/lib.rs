@@ -31,4 +31,6 @@ pub use config::{DaemonConfig, ProxyConfig, ProxyRule};
 pub use daemon::{Daemon, DaemonHandle, DaemonStartError};
 pub use error::DownloadError;
 pub use proxy::ca::{load_or_create as proxy_ca, CaError};
+#[doc(hidden)]
+pub use proxy::fuzz_mirror_request;
 pub use stats::DaemonStats;

@@ -74,7 +74,7 @@ pub(crate) fn route(path: &str) -> Result<Route<'_>, RouteError> {
 }
 
 /// The query string without containerd's `ns` parameter (which is for the mirror only).
-fn query_without_ns(q: Option<&str>) -> (Option<String>, String) {
+pub(crate) fn query_without_ns(q: Option<&str>) -> (Option<String>, String) {
     let Some(q) = q else {
         return (None, String::new());
     };
@@ -104,7 +104,7 @@ fn query_without_ns(q: Option<&str>) -> (Option<String>, String) {
 const REGISTRY_PREFIX: &str = "/v2/pollen-registry/";
 
 /// `(scheme://host[:port], /v2/REST)` when the path carries the registry.
-fn registry_in_path(path: &str) -> Option<Result<(String, String), String>> {
+pub(crate) fn registry_in_path(path: &str) -> Option<Result<(String, String), String>> {
     let rest = path.strip_prefix(REGISTRY_PREFIX)?;
     let mut parts = rest.splitn(3, '/');
     let (scheme, host, tail) = (parts.next()?, parts.next()?, parts.next().unwrap_or(""));

@@ -11,7 +11,7 @@ mod blob;
 mod body;
 pub(crate) mod ca;
 mod intercept;
-mod mirror;
+pub(crate) mod mirror;
 mod p2p_get;
 mod pump;
 pub(crate) mod rules;
@@ -169,4 +169,59 @@ pub(crate) async fn handle_url(
 /// Binds the proxy's port.
 pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// The mirror's parsers of untrusted request bytes, for the fuzz target
+/// (`fuzz/fuzz_targets/mirror_request.rs`): path and query, registry naming, Range. Panics
+/// only when an invariant breaks.
+#[doc(hidden)]
+pub fn fuzz_mirror_request(path_and_query: &str, registry_header: &str, range: &str, len: u64) {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+    let (ns, rest) = mirror::query_without_ns(query);
+    assert!(rest.is_empty() || rest.starts_with('?'));
+    let header = (!registry_header.is_empty()).then_some(registry_header);
+    if let Ok(base) = upstream::registry_base(ns.as_deref(), header, &ProxyConfig::default()) {
+        assert!(base.starts_with("http://") || base.starts_with("https://"));
+    }
+    if let Some(Ok((base, rewritten))) = mirror::registry_in_path(path) {
+        assert!(base.starts_with("http"));
+        assert!(rewritten.starts_with("/v2/"));
+    }
+    if let Ok(mirror::Route::Blob { digest }) = mirror::route(path) {
+        assert!(!digest.is_empty());
+        let _ = digest.parse::<pollen_core::ContentDigest>();
+    }
+    if let Some((first, last)) = blob::parse_range(range, len) {
+        assert!(
+            first <= last && last < len,
+            "range {first}-{last} outside {len}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod fuzz_entry_tests {
+    #[test]
+    fn the_fuzz_entry_accepts_odd_inputs() {
+        for (p, h, r, l) in [
+            ("/v2/a/blobs/sha256:00?ns=x", "", "bytes=0-", 10),
+            (
+                "/v2/pollen-registry/http/h_1/x/blobs/y",
+                "ftp://x",
+                "bytes=-5",
+                3,
+            ),
+            ("?ns=%zz&&=", "http://[::1]:80", "bytes=5-1", 0),
+            (
+                "/v2/pollen-registry/https/",
+                "https://h/p",
+                "bytes=18446744073709551615-",
+                u64::MAX,
+            ),
+        ] {
+            super::fuzz_mirror_request(p, h, r, l);
+        }
+    }
 }
