@@ -241,6 +241,16 @@ impl Conductor {
         }
     }
 
+    /// Tasks being downloaded right now (never evicted).
+    pub fn busy(&self) -> HashSet<TaskId> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// Starts (or joins) the download of a task.
     pub fn start(self: &Arc<Self>, spec: TaskSpec) -> DownloadWatch {
         let from_cache = self.store.get(&spec.id).is_some_and(|e| e.is_complete());

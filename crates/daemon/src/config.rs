@@ -56,6 +56,40 @@ pub struct DaemonConfig {
     pub connect_timeout: Duration,
     /// The registry mirror and HTTP(S) proxy (`[proxy]` table).
     pub proxy: ProxyConfig,
+    /// Garbage collection of the cache (`[gc]` table).
+    pub gc: GcConfig,
+}
+
+/// When cached tasks are evicted. A task being downloaded is never evicted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// How often the cache is checked; 0 turns collection off. Default 60s.
+    #[serde(with = "humane_duration")]
+    pub interval: Duration,
+    /// Tasks unused for longer than this are evicted; 0 keeps them. Default 24h.
+    #[serde(with = "humane_duration")]
+    pub task_ttl: Duration,
+    /// Most bytes of content the cache keeps (least recently used evicted first); 0 is no
+    /// quota. Default 0.
+    pub quota: u64,
+    /// Percent of the data directory's filesystem in use above which tasks are evicted,
+    /// least recently used first. Default 90.
+    pub disk_high_watermark: u8,
+    /// Eviction for disk space stops at this percent. Default 80.
+    pub disk_low_watermark: u8,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            task_ttl: Duration::from_secs(24 * 3600),
+            quota: 0,
+            disk_high_watermark: 90,
+            disk_low_watermark: 80,
+        }
+    }
 }
 
 /// The daemon's registry mirror and HTTP(S) proxy, one port for both.
@@ -157,6 +191,7 @@ impl Default for DaemonConfig {
             origin_ca_certs: Vec::new(),
             connect_timeout: Duration::from_secs(3),
             proxy: ProxyConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }

@@ -243,6 +243,19 @@ impl Daemon {
             tasks.spawn(crate::proxy::serve(listener, state, shutdown.clone()));
         }
 
+        if cfg.gc.disk_low_watermark > cfg.gc.disk_high_watermark {
+            return Err(DaemonStartError::Config(
+                "gc.disk_low_watermark is above gc.disk_high_watermark".into(),
+            ));
+        }
+        tasks.spawn(crate::gc::run(
+            store.clone(),
+            conductor.clone(),
+            cfg.gc.clone(),
+            cfg.data_dir.clone(),
+            shutdown.clone(),
+        ));
+
         let api_service = LocalApi {
             conductor: conductor.clone(),
             upload_addr: upload_addr.to_string(),

@@ -16,6 +16,7 @@ pub mod config;
 mod content_check;
 mod daemon;
 mod error;
+mod gc;
 mod identity;
 mod local_api;
 mod origin_fetcher;
@@ -27,7 +28,7 @@ mod scheduler_link;
 mod stats;
 mod upload_provider;
 
-pub use config::{DaemonConfig, ProxyConfig, ProxyRule};
+pub use config::{DaemonConfig, GcConfig, ProxyConfig, ProxyRule};
 pub use daemon::{Daemon, DaemonHandle, DaemonStartError};
 pub use error::DownloadError;
 pub use proxy::ca::{load_or_create as proxy_ca, CaError};
