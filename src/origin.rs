@@ -5,7 +5,11 @@
 //! - `GET /blob` — the data, with `Range` support (206), `ETag` and `Last-Modified`;
 //! - `GET /missing` — 404;
 //! - `GET /truncated` — announces the full length, sends half, then drops the connection;
-//! - `GET /v2/…` — the data again, for any registry path (a registry for mirror tests).
+//! - `GET /v2/…` — the data again, for any registry path (a registry for mirror tests);
+//! - `GET /mutable` — the data, until [`Origin::change`] makes it other bytes of the same
+//!   length under another ETag (an origin whose content changes under the same URL).
+//!
+//! `If-Range` is honoured: a Range request whose validator is stale gets the whole content.
 //!
 //! [`Origin::start_tls`] serves the same routes over HTTPS with a given certificate.
 
@@ -29,6 +33,9 @@ struct Shared {
     data: Bytes,
     digest: pollen_core::ContentDigest,
     bytes_served: Arc<AtomicU64>,
+    /// What `/mutable` serves once [`Origin::change`] was called: the data with every byte
+    /// inverted (same length, other ETag).
+    changed: Arc<std::sync::RwLock<Option<(Bytes, pollen_core::ContentDigest)>>>,
 }
 
 /// A running origin server; stops when dropped.
@@ -82,10 +89,27 @@ fn body(shared: &Shared, start: usize, end: usize, fail_at: Option<usize>) -> Bo
     Body::from_stream(stream)
 }
 
+fn etag(s: &Shared) -> String {
+    format!("\"{}\"", &s.digest.hex()[..16])
+}
+
 async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
     let len = s.data.len() as u64;
+    // `If-Range` with another validator: the range no longer applies, send the whole (new)
+    // content, as RFC 9110 says.
+    let stale = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != etag(&s));
+    let headers = if stale {
+        let mut h = headers.clone();
+        h.remove(header::RANGE);
+        h
+    } else {
+        headers
+    };
     let common = [
-        (header::ETAG, format!("\"{}\"", &s.digest.hex()[..16])),
+        (header::ETAG, etag(&s)),
         (
             header::LAST_MODIFIED,
             "Mon, 23 Nov 2026 00:00:00 GMT".to_string(),
@@ -116,6 +140,21 @@ async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
+async fn mutable(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    let now = s.changed.read().unwrap_or_else(|e| e.into_inner()).clone();
+    match now {
+        None => blob(State(s), headers).await,
+        Some((data, digest)) => {
+            let changed = Shared {
+                data,
+                digest,
+                ..s.clone()
+            };
+            blob(State(changed), headers).await
+        }
+    }
+}
+
 async fn truncated(State(s): State<Shared>) -> Response {
     let len = s.data.len();
     (
@@ -131,10 +170,12 @@ fn router(data: Bytes) -> (Router, Shared) {
         digest: pollen_core::ContentDigest::of(&data),
         data,
         bytes_served: Arc::new(AtomicU64::new(0)),
+        changed: Arc::new(std::sync::RwLock::new(None)),
     };
     let app = Router::new()
         .route("/blob", get(blob))
         .route("/truncated", get(truncated))
+        .route("/mutable", get(mutable))
         // Any registry blob path serves the same bytes: a registry for mirror tests (one that
         // lies whenever the digest asked for is not this data's).
         .route("/v2/*rest", get(blob))
@@ -232,6 +273,25 @@ impl Origin {
     /// The served data.
     pub fn data(&self) -> &Bytes {
         &self.shared.data
+    }
+
+    /// From now on `/mutable` serves different content of the same length (every byte
+    /// inverted) with another ETag; returns its sha256.
+    pub fn change(&self) -> pollen_core::ContentDigest {
+        let data: Bytes = self
+            .shared
+            .data
+            .iter()
+            .map(|b| !b)
+            .collect::<Vec<u8>>()
+            .into();
+        let digest = pollen_core::ContentDigest::of(&data);
+        *self
+            .shared
+            .changed
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some((data, digest));
+        digest
     }
 }
 

@@ -28,20 +28,11 @@ async fn without_a_scheduler_get_goes_to_the_origin_and_the_daemon_says_why() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_daemon_killed_mid_download_resumes_without_refetching_its_pieces() {
-    let size = 96 * MIB;
-    let origin = origin(size).await;
-    let expected = origin.digest();
-    let mut spec = ClusterSpec::standalone(bin(), 1);
-    // Slow the origin read so the kill lands mid-download.
-    spec.daemon_args = vec!["--back-to-source-rate-limit".into(), "24MiB".into()];
-    let mut cluster = Cluster::start(spec).await.expect("cluster");
-    let url = origin.url("/blob");
-    let out = cluster.dir.path().join("out");
+/// Starts downloading `url` on the first daemon and SIGKILLs it once it holds 3 pieces.
+async fn kill_mid_download(cluster: &mut Cluster, url: &str, out: &std::path::Path) {
     {
         let peer = &cluster.peers[0];
-        let download = peer.download(&url, &out, None);
+        let download = peer.download(url, out, None);
         tokio::pin!(download);
         let wait_for_pieces = async {
             loop {
@@ -63,6 +54,55 @@ async fn a_daemon_killed_mid_download_resumes_without_refetching_its_pieces() {
         }
     }
     cluster.peers[0].kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_whose_content_changed_is_not_mixed_with_the_pieces_held() {
+    let size = 96 * MIB;
+    let origin = origin(size).await;
+    let mut spec = ClusterSpec::standalone(bin(), 1);
+    spec.daemon_args = vec!["--back-to-source-rate-limit".into(), "24MiB".into()];
+    let mut cluster = Cluster::start(spec).await.expect("cluster");
+    let url = origin.url("/mutable");
+    let out = cluster.dir.path().join("out");
+    kill_mid_download(&mut cluster, &url, &out).await;
+    let new_digest = origin.change();
+    cluster.peers[0].restart().await.expect("restart");
+    let peer = &cluster.peers[0];
+    let err = tokio::time::timeout(HANG, peer.download(&url, &out, None))
+        .await
+        .expect("not hung")
+        .expect_err("a resumed download over changed content must not succeed silently");
+    assert!(
+        err.message()
+            .contains("changed since this download started"),
+        "unclear error: {}",
+        err.message()
+    );
+    assert!(!out.exists());
+    assert!(
+        peer.stat().await.expect("stat").tasks.is_empty(),
+        "the stale pieces were kept"
+    );
+    tokio::time::timeout(HANG, peer.download(&url, &out, None))
+        .await
+        .expect("not hung")
+        .expect("a fresh download of the new content");
+    assert_eq!(sha256_file(&out), new_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_download_resumes_without_refetching_its_pieces() {
+    let size = 96 * MIB;
+    let origin = origin(size).await;
+    let expected = origin.digest();
+    let mut spec = ClusterSpec::standalone(bin(), 1);
+    // Slow the origin read so the kill lands mid-download.
+    spec.daemon_args = vec!["--back-to-source-rate-limit".into(), "24MiB".into()];
+    let mut cluster = Cluster::start(spec).await.expect("cluster");
+    let url = origin.url("/blob");
+    let out = cluster.dir.path().join("out");
+    kill_mid_download(&mut cluster, &url, &out).await;
     assert!(
         !out.exists(),
         "a partial download must never appear at the output path"

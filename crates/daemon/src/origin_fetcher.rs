@@ -106,7 +106,30 @@ impl OriginJob {
         if self.claims.as_ref().is_some_and(|c| c.all_present()) {
             return Ok(());
         }
-        let mut resp = self.source.fetch(&self.url, &self.headers, start).await?;
+        let recorded = self
+            .claims
+            .as_ref()
+            .filter(|c| c.entry.bitfield().count() > 0)
+            .map(|c| c.entry.snapshot().meta);
+        let validator = recorded
+            .as_ref()
+            .and_then(|m| m.etag.clone().or_else(|| m.last_modified.clone()));
+        let mut resp = self
+            .source
+            .fetch(&self.url, &self.headers, start, validator.as_deref())
+            .await?;
+        if let Some(old) = recorded.filter(|m| content_changed(m, &resp)) {
+            // Held pieces are of the old content: mixing them with the new would make a copy
+            // that is neither. Drop the task; the next request starts over.
+            let (store, id) = (self.store.clone(), self.task);
+            let _ = tokio::task::spawn_blocking(move || store.remove_task(&id)).await;
+            return Err(FetchFail::Other(DownloadError::Origin(format!(
+                "the content at {} changed since this download started (ETag {} → {}); the pieces held were discarded, run it again",
+                self.url,
+                old.etag.as_deref().unwrap_or("none"),
+                resp.etag.as_deref().unwrap_or("none"),
+            ))));
+        }
         let claims = self
             .claims_for(
                 resp.total_length,
@@ -233,6 +256,16 @@ impl OriginJob {
             Ok(())
         });
         Ok(())
+    }
+}
+
+/// Whether the origin now describes other content than the task recorded: another ETag, or
+/// (without ETags) another Last-Modified.
+fn content_changed(old: &TaskMeta, resp: &pollen_source::OriginResponse) -> bool {
+    match (&old.etag, &old.last_modified) {
+        (Some(e), _) => resp.etag.as_ref() != Some(e),
+        (None, Some(lm)) => resp.last_modified.as_ref() != Some(lm),
+        (None, None) => false,
     }
 }
 

@@ -106,12 +106,15 @@ impl HttpSource {
     }
 
     /// Requests `url` from byte `start` on (the whole content when `start` is zero), passing
-    /// the caller's headers through.
+    /// the caller's headers through. With `if_range` (an ETag or Last-Modified recorded
+    /// earlier), a Range request is sent as conditional: an origin whose content changed
+    /// answers with the whole new content (`start` 0 in the response) instead of a range.
     pub async fn fetch(
         &self,
         url: &str,
         headers: &[(String, String)],
         start: u64,
+        if_range: Option<&str>,
     ) -> Result<OriginResponse, SourceError> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
@@ -127,6 +130,9 @@ impl HttpSource {
                 HeaderValue::from_str(&format!("bytes={start}-"))
                     .map_err(|_| SourceError::InvalidHeader("range".into()))?,
             );
+            if let Some(v) = if_range.and_then(|v| HeaderValue::from_str(v).ok()) {
+                map.insert(reqwest::header::IF_RANGE, v);
+            }
         }
         let resp = self
             .client

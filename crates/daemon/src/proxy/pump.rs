@@ -157,7 +157,7 @@ impl Pump {
         let mut resp = self
             .state
             .source
-            .fetch(&self.url, &self.headers, pos)
+            .fetch(&self.url, &self.headers, pos, None)
             .await
             .map_err(|e| format!("the origin failed too: {e}"))?;
         if let Some(len) = self.length {
