@@ -145,6 +145,11 @@ async fn an_absurd_frame_on_the_upload_port_is_refused_and_the_daemon_keeps_serv
             "expected an error frame, got {reply:?}"
         );
     }
+    assert_eq!(
+        d.stat().await.expect("stat").upload_protocol_errors,
+        3,
+        "the refused connections are not counted"
+    );
     let out = cluster.dir.path().join("out");
     d.download(&origin.url("/blob"), &out, None)
         .await

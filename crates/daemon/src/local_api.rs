@@ -181,6 +181,7 @@ impl Daemon for LocalApi {
             proxy_p2p_served: DaemonStats::get(&s.proxy_p2p_served),
             proxy_fallbacks: DaemonStats::get(&s.proxy_fallbacks),
             proxy_aborted: DaemonStats::get(&s.proxy_aborted),
+            upload_protocol_errors: DaemonStats::get(&s.upload.protocol_errors),
             tasks,
             scheduler_connected: s
                 .scheduler_connected
