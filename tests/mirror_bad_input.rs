@@ -304,3 +304,61 @@ async fn a_range_request_for_an_unheld_blob_is_relayed_and_prefetches_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_idle_clients_are_cut_off_without_starving_others() {
+    let work = tempfile::tempdir().expect("tmp");
+    let config = work.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        "[proxy]\nmax_connections = 4\nheader_read_timeout = \"1s\"\n",
+    )
+    .expect("config");
+    let mut spec = ClusterSpec::standalone(bin(), 1);
+    spec.daemon_args = vec!["--config".into(), config.to_string_lossy().into_owned()];
+    let cluster = Cluster::start(spec).await.expect("daemon");
+    let proxy = cluster.peers[0].proxy_addr().await.expect("proxy");
+
+    // Every connection slot taken: two idle clients and two sending a header a byte at a time.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(TcpStream::connect(&proxy).await.expect("connect"));
+    }
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&proxy).await.expect("connect");
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nX-Slow: ")
+            .await
+            .expect("write");
+        slow.push(s);
+    }
+    let drip = async {
+        for _ in 0..30 {
+            for s in slow.iter_mut() {
+                let _ = s.write_all(b"a").await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // A well-behaved client still gets its answer once the header timeout frees a slot.
+    let answer = async {
+        reqwest::Client::new()
+            .get(format!("http://{proxy}/healthz"))
+            .send()
+            .await
+            .expect("answered")
+            .status()
+    };
+    let (status, ()) = tokio::join!(tokio::time::timeout(common::HANG, answer), drip);
+    assert_eq!(status.expect("not starved"), 200);
+    // The slow and idle ones were cut off.
+    for mut s in idle.into_iter().chain(slow) {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("the server closed the connection")
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+}
