@@ -172,8 +172,17 @@ async fn a_client_leaving_mid_blob_leaves_a_good_cache_and_connect_tunnels_clean
     assert_eq!(r.headers()["docker-content-digest"], o.digest().to_string());
     let body = r.bytes().await.expect("whole body");
     assert_eq!(ContentDigest::of(&body), o.digest());
-    let stat = cluster.peers[0].stat().await.expect("stat");
-    assert!(stat.tasks.iter().any(|t| t.complete), "{:?}", stat.tasks);
+    // The body can be whole before the cache has finished its own whole-content check and
+    // marked the task complete; that follows shortly.
+    let deadline = std::time::Instant::now() + common::HANG;
+    let stat = loop {
+        let stat = cluster.peers[0].stat().await.expect("stat");
+        if stat.tasks.iter().any(|t| t.complete) {
+            break stat;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", stat.tasks);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(stat.proxy_aborted, 0);
 
     // A Range request for held pieces is answered from them.
