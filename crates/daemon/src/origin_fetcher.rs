@@ -234,6 +234,11 @@ impl OriginJob {
                 "piece {n} read from the origin differs from the digest other peers published; the origin content changed"
             ))));
         }
+        if !claims.begin_commit(n) {
+            // A parent's endgame copy of this piece got there first.
+            claims.release(n, "");
+            return Ok(());
+        }
         let (store, claims, stats, reports) = (
             self.store.clone(),
             claims.clone(),

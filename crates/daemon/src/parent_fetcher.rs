@@ -214,7 +214,7 @@ impl ParentJob {
                         DaemonStats::add(&self.stats.pieces_rejected, 1);
                         return Err(FetchError::BadPiece(n));
                     }
-                    if self.claims.entry.piece_digest(n).is_some() {
+                    if !self.claims.begin_commit(n) {
                         // The endgame twin finished first; nothing to commit or report.
                         self.release(claimed, n);
                         continue;

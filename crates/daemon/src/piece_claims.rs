@@ -28,6 +28,9 @@ struct Inner {
     claimed: HashMap<u32, Vec<String>>,
     /// The last bitfield seen from each parent, for rarest-first choices.
     parents: HashMap<String, Bitfield>,
+    /// Pieces whose first verified copy is being committed (the endgame twin must not
+    /// commit, count or report it again).
+    committing: std::collections::HashSet<u32>,
 }
 
 impl PieceClaims {
@@ -39,6 +42,7 @@ impl PieceClaims {
                 expected,
                 claimed: HashMap::new(),
                 parents: HashMap::new(),
+                committing: std::collections::HashSet::new(),
             }),
             changed: Notify::new(),
         }
@@ -46,6 +50,12 @@ impl PieceClaims {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True for the first caller with a verified copy of piece `n`: it commits the piece.
+    /// Later callers (an endgame twin) drop theirs.
+    pub fn begin_commit(&self, n: u32) -> bool {
+        self.entry.piece_digest(n).is_none() && self.lock().committing.insert(n)
     }
 
     /// Records digests published by the scheduler.
