@@ -148,26 +148,17 @@ async fn a_client_leaving_mid_blob_leaves_a_good_cache_and_connect_tunnels_clean
     let url = format!("http://{proxy}/v2/test/app/blobs/{}", o.digest());
     let registry = format!("http://{}", o.addr);
     let client = reqwest::Client::new();
+    let blob = || client.get(&url).header("X-Pollen-Registry", &registry);
 
     // Leave after the first chunk.
-    let mut r = client
-        .get(&url)
-        .header("X-Pollen-Registry", &registry)
-        .send()
-        .await
-        .expect("answer");
+    let mut r = blob().send().await.expect("answer");
     assert_eq!(r.status(), 200);
     let first = r.chunk().await.expect("a chunk").expect("not empty");
     assert!(!first.is_empty());
     drop(r);
 
     // The next client gets the whole blob, verified.
-    let r = client
-        .get(&url)
-        .header("X-Pollen-Registry", &registry)
-        .send()
-        .await
-        .expect("answer");
+    let r = blob().send().await.expect("answer");
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["docker-content-digest"], o.digest().to_string());
     let body = r.bytes().await.expect("whole body");
@@ -186,9 +177,7 @@ async fn a_client_leaving_mid_blob_leaves_a_good_cache_and_connect_tunnels_clean
     assert_eq!(stat.proxy_aborted, 0);
 
     // A Range request for held pieces is answered from them.
-    let r = client
-        .get(&url)
-        .header("X-Pollen-Registry", &registry)
+    let r = blob()
         .header("Range", "bytes=100-199")
         .send()
         .await

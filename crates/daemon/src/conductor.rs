@@ -135,6 +135,29 @@ pub(crate) struct DownloadWatch {
     pub from_cache: bool,
 }
 
+impl DownloadWatch {
+    /// Waits until the download progresses or ends, at most `limit`; false when nothing
+    /// happened in time. When a sender is already gone (the download is ending and its
+    /// outcome is about to be published), returns after a short pause so the caller looks
+    /// again.
+    pub async fn progressed_within(&mut self, limit: Duration) -> bool {
+        let changed = async {
+            tokio::select! {
+                r = self.progress.changed() => r.is_ok(),
+                r = self.result.changed() => r.is_ok(),
+            }
+        };
+        match tokio::time::timeout(limit, changed).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 struct Inflight {
     progress: watch::Receiver<Progress>,
     result: watch::Receiver<Outcome>,

@@ -4,7 +4,6 @@
 //! fails later, the rest comes from the origin (see [`super::pump`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderValue, ETAG, LAST_MODIFIED, RANGE};
 use hyper::{Method, Response};
@@ -64,16 +63,8 @@ async fn content_length(state: &ProxyState, watch: &mut DownloadWatch) -> Option
                 .get(&watch.id)
                 .map(|e| e.layout().content_length());
         }
-        let changed = async {
-            tokio::select! {
-                r = watch.progress.changed() => r.is_ok(),
-                r = watch.result.changed() => r.is_ok(),
-            }
-        };
-        match tokio::time::timeout(stall, changed).await {
-            Ok(true) => {}
-            Ok(false) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(_) => return None,
+        if !watch.progressed_within(stall).await {
+            return None;
         }
     }
 }

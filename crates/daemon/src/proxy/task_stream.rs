@@ -150,21 +150,10 @@ impl TaskStream {
         let Some(watch) = self.watch.as_mut() else {
             return Err(StreamFail::Read("a held piece went missing".into()));
         };
-        let progressed = async {
-            tokio::select! {
-                r = watch.progress.changed() => r.is_ok(),
-                r = watch.result.changed() => r.is_ok(),
-            }
-        };
-        match tokio::time::timeout(self.stall, progressed).await {
-            Ok(true) => Ok(()),
-            // A sender is gone: the download is ending and its outcome is about to be
-            // published; the caller looks again shortly.
-            Ok(false) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                Ok(())
-            }
-            Err(_) => Err(StreamFail::Stalled(self.stall)),
+        if watch.progressed_within(self.stall).await {
+            Ok(())
+        } else {
+            Err(StreamFail::Stalled(self.stall))
         }
     }
 }
