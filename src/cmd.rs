@@ -6,3 +6,16 @@ pub(crate) mod demo;
 pub(crate) mod get;
 pub(crate) mod init;
 pub(crate) mod scheduler;
+
+/// Reads a role's TOML config file, or its defaults when none is given.
+pub(crate) fn load_config<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+}

@@ -88,20 +88,18 @@ pub struct DaemonArgs {
     /// How long to wait for a usable parent before fetching from the origin (e.g. 15s).
     #[arg(long, env = "POLLEN_PARENT_WAIT", value_parser = parse_duration)]
     pub parent_wait: Option<Duration>,
+    /// Data centre of this host; the scheduler prefers parents in the same one.
+    #[arg(long, env = "POLLEN_IDC")]
+    pub idc: Option<String>,
+    /// Location of this host as region|zone|rack; parents sharing more of it are preferred.
+    #[arg(long, env = "POLLEN_LOCATION")]
+    pub location: Option<String>,
 }
 
 impl DaemonArgs {
     /// Defaults, then the config file, then the flags.
     pub fn resolve(self) -> anyhow::Result<DaemonConfig> {
-        let mut cfg = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("invalid config {}", path.display()))?
-            }
-            None => DaemonConfig::default(),
-        };
+        let mut cfg: DaemonConfig = super::load_config(self.config.as_deref())?;
         if self.scheduler.is_some() {
             cfg.scheduler = self.scheduler;
         }
@@ -146,6 +144,12 @@ impl DaemonArgs {
         }
         if !self.origin_ca_certs.is_empty() {
             cfg.origin_ca_certs = self.origin_ca_certs;
+        }
+        if let Some(v) = self.idc {
+            cfg.idc = v;
+        }
+        if let Some(v) = self.location {
+            cfg.location = v;
         }
         Ok(cfg)
     }

@@ -6,6 +6,7 @@
 
 pub mod bitfield;
 pub mod digest;
+pub mod duration;
 pub mod piece;
 pub mod rate_limit;
 pub mod size;

@@ -23,6 +23,11 @@ pub struct DaemonConfig {
     pub advertise_ip: Option<String>,
     /// Unix socket of the local API. Default `/tmp/pollen/daemon.sock`.
     pub api_socket: PathBuf,
+    /// Data centre of this host; the scheduler prefers parents in the same one. Default "".
+    pub idc: String,
+    /// Location as `region|zone|rack` (most general first); parents sharing a longer prefix
+    /// are preferred. Default "".
+    pub location: String,
     /// Upload limit in bytes per second; 0 is unlimited. Default 0.
     pub upload_rate_limit: u64,
     /// Download limit (peers and origin together) in bytes per second; 0 is unlimited.
@@ -38,11 +43,11 @@ pub struct DaemonConfig {
     pub pipeline_depth: usize,
     /// How long a download waits for a usable parent before going to the origin itself.
     /// Default 15s.
-    #[serde(with = "humane_duration")]
+    #[serde(with = "pollen_core::duration::humane")]
     pub parent_wait: Duration,
     /// A parent that sends nothing for this long (a stopped process, a black-holed link) is
     /// given up and reported; its pieces come from elsewhere. Default 15s.
-    #[serde(with = "humane_duration")]
+    #[serde(with = "pollen_core::duration::humane")]
     pub parent_stall_timeout: Duration,
     /// Hard-link finished downloads to their output path when it is on the data directory's
     /// filesystem, instead of copying them. Default true. The output then shares storage with
@@ -52,7 +57,7 @@ pub struct DaemonConfig {
     /// PKI roots. Default none.
     pub origin_ca_certs: Vec<PathBuf>,
     /// Connect timeout for the scheduler, parents and origins. Default 3s.
-    #[serde(with = "humane_duration")]
+    #[serde(with = "pollen_core::duration::humane")]
     pub connect_timeout: Duration,
     /// The registry mirror and HTTP(S) proxy (`[proxy]` table).
     pub proxy: ProxyConfig,
@@ -65,10 +70,10 @@ pub struct DaemonConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct GcConfig {
     /// How often the cache is checked; 0 turns collection off. Default 60s.
-    #[serde(with = "humane_duration")]
+    #[serde(with = "pollen_core::duration::humane")]
     pub interval: Duration,
     /// Tasks unused for longer than this are evicted; 0 keeps them. Default 24h.
-    #[serde(with = "humane_duration")]
+    #[serde(with = "pollen_core::duration::humane")]
     pub task_ttl: Duration,
     /// Most bytes of content the cache keeps (least recently used evicted first); 0 is no
     /// quota. Default 0.
@@ -110,11 +115,11 @@ pub struct ProxyConfig {
     /// Most client connections served at once; more wait for a free slot. Default 1024.
     pub max_connections: usize,
     /// A client must send its request headers within this long. Default 30s.
-    #[serde(with = "humane_duration")]
+    #[serde(with = "pollen_core::duration::humane")]
     pub header_read_timeout: Duration,
     /// A P2P blob that makes no progress for this long is served from the registry instead.
     /// Default 60s.
-    #[serde(with = "humane_duration")]
+    #[serde(with = "pollen_core::duration::humane")]
     pub stall_timeout: Duration,
     /// On a Range request for a blob not held yet, also fetch the whole blob into the cache
     /// in the background. Default false.
@@ -179,6 +184,8 @@ impl Default for DaemonConfig {
             upload_listen: SocketAddr::from(([0, 0, 0, 0], 4100)),
             advertise_ip: None,
             api_socket: PathBuf::from("/tmp/pollen/daemon.sock"),
+            idc: String::new(),
+            location: String::new(),
             upload_rate_limit: 0,
             download_rate_limit: 0,
             back_to_source_rate_limit: 0,
@@ -196,42 +203,7 @@ impl Default for DaemonConfig {
     }
 }
 
-/// Durations written as `30s`, `500ms`, `2m` or a bare number of seconds.
-mod humane_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 500ms, 2m)"))?;
-    Ok(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
-            ))
-        }
-    })
-}
+pub use pollen_core::duration::parse_duration;
 
 #[cfg(test)]
 mod tests {
