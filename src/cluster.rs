@@ -36,6 +36,8 @@ pub struct ClusterSpec {
     pub peer_upload_limit: Option<u64>,
     /// Extra flags for every daemon.
     pub daemon_args: Vec<String>,
+    /// Extra flags for single ordinary daemons, by index (`peer_args[0]` for `peer-1`).
+    pub peer_args: Vec<Vec<String>>,
     /// Where daemon data directories are created (default: the cluster's temporary dir).
     pub data_root: Option<PathBuf>,
 }
@@ -60,6 +62,7 @@ impl ClusterSpec {
             seed_upload_limit: None,
             peer_upload_limit: None,
             daemon_args: Vec::new(),
+            peer_args: Vec::new(),
             data_root: None,
         }
     }
@@ -301,7 +304,7 @@ impl Cluster {
             drop(l);
             (None, format!("http://{addr}"))
         };
-        let make = |name: String, ip: u8, seed: bool, limit: Option<u64>| {
+        let make = |name: String, ip: u8, seed: bool, limit: Option<u64>, own: &[String]| {
             let data_dir = spec.data_root.as_deref().unwrap_or(dir.path()).join(&name);
             let socket = dir.path().join(format!("{name}.sock"));
             let mut args = vec![
@@ -324,6 +327,7 @@ impl Cluster {
                 args.push(l.to_string());
             }
             args.extend(spec.daemon_args.iter().cloned());
+            args.extend(own.iter().cloned());
             DaemonProc {
                 log: dir.path().join(format!("{name}.log")),
                 name,
@@ -336,7 +340,7 @@ impl Cluster {
         };
         let mut seed = spec
             .seed
-            .then(|| make("seed".into(), 2, true, spec.seed_upload_limit));
+            .then(|| make("seed".into(), 2, true, spec.seed_upload_limit, &[]));
         let mut peers: Vec<DaemonProc> = (0..spec.peers)
             .map(|i| {
                 make(
@@ -344,6 +348,7 @@ impl Cluster {
                     3 + (i % 250) as u8,
                     false,
                     spec.peer_upload_limit,
+                    spec.peer_args.get(i).map(Vec::as_slice).unwrap_or_default(),
                 )
             })
             .collect();

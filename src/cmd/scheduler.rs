@@ -1,11 +1,16 @@
 //! `pollen scheduler`: runs the gRPC scheduler until Ctrl-C or SIGTERM.
+//!
+//! Settings come from the defaults, then the TOML file given with `--config` (keys as in
+//! `SchedulerConfig`: `seed_patience`, `task_ttl`, `[evaluator]`, `[evaluator.weights]`),
+//! then flags.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use pollen_scheduler::{EvaluatorConfig, SchedulerConfig, SchedulerService};
+use pollen_scheduler::{SchedulerConfig, SchedulerService};
 use tokio_util::sync::CancellationToken;
 
 /// Scheduler flags.
@@ -14,24 +19,37 @@ pub struct SchedulerArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed on stdout).
     #[arg(long, env = "POLLEN_LISTEN", default_value = "0.0.0.0:8002")]
     pub listen: SocketAddr,
-    /// Most parents offered to one peer.
-    #[arg(long, env = "POLLEN_MAX_PARENTS", default_value_t = 6)]
-    pub max_parents: usize,
+    /// TOML config file (evaluator weights, candidate limit, timeouts); flags win over it.
+    #[arg(long, env = "POLLEN_SCHEDULER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Candidate parents offered to one peer (K) [config default: 6].
+    #[arg(long, alias = "max-parents", env = "POLLEN_CANDIDATE_LIMIT")]
+    pub candidate_limit: Option<usize>,
+}
+
+impl SchedulerArgs {
+    /// Defaults, then the config file, then the flags.
+    pub fn resolve(&self) -> anyhow::Result<SchedulerConfig> {
+        let mut cfg: SchedulerConfig = super::load_config(self.config.as_deref())?;
+        if let Some(k) = self.candidate_limit {
+            cfg.evaluator.candidate_limit = k;
+        }
+        if cfg.evaluator.candidate_limit == 0 {
+            anyhow::bail!("the candidate limit must be at least 1");
+        }
+        Ok(cfg)
+    }
 }
 
 pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.resolve()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("scheduler listening on {addr}");
     let shutdown = CancellationToken::new();
-    let service = SchedulerService::new(SchedulerConfig {
-        evaluator: EvaluatorConfig {
-            max_parents: args.max_parents,
-        },
-        ..Default::default()
-    });
+    let service = SchedulerService::new(cfg);
     let token = shutdown.clone();
     tokio::spawn(async move {
         crate::signals::terminated().await;

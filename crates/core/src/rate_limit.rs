@@ -2,10 +2,15 @@
 //!
 //! One limiter per class (upload, download, back-to-source) per host, cloned into each
 //! connection. Callers ask for the bytes they are about to move and sleep until the bucket
-//! allows it; a burst of one second's worth is allowed so large writes are not chopped up.
+//! allows it. The burst is small (a twentieth of a second's worth, at least 256 KiB): enough
+//! that a 128 KiB write is not chopped up, small enough that even a short transfer is never
+//! more than a few percent faster than its limit.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The smallest burst, in bytes.
+const BURST_FLOOR: f64 = 256.0 * 1024.0;
 
 /// Shared byte-rate limiter; `None` rate means unlimited.
 #[derive(Clone, Debug)]
@@ -26,10 +31,11 @@ impl RateLimiter {
     pub fn new(bytes_per_sec: Option<u64>) -> Self {
         let inner = bytes_per_sec.filter(|r| *r > 0).map(|r| {
             let rate = r as f64;
+            let capacity = (rate / 20.0).max(BURST_FLOOR);
             Arc::new(Mutex::new(Bucket {
                 rate,
-                capacity: rate,
-                tokens: rate,
+                capacity,
+                tokens: capacity,
                 last: Instant::now(),
             }))
         });
@@ -88,11 +94,11 @@ mod tests {
 
     #[test]
     fn debt_beyond_the_burst_turns_into_waiting_time() {
-        let l = RateLimiter::new(Some(1000));
-        // The first second's worth is the burst.
-        assert_eq!(l.reserve(1000), Duration::ZERO);
-        // The next 500 bytes must wait about half a second (computed, not slept).
-        let w = l.reserve(500);
+        let rate = 4 << 20; // 4 MiB/s: the burst is the 256 KiB floor.
+        let l = RateLimiter::new(Some(rate));
+        assert_eq!(l.reserve(256 << 10), Duration::ZERO);
+        // The next 2 MiB must wait about half a second (computed, not slept).
+        let w = l.reserve(2 << 20);
         assert!(
             w > Duration::from_millis(400) && w <= Duration::from_millis(500),
             "{w:?}"

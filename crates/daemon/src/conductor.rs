@@ -55,7 +55,9 @@ pub(crate) enum Report {
     Piece {
         number: u32,
         digest: PieceDigest,
-        parent: Option<String>,
+        /// The parent it came from and the milliseconds it took (request to verified);
+        /// `None` when read from the origin.
+        parent: Option<(String, u32)>,
     },
 }
 
@@ -224,15 +226,19 @@ fn close_announce(tx: Option<mpsc::Sender<PeerEvent>>, rx: Option<Streaming<Sche
 }
 
 fn pieces_event(
-    pieces: impl IntoIterator<Item = (u32, PieceDigest, Option<String>)>,
+    pieces: impl IntoIterator<Item = (u32, PieceDigest, Option<(String, u32)>)>,
 ) -> peer_event::Event {
     peer_event::Event::PiecesFinished(PiecesFinished {
         pieces: pieces
             .into_iter()
-            .map(|(number, d, parent)| FinishedPiece {
-                number,
-                digest: d.0.to_vec(),
-                parent_peer_id: parent.unwrap_or_default(),
+            .map(|(number, d, parent)| {
+                let (parent_peer_id, cost_ms) = parent.unwrap_or_default();
+                FinishedPiece {
+                    number,
+                    digest: d.0.to_vec(),
+                    parent_peer_id,
+                    cost_ms,
+                }
             })
             .collect(),
     })

@@ -195,6 +195,8 @@ impl Daemon {
                 seed: cfg.seed,
                 upload_rate_limit: cfg.upload_rate_limit,
                 max_upload_connections: cfg.max_upload_connections as u32,
+                idc: cfg.idc.clone(),
+                location: cfg.location.clone(),
             };
             let c = conductor.clone();
             let on_download = move |task| match TaskSpec::from_proto(task) {
@@ -209,6 +211,12 @@ impl Daemon {
                 let c = c.clone();
                 tokio::spawn(async move { c.announce_held().await });
             };
+            tasks.spawn(link.clone().run_load_reports(
+                host_id.clone(),
+                stats.clone(),
+                std::time::Duration::from_secs(1),
+                shutdown.clone(),
+            ));
             tasks.spawn(link.run_host_session(
                 info,
                 on_download,

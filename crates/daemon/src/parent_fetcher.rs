@@ -64,7 +64,8 @@ pub(crate) struct ParentJob {
 
 enum Expect {
     Bitfield,
-    Piece(u32, PieceDigest),
+    /// A piece, its digest, and when it was requested.
+    Piece(u32, PieceDigest, Instant),
 }
 
 impl ParentJob {
@@ -92,6 +93,7 @@ impl ParentJob {
         n: u32,
         digest: PieceDigest,
         len: u64,
+        cost: Duration,
         commits: &mut JoinSet<Result<(), DownloadError>>,
     ) {
         let (store, claims, stats, reports, parent) = (
@@ -111,7 +113,7 @@ impl ParentJob {
                 .send(Report::Piece {
                     number: n,
                     digest,
-                    parent: Some(parent),
+                    parent: Some((parent, cost.as_millis().min(u32::MAX as u128) as u32)),
                 })
                 .await;
             Ok(())
@@ -166,7 +168,7 @@ impl ParentJob {
                 };
                 claimed.push(n);
                 client.request_piece(task, n).await?;
-                inflight.push_back(Expect::Piece(n, d));
+                inflight.push_back(Expect::Piece(n, d, Instant::now()));
             }
             let Some(expect) = inflight.pop_front() else {
                 continue;
@@ -178,10 +180,10 @@ impl ParentJob {
                         self.claims.set_parent_bitfield(&self.parent_id, b);
                     }
                 }
-                (PieceResponse::Missing(m), Expect::Piece(n, _)) if m == n => {
+                (PieceResponse::Missing(m), Expect::Piece(n, _, _)) if m == n => {
                     self.release(claimed, n);
                 }
-                (PieceResponse::Piece(h), Expect::Piece(n, expected)) => {
+                (PieceResponse::Piece(h), Expect::Piece(n, expected, asked)) => {
                     if h.number != n
                         || h.offset != layout.offset(n)
                         || u64::from(h.length) != layout.length(n)
@@ -214,13 +216,14 @@ impl ParentJob {
                         DaemonStats::add(&self.stats.pieces_rejected, 1);
                         return Err(FetchError::BadPiece(n));
                     }
+                    self.claims.record_piece_time(asked.elapsed());
                     if !self.claims.begin_commit(n) {
                         // The endgame twin finished first; nothing to commit or report.
                         self.release(claimed, n);
                         continue;
                     }
                     claimed.retain(|c| *c != n);
-                    self.commit(n, digest, u64::from(h.length), commits);
+                    self.commit(n, digest, u64::from(h.length), asked.elapsed(), commits);
                 }
                 (other, _) => {
                     return Err(FetchError::Protocol(format!("unexpected answer {other:?}")))

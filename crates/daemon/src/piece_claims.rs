@@ -2,13 +2,15 @@
 //! which are being fetched right now, so two parents never fetch the same piece.
 //!
 //! Invariant: a piece is claimed by at most one fetcher, except in the endgame (nothing left
-//! unclaimed), when a second parent may fetch a piece still in flight elsewhere so one slow
-//! parent cannot hold up the end of a download; the first verified copy is committed and the
-//! second write rewrites the same bytes. A claim ends (by `release`) when the piece is
+//! unclaimed), or when a piece is stuck (in flight for four times the usual piece time, and
+//! at least two seconds): then a second parent may fetch it too, so one slow parent cannot
+//! hold up a download; the first verified copy is committed and the second write rewrites
+//! the same bytes. A claim ends (by `release`) when the piece is
 //! committed or its fetch failed. Waiters are woken on every change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pollen_core::{Bitfield, PieceDigest};
 use pollen_storage::TaskEntry;
@@ -31,7 +33,16 @@ struct Inner {
     /// Pieces whose first verified copy is being committed (the endgame twin must not
     /// commit, count or report it again).
     committing: std::collections::HashSet<u32>,
+    /// When each claimed piece was first claimed.
+    since: HashMap<u32, Instant>,
+    /// Moving mean of how long a piece takes from a parent, in seconds.
+    piece_secs: Option<f64>,
 }
+
+/// A piece in flight longer than this many usual piece times is stuck.
+const STUCK_FACTOR: f64 = 4.0;
+/// ... and never before this long.
+const STUCK_FLOOR: Duration = Duration::from_secs(2);
 
 impl PieceClaims {
     pub fn new(entry: Arc<TaskEntry>) -> Self {
@@ -43,6 +54,8 @@ impl PieceClaims {
                 claimed: HashMap::new(),
                 parents: HashMap::new(),
                 committing: std::collections::HashSet::new(),
+                since: HashMap::new(),
+                piece_secs: None,
             }),
             changed: Notify::new(),
         }
@@ -56,6 +69,16 @@ impl PieceClaims {
     /// Later callers (an endgame twin) drop theirs.
     pub fn begin_commit(&self, n: u32) -> bool {
         self.entry.piece_digest(n).is_none() && self.lock().committing.insert(n)
+    }
+
+    /// Records how long a verified piece took from a parent.
+    pub fn record_piece_time(&self, took: Duration) {
+        let mut g = self.lock();
+        let t = took.as_secs_f64();
+        g.piece_secs = Some(match g.piece_secs {
+            None => t,
+            Some(m) => m + 0.2 * (t - m),
+        });
     }
 
     /// Records digests published by the scheduler.
@@ -114,13 +137,15 @@ impl PieceClaims {
             Some(n) => n,
             None if seed => return None,
             None => {
-                // Endgame: every missing piece is claimed; help with one that only a
-                // different parent is fetching.
+                // Endgame (every missing piece is claimed) or a stuck piece: help with one
+                // that only a different parent is fetching.
                 let unclaimed_left =
                     (0..present.len()).any(|n| !present.get(n) && !g.claimed.contains_key(&n));
-                if unclaimed_left {
-                    return None;
-                }
+                let stuck_after = g
+                    .piece_secs
+                    .map(|s| Duration::from_secs_f64(s * STUCK_FACTOR))
+                    .unwrap_or(Duration::MAX)
+                    .max(STUCK_FLOOR);
                 let mut dup: Vec<u32> = has
                     .iter_set()
                     .filter(|n| {
@@ -128,6 +153,8 @@ impl PieceClaims {
                             && g.claimed
                                 .get(n)
                                 .is_some_and(|by| by.len() == 1 && by[0] != parent)
+                            && (!unclaimed_left
+                                || g.since.get(n).is_some_and(|t| t.elapsed() >= stuck_after))
                     })
                     .collect();
                 dup.shuffle(&mut rand::thread_rng());
@@ -135,6 +162,7 @@ impl PieceClaims {
             }
         };
         g.claimed.entry(n).or_default().push(parent.to_string());
+        g.since.entry(n).or_insert_with(Instant::now);
         g.expected.get(&n).map(|d| (n, *d))
     }
 
@@ -160,6 +188,7 @@ impl PieceClaims {
             }
             if by.is_empty() {
                 g.claimed.remove(&n);
+                g.since.remove(&n);
             }
         }
         drop(g);

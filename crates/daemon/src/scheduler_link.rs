@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pollen_proto::scheduler::scheduler_client::SchedulerClient;
 use pollen_proto::scheduler::{
-    host_command, HostInfo, PeerEvent, Register, SchedulerEvent, TaskRequest,
+    host_command, HostInfo, HostLoad, PeerEvent, Register, SchedulerEvent, TaskRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -65,6 +65,47 @@ impl SchedulerLink {
             tx,
             rx: resp.into_inner(),
         })
+    }
+
+    /// Reports this host's load to the scheduler every `every` until `shutdown`: upload
+    /// connections in use and the bytes per second sent and received since the last report.
+    /// A refused report (no host session yet) is retried at the next tick.
+    pub async fn run_load_reports(
+        self,
+        host_id: String,
+        stats: Arc<DaemonStats>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let totals = |s: &DaemonStats| {
+            (
+                s.upload.bytes.load(Ordering::Relaxed),
+                DaemonStats::get(&s.p2p_download_bytes) + DaemonStats::get(&s.origin_bytes),
+            )
+        };
+        let mut last = (totals(&stats), tokio::time::Instant::now());
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = (totals(&stats), tokio::time::Instant::now());
+            let secs = now.1.duration_since(last.1).as_secs_f64().max(0.001);
+            let load = HostLoad {
+                host_id: host_id.clone(),
+                upload_connections: stats.upload.connections.load(Ordering::Relaxed) as u32,
+                upload_bytes_per_sec: (now.0 .0.saturating_sub(last.0 .0) as f64 / secs) as u64,
+                download_bytes_per_sec: (now.0 .1.saturating_sub(last.0 .1) as f64 / secs) as u64,
+            };
+            last = now;
+            let mut client = self.client.clone();
+            let sent = tokio::time::timeout(every, client.report_load(load)).await;
+            if let Ok(Err(e)) = sent {
+                tracing::debug!(error = %e.message(), "load report refused");
+            }
+        }
     }
 
     /// Keeps a host session open until `shutdown`, calling `on_download` for every task the

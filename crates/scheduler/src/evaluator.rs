@@ -1,84 +1,274 @@
-//! Parent selection: which peers a downloading peer should fetch from.
+//! Parent selection, the scheduler's half of the two-stage plan: which peers a downloading
+//! peer should fetch from. (The daemon's piece dispatcher is the other half: it decides which
+//! piece to take from which of these parents.)
 //!
-//! Filter, then rank. A candidate must hold at least one piece the child lacks, live on
-//! another live host, and not be blocklisted by the child. Ranking weighs how much the
-//! candidate can give, how loaded its host is, and how reliably it has uploaded; seed peers
-//! rank below ordinary peers that can serve the same pieces, so the seed's upload is kept for
-//! pieces nobody else has yet.
+//! Filter, then rank. The filter looks at a bounded sample of the task's peers (every seed
+//! peer plus up to `sample_limit` others, from a random place in join order), so a decision
+//! costs the same with 50 peers or 50,000. A candidate must:
+//! - live on another host that is alive and has a free upload slot;
+//! - not be blocklisted by the child, and not be a "bad" parent (piece times far above the
+//!   task's typical time) unless nothing else is left;
+//! - hold a piece the child lacks, or be downloading the task itself;
+//! - with `dag` on, not be a descendant of the child.
 //!
-//! Unlike Dragonfly, two peers may be each other's parents: a piece only ever moves from a
-//! peer that holds it (verified) to one that lacks it, so a "cycle" of parents is two peers
-//! trading different pieces, which is exactly what a swarm needs. Forcing a DAG turned the
-//! parent graph into a chain in which the last peer could only use the seed.
+//! The rank is a weighted sum of features in 0..=1 (weights in [`Weights`]): free upload
+//! capacity, pieces the candidate can give, upload success rate, piece speed against the
+//! task's typical, host type, IDC and location affinity, and network proximity.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
-use crate::model::{Host, Task};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Host, Peer, PeerState, Task};
+
+/// Upload connections one child opens to an ordinary parent (the daemon's choice, mirrored
+/// here to count slots before the host's next load report arrives).
+pub const CONNECTIONS_PER_CHILD: u32 = 2;
+
+/// Weights of the evaluator's features. They need not sum to 1; only ratios matter.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Weights {
+    /// Free upload slots and bandwidth on the candidate's host. Default 0.20.
+    pub load: f64,
+    /// Pieces the candidate holds that the child lacks, over the task's piece count.
+    /// Default 0.25.
+    pub pieces: f64,
+    /// Share of the candidate's uploads that children verified. Default 0.15.
+    pub success: f64,
+    /// Piece speed: the task's typical piece time over the candidate's. Default 0.15.
+    pub speed: f64,
+    /// Ordinary peers over seed peers, so a seed's upload goes to pieces nobody else has
+    /// yet. Default 0.10.
+    pub host_type: f64,
+    /// Same IDC as the child. Default 0.05.
+    pub idc: f64,
+    /// Shared prefix of the `region|zone|rack` location. Default 0.05.
+    pub location: f64,
+    /// Network proximity: same /24 (or /64) scores 1, same /16 (or /48) 0.5. Default 0.05.
+    pub proximity: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            load: 0.20,
+            pieces: 0.25,
+            success: 0.15,
+            speed: 0.15,
+            host_type: 0.10,
+            idc: 0.05,
+            location: 0.05,
+            proximity: 0.05,
+        }
+    }
+}
 
 /// Tunables of the evaluator.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct EvaluatorConfig {
-    /// Most parents returned to one peer.
-    pub max_parents: usize,
+    /// Candidate parents returned to a peer (K). Default 6.
+    pub candidate_limit: usize,
+    /// Non-seed peers examined per decision. Default 40.
+    pub sample_limit: usize,
+    /// A parent whose mean piece time exceeds this many times the task's typical time is
+    /// bad: offered only when no other candidate is left. Default 4.0.
+    pub bad_parent_factor: f64,
+    /// Keep the parent graph acyclic: never offer a descendant of the child as its parent
+    /// (Dragonfly's rule). Default false: a piece only ever moves from a peer that holds it
+    /// to one that lacks it, so two peers that are each other's parents trade different
+    /// pieces, which is what a swarm needs; the simulation (docs/BENCHMARKS.md) finishes
+    /// the last of 1,000 peers at 1.7 x T_min without the rule and 2.6 x with it.
+    pub dag: bool,
+    /// Feature weights.
+    pub weights: Weights,
 }
 
 impl Default for EvaluatorConfig {
     fn default() -> Self {
-        Self { max_parents: 6 }
+        Self {
+            candidate_limit: 6,
+            sample_limit: 40,
+            bad_parent_factor: 4.0,
+            dag: false,
+            weights: Weights::default(),
+        }
     }
 }
 
-/// Ranked parent peer ids for `child` in `task`, best first.
-pub(crate) fn select_parents(
+/// Most ancestors walked when checking that a candidate is not a descendant; a candidate
+/// whose ancestry is larger is skipped (conservatively) rather than walked without bound.
+const DAG_WALK_LIMIT: usize = 512;
+
+/// Free upload connections on a host, counting both its last report and the children the
+/// scheduler assigned since (a burst of registrations must not all land on one host).
+pub fn free_slots(host: &Host) -> u32 {
+    let max = host.info.max_upload_connections.max(1);
+    let assigned = (host.children as u32).saturating_mul(CONNECTIONS_PER_CHILD);
+    max.saturating_sub(host.load.upload_connections.max(assigned))
+}
+
+/// True when `candidate` is `child` or one of its descendants (reaches `child` by walking
+/// parent edges upward). Walks at most [`DAG_WALK_LIMIT`] peers; past that, answers true.
+pub fn is_descendant(task: &Task, candidate: &str, child: &str) -> bool {
+    let mut stack = vec![candidate];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(id) = stack.pop() {
+        if id == child {
+            return true;
+        }
+        if !seen.insert(id) {
+            continue;
+        }
+        if seen.len() > DAG_WALK_LIMIT {
+            return true;
+        }
+        if let Some(p) = task.peers.get(id) {
+            stack.extend(p.parents.iter().map(String::as_str));
+        }
+    }
+    false
+}
+
+fn location_affinity(a: &str, b: &str) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let (pa, pb): (Vec<&str>, Vec<&str>) = (a.split('|').collect(), b.split('|').collect());
+    let shared = pa.iter().zip(&pb).take_while(|(x, y)| x == y).count();
+    shared as f64 / pa.len().max(pb.len()) as f64
+}
+
+fn proximity(a: IpAddr, b: IpAddr) -> f64 {
+    // Bytes of the address that make a "near" and a "same site" network.
+    let (a, b, near, site): (Vec<u8>, Vec<u8>, usize, usize) = match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (a.octets().into(), b.octets().into(), 3, 2),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (a.octets().into(), b.octets().into(), 8, 6),
+        _ => return 0.0,
+    };
+    if a[..near] == b[..near] {
+        1.0
+    } else if a[..site] == b[..site] {
+        0.5
+    } else {
+        0.0
+    }
+}
+
+/// Ranked parent peer ids for `child` in `task`, best first. `rng` picks where the sample
+/// starts, so different children look at different peers.
+pub fn select_parents(
     cfg: &EvaluatorConfig,
     task: &Task,
     hosts: &HashMap<String, Host>,
     child_id: &str,
+    rng: &mut impl Rng,
 ) -> Vec<String> {
     let Some(child) = task.peers.get(child_id) else {
         return Vec::new();
     };
-    let total = task
-        .content_length
-        .filter(|_| task.piece_length > 0)
-        .map(|l| l.div_ceil(task.piece_length).max(1) as f64)
-        .unwrap_or(1.0);
-    let mut scored: Vec<(f64, String)> = task
-        .peers
-        .values()
-        .filter(|p| p.id != child_id && p.host_id != child.host_id)
-        .filter(|p| !child.blocklist.contains(&p.id))
-        .filter_map(|p| {
-            let host = hosts.get(&p.host_id)?;
-            if host.info.upload_port == 0 {
-                return None;
-            }
-            let useful = p
-                .finished
-                .iter()
-                .filter(|n| !child.finished.contains(n))
-                .count();
-            if useful == 0 {
-                return None;
-            }
-            let slots = host.info.max_upload_connections.max(1) as f64;
-            let load = 1.0 - (host.children as f64 / slots).min(1.0);
-            let attempts = p.uploads_ok + p.uploads_failed;
-            let reliability = if attempts == 0 {
-                1.0
-            } else {
-                p.uploads_ok as f64 / attempts as f64
-            };
-            let progress = p.finished.len() as f64 / total;
-            let host_type = if host.info.seed { 0.0 } else { 1.0 };
-            let score = 0.3 * progress.min(1.0) + 0.3 * load + 0.2 * reliability + 0.2 * host_type;
-            Some((score, p.id.clone()))
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    scored
-        .into_iter()
-        .take(cfg.max_parents)
-        .map(|(_, id)| id)
+    let Some(child_host) = hosts.get(&child.host_id) else {
+        return Vec::new();
+    };
+    let total = task.piece_count().unwrap_or(1).max(1) as f64;
+    let n = task.order.len();
+    let start = if n == 0 { 0 } else { rng.gen_range(0..n) };
+    let sample = task.seeds.iter().chain(
+        (0..n.min(cfg.sample_limit))
+            .map(|i| &task.order[(start + i) % n])
+            .filter(|id| !task.seeds.contains(id)),
+    );
+    let mut good: Vec<(f64, &str)> = Vec::new();
+    let mut bad: Vec<(f64, &str)> = Vec::new();
+    for id in sample {
+        let Some(p) = task.peers.get(id) else {
+            continue;
+        };
+        let Some(score) = score(cfg, task, hosts, child, child_host, p, total) else {
+            continue;
+        };
+        if p.upload_cost
+            .is_bad(&task.typical_cost, cfg.bad_parent_factor)
+        {
+            bad.push((score, &p.id));
+        } else {
+            good.push((score, &p.id));
+        }
+    }
+    let rank = |v: &mut Vec<(f64, &str)>| {
+        v.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    };
+    rank(&mut good);
+    rank(&mut bad);
+    // The walk for the DAG check is the costliest step, so it runs on ranked candidates
+    // only until K are found. Adding edges from non-descendants to the child cannot close a
+    // cycle among themselves: any new cycle would have to pass through the child and then
+    // up to a candidate, which makes that candidate a descendant.
+    good.into_iter()
+        .chain(bad)
+        .filter(|(_, c)| !cfg.dag || !is_descendant(task, c, child_id))
+        .take(cfg.candidate_limit)
+        .map(|(_, id)| id.to_string())
         .collect()
+}
+
+/// The weighted score of `p` as a parent of `child`, or `None` when it fails the filter.
+fn score(
+    cfg: &EvaluatorConfig,
+    task: &Task,
+    hosts: &HashMap<String, Host>,
+    child: &Peer,
+    child_host: &Host,
+    p: &Peer,
+    total: f64,
+) -> Option<f64> {
+    if p.id == child.id || p.host_id == child.host_id || child.blocklist.contains(&p.id) {
+        return None;
+    }
+    let host = hosts.get(&p.host_id)?;
+    if host.info.upload_port == 0 || p.tx.is_none() && p.state != PeerState::Succeeded {
+        return None;
+    }
+    let free = free_slots(host);
+    if free == 0 {
+        return None;
+    }
+    let useful = p.finished.count_missing_from(&child.finished);
+    let downloading = matches!(p.state, PeerState::Running | PeerState::BackToSource);
+    if useful == 0 && !(downloading && p.finished.len() < total as u32) {
+        return None;
+    }
+    let w = &cfg.weights;
+    let max = host.info.max_upload_connections.max(1) as f64;
+    let bandwidth_free = match host.info.upload_rate_limit {
+        0 => 1.0,
+        limit => 1.0 - (host.load.upload_bytes_per_sec as f64 / limit as f64).min(1.0),
+    };
+    let load = 0.5 * (free as f64 / max) + 0.5 * bandwidth_free;
+    let attempts = p.uploads_ok + p.uploads_failed;
+    let success = if attempts == 0 {
+        1.0
+    } else {
+        p.uploads_ok as f64 / attempts as f64
+    };
+    let pieces = (useful as f64 / total).min(1.0);
+    let speed = p.upload_cost.speed_score(&task.typical_cost);
+    let host_type = if host.info.seed { 0.0 } else { 1.0 };
+    let same_idc = !host.info.idc.is_empty() && host.info.idc == child_host.info.idc;
+    let idc = if same_idc { 1.0 } else { 0.0 };
+    let location = location_affinity(&host.info.location, &child_host.info.location);
+    let near = proximity(host.ip, child_host.ip);
+    Some(
+        w.load * load
+            + w.pieces * pieces
+            + w.success * success
+            + w.speed * speed
+            + w.host_type * host_type
+            + w.idc * idc
+            + w.location * location
+            + w.proximity * near,
+    )
 }

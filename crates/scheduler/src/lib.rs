@@ -1,18 +1,24 @@
 //! Pollen's scheduler: the live model of hosts, tasks and peers, and who downloads from whom.
 //!
 //! Daemons open a host session (so the scheduler knows they are alive and can send seed
-//! triggers) and one announce stream per task. The scheduler answers each peer with the task's
-//! facts (length, piece length, piece digests as they are published), a ranked set of
-//! candidate parents, or "back to source". It never touches content bytes.
+//! triggers), report their load, and open one announce stream per task. The scheduler
+//! answers each peer with the task's facts (length, piece length, piece digests as they are
+//! published), a ranked set of candidate parents, or "back to source". It never touches
+//! content bytes.
 //!
 //! Non-goals: persistence (the model is rebuilt from daemons' announcements after a restart)
 //! and cross-scheduler coordination.
 
 #![allow(clippy::result_large_err)] // tonic::Status is the error type of every RPC.
 
-mod evaluator;
-mod model;
+mod config;
+pub mod core;
+pub mod evaluator;
+pub mod model;
+mod piece_cost;
+pub mod piece_set;
 mod service;
 
-pub use evaluator::EvaluatorConfig;
-pub use service::{SchedulerConfig, SchedulerService};
+pub use config::SchedulerConfig;
+pub use evaluator::{EvaluatorConfig, Weights};
+pub use service::SchedulerService;

@@ -1,7 +1,10 @@
 //! The scheduler's in-memory model: hosts, tasks, and the peers of each task.
 //!
 //! One mutex guards the whole model; handlers hold it only to update maps and to queue
-//! messages with `try_send`, never across an await.
+//! messages with `try_send`, never across an await. Every decision walks a bounded number of
+//! peers (see the evaluator), so the lock is held for microseconds whatever the swarm's size.
+//! Peer order inside a task is kept in a vector (not taken from a hash map) so that, with a
+//! seeded random source, the same inputs give the same decisions: the simulation relies on it.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -13,22 +16,36 @@ use pollen_proto::scheduler::{
 use tokio::sync::mpsc;
 use tonic::Status;
 
-/// Sender half of a peer's announce response stream.
-pub(crate) type PeerTx = mpsc::Sender<Result<SchedulerEvent, Status>>;
-/// Sender half of a host session's command stream.
-pub(crate) type HostTx = mpsc::Sender<Result<HostCommand, Status>>;
+use crate::piece_cost::PieceCost;
+use crate::piece_set::PieceSet;
 
-pub(crate) struct Host {
+/// Sender half of a peer's announce response stream.
+pub type PeerTx = mpsc::Sender<Result<SchedulerEvent, Status>>;
+/// Sender half of a host session's command stream.
+pub type HostTx = mpsc::Sender<Result<HostCommand, Status>>;
+
+/// What a host last reported about its load.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Load {
+    pub upload_connections: u32,
+    pub upload_bytes_per_sec: u64,
+    pub download_bytes_per_sec: u64,
+}
+
+/// A daemon with an open host session.
+pub struct Host {
     pub info: HostInfo,
     pub ip: IpAddr,
     pub session: u64,
     pub commands: HostTx,
     /// Children currently told to download from this host, over all tasks.
     pub children: usize,
+    pub load: Load,
+    pub last_seen: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PeerState {
+pub enum PeerState {
     /// Registered, waiting for parents or downloading from them.
     Running,
     /// Fetching from the origin itself.
@@ -37,11 +54,12 @@ pub(crate) enum PeerState {
     Succeeded,
 }
 
-pub(crate) struct Peer {
+/// One peer: a host's download of one task.
+pub struct Peer {
     pub id: String,
     pub host_id: String,
     pub state: PeerState,
-    pub finished: HashSet<u32>,
+    pub finished: PieceSet,
     pub tx: Option<PeerTx>,
     pub blocklist: HashSet<String>,
     pub parents: Vec<String>,
@@ -49,9 +67,29 @@ pub(crate) struct Peer {
     pub waiting: bool,
     pub uploads_ok: u64,
     pub uploads_failed: u64,
+    /// How long this peer takes to upload a piece, as its children report it.
+    pub upload_cost: PieceCost,
+    pub last_seen: Instant,
 }
 
 impl Peer {
+    pub fn new(id: String, host_id: String, now: Instant) -> Self {
+        Self {
+            id,
+            host_id,
+            state: PeerState::Running,
+            finished: PieceSet::default(),
+            tx: None,
+            blocklist: HashSet::new(),
+            parents: Vec::new(),
+            waiting: false,
+            uploads_ok: 0,
+            uploads_failed: 0,
+            upload_cost: PieceCost::default(),
+            last_seen: now,
+        }
+    }
+
     pub fn send(&self, ev: scheduler_event::Event) {
         if let Some(tx) = &self.tx {
             if tx.try_send(Ok(SchedulerEvent { event: Some(ev) })).is_err() {
@@ -61,25 +99,82 @@ impl Peer {
     }
 }
 
-pub(crate) struct Task {
+/// A task and its peers.
+pub struct Task {
     pub request: TaskRequest,
     pub content_length: Option<u64>,
     pub piece_length: u64,
     pub digests: HashMap<u32, Vec<u8>>,
     pub peers: HashMap<String, Peer>,
+    /// Peer ids in join order (with swap-removal): the sampling order of the evaluator.
+    pub order: Vec<String>,
+    /// Peers on seed hosts, always considered as candidates.
+    pub seeds: Vec<String>,
+    /// Peers waiting for a parent (mirrors `Peer::waiting`; kept apart so a piece report
+    /// does not scan every peer to find them).
+    waiters: std::collections::BTreeSet<String>,
     pub seed_triggered: Option<Instant>,
+    /// Typical piece upload time over all parents of the task.
+    pub typical_cost: PieceCost,
+    pub last_active: Instant,
 }
 
 impl Task {
-    pub fn new(request: TaskRequest) -> Self {
+    pub fn new(request: TaskRequest, now: Instant) -> Self {
         Self {
             request,
             content_length: None,
             piece_length: 0,
             digests: HashMap::new(),
             peers: HashMap::new(),
+            order: Vec::new(),
+            seeds: Vec::new(),
+            waiters: Default::default(),
             seed_triggered: None,
+            typical_cost: PieceCost::default(),
+            last_active: now,
         }
+    }
+
+    /// Number of pieces, once the length is known.
+    pub fn piece_count(&self) -> Option<u32> {
+        let len = self.content_length?;
+        (self.piece_length > 0).then(|| len.div_ceil(self.piece_length).max(1) as u32)
+    }
+
+    /// Adds a peer (no-op when it is already known).
+    pub fn add_peer(&mut self, peer: Peer, seed: bool) -> &mut Peer {
+        let id = peer.id.clone();
+        if !self.peers.contains_key(&id) {
+            self.order.push(id.clone());
+            if seed {
+                self.seeds.push(id.clone());
+            }
+            self.peers.insert(id.clone(), peer);
+        }
+        self.peers.get_mut(&id).expect("inserted above")
+    }
+
+    /// Removes a peer and every edge pointing at it; returns the peer and the children that
+    /// had it as a parent, in join order.
+    pub fn remove_peer(&mut self, id: &str) -> Option<(Peer, Vec<String>)> {
+        let peer = self.peers.remove(id)?;
+        if let Some(i) = self.order.iter().position(|x| x == id) {
+            self.order.swap_remove(i);
+        }
+        self.seeds.retain(|x| x != id);
+        self.waiters.remove(id);
+        let mut orphans = Vec::new();
+        for child in &self.order {
+            if let Some(p) = self.peers.get_mut(child) {
+                let before = p.parents.len();
+                p.parents.retain(|x| x != id);
+                if p.parents.len() != before {
+                    orphans.push(child.clone());
+                }
+            }
+        }
+        Some((peer, orphans))
     }
 
     /// True when some live peer is reading this task from the origin.
@@ -88,10 +183,28 @@ impl Task {
             .values()
             .any(|p| p.state == PeerState::BackToSource && p.tx.is_some())
     }
+
+    /// Ids of waiting peers, in id order.
+    pub fn waiting(&self) -> Vec<String> {
+        self.waiters.iter().cloned().collect()
+    }
+
+    /// Marks a peer as waiting for a parent, or not.
+    pub fn set_waiting(&mut self, id: &str, waiting: bool) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.waiting = waiting;
+            if waiting {
+                self.waiters.insert(id.to_string());
+            } else {
+                self.waiters.remove(id);
+            }
+        }
+    }
 }
 
+/// The whole model.
 #[derive(Default)]
-pub(crate) struct Model {
+pub struct Model {
     pub hosts: HashMap<String, Host>,
     pub tasks: HashMap<String, Task>,
     pub next_session: u64,

@@ -1,0 +1,145 @@
+//! Scheduler decision throughput: 5,000 live peers on 100 tasks, each with part of its task,
+//! then a stream of decisions (a new peer registering, or a running peer asking for parents)
+//! through the real scheduler core, on one thread.
+//!
+//! Criterion reports the mean time per decision; a second pass times 200,000 decisions one by
+//! one and prints decisions per second and the p50 / p99 / max latency.
+//! Run: `cargo bench -p pollen-scheduler --bench decisions`.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use pollen_proto::scheduler::{
+    peer_event, ContentInfo, FinishedPiece, HostInfo, NeedParents, PiecesFinished, Register,
+    TaskRequest,
+};
+use pollen_scheduler::core::Core;
+use pollen_scheduler::SchedulerConfig;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+const TASKS: usize = 100;
+const PEERS: usize = 5_000;
+const PIECES: u32 = 256;
+
+fn register(core: &mut Core, task: usize, peer: usize, host: usize) {
+    let (tx, _rx) = mpsc::channel(8);
+    let reg = Register {
+        peer_id: format!("p{peer}"),
+        host_id: format!("h{host}"),
+        task: Some(TaskRequest {
+            task_id: format!("t{task}"),
+            url: format!("http://origin/{task}"),
+            ..Default::default()
+        }),
+    };
+    core.register(reg, tx).expect("valid register");
+}
+
+/// A scheduler holding `PEERS` peers spread over `TASKS` tasks, each peer on its own host
+/// and holding a random part of its task.
+fn populated() -> Core {
+    let mut core = Core::new(SchedulerConfig::default(), 7);
+    let mut rng = StdRng::seed_from_u64(11);
+    for h in 0..PEERS + TASKS {
+        let (tx, rx) = mpsc::channel(8);
+        std::mem::forget(rx); // keep the command channel open for seed triggers
+        core.open_host(
+            HostInfo {
+                host_id: format!("h{h}"),
+                ip: format!("10.{}.{}.{}", h / 65536, (h / 256) % 256, h % 256),
+                upload_port: 4100,
+                seed: h >= PEERS,
+                max_upload_connections: 64,
+                ..Default::default()
+            },
+            format!("10.{}.{}.{}", h / 65536, (h / 256) % 256, h % 256)
+                .parse()
+                .expect("ip"),
+            tx,
+        );
+    }
+    for p in 0..PEERS {
+        let t = p % TASKS;
+        register(&mut core, t, p, p);
+        let tid = format!("t{t}");
+        let pid = format!("p{p}");
+        core.event(
+            &tid,
+            &pid,
+            peer_event::Event::ContentInfo(ContentInfo {
+                content_length: u64::from(PIECES) << 22,
+                piece_length: 4 << 20,
+            }),
+        );
+        let have = rng.gen_range(0..PIECES);
+        let pieces = (0..PIECES)
+            .filter(|_| rng.gen_ratio(have, PIECES))
+            .map(|n| FinishedPiece {
+                number: n,
+                digest: vec![n as u8; 32],
+                ..Default::default()
+            })
+            .collect();
+        core.event(
+            &tid,
+            &pid,
+            peer_event::Event::PiecesFinished(PiecesFinished { pieces }),
+        );
+    }
+    core
+}
+
+/// One decision: every 10th a new peer registers (and is scheduled), the rest are running
+/// peers asking for parents.
+fn decide(core: &mut Core, i: usize) {
+    let p = i % PEERS;
+    if i.is_multiple_of(10) {
+        register(core, p % TASKS, PEERS + TASKS + i, p);
+    } else {
+        core.event(
+            &format!("t{}", p % TASKS),
+            &format!("p{p}"),
+            peer_event::Event::NeedParents(NeedParents {}),
+        );
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut core = populated();
+    let mut i = 0usize;
+    c.bench_function("decision (5,000 peers, 100 tasks)", |b| {
+        b.iter(|| {
+            decide(&mut core, i);
+            i += 1;
+        })
+    });
+
+    let mut core = populated();
+    let n = 200_000;
+    let mut lat: Vec<Duration> = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        decide(&mut core, i);
+        lat.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    lat.sort();
+    let q = |f: f64| lat[((n - 1) as f64 * f) as usize];
+    println!(
+        "decisions: {n} in {total:.2?} = {:.0}/s on one thread; latency p50 {:?}, p99 {:?}, max {:?}",
+        n as f64 / total.as_secs_f64(),
+        q(0.5),
+        q(0.99),
+        lat[n - 1]
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);

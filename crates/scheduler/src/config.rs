@@ -1,0 +1,60 @@
+//! Scheduler configuration: typed, with documented defaults, readable from TOML.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::evaluator::EvaluatorConfig;
+
+/// Scheduler settings. Every field has a default, so an empty TOML file works.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Parent selection (`[evaluator]` and `[evaluator.weights]` tables).
+    pub evaluator: EvaluatorConfig,
+    /// How long peers wait for a triggered seed before another seed is tried or they go to
+    /// the origin. Default 30s.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub seed_patience: Duration,
+    /// A host that sent no load report for this long is considered gone: its peers stop
+    /// being offered as parents and are forgotten. Default 60s.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub host_ttl: Duration,
+    /// A task with no peer activity for this long is forgotten, with its peers. Default 1h
+    /// (finished peers stay offerable as parents meanwhile).
+    #[serde(with = "pollen_core::duration::humane")]
+    pub task_ttl: Duration,
+    /// How often quiet hosts and tasks are collected. Default 10s.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub gc_interval: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            evaluator: EvaluatorConfig::default(),
+            seed_patience: Duration::from_secs(30),
+            host_ttl: Duration::from_secs(60),
+            task_ttl: Duration::from_secs(3600),
+            gc_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_unknown_keys_are_refused() {
+        let c: SchedulerConfig = toml::from_str(
+            "seed_patience = \"5s\"\n[evaluator]\ncandidate_limit = 4\n[evaluator.weights]\nidc = 0.5\n",
+        )
+        .expect("valid");
+        assert_eq!(c.seed_patience, Duration::from_secs(5));
+        assert_eq!(c.evaluator.candidate_limit, 4);
+        assert_eq!(c.evaluator.weights.idc, 0.5);
+        assert_eq!(c.evaluator.weights.load, 0.20);
+        assert!(toml::from_str::<SchedulerConfig>("[evaluator]\nk = 3").is_err());
+    }
+}

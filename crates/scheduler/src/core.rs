@@ -1,0 +1,517 @@
+//! The scheduler's decisions, free of gRPC: what happens to the model when a host opens or
+//! closes its session, reports load, and when a peer registers, reports, or leaves.
+//!
+//! The gRPC service wraps this in a mutex; the throughput benchmark and the swarm simulation
+//! drive it directly, so what they measure is exactly the code that serves daemons. Answers
+//! go out through each peer's channel with `try_send` (never blocking under the lock).
+//!
+//! Seeds: a new task triggers the least-loaded seed host; if that seed fails or leaves before
+//! finishing, another seed (one not yet tried for the task) is triggered, and only when none
+//! is left are waiting peers sent to the origin.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use pollen_proto::scheduler::{
+    host_command, peer_event, scheduler_event, BackToSource, HostCommand, HostInfo, HostLoad,
+    Parent, Parents, PieceDigest, PieceDigests, Register, TaskInfo,
+};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::config::SchedulerConfig;
+use crate::evaluator::{free_slots, select_parents};
+use crate::model::{Host, HostTx, Load, Model, Peer, PeerState, PeerTx, Task};
+
+/// The model plus the rules that change it.
+pub struct Core {
+    pub model: Model,
+    cfg: SchedulerConfig,
+    rng: StdRng,
+    /// Seed hosts already triggered per task (a replacement is picked among the others).
+    seeds_tried: std::collections::HashMap<String, HashSet<String>>,
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn back_to_source(reason: &str) -> scheduler_event::Event {
+    scheduler_event::Event::BackToSource(BackToSource {
+        reason: reason.to_string(),
+    })
+}
+
+impl Core {
+    /// An empty model; `seed` fixes the random choices (the simulation needs repeatable runs).
+    pub fn new(cfg: SchedulerConfig, seed: u64) -> Self {
+        Self {
+            model: Model::default(),
+            cfg,
+            rng: StdRng::seed_from_u64(seed),
+            seeds_tried: Default::default(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.cfg
+    }
+
+    /// Records an open host session; returns its session number.
+    pub fn open_host(&mut self, info: HostInfo, ip: IpAddr, commands: HostTx) -> u64 {
+        self.model.next_session += 1;
+        let session = self.model.next_session;
+        info!(host = %info.host_id, %ip, port = info.upload_port, seed = info.seed, "host session opened");
+        let now = Instant::now();
+        self.model.hosts.insert(
+            info.host_id.clone(),
+            Host {
+                info,
+                ip,
+                session,
+                commands,
+                children: 0,
+                load: Load::default(),
+                last_seen: now,
+            },
+        );
+        session
+    }
+
+    /// Forgets a host whose session `session` ended, with all its peers.
+    pub fn close_host(&mut self, host_id: &str, session: u64) {
+        if self.model.hosts.get(host_id).map(|h| h.session) != Some(session) {
+            return;
+        }
+        self.model.hosts.remove(host_id);
+        let mut doomed: Vec<(String, String)> = self
+            .model
+            .tasks
+            .iter()
+            .flat_map(|(tid, t)| {
+                t.order
+                    .iter()
+                    .filter(|pid| t.peers.get(*pid).is_some_and(|p| p.host_id == host_id))
+                    .map(|pid| (tid.clone(), pid.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        doomed.sort();
+        info!(
+            host = host_id,
+            peers = doomed.len(),
+            "host session ended; forgetting its peers"
+        );
+        for (tid, pid) in doomed {
+            self.remove_peer(&tid, &pid, "its host left");
+        }
+    }
+
+    /// Records a host's load report; false when the host has no open session.
+    pub fn report_load(&mut self, load: &HostLoad) -> bool {
+        let Some(host) = self.model.hosts.get_mut(&load.host_id) else {
+            return false;
+        };
+        host.load = Load {
+            upload_connections: load.upload_connections,
+            upload_bytes_per_sec: load.upload_bytes_per_sec,
+            download_bytes_per_sec: load.download_bytes_per_sec,
+        };
+        host.last_seen = Instant::now();
+        true
+    }
+
+    /// A peer's first announce event. Returns (task id, peer id).
+    pub fn register(&mut self, reg: Register, tx: PeerTx) -> Result<(String, String), Status> {
+        let task_req = reg
+            .task
+            .ok_or_else(|| Status::invalid_argument("register without a task"))?;
+        if task_req.task_id.is_empty() || reg.peer_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "register needs a task id and a peer id",
+            ));
+        }
+        if !self.model.hosts.contains_key(&reg.host_id) {
+            // Daemons open their host session before any announce; without it the peer
+            // could be offered as a parent nobody can reach. It goes to the origin.
+            debug!(host = %reg.host_id, "register from a host without a session");
+        }
+        let (tid, pid) = (task_req.task_id.clone(), reg.peer_id.clone());
+        let now = Instant::now();
+        let is_seed = self
+            .model
+            .hosts
+            .get(&reg.host_id)
+            .is_some_and(|h| h.info.seed);
+        let task = self
+            .model
+            .tasks
+            .entry(tid.clone())
+            .or_insert_with(|| Task::new(task_req, now));
+        task.last_active = now;
+        let (len, piece_length) = (task.content_length, task.piece_length);
+        let digests: Vec<PieceDigest> = task
+            .digests
+            .iter()
+            .map(|(n, d)| PieceDigest {
+                number: *n,
+                digest: d.clone(),
+            })
+            .collect();
+        let peer = task.add_peer(Peer::new(pid.clone(), reg.host_id.clone(), now), is_seed);
+        peer.tx = Some(tx);
+        peer.last_seen = now;
+        if let Some(len) = len {
+            peer.send(scheduler_event::Event::TaskInfo(TaskInfo {
+                content_length: len,
+                piece_length,
+            }));
+            peer.send(scheduler_event::Event::PieceDigests(PieceDigests {
+                pieces: digests,
+            }));
+        }
+        info!(task = %short(&tid), peer = %pid, seed = is_seed, "peer registered");
+        if is_seed {
+            peer.state = PeerState::BackToSource;
+            peer.send(back_to_source("seed peers read new tasks from the origin"));
+        } else {
+            self.schedule(&tid, &pid);
+        }
+        Ok((tid, pid))
+    }
+
+    /// Any later announce event of a peer.
+    pub fn event(&mut self, tid: &str, pid: &str, ev: peer_event::Event) {
+        let now = Instant::now();
+        let Some(task) = self.model.tasks.get_mut(tid) else {
+            return;
+        };
+        task.last_active = now;
+        if let Some(p) = task.peers.get_mut(pid) {
+            p.last_seen = now;
+        }
+        match ev {
+            peer_event::Event::Register(_) => debug!(peer = pid, "duplicate register ignored"),
+            peer_event::Event::ContentInfo(info) => {
+                if task.content_length.is_none() && info.piece_length > 0 {
+                    task.content_length = Some(info.content_length);
+                    task.piece_length = info.piece_length;
+                    let ev = scheduler_event::Event::TaskInfo(TaskInfo {
+                        content_length: info.content_length,
+                        piece_length: info.piece_length,
+                    });
+                    for p in task.peers.values().filter(|p| p.id != pid) {
+                        p.send(ev.clone());
+                    }
+                } else if task.content_length != Some(info.content_length) {
+                    warn!(task = %short(tid), peer = pid, "peer reports a different content length; ignored");
+                }
+            }
+            peer_event::Event::PiecesFinished(done) => {
+                let count = task.piece_count().unwrap_or(crate::piece_set::MAX_PIECES);
+                let mut fresh = Vec::new();
+                for piece in &done.pieces {
+                    if piece.digest.len() != 32 || piece.number >= count {
+                        continue;
+                    }
+                    match task.digests.get(&piece.number) {
+                        None => {
+                            task.digests.insert(piece.number, piece.digest.clone());
+                            fresh.push(PieceDigest {
+                                number: piece.number,
+                                digest: piece.digest.clone(),
+                            });
+                        }
+                        Some(d) if *d != piece.digest => {
+                            warn!(task = %short(tid), peer = pid, piece = piece.number, "conflicting piece digest ignored");
+                            continue;
+                        }
+                        Some(_) => {}
+                    }
+                    if !piece.parent_peer_id.is_empty() {
+                        if let Some(parent) = task.peers.get_mut(&piece.parent_peer_id) {
+                            parent.uploads_ok += 1;
+                            if piece.cost_ms > 0 {
+                                parent.upload_cost.record(piece.cost_ms);
+                                task.typical_cost.record(piece.cost_ms);
+                            }
+                        }
+                    }
+                    if let Some(p) = task.peers.get_mut(pid) {
+                        p.finished.insert(piece.number);
+                    }
+                }
+                if !fresh.is_empty() {
+                    let ev = scheduler_event::Event::PieceDigests(PieceDigests { pieces: fresh });
+                    for p in task.peers.values().filter(|p| p.id != pid) {
+                        p.send(ev.clone());
+                    }
+                }
+                for w in task.waiting() {
+                    self.schedule(tid, &w);
+                }
+            }
+            peer_event::Event::ParentFailed(f) => {
+                if let Some(parent) = task.peers.get_mut(&f.parent_peer_id) {
+                    parent.uploads_failed += 1;
+                }
+                if let Some(p) = task.peers.get_mut(pid) {
+                    info!(task = %short(tid), peer = pid, parent = %f.parent_peer_id, reason = %f.reason, "parent failed; blocklisted");
+                    if p.blocklist.len() < 4096 {
+                        p.blocklist.insert(f.parent_peer_id);
+                    }
+                }
+                self.schedule(tid, pid);
+            }
+            peer_event::Event::NeedParents(_) => self.schedule(tid, pid),
+            peer_event::Event::Finished(_) => {
+                if let Some(p) = task.peers.get_mut(pid) {
+                    p.state = PeerState::Succeeded;
+                }
+                task.set_waiting(pid, false);
+                self.set_parents(tid, pid, Vec::new());
+                self.seeds_tried.remove(tid);
+            }
+            peer_event::Event::Failed(f) => {
+                info!(task = %short(tid), peer = pid, reason = %f.reason, "peer failed");
+                self.remove_peer(tid, pid, &f.reason);
+            }
+        }
+    }
+
+    /// A peer's announce stream ended. A finished peer stays (as a parent) while its host
+    /// session lives; any other is forgotten.
+    pub fn disconnect(&mut self, tid: &str, pid: &str) {
+        let Some(peer) = self
+            .model
+            .tasks
+            .get_mut(tid)
+            .and_then(|t| t.peers.get_mut(pid))
+        else {
+            return;
+        };
+        if peer.state == PeerState::Succeeded {
+            peer.tx = None;
+            return;
+        }
+        self.remove_peer(tid, pid, "its announce stream ended");
+    }
+
+    /// Forgets tasks nobody has touched for `task_ttl` whose peers are all gone or idle.
+    pub fn collect_garbage(&mut self, now: Instant) -> usize {
+        let ttl = self.cfg.task_ttl;
+        let before = self.model.tasks.len();
+        self.model.tasks.retain(|_, t| {
+            let live = t.peers.values().any(|p| p.tx.is_some());
+            live || now.saturating_duration_since(t.last_active) < ttl
+        });
+        let gone = before - self.model.tasks.len();
+        if gone > 0 {
+            let tasks = &self.model.tasks;
+            self.seeds_tried.retain(|tid, _| tasks.contains_key(tid));
+            self.recount_children();
+            info!(tasks = gone, "quiet tasks forgotten");
+        }
+        gone
+    }
+
+    /// Rebuilds every host's child count from the parent edges.
+    fn recount_children(&mut self) {
+        for h in self.model.hosts.values_mut() {
+            h.children = 0;
+        }
+        for t in self.model.tasks.values() {
+            for p in t.peers.values() {
+                for parent in &p.parents {
+                    if let Some(host) = t
+                        .peers
+                        .get(parent)
+                        .and_then(|pp| self.model.hosts.get_mut(&pp.host_id))
+                    {
+                        host.children += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The parents last offered to a peer.
+    pub fn parents_of(&self, tid: &str, pid: &str) -> Vec<String> {
+        self.model
+            .tasks
+            .get(tid)
+            .and_then(|t| t.peers.get(pid))
+            .map(|p| p.parents.clone())
+            .unwrap_or_default()
+    }
+
+    /// Replaces a peer's parents, keeping each host's child count right.
+    fn set_parents(&mut self, tid: &str, pid: &str, parents: Vec<String>) {
+        let Some(task) = self.model.tasks.get_mut(tid) else {
+            return;
+        };
+        let Some(peer) = task.peers.get_mut(pid) else {
+            return;
+        };
+        let old = std::mem::replace(&mut peer.parents, parents.clone());
+        let host_of = |id: &String| task.peers.get(id).map(|p| p.host_id.clone());
+        for h in old.iter().filter_map(host_of) {
+            if let Some(host) = self.model.hosts.get_mut(&h) {
+                host.children = host.children.saturating_sub(1);
+            }
+        }
+        for h in parents.iter().filter_map(host_of) {
+            if let Some(host) = self.model.hosts.get_mut(&h) {
+                host.children += 1;
+            }
+        }
+    }
+
+    /// Finds parents for a peer, or decides it waits or goes back to the origin.
+    pub fn schedule(&mut self, tid: &str, pid: &str) {
+        let Some(task) = self.model.tasks.get(tid) else {
+            return;
+        };
+        let Some(peer) = task.peers.get(pid) else {
+            return;
+        };
+        if peer.state != PeerState::Running {
+            return;
+        }
+        let parents = select_parents(
+            &self.cfg.evaluator,
+            task,
+            &self.model.hosts,
+            pid,
+            &mut self.rng,
+        );
+        if !parents.is_empty() {
+            let list = parents
+                .iter()
+                .filter_map(|id| {
+                    let p = task.peers.get(id)?;
+                    let h = self.model.hosts.get(&p.host_id)?;
+                    Some(Parent {
+                        peer_id: id.clone(),
+                        ip: h.ip.to_string(),
+                        port: h.info.upload_port,
+                        seed: h.info.seed,
+                    })
+                })
+                .collect();
+            peer.send(scheduler_event::Event::Parents(Parents { parents: list }));
+            self.set_parents(tid, pid, parents);
+            self.set_waiting(tid, pid, false);
+            return;
+        }
+        // No parent now: drop stale edges so the host counts stay right.
+        self.set_parents(tid, pid, Vec::new());
+        let Some(task) = self.model.tasks.get(tid) else {
+            return;
+        };
+        let seed_pending = task
+            .seed_triggered
+            .is_some_and(|t| t.elapsed() < self.cfg.seed_patience);
+        if task.someone_fetching_origin() || seed_pending || self.trigger_seed(tid, pid) {
+            self.set_waiting(tid, pid, true);
+            return;
+        }
+        self.set_waiting(tid, pid, false);
+        if let Some(p) = self.peer_mut(tid, pid) {
+            info!(task = %short(tid), peer = pid, "no parent and no seed peer: back to source");
+            p.state = PeerState::BackToSource;
+            p.send(back_to_source(
+                "no peer holds the task and no seed peer is available",
+            ));
+        }
+    }
+
+    fn set_waiting(&mut self, tid: &str, pid: &str, waiting: bool) {
+        if let Some(t) = self.model.tasks.get_mut(tid) {
+            t.set_waiting(pid, waiting);
+        }
+    }
+
+    fn peer_mut(&mut self, tid: &str, pid: &str) -> Option<&mut Peer> {
+        self.model.tasks.get_mut(tid)?.peers.get_mut(pid)
+    }
+
+    /// Asks the least-loaded seed host not yet tried for this task (and not the asking peer's
+    /// own host) to fetch it. False when there is none.
+    fn trigger_seed(&mut self, tid: &str, pid: &str) -> bool {
+        let Some(task) = self.model.tasks.get(tid) else {
+            return false;
+        };
+        let peer_host = task.peers.get(pid).map(|p| p.host_id.clone());
+        let tried = self.seeds_tried.entry(tid.to_string()).or_default();
+        let mut seeds: Vec<&Host> = self
+            .model
+            .hosts
+            .values()
+            .filter(|h| h.info.seed && Some(&h.info.host_id) != peer_host.as_ref())
+            .filter(|h| !tried.contains(&h.info.host_id))
+            .collect();
+        // Most free upload slots first, then fewest children, then id (repeatable).
+        seeds.sort_by(|a, b| {
+            free_slots(b)
+                .cmp(&free_slots(a))
+                .then(a.children.cmp(&b.children))
+                .then(a.info.host_id.cmp(&b.info.host_id))
+        });
+        let request = task.request.clone();
+        for seed in seeds {
+            let cmd = HostCommand {
+                command: Some(host_command::Command::Download(request.clone())),
+            };
+            tried.insert(seed.info.host_id.clone());
+            if seed.commands.try_send(Ok(cmd)).is_ok() {
+                info!(task = %short(tid), seed = %seed.info.host_id, "seed peer triggered");
+                if let Some(t) = self.model.tasks.get_mut(tid) {
+                    t.seed_triggered = Some(Instant::now());
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Removes a peer; its children are re-planned, and if it was reading the origin the
+    /// waiting peers get another seed or go to the origin themselves.
+    fn remove_peer(&mut self, tid: &str, pid: &str, reason: &str) {
+        self.set_parents(tid, pid, Vec::new());
+        let Some(task) = self.model.tasks.get_mut(tid) else {
+            return;
+        };
+        let Some(gone) = task.remove_peer(pid) else {
+            return;
+        };
+        if task.peers.is_empty() {
+            self.model.tasks.remove(tid);
+            self.seeds_tried.remove(tid);
+            return;
+        }
+        let (gone, orphans) = gone;
+        let was_origin = gone.state == PeerState::BackToSource;
+        if was_origin && !task.someone_fetching_origin() {
+            task.seed_triggered = None;
+            debug!(task = %short(tid), peer = pid, reason, "the peer reading the origin left");
+        }
+        let lost_edges = orphans.len();
+        let mut replan = task.waiting();
+        for o in orphans {
+            if !replan.contains(&o) {
+                replan.push(o);
+            }
+        }
+        if let Some(host) = self.model.hosts.get_mut(&gone.host_id) {
+            host.children = host.children.saturating_sub(lost_edges);
+        }
+        for w in replan {
+            self.schedule(tid, &w);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! With the DAG rule on, no sequence of joins, piece reports, parent requests, finishes and
+//! departures ever leaves a cycle in the parent graph.
+
+use std::collections::{HashMap, HashSet};
+
+use pollen_proto::scheduler::{
+    peer_event, ContentInfo, FinishedPiece, HostInfo, NeedParents, PeerFinished, PiecesFinished,
+    Register, TaskRequest,
+};
+use pollen_scheduler::core::Core;
+use pollen_scheduler::SchedulerConfig;
+use proptest::prelude::*;
+use tokio::sync::mpsc;
+
+const HOSTS: usize = 12;
+const PIECES: u32 = 16;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Join(usize),
+    Piece(usize, u32),
+    NeedParents(usize),
+    Finish(usize),
+    Leave(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..HOSTS).prop_map(Op::Join),
+        (0..HOSTS, 0..PIECES).prop_map(|(h, n)| Op::Piece(h, n)),
+        (0..HOSTS).prop_map(Op::NeedParents),
+        (0..HOSTS).prop_map(Op::Finish),
+        (0..HOSTS).prop_map(Op::Leave),
+    ]
+}
+
+/// Finds a cycle among parent edges by depth-first search with colours.
+fn has_cycle(edges: &HashMap<String, Vec<String>>) -> bool {
+    fn visit<'a>(
+        n: &'a str,
+        edges: &'a HashMap<String, Vec<String>>,
+        grey: &mut HashSet<&'a str>,
+        black: &mut HashSet<&'a str>,
+    ) -> bool {
+        if black.contains(n) {
+            return false;
+        }
+        if !grey.insert(n) {
+            return true;
+        }
+        for p in edges.get(n).into_iter().flatten() {
+            if visit(p, edges, grey, black) {
+                return true;
+            }
+        }
+        grey.remove(n);
+        black.insert(n);
+        false
+    }
+    let (mut grey, mut black) = (HashSet::new(), HashSet::new());
+    edges.keys().any(|n| visit(n, edges, &mut grey, &mut black))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn the_parent_graph_stays_acyclic(ops in proptest::collection::vec(op(), 1..300)) {
+        let mut cfg = SchedulerConfig::default();
+        cfg.evaluator.dag = true;
+        // Small K and many peers make the evaluator choose among conflicting edges.
+        cfg.evaluator.candidate_limit = 3;
+        let mut core = Core::new(cfg, 3);
+        let mut keep = Vec::new();
+        for h in 0..HOSTS {
+            let (tx, rx) = mpsc::channel(1024);
+            keep.push(rx);
+            core.open_host(
+                HostInfo {
+                    host_id: format!("h{h}"),
+                    upload_port: 4100,
+                    max_upload_connections: 1000,
+                    seed: h == 0,
+                    ..Default::default()
+                },
+                format!("127.0.0.{}", h + 1).parse().expect("ip"),
+                tx,
+            );
+        }
+        let mut joined: HashSet<usize> = HashSet::new();
+        for op in ops {
+            let pid = |h: usize| format!("p{h}");
+            match op {
+                Op::Join(h) if !joined.contains(&h) => {
+                    let (tx, rx) = mpsc::channel(1024);
+                    keep_peer(rx);
+                    core.register(Register {
+                        peer_id: pid(h),
+                        host_id: format!("h{h}"),
+                        task: Some(TaskRequest { task_id: "t".into(), url: "http://o/x".into(), ..Default::default() }),
+                    }, tx).expect("register");
+                    core.event("t", &pid(h), peer_event::Event::ContentInfo(ContentInfo {
+                        content_length: u64::from(PIECES) << 22,
+                        piece_length: 1 << 22,
+                    }));
+                    joined.insert(h);
+                }
+                Op::Piece(h, n) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::PiecesFinished(PiecesFinished {
+                    pieces: vec![FinishedPiece { number: n, digest: vec![n as u8; 32], ..Default::default() }],
+                })),
+                Op::NeedParents(h) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::NeedParents(NeedParents {})),
+                Op::Finish(h) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::Finished(PeerFinished {})),
+                Op::Leave(h) if joined.remove(&h) => core.disconnect("t", &pid(h)),
+                _ => {}
+            }
+            let edges: HashMap<String, Vec<String>> = core
+                .model
+                .tasks
+                .get("t")
+                .map(|t| t.peers.values().map(|p| (p.id.clone(), p.parents.clone())).collect())
+                .unwrap_or_default();
+            prop_assert!(!has_cycle(&edges), "cycle in {edges:?}");
+        }
+    }
+}
+
+/// Keeps a peer's answer channel open for the rest of the process (the scheduler would
+/// forget a peer whose stream closed, which is not what this test is about).
+fn keep_peer(rx: mpsc::Receiver<Result<pollen_proto::scheduler::SchedulerEvent, tonic::Status>>) {
+    std::mem::forget(rx);
+}

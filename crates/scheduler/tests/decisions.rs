@@ -1,0 +1,215 @@
+//! The scheduler's decisions through its core: affinity and speed decide the ranking, and a
+//! seed that fails mid-task is replaced by another seed.
+
+use pollen_proto::scheduler::{
+    host_command, peer_event, scheduler_event, ContentInfo, FinishedPiece, HostCommand, HostInfo,
+    PeerFailed, PiecesFinished, Register, SchedulerEvent, TaskRequest,
+};
+use pollen_scheduler::core::Core;
+use pollen_scheduler::SchedulerConfig;
+use tokio::sync::mpsc;
+
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Parents(Vec<String>),
+    Origin,
+    Nothing,
+}
+
+type Events = mpsc::Receiver<Result<SchedulerEvent, tonic::Status>>;
+type Commands = mpsc::Receiver<Result<HostCommand, tonic::Status>>;
+
+struct World {
+    core: Core,
+    commands: Vec<(String, Commands)>,
+    streams: Vec<Events>,
+}
+
+impl World {
+    fn new(candidate_limit: usize) -> Self {
+        let mut cfg = SchedulerConfig::default();
+        cfg.evaluator.candidate_limit = candidate_limit;
+        Self {
+            core: Core::new(cfg, 5),
+            commands: Vec::new(),
+            streams: Vec::new(),
+        }
+    }
+
+    fn host(&mut self, id: &str, ip: &str, idc: &str, location: &str, seed: bool) {
+        let (tx, rx) = mpsc::channel(64);
+        self.commands.push((id.to_string(), rx));
+        self.core.open_host(
+            HostInfo {
+                host_id: id.into(),
+                ip: ip.into(),
+                upload_port: 4100,
+                max_upload_connections: 64,
+                idc: idc.into(),
+                location: location.into(),
+                seed,
+                ..Default::default()
+            },
+            ip.parse().expect("ip"),
+            tx,
+        );
+    }
+
+    /// Registers a peer; returns its answer stream's index.
+    fn join(&mut self, peer: &str, host: &str) -> usize {
+        let (tx, rx) = mpsc::channel(256);
+        self.core
+            .register(
+                Register {
+                    peer_id: peer.into(),
+                    host_id: host.into(),
+                    task: Some(TaskRequest {
+                        task_id: "t".into(),
+                        url: "http://origin/x".into(),
+                        ..Default::default()
+                    }),
+                },
+                tx,
+            )
+            .expect("register");
+        self.streams.push(rx);
+        self.streams.len() - 1
+    }
+
+    fn pieces(&mut self, peer: &str, pieces: &[u32], parent: &str, cost_ms: u32) {
+        self.core.event(
+            "t",
+            peer,
+            peer_event::Event::PiecesFinished(PiecesFinished {
+                pieces: pieces
+                    .iter()
+                    .map(|n| FinishedPiece {
+                        number: *n,
+                        digest: vec![*n as u8; 32],
+                        parent_peer_id: parent.into(),
+                        cost_ms,
+                    })
+                    .collect(),
+            }),
+        );
+    }
+
+    /// A holder of every piece of an 8-piece task.
+    fn holder(&mut self, peer: &str, host: &str) {
+        self.join(peer, host);
+        self.core.event(
+            "t",
+            peer,
+            peer_event::Event::ContentInfo(ContentInfo {
+                content_length: 8 << 22,
+                piece_length: 1 << 22,
+            }),
+        );
+        self.pieces(peer, &(0..8).collect::<Vec<_>>(), "", 0);
+    }
+
+    /// What stream `i` was last told since the previous look.
+    fn answer(&mut self, i: usize) -> Answer {
+        let mut last = Answer::Nothing;
+        while let Ok(Ok(ev)) = self.streams[i].try_recv() {
+            match ev.event {
+                Some(scheduler_event::Event::Parents(p)) => {
+                    last = Answer::Parents(p.parents.into_iter().map(|p| p.peer_id).collect())
+                }
+                Some(scheduler_event::Event::BackToSource(_)) => last = Answer::Origin,
+                _ => {}
+            }
+        }
+        last
+    }
+
+    fn triggered(&mut self, host: &str) -> bool {
+        let (_, rx) = self
+            .commands
+            .iter_mut()
+            .find(|(h, _)| h == host)
+            .expect("host");
+        let mut any = false;
+        while let Ok(Ok(cmd)) = rx.try_recv() {
+            any |= matches!(cmd.command, Some(host_command::Command::Download(_)));
+        }
+        any
+    }
+}
+
+#[test]
+fn a_parent_in_the_same_idc_and_location_is_preferred() {
+    let mut w = World::new(1);
+    w.host("child", "10.1.0.1", "idc-a", "eu|west|r1", false);
+    w.host("far", "10.2.0.2", "idc-b", "us|east|r9", false);
+    w.host("near", "10.3.0.3", "idc-a", "eu|west|r2", false);
+    w.holder("far-peer", "far");
+    w.holder("near-peer", "near");
+    let s = w.join("child-peer", "child");
+    assert_eq!(w.answer(s), Answer::Parents(vec!["near-peer".to_string()]));
+}
+
+#[test]
+fn a_parent_whose_pieces_come_ten_times_slower_is_ranked_below_the_fast_one() {
+    let mut w = World::new(1);
+    for h in ["child", "slow", "fast", "other"] {
+        w.host(h, &format!("10.9.{}.1", h.len()), "", "", false);
+    }
+    w.holder("a-slow-peer", "slow");
+    w.holder("b-fast-peer", "fast");
+    // Another peer reports what each parent's pieces cost it.
+    w.join("other-peer", "other");
+    for n in 0..4 {
+        w.pieces("other-peer", &[n], "b-fast-peer", 100);
+        w.pieces("other-peer", &[n + 4], "a-slow-peer", 1000);
+    }
+    // It leaves before finishing, so it is no candidate itself.
+    w.core.disconnect("t", "other-peer");
+    let s = w.join("child-peer", "child");
+    assert_eq!(
+        w.answer(s),
+        Answer::Parents(vec!["b-fast-peer".to_string()])
+    );
+}
+
+#[test]
+fn a_seed_that_fails_mid_task_is_replaced_by_another_seed() {
+    let mut w = World::new(4);
+    w.host("child", "10.0.0.1", "", "", false);
+    w.host("seed-1", "10.0.0.2", "", "", true);
+    w.host("seed-2", "10.0.0.3", "", "", true);
+    let s = w.join("child-peer", "child");
+    let first = if w.triggered("seed-1") {
+        "seed-1"
+    } else {
+        assert!(w.triggered("seed-2"), "no seed was triggered");
+        "seed-2"
+    };
+    let second = if first == "seed-1" {
+        "seed-2"
+    } else {
+        "seed-1"
+    };
+    // The triggered seed registers, is sent to the origin, then fails.
+    w.join("seed-peer", first);
+    w.core.event(
+        "t",
+        "seed-peer",
+        peer_event::Event::Failed(PeerFailed {
+            reason: "origin reset the connection".into(),
+        }),
+    );
+    assert!(w.triggered(second), "the other seed was not triggered");
+    // The child is still waiting (not sent to the origin) while the new seed works.
+    assert_eq!(w.answer(s), Answer::Nothing);
+    // When every seed has failed, the child goes to the origin itself.
+    w.join("seed-peer-2", second);
+    w.core.event(
+        "t",
+        "seed-peer-2",
+        peer_event::Event::Failed(PeerFailed {
+            reason: "origin reset the connection".into(),
+        }),
+    );
+    assert_eq!(w.answer(s), Answer::Origin);
+}

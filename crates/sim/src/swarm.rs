@@ -1,0 +1,616 @@
+//! The simulated swarm: peers, links and piece transfers stepped in virtual time, with
+//! Pollen's real scheduler core making every parent decision.
+//!
+//! Link model: fluid, piece-level. Every step, each transfer gets a share of its parent's
+//! upload and its child's download (progressive filling in a few rounds, so capacity one
+//! transfer cannot use goes to the others). The node stage follows the daemon: a peer keeps
+//! up to `max_parents` parents, takes rarest pieces first among them (ties at random), asks a
+//! seed parent only for pieces no other parent holds, duplicates in-flight pieces only in
+//! the endgame, drops a parent that has had nothing to give for `idle_drop`, and asks the
+//! scheduler for more parents once a second while it has fewer than `max_parents`.
+
+use std::collections::HashMap;
+
+use pollen_proto::scheduler::{
+    host_command, peer_event, scheduler_event, ContentInfo, FinishedPiece, HostInfo, HostLoad,
+    NeedParents, PeerFinished, PiecesFinished, Register, SchedulerEvent, TaskRequest,
+};
+use pollen_scheduler::core::Core;
+use pollen_scheduler::piece_set::PieceSet;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use crate::spec::SimSpec;
+
+const TASK: &str = "sim-task";
+/// The origin, as a parent index.
+const ORIGIN: usize = usize::MAX;
+
+type Rx = mpsc::Receiver<Result<SchedulerEvent, tonic::Status>>;
+
+struct Link {
+    parent: usize,
+    seed: bool,
+    idle_since: Option<f64>,
+}
+
+struct SimPeer {
+    id: String,
+    host: String,
+    up: f64,
+    down: f64,
+    join: f64,
+    seed: bool,
+    joined: bool,
+    done_at: Option<f64>,
+    has: PieceSet,
+    /// Pieces being fetched, with the number of copies in flight.
+    in_flight: HashMap<u32, u8>,
+    links: Vec<Link>,
+    rx: Option<Rx>,
+    back_to_source: bool,
+}
+
+impl SimPeer {
+    fn new(id: String, host: String, up: f64, down: f64, join: f64) -> Self {
+        Self {
+            id,
+            host,
+            up,
+            down,
+            join,
+            seed: false,
+            joined: false,
+            done_at: None,
+            has: PieceSet::default(),
+            in_flight: HashMap::new(),
+            links: Vec::new(),
+            rx: None,
+            back_to_source: false,
+        }
+    }
+}
+
+struct Transfer {
+    child: usize,
+    parent: usize,
+    piece: u32,
+    done: f64,
+    started: f64,
+    rate: f64,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Outcome {
+    pub peers: usize,
+    pub t_min: f64,
+    /// Completion times (finish minus join) over T_min, ascending.
+    pub ratios: Vec<f64>,
+    pub origin_bytes_over_size: f64,
+    pub unfinished: usize,
+    pub virtual_seconds: f64,
+}
+
+impl Outcome {
+    fn at(&self, q: f64) -> f64 {
+        if self.ratios.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.ratios.len() - 1) as f64 * q).round() as usize;
+        self.ratios[i]
+    }
+    pub fn first(&self) -> f64 {
+        self.at(0.0)
+    }
+    pub fn median(&self) -> f64 {
+        self.at(0.5)
+    }
+    pub fn last(&self) -> f64 {
+        self.at(1.0)
+    }
+}
+
+/// A swarm being simulated.
+pub struct Swarm {
+    spec: SimSpec,
+    core: Core,
+    peers: Vec<SimPeer>,
+    index: HashMap<String, usize>,
+    transfers: Vec<Transfer>,
+    rng: StdRng,
+    now: f64,
+    origin_bytes: f64,
+    seed_commands: mpsc::Receiver<Result<pollen_proto::scheduler::HostCommand, tonic::Status>>,
+    /// Keeps the other hosts' command channels open.
+    _host_commands:
+        Vec<mpsc::Receiver<Result<pollen_proto::scheduler::HostCommand, tonic::Status>>>,
+}
+
+fn digest(n: u32) -> Vec<u8> {
+    let mut d = vec![7u8; 32];
+    d[..4].copy_from_slice(&n.to_be_bytes());
+    d
+}
+
+fn host_info(id: &str, i: usize, seed: bool, up: f64) -> HostInfo {
+    HostInfo {
+        host_id: id.to_string(),
+        hostname: id.to_string(),
+        // Spread over /16s so the proximity feature sees a realistic mix.
+        ip: format!("10.{}.{}.{}", (i / 65536) % 256, (i / 256) % 256, i % 256),
+        upload_port: 4100,
+        seed,
+        upload_rate_limit: up as u64,
+        max_upload_connections: 64,
+        idc: String::new(),
+        location: String::new(),
+    }
+}
+
+impl Swarm {
+    /// Builds the swarm and opens every host session (peers register when they join).
+    pub fn new(spec: SimSpec) -> Self {
+        let mut core = Core::new(spec.scheduler.clone(), spec.rng_seed);
+        let mut peers = Vec::with_capacity(spec.peers + 1);
+        let mut index = HashMap::new();
+        let mut keep = Vec::new();
+        for i in 0..spec.peers {
+            let c = spec.class_of(i).clone();
+            let host = format!("h{i}");
+            let (tx, rx) = mpsc::channel(16);
+            keep.push(rx);
+            core.open_host(
+                host_info(&host, i, false, c.upload),
+                host_info(&host, i, false, c.upload)
+                    .ip
+                    .parse()
+                    .expect("valid ip"),
+                tx,
+            );
+            let id = format!("p{i}");
+            index.insert(id.clone(), i);
+            peers.push(SimPeer::new(
+                id,
+                host,
+                c.upload,
+                c.download,
+                spec.join_time(i),
+            ));
+        }
+        let seed_host = "seed-host".to_string();
+        let (tx, seed_commands) = mpsc::channel(16);
+        let info = host_info(&seed_host, spec.peers, true, spec.origin);
+        let ip = info.ip.parse().expect("valid ip");
+        core.open_host(info, ip, tx);
+        index.insert("seed".into(), spec.peers);
+        let mut seed = SimPeer::new(
+            "seed".into(),
+            seed_host,
+            spec.origin,
+            spec.origin,
+            f64::INFINITY,
+        );
+        seed.seed = true;
+        peers.push(seed);
+        Self {
+            rng: StdRng::seed_from_u64(spec.rng_seed ^ 0x5eed),
+            spec,
+            core,
+            peers,
+            index,
+            transfers: Vec::new(),
+            now: 0.0,
+            origin_bytes: 0.0,
+            seed_commands,
+            _host_commands: keep,
+        }
+    }
+
+    fn register(&mut self, i: usize) {
+        let (tx, rx) = mpsc::channel(4096);
+        let p = &mut self.peers[i];
+        p.joined = true;
+        p.rx = Some(rx);
+        let reg = Register {
+            peer_id: p.id.clone(),
+            host_id: p.host.clone(),
+            task: Some(TaskRequest {
+                task_id: TASK.into(),
+                url: "http://origin/blob".into(),
+                ..Default::default()
+            }),
+        };
+        if self.core.register(reg, tx).is_err() {
+            self.peers[i].back_to_source = true;
+        }
+    }
+
+    fn event(&mut self, i: usize, ev: peer_event::Event) {
+        let id = self.peers[i].id.clone();
+        self.core.event(TASK, &id, ev);
+    }
+
+    /// Reads what the scheduler told peer `i`.
+    fn drain(&mut self, i: usize) {
+        let Some(mut rx) = self.peers[i].rx.take() else {
+            return;
+        };
+        while let Ok(Ok(ev)) = rx.try_recv() {
+            match ev.event {
+                Some(scheduler_event::Event::Parents(p)) => {
+                    for parent in p.parents {
+                        let Some(&j) = self.index.get(&parent.peer_id) else {
+                            continue;
+                        };
+                        let peer = &mut self.peers[i];
+                        if peer.links.len() >= self.spec.max_parents
+                            || peer.links.iter().any(|l| l.parent == j)
+                        {
+                            continue;
+                        }
+                        peer.links.push(Link {
+                            parent: j,
+                            seed: parent.seed,
+                            idle_since: None,
+                        });
+                    }
+                }
+                Some(scheduler_event::Event::BackToSource(_)) => {
+                    self.peers[i].back_to_source = true;
+                }
+                _ => {}
+            }
+        }
+        self.peers[i].rx = Some(rx);
+    }
+
+    /// Picks the next piece child `c` should take from parent `p`, or none.
+    fn pick(&mut self, c: usize, p: usize, seed: bool) -> Option<u32> {
+        let child = &self.peers[c];
+        let parent = &self.peers[p];
+        let others: Vec<&PieceSet> = child
+            .links
+            .iter()
+            .filter(|l| l.parent != p)
+            .map(|l| &self.peers[l.parent].has)
+            .collect();
+        let mut best: Option<(usize, u32)> = None;
+        let mut ties = 0u32;
+        let mut endgame: Vec<u32> = Vec::new();
+        for n in parent.has.iter() {
+            if child.has.contains(n) {
+                continue;
+            }
+            if let Some(&copies) = child.in_flight.get(&n) {
+                if copies == 1 {
+                    endgame.push(n);
+                }
+                continue;
+            }
+            let holders = others.iter().filter(|o| o.contains(n)).count();
+            if seed && holders > 0 {
+                continue;
+            }
+            match best {
+                Some((h, _)) if holders > h => {}
+                Some((h, _)) if holders == h => {
+                    ties += 1;
+                    if self.rng.gen_range(0..=ties) == 0 {
+                        best = Some((holders, n));
+                    }
+                }
+                _ => {
+                    ties = 0;
+                    best = Some((holders, n));
+                }
+            }
+        }
+        if let Some((_, n)) = best {
+            return Some(n);
+        }
+        // Endgame: only when every missing piece is already in flight.
+        let missing = self.spec.pieces - child.has.len();
+        if seed || child.in_flight.len() as u32 != missing || endgame.is_empty() {
+            return None;
+        }
+        Some(endgame[self.rng.gen_range(0..endgame.len())])
+    }
+
+    fn start_transfers(&mut self) {
+        let mut busy: HashMap<(usize, usize), usize> = HashMap::new();
+        for t in &self.transfers {
+            *busy.entry((t.child, t.parent)).or_default() += 1;
+        }
+        for c in 0..self.peers.len() {
+            let peer = &self.peers[c];
+            if !peer.joined || peer.done_at.is_some() {
+                continue;
+            }
+            if peer.back_to_source {
+                if !busy.contains_key(&(c, ORIGIN)) {
+                    let next = (0..self.spec.pieces)
+                        .find(|n| !peer.has.contains(*n) && !peer.in_flight.contains_key(n));
+                    if let Some(n) = next {
+                        self.begin(c, ORIGIN, n);
+                    }
+                }
+                continue;
+            }
+            for li in 0..self.peers[c].links.len() {
+                let (p, seed) = (self.peers[c].links[li].parent, self.peers[c].links[li].seed);
+                let limit = if seed { 1 } else { self.spec.pieces_per_parent };
+                let mut running = busy.get(&(c, p)).copied().unwrap_or(0);
+                while running < limit {
+                    match self.pick(c, p, seed) {
+                        Some(n) => {
+                            self.begin(c, p, n);
+                            running += 1;
+                        }
+                        None => break,
+                    }
+                }
+                let link = &mut self.peers[c].links[li];
+                if running > 0 {
+                    link.idle_since = None;
+                } else if link.idle_since.is_none() {
+                    link.idle_since = Some(self.now);
+                }
+            }
+            let (now, drop_after) = (self.now, self.spec.idle_drop);
+            self.peers[c]
+                .links
+                .retain(|l| l.idle_since.is_none_or(|t| now - t < drop_after));
+        }
+    }
+
+    fn begin(&mut self, child: usize, parent: usize, piece: u32) {
+        *self.peers[child].in_flight.entry(piece).or_default() += 1;
+        self.transfers.push(Transfer {
+            child,
+            parent,
+            piece,
+            done: 0.0,
+            started: self.now,
+            rate: 0.0,
+        });
+    }
+
+    /// Shares bandwidth among transfers by progressive filling (three rounds).
+    fn share_bandwidth(&mut self) {
+        let n = self.peers.len();
+        let mut up: Vec<f64> = self.peers.iter().map(|p| p.up).collect();
+        let mut down: Vec<f64> = self.peers.iter().map(|p| p.down).collect();
+        let mut origin = self.spec.origin;
+        for t in &mut self.transfers {
+            t.rate = 0.0;
+        }
+        for _ in 0..3 {
+            let mut up_n = vec![0usize; n];
+            let mut down_n = vec![0usize; n];
+            let mut origin_n = 0usize;
+            for t in &self.transfers {
+                down_n[t.child] += 1;
+                if t.parent == ORIGIN {
+                    origin_n += 1;
+                } else {
+                    up_n[t.parent] += 1;
+                }
+            }
+            let mut offers = Vec::with_capacity(self.transfers.len());
+            for t in &self.transfers {
+                let from = if t.parent == ORIGIN {
+                    origin / origin_n.max(1) as f64
+                } else {
+                    up[t.parent] / up_n[t.parent].max(1) as f64
+                };
+                offers.push(from.min(down[t.child] / down_n[t.child].max(1) as f64));
+            }
+            for (t, add) in self.transfers.iter_mut().zip(offers) {
+                t.rate += add;
+                down[t.child] -= add;
+                if t.parent == ORIGIN {
+                    origin -= add;
+                } else {
+                    up[t.parent] -= add;
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self) {
+        let dt = self.spec.dt;
+        let piece = self.spec.piece_bytes;
+        let mut finished = Vec::new();
+        for (k, t) in self.transfers.iter_mut().enumerate() {
+            let moved = (t.rate * dt).min(piece - t.done);
+            t.done += moved;
+            if t.parent == ORIGIN {
+                self.origin_bytes += moved;
+            }
+            if t.done >= piece {
+                finished.push(k);
+            }
+        }
+        let mut remove = vec![false; self.transfers.len()];
+        for k in finished {
+            let (c, p, n, started) = {
+                let t = &self.transfers[k];
+                (t.child, t.parent, t.piece, t.started)
+            };
+            if remove[k] || self.peers[c].has.contains(n) {
+                remove[k] = true;
+                continue;
+            }
+            remove[k] = true;
+            // The endgame twin of this piece is cancelled.
+            for (j, other) in self.transfers.iter().enumerate() {
+                if other.child == c && other.piece == n {
+                    remove[j] = true;
+                }
+            }
+            self.complete_piece(c, p, n, started);
+        }
+        let mut k = 0;
+        self.transfers.retain(|_| {
+            let keep = !remove[k];
+            k += 1;
+            keep
+        });
+    }
+
+    fn complete_piece(&mut self, c: usize, p: usize, n: u32, started: f64) {
+        let peer = &mut self.peers[c];
+        peer.in_flight.remove(&n);
+        peer.has.insert(n);
+        let parent_peer_id = if p == ORIGIN {
+            String::new()
+        } else {
+            self.peers[p].id.clone()
+        };
+        let cost_ms = ((self.now - started) * 1000.0).max(1.0) as u32;
+        self.event(
+            c,
+            peer_event::Event::PiecesFinished(PiecesFinished {
+                pieces: vec![FinishedPiece {
+                    number: n,
+                    digest: digest(n),
+                    parent_peer_id,
+                    cost_ms: if p == ORIGIN { 0 } else { cost_ms },
+                }],
+            }),
+        );
+        if self.peers[c].has.len() == self.spec.pieces {
+            self.peers[c].done_at = Some(self.now);
+            self.peers[c].links.clear();
+            self.event(c, peer_event::Event::Finished(PeerFinished {}));
+            let id = self.peers[c].id.clone();
+            self.core.disconnect(TASK, &id);
+        }
+    }
+
+    fn each_second(&mut self) {
+        let mut conns = vec![0u32; self.peers.len()];
+        let mut sent = vec![0f64; self.peers.len()];
+        for p in &self.peers {
+            for l in &p.links {
+                conns[l.parent] += if l.seed { 1 } else { 2 };
+            }
+        }
+        for t in &self.transfers {
+            if t.parent != ORIGIN {
+                sent[t.parent] += t.rate;
+            }
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            self.core.report_load(&HostLoad {
+                host_id: p.host.clone(),
+                upload_connections: conns[i],
+                upload_bytes_per_sec: sent[i] as u64,
+                download_bytes_per_sec: 0,
+            });
+        }
+        for i in 0..self.peers.len() {
+            let p = &self.peers[i];
+            if p.joined
+                && p.done_at.is_none()
+                && !p.back_to_source
+                && !p.seed
+                && p.links.len() < self.spec.max_parents
+            {
+                self.event(i, peer_event::Event::NeedParents(NeedParents {}));
+            }
+        }
+    }
+
+    fn seed_commands(&mut self) {
+        while let Ok(Ok(cmd)) = self.seed_commands.try_recv() {
+            if let Some(host_command::Command::Download(_)) = cmd.command {
+                let s = self.spec.peers;
+                if !self.peers[s].joined {
+                    self.register(s);
+                    self.peers[s].back_to_source = true;
+                    let len = self.spec.size() as u64;
+                    self.event(
+                        s,
+                        peer_event::Event::ContentInfo(ContentInfo {
+                            content_length: len,
+                            piece_length: self.spec.piece_bytes as u64,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs until every peer finished or `limit` x T_min of virtual time passed.
+    pub fn run(mut self, limit: f64) -> Outcome {
+        let t_min = self.spec.t_min();
+        let end = limit * t_min + self.spec.late_window * t_min;
+        let mut next_second = 0.0;
+        while self.now < end {
+            for i in 0..self.spec.peers {
+                if !self.peers[i].joined && self.peers[i].join <= self.now {
+                    self.register(i);
+                }
+            }
+            self.seed_commands();
+            for i in 0..self.peers.len() {
+                if self.peers[i].joined {
+                    self.drain(i);
+                }
+            }
+            if self.now >= next_second {
+                self.each_second();
+                next_second += 1.0;
+            }
+            self.start_transfers();
+            self.share_bandwidth();
+            self.now += self.spec.dt;
+            self.advance();
+            if self.peers[..self.spec.peers]
+                .iter()
+                .all(|p| p.done_at.is_some())
+            {
+                break;
+            }
+        }
+        let mut ratios: Vec<f64> = self.peers[..self.spec.peers]
+            .iter()
+            .filter_map(|p| p.done_at.map(|d| (d - p.join) / t_min))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        if std::env::var_os("POLLEN_SIM_DEBUG").is_some() {
+            let bts: Vec<&str> = self
+                .peers
+                .iter()
+                .filter(|p| p.back_to_source)
+                .map(|p| p.id.as_str())
+                .collect();
+            eprintln!("back to source: {bts:?}");
+            let mut worst: Vec<(f64, &SimPeer)> = self.peers[..self.spec.peers]
+                .iter()
+                .filter_map(|p| p.done_at.map(|d| ((d - p.join) / t_min, p)))
+                .collect();
+            worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+            for (r, p) in worst.iter().take(8) {
+                eprintln!(
+                    "{} ratio {r:.2} join {:.1} up {:.0} down {:.0}",
+                    p.id,
+                    p.join,
+                    p.up / 125000.0,
+                    p.down / 125000.0
+                );
+            }
+        }
+        Outcome {
+            peers: self.spec.peers,
+            t_min,
+            unfinished: self.spec.peers - ratios.len(),
+            ratios,
+            origin_bytes_over_size: self.origin_bytes / self.spec.size(),
+            virtual_seconds: self.now,
+        }
+    }
+}

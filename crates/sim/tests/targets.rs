@@ -1,0 +1,25 @@
+//! The simulation is deterministic, so its figures can be asserted without any clock: a
+//! 100-peer swarm with mixed bandwidths and late joiners must meet the scheduler's targets
+//! (median <= 1.2 x T_min, last <= 1.5 x T_min, origin <= 1.05 x S).
+
+use pollen_sim::{SimSpec, Swarm};
+
+#[test]
+fn a_hundred_mixed_peers_finish_near_the_bound_and_the_origin_sends_one_copy() {
+    let out = Swarm::new(SimSpec::standard(100)).run(10.0);
+    assert_eq!(out.unfinished, 0);
+    assert!(out.median() <= 1.2, "median {:.3} x T_min", out.median());
+    assert!(out.last() <= 1.5, "last {:.3} x T_min", out.last());
+    assert!(
+        out.origin_bytes_over_size <= 1.05,
+        "origin sent {:.3} x S",
+        out.origin_bytes_over_size
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let a = Swarm::new(SimSpec::standard(30)).run(10.0);
+    let b = Swarm::new(SimSpec::standard(30)).run(10.0);
+    assert_eq!(a.ratios, b.ratios);
+}
