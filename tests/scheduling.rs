@@ -59,13 +59,13 @@ async fn a_parent_limited_to_a_tenth_serves_a_smaller_share_than_the_fast_ones()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_limited_download_is_never_faster_than_its_limit_plus_ten_percent() {
+/// A download from the origin under `flag` = 8 MiB/s moves at most 8.8 MiB/s.
+async fn limited_download(flag: &str) {
     let size = 24 * MIB;
     let limit = 8 * MIB;
     let origin = origin(size).await;
     let mut spec = ClusterSpec::standalone(bin(), 1);
-    spec.daemon_args = vec!["--download-rate-limit".into(), limit.to_string()];
+    spec.daemon_args = vec![flag.into(), limit.to_string()];
     let cluster = Cluster::start(spec).await.expect("cluster");
     let out = cluster.dir.path().join("limited.bin");
     let started = Instant::now();
@@ -76,9 +76,19 @@ async fn a_rate_limited_download_is_never_faster_than_its_limit_plus_ten_percent
     let rate = size as f64 / started.elapsed().as_secs_f64();
     assert!(
         rate <= 1.1 * limit as f64,
-        "moved {rate:.0} B/s under a {limit} B/s limit"
+        "moved {rate:.0} B/s under a {limit} B/s {flag}"
     );
     assert_eq!(sha256_file(&out), origin.digest());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_download_is_never_faster_than_its_limit_plus_ten_percent() {
+    limited_download("--download-rate-limit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_rate_limited_download_is_never_faster_than_its_limit_plus_ten_percent() {
+    limited_download("--task-download-rate-limit").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,6 +69,9 @@ pub struct DaemonArgs {
     /// Back-to-source limit in bytes per second; 0 means unlimited.
     #[arg(long, env = "POLLEN_BACK_TO_SOURCE_RATE_LIMIT", value_parser = size)]
     pub back_to_source_rate_limit: Option<u64>,
+    /// Download limit of each task in bytes per second; 0 means unlimited.
+    #[arg(long, env = "POLLEN_TASK_DOWNLOAD_RATE_LIMIT", value_parser = size)]
+    pub task_download_rate_limit: Option<u64>,
     /// Most concurrent upload connections [default: 64].
     #[arg(long, env = "POLLEN_MAX_UPLOAD_CONNECTIONS")]
     pub max_upload_connections: Option<usize>,
@@ -124,6 +127,9 @@ impl DaemonArgs {
         }
         if let Some(v) = self.back_to_source_rate_limit {
             cfg.back_to_source_rate_limit = v;
+        }
+        if let Some(v) = self.task_download_rate_limit {
+            cfg.task_download_rate_limit = v;
         }
         if let Some(v) = self.max_upload_connections {
             cfg.max_upload_connections = v;

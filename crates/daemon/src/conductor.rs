@@ -391,6 +391,7 @@ impl Conductor {
         spec: &TaskSpec,
         claims: Option<Arc<PieceClaims>>,
         reports: mpsc::Sender<Report>,
+        task_limiter: &RateLimiter,
     ) -> JoinHandle<Result<(), DownloadError>> {
         let job = OriginJob {
             task: spec.id,
@@ -401,9 +402,10 @@ impl Conductor {
             source: self.source.clone(),
             store: self.store.clone(),
             stats: self.stats.clone(),
-            limiters: [
+            limiters: vec![
                 self.download_limiter.clone(),
                 self.back_to_source_limiter.clone(),
+                task_limiter.clone(),
             ],
             reports,
         };
@@ -441,6 +443,8 @@ impl Conductor {
             None => (None, None),
         };
         let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
+        let task_limit = self.cfg.task_download_rate_limit;
+        let task_limiter = RateLimiter::new((task_limit > 0).then_some(task_limit));
         let mut fetchers: JoinSet<(String, Result<(), FetchError>)> = JoinSet::new();
         let mut active: HashMap<String, usize> = HashMap::new();
         let mut blocklist: HashSet<String> = HashSet::new();
@@ -449,7 +453,8 @@ impl Conductor {
         let mut pending_digests: Vec<(u32, PieceDigest)> = Vec::new();
         if events_tx.is_none() {
             back_to_source = true;
-            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone()));
+            origin =
+                Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &task_limiter));
         } else if let Some(c) = &claims {
             let layout = c.entry.layout();
             announce(
@@ -553,7 +558,7 @@ impl Conductor {
                                     claims: c.clone(),
                                     store: self.store.clone(),
                                     stats: self.stats.clone(),
-                                    limiter: self.download_limiter.clone(),
+                                    limiters: vec![self.download_limiter.clone(), task_limiter.clone()],
                                     reports: report_tx.clone(),
                                     depth,
                                     connect_timeout: self.cfg.connect_timeout,
@@ -569,7 +574,7 @@ impl Conductor {
                         if origin.is_none() {
                             info!(reason = %b.reason, "scheduler sent this peer to the origin");
                             back_to_source = true;
-                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone()));
+                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &task_limiter));
                         }
                     }
                     None => {
@@ -577,7 +582,7 @@ impl Conductor {
                         if origin.is_none() && active.is_empty() {
                             warn!("lost the scheduler and no parent is working; downloading from the origin");
                             back_to_source = true;
-                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone()));
+                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &task_limiter));
                         } else {
                             warn!("lost the scheduler; continuing with the parents at hand");
                         }
@@ -652,7 +657,7 @@ impl Conductor {
                             warn!(failed = blocklist.len(), "every parent offered failed and no other came; downloading from the origin");
                         }
                         back_to_source = true;
-                        origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone()));
+                        origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &task_limiter));
                     }
                 }
                 _ = self.shutdown.cancelled() => break Err(DownloadError::ShuttingDown),

@@ -34,6 +34,9 @@ pub struct DaemonConfig {
     pub download_rate_limit: u64,
     /// Back-to-source limit in bytes per second; 0 is unlimited.
     pub back_to_source_rate_limit: u64,
+    /// Download limit of each task (peers and origin together) in bytes per second, so one
+    /// large download cannot take the whole `download_rate_limit`; 0 is unlimited. Default 0.
+    pub task_download_rate_limit: u64,
     /// Most concurrent upload connections. Default 64.
     pub max_upload_connections: usize,
     /// Most parents downloaded from at once per task. Default 6.
@@ -189,6 +192,7 @@ impl Default for DaemonConfig {
             upload_rate_limit: 0,
             download_rate_limit: 0,
             back_to_source_rate_limit: 0,
+            task_download_rate_limit: 0,
             max_upload_connections: 64,
             max_parents: 6,
             pipeline_depth: 2,

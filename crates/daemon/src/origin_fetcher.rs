@@ -33,7 +33,8 @@ pub(crate) struct OriginJob {
     pub source: HttpSource,
     pub store: Arc<Store>,
     pub stats: Arc<DaemonStats>,
-    pub limiters: [RateLimiter; 2],
+    /// Every limiter the origin bytes pass through (host download, back-to-source, task).
+    pub limiters: Vec<RateLimiter>,
     pub reports: mpsc::Sender<Report>,
 }
 

@@ -54,7 +54,8 @@ pub(crate) struct ParentJob {
     pub claims: Arc<PieceClaims>,
     pub store: Arc<Store>,
     pub stats: Arc<DaemonStats>,
-    pub limiter: RateLimiter,
+    /// Every limiter the piece bytes pass through (host download, task).
+    pub limiters: Vec<RateLimiter>,
     pub reports: mpsc::Sender<Report>,
     pub depth: usize,
     pub connect_timeout: Duration,
@@ -200,7 +201,9 @@ impl ParentJob {
                     while left > 0 {
                         let take = left.min(WRITE_CHUNK);
                         buf.resize(take, 0);
-                        self.limiter.acquire(take as u64).await;
+                        for l in &self.limiters {
+                            l.acquire(take as u64).await;
+                        }
                         self.within(client.read_payload(&mut buf)).await??;
                         buf = writer
                             .write_owned(std::mem::take(&mut buf))
