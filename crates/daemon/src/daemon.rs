@@ -146,7 +146,7 @@ impl Daemon {
 
         let upload = UploadServer::new(
             listener,
-            Arc::new(StoreProvider(store.clone())),
+            Arc::new(StoreProvider::new(store.clone(), cfg.seed)),
             RateLimiter::new((cfg.upload_rate_limit > 0).then_some(cfg.upload_rate_limit)),
             stats.upload.clone(),
             cfg.max_upload_connections,

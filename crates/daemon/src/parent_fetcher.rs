@@ -182,6 +182,7 @@ impl ParentJob {
                     }
                 }
                 (PieceResponse::Missing(m), Expect::Piece(n, _, _)) if m == n => {
+                    self.claims.refused(&self.parent_id, n);
                     self.release(claimed, n);
                 }
                 (PieceResponse::Piece(h), Expect::Piece(n, expected, asked)) => {

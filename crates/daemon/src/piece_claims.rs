@@ -30,6 +30,9 @@ struct Inner {
     claimed: HashMap<u32, Vec<String>>,
     /// The last bitfield seen from each parent, for rarest-first choices.
     parents: HashMap<String, Bitfield>,
+    /// Pieces a parent answered "missing" for since its last bitfield (a seed spreading its
+    /// upload does that); not asked of it again until the next bitfield.
+    refused: HashMap<String, std::collections::HashSet<u32>>,
     /// Pieces whose first verified copy is being committed (the endgame twin must not
     /// commit, count or report it again).
     committing: std::collections::HashSet<u32>,
@@ -53,6 +56,7 @@ impl PieceClaims {
                 expected,
                 claimed: HashMap::new(),
                 parents: HashMap::new(),
+                refused: HashMap::new(),
                 committing: std::collections::HashSet::new(),
                 since: HashMap::new(),
                 piece_secs: None,
@@ -98,12 +102,25 @@ impl PieceClaims {
 
     /// Records what a parent holds now.
     pub fn set_parent_bitfield(&self, parent: &str, has: Bitfield) {
-        self.lock().parents.insert(parent.to_string(), has);
+        let mut g = self.lock();
+        g.refused.remove(parent);
+        g.parents.insert(parent.to_string(), has);
+    }
+
+    /// Records that `parent` answered "missing" for piece `n`.
+    pub fn refused(&self, parent: &str, n: u32) {
+        self.lock()
+            .refused
+            .entry(parent.to_string())
+            .or_default()
+            .insert(n);
     }
 
     /// Forgets a parent that is no longer used.
     pub fn forget_parent(&self, parent: &str) {
-        self.lock().parents.remove(parent);
+        let mut g = self.lock();
+        g.parents.remove(parent);
+        g.refused.remove(parent);
     }
 
     /// Claims a piece `parent` has, we lack, nobody fetches, and whose digest is known:
@@ -120,10 +137,14 @@ impl PieceClaims {
             .filter(|(id, _)| id.as_str() != parent)
             .map(|(_, b)| b)
             .collect();
+        let refused = g.refused.get(parent);
         let mut candidates: Vec<(usize, u32)> = has
             .iter_set()
             .filter(|n| {
-                !present.get(*n) && !g.claimed.contains_key(n) && g.expected.contains_key(n)
+                !present.get(*n)
+                    && !g.claimed.contains_key(n)
+                    && g.expected.contains_key(n)
+                    && !refused.is_some_and(|r| r.contains(n))
             })
             .map(|n| (others.iter().filter(|b| b.get(n)).count(), n))
             .filter(|(holders, _)| !seed || *holders == 0)
