@@ -327,22 +327,31 @@ def main():
                         chunk = min(left, 1 << 24)
                         f.write(os.urandom(chunk))
                         left -= chunk
-                # Every node has upload U = download D = O = rate.
-                t_min = max(size / rate, size / rate, n * size / (rate + n * rate))
-                for system in args.systems.split(","):
-                    runner = {"pollen": run_pollen, "bittorrent": run_bittorrent, "http": run_http}[system]
-                    for scenario in args.scenarios.split(","):
-                        if system == "http" and scenario not in args.http_scenarios.split(","):
-                            continue
-                        print(f"{system} N={n} S={size >> 20}MiB {scenario}…", file=sys.stderr, flush=True)
-                        times, origin_bytes, node_tx = runner(args, work, data, size, n, scenario, t_min)
-                        first, med, last = summarize(times, t_min)
-                        row = (system, n, size, scenario, t_min, first, med, last,
-                               origin_bytes / size, node_tx / size)
-                        rows.append(row)
-                        print("| {} | {} | {} MiB | {} | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |".format(
-                            row[0], row[1], row[2] >> 20, *row[3:]), flush=True)
-                shutil.rmtree(work, ignore_errors=True)
+                try:
+                    # Every node has upload U = download D = O = rate.
+                    t_min = max(size / rate, size / rate, n * size / (rate + n * rate))
+                    for system in args.systems.split(","):
+                        runner = {"pollen": run_pollen, "bittorrent": run_bittorrent, "http": run_http}[system]
+                        for scenario in args.scenarios.split(","):
+                            if system == "http" and scenario not in args.http_scenarios.split(","):
+                                continue
+                            print(f"{system} N={n} S={size >> 20}MiB {scenario}…", file=sys.stderr, flush=True)
+                            # A fresh directory per run: no daemon may start with the task cached,
+                            # and a run's copies are deleted before the next (disk space).
+                            run_dir = tempfile.mkdtemp(dir=work)
+                            os.chmod(run_dir, 0o755)
+                            try:
+                                times, origin_bytes, node_tx = runner(args, run_dir, data, size, n, scenario, t_min)
+                            finally:
+                                shutil.rmtree(run_dir, ignore_errors=True)
+                            first, med, last = summarize(times, t_min)
+                            row = (system, n, size, scenario, t_min, first, med, last,
+                                   origin_bytes / size, node_tx / size)
+                            rows.append(row)
+                            print("| {} | {} | {} MiB | {} | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |".format(
+                                row[0], row[1], row[2] >> 20, *row[3:]), flush=True)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
         finally:
             subprocess.run(["bash", os.path.join(HARNESS, "netns-down.sh"), str(n + 1)], capture_output=True)
     header = ("| system | N | S | scenario | T_min (s) | first / T_min | median / T_min | last / T_min "

@@ -213,3 +213,23 @@ fn a_seed_that_fails_mid_task_is_replaced_by_another_seed() {
     );
     assert_eq!(w.answer(s), Answer::Origin);
 }
+
+#[test]
+fn a_task_whose_peers_are_all_gone_is_forgotten_after_its_ttl_and_a_live_one_is_kept() {
+    let mut w = World::new(4);
+    w.host("a", "10.0.0.1", "", "", false);
+    w.holder("done-peer", "a");
+    w.core.event(
+        "t",
+        "done-peer",
+        peer_event::Event::Finished(Default::default()),
+    );
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(2 * 3600);
+    // The finished peer's stream is still open: the task is live.
+    assert_eq!(w.core.collect_garbage(later), 0);
+    w.core.disconnect("t", "done-peer");
+    // Closed, but not quiet for long yet.
+    assert_eq!(w.core.collect_garbage(std::time::Instant::now()), 0);
+    assert_eq!(w.core.collect_garbage(later), 1);
+    assert!(w.core.model.tasks.is_empty());
+}
