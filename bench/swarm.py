@@ -108,6 +108,39 @@ def start_times(n, scenario):
     return [0.0] * n
 
 
+def drive(n, scenario, t_min, start, finished, kill, name):
+    """Starts the n peers' downloads on the scenario's schedule, kills a quarter halfway in
+    the `kill` scenario, and returns the completion times (each from the peer's own start)
+    of the peers not killed. `finished(k)` is true once peer k has its copy (and raises if
+    its download failed)."""
+    starts = start_times(n, scenario)
+    t0 = time.time()
+    began = [None] * n
+    done = [None] * n
+    killed = set()
+    kill_at = t0 + t_min / 2 if scenario == "kill" else None
+    victims = set(range(n - max(1, n // 4), n)) if scenario == "kill" else set()
+    while True:
+        now = time.time()
+        for k in range(n):
+            if began[k] is None and now - t0 >= starts[k]:
+                start(k)
+                began[k] = now
+            if began[k] is not None and done[k] is None and k not in killed and finished(k):
+                done[k] = now - began[k]
+        if kill_at and now >= kill_at:
+            for k in victims:
+                if done[k] is None and began[k] is not None:
+                    kill(k)
+                    killed.add(k)
+            kill_at = None
+        if all(done[k] is not None or k in killed for k in range(n)):
+            return [done[k] for k in range(n) if k not in killed]
+        if now - t0 > 20 * t_min + 60:
+            raise RuntimeError(f"{name} run timed out")
+        time.sleep(0.05)
+
+
 def run_pollen(args, work, data, size, n, scenario, t_min):
     procs = Procs()
     try:
@@ -136,43 +169,25 @@ def run_pollen(args, work, data, size, n, scenario, t_min):
         peers = [daemon(i + 2, False) for i in range(n)]
         time.sleep(1.0)
         tx0 = tx_bytes(1)
-        starts = start_times(n, scenario)
-        t0 = time.time()
         gets = [None] * n
-        began = [None] * n
-        done = [None] * n
-        killed = set()
-        kill_at = t0 + t_min / 2 if scenario == "kill" else None
-        victims = set(range(n - max(1, n // 4), n)) if scenario == "kill" else set()
-        while True:
-            now = time.time()
-            for k in range(n):
-                if gets[k] is None and now - t0 >= starts[k]:
-                    out = os.path.join(work, f"out-{k}")
-                    gets[k] = ns(k + 2, POLLEN, "get", blob, "-O", out, "--api-socket", peers[k][1],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    began[k] = now
-                if gets[k] is not None and done[k] is None and k not in killed:
-                    rc = gets[k].poll()
-                    if rc is not None:
-                        if rc != 0:
-                            raise RuntimeError(f"pollen get on peer {k} failed ({rc})")
-                        done[k] = now - began[k]
-            if kill_at and now >= kill_at:
-                for k in victims:
-                    if done[k] is None:
-                        peers[k][0].send_signal(signal.SIGKILL)
-                        if gets[k] is not None:
-                            gets[k].kill()
-                        killed.add(k)
-                kill_at = None
-            if all(done[k] is not None or k in killed for k in range(n)):
-                break
-            if now - t0 > 20 * t_min + 60:
-                raise RuntimeError("pollen run timed out")
-            time.sleep(0.05)
+
+        def start(k):
+            out = os.path.join(work, f"out-{k}")
+            gets[k] = ns(k + 2, POLLEN, "get", blob, "-O", out, "--api-socket", peers[k][1],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def finished(k):
+            rc = gets[k].poll()
+            if rc not in (None, 0):
+                raise RuntimeError(f"pollen get on peer {k} failed ({rc})")
+            return rc == 0
+
+        def kill(k):
+            peers[k][0].send_signal(signal.SIGKILL)
+            gets[k].kill()
+
+        times = drive(n, scenario, t_min, start, finished, kill, "pollen")
         origin_bytes = int(open(stats).read().strip() or 0)
-        times = [done[k] for k in range(n) if k not in killed]
         return times, origin_bytes, tx_bytes(1) - tx0
     finally:
         procs.stop()
@@ -204,48 +219,22 @@ def run_bittorrent(args, work, data, size, n, scenario, t_min):
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(2.0)
         tx0 = tx_bytes(1)
-        starts = start_times(n, scenario)
-        t0 = time.time()
         leech = [None] * n
-        began = [None] * n
-        done = [None] * n
         flags = [os.path.join(work, f"bt-done-{k}") for k in range(n)]
-        for f in flags:
-            if os.path.exists(f):
-                os.remove(f)
-        killed = set()
-        kill_at = t0 + t_min / 2 if scenario == "kill" else None
-        victims = set(range(n - max(1, n // 4), n)) if scenario == "kill" else set()
-        while True:
-            now = time.time()
-            for k in range(n):
-                if leech[k] is None and now - t0 >= starts[k]:
-                    d = os.path.join(work, f"bt-{k}")
-                    shutil.rmtree(d, ignore_errors=True)
-                    os.makedirs(d)
-                    hook = os.path.join(work, f"bt-hook-{k}.sh")
-                    with open(hook, "w") as f:
-                        f.write(f"#!/bin/sh\ntouch {flags[k]}\n")
-                    os.chmod(hook, 0o755)
-                    leech[k] = procs.add(ns(k + 2, *common, f"--dir={d}",
-                                            f"--on-bt-download-complete={hook}", torrent,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-                    began[k] = now
-                if leech[k] is not None and done[k] is None and k not in killed and os.path.exists(flags[k]):
-                    done[k] = now - began[k]
-            if kill_at and now >= kill_at:
-                for k in victims:
-                    if done[k] is None and leech[k] is not None:
-                        leech[k].send_signal(signal.SIGKILL)
-                        killed.add(k)
-                kill_at = None
-            if all(done[k] is not None or k in killed for k in range(n)):
-                break
-            if now - t0 > 20 * t_min + 60:
-                raise RuntimeError("bittorrent run timed out")
-            time.sleep(0.05)
+
+        def start(k):
+            d = os.path.join(work, f"bt-{k}")
+            os.makedirs(d)
+            hook = os.path.join(work, f"bt-hook-{k}.sh")
+            with open(hook, "w") as f:
+                f.write(f"#!/bin/sh\ntouch {flags[k]}\n")
+            os.chmod(hook, 0o755)
+            leech[k] = procs.add(ns(k + 2, *common, f"--dir={d}", f"--on-bt-download-complete={hook}",
+                                    torrent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        times = drive(n, scenario, t_min, start, lambda k: os.path.exists(flags[k]),
+                      lambda k: leech[k].send_signal(signal.SIGKILL), "bittorrent")
         sent = tx_bytes(1) - tx0
-        times = [done[k] for k in range(n) if k not in killed]
         return times, sent, sent
     finally:
         procs.stop()
@@ -259,26 +248,20 @@ def run_http(args, work, data, size, n, scenario, t_min):
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         blob = read_line(origin, r"listening on (\S+)").group(1)
         tx0 = tx_bytes(1)
-        starts = start_times(n, scenario)
-        t0 = time.time()
         curls = [None] * n
-        began = [None] * n
-        done = [None] * n
-        while True:
-            now = time.time()
-            for k in range(n):
-                if curls[k] is None and now - t0 >= starts[k]:
-                    curls[k] = ns(k + 2, "curl", "-sf", "-o", os.path.join(work, f"http-{k}"), blob)
-                    began[k] = now
-                if curls[k] is not None and done[k] is None and curls[k].poll() is not None:
-                    if curls[k].returncode != 0:
-                        raise RuntimeError(f"curl on peer {k} failed")
-                    done[k] = now - began[k]
-            if all(d is not None for d in done):
-                break
-            time.sleep(0.05)
+
+        def start(k):
+            curls[k] = ns(k + 2, "curl", "-sf", "-o", os.path.join(work, f"http-{k}"), blob)
+
+        def finished(k):
+            rc = curls[k].poll()
+            if rc not in (None, 0):
+                raise RuntimeError(f"curl on peer {k} failed ({rc})")
+            return rc == 0
+
+        times = drive(n, scenario, t_min, start, finished, lambda k: curls[k].kill(), "http")
         time.sleep(0.3)
-        return done, int(open(stats).read().strip() or 0), tx_bytes(1) - tx0
+        return times, int(open(stats).read().strip() or 0), tx_bytes(1) - tx0
     finally:
         procs.stop()
 

@@ -136,8 +136,9 @@ impl Core {
             ));
         }
         if !self.model.hosts.contains_key(&reg.host_id) {
-            // Daemons open their host session before any announce; without it the peer
-            // could be offered as a parent nobody can reach. It goes to the origin.
+            // Daemons open their host session before any announce. Without one the peer is
+            // never offered as a parent (its address is unknown) and gets no parents itself:
+            // it waits for a seed or is sent to the origin.
             debug!(host = %reg.host_id, "register from a host without a session");
         }
         let (tid, pid) = (task_req.task_id.clone(), reg.peer_id.clone());
@@ -486,7 +487,7 @@ impl Core {
         let Some(task) = self.model.tasks.get_mut(tid) else {
             return;
         };
-        let Some(gone) = task.remove_peer(pid) else {
+        let Some((gone, orphans)) = task.remove_peer(pid) else {
             return;
         };
         if task.peers.is_empty() {
@@ -494,7 +495,6 @@ impl Core {
             self.seeds_tried.remove(tid);
             return;
         }
-        let (gone, orphans) = gone;
         let was_origin = gone.state == PeerState::BackToSource;
         if was_origin && !task.someone_fetching_origin() {
             task.seed_triggered = None;
