@@ -101,6 +101,22 @@ class Procs:
         self.procs = []
 
 
+def exited_ok(proc, what):
+    """True once `proc` exited with 0; raises if it exited otherwise."""
+    rc = proc.poll()
+    if rc not in (None, 0):
+        raise RuntimeError(f"{what} failed ({rc})")
+    return rc == 0
+
+
+def start_origin(procs, work, data):
+    """Starts the counting origin on hc1; returns its blob URL and its stats file."""
+    stats = os.path.join(work, "origin.stats")
+    origin = procs.add(ns(1, ORIGIN, "--listen", f"{ip(1)}:0", "--file", data, "--stats", stats,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+    return read_line(origin, r"listening on (\S+)").group(1), stats
+
+
 def start_times(n, scenario):
     if scenario == "staggered":
         group = max(1, (n + 4) // 5)
@@ -147,10 +163,7 @@ def run_pollen(args, work, data, size, n, scenario, t_min):
         sched = procs.add(ns(1, POLLEN, "scheduler", "--listen", f"{ip(1)}:0",
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         url_s = "http://" + read_line(sched, r"listening on (\S+)").group(1)
-        stats = os.path.join(work, "origin.stats")
-        origin = procs.add(ns(1, ORIGIN, "--listen", f"{ip(1)}:0", "--file", data, "--stats", stats,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
-        blob = read_line(origin, r"listening on (\S+)").group(1)
+        blob, stats = start_origin(procs, work, data)
 
         def daemon(i, seed):
             d = os.path.join(work, f"pollen-{i}")
@@ -177,10 +190,7 @@ def run_pollen(args, work, data, size, n, scenario, t_min):
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def finished(k):
-            rc = gets[k].poll()
-            if rc not in (None, 0):
-                raise RuntimeError(f"pollen get on peer {k} failed ({rc})")
-            return rc == 0
+            return exited_ok(gets[k], f"pollen get on peer {k}")
 
         def kill(k):
             peers[k][0].send_signal(signal.SIGKILL)
@@ -243,23 +253,14 @@ def run_bittorrent(args, work, data, size, n, scenario, t_min):
 def run_http(args, work, data, size, n, scenario, t_min):
     procs = Procs()
     try:
-        stats = os.path.join(work, "origin.stats")
-        origin = procs.add(ns(1, ORIGIN, "--listen", f"{ip(1)}:0", "--file", data, "--stats", stats,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
-        blob = read_line(origin, r"listening on (\S+)").group(1)
+        blob, stats = start_origin(procs, work, data)
         tx0 = tx_bytes(1)
         curls = [None] * n
 
         def start(k):
             curls[k] = ns(k + 2, "curl", "-sf", "-o", os.path.join(work, f"http-{k}"), blob)
 
-        def finished(k):
-            rc = curls[k].poll()
-            if rc not in (None, 0):
-                raise RuntimeError(f"curl on peer {k} failed ({rc})")
-            return rc == 0
-
-        times = drive(n, scenario, t_min, start, finished, lambda k: curls[k].kill(), "http")
+        times = drive(n, scenario, t_min, start, lambda k: exited_ok(curls[k], f"curl on peer {k}"), lambda k: curls[k].kill(), "http")
         time.sleep(0.3)
         return times, int(open(stats).read().strip() or 0), tx_bytes(1) - tx0
     finally:

@@ -646,13 +646,16 @@ impl Conductor {
                     if events_rx.is_some() && !back_to_source {
                         announce(&events_tx, peer_event::Event::NeedParents(NeedParents {}));
                     }
-                    let idle = origin.is_none() && active.is_empty();
+                    // No progress for `parent_wait` sends the download to the origin even
+                    // with parents connected: parents that hold nothing we lack (the pieces
+                    // exist nowhere in the swarm) must not keep it waiting forever.
+                    let idle = active.is_empty();
                     let waited = last_progress.elapsed() >= self.cfg.parent_wait;
                     let all_failed = last_parent_failure
                         .is_some_and(|t| t.elapsed() >= AFTER_PARENTS_FAILED.min(self.cfg.parent_wait));
-                    if idle && (back_to_source || waited || all_failed) {
+                    if origin.is_none() && (waited || (idle && (back_to_source || all_failed))) {
                         if !back_to_source && waited {
-                            warn!(waited = ?self.cfg.parent_wait, "no usable parent in time; downloading from the origin");
+                            warn!(waited = ?self.cfg.parent_wait, "no progress from parents in time; downloading from the origin");
                         } else if !back_to_source {
                             warn!(failed = blocklist.len(), "every parent offered failed and no other came; downloading from the origin");
                         }

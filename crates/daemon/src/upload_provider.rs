@@ -62,9 +62,7 @@ impl PieceProvider for StoreProvider {
         let Some(spread) = &self.spread else {
             return Some(held);
         };
-        let mut map = spread.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget tasks the store no longer holds (evicted or removed).
-        map.retain(|t, _| self.store.get(t).is_some());
+        let map = spread.lock().unwrap_or_else(|e| e.into_inner());
         Some(match map.get(task) {
             Some(h) if h.last.elapsed() < QUIET => least_served(&held, &h.counts),
             _ => held,
@@ -77,6 +75,10 @@ impl PieceProvider for StoreProvider {
         let layout = entry.layout();
         if let Some(spread) = &self.spread {
             let mut map = spread.lock().unwrap_or_else(|e| e.into_inner());
+            if !map.contains_key(task) {
+                // A new task: forget those the store no longer holds (evicted or removed).
+                map.retain(|t, _| self.store.get(t).is_some());
+            }
             let h = map.entry(*task).or_insert_with(|| Handouts {
                 counts: vec![0; layout.piece_count() as usize],
                 last: Instant::now(),

@@ -66,7 +66,11 @@ impl Core {
         self.model.next_session += 1;
         let session = self.model.next_session;
         info!(host = %info.host_id, %ip, port = info.upload_port, seed = info.seed, "host session opened");
-        let now = Instant::now();
+        if info.seed {
+            self.model.seed_hosts.insert(info.host_id.clone());
+        } else {
+            self.model.seed_hosts.remove(&info.host_id);
+        }
         self.model.hosts.insert(
             info.host_id.clone(),
             Host {
@@ -76,7 +80,6 @@ impl Core {
                 commands,
                 children: 0,
                 load: Load::default(),
-                last_seen: now,
             },
         );
         session
@@ -88,6 +91,7 @@ impl Core {
             return;
         }
         self.model.hosts.remove(host_id);
+        self.model.seed_hosts.remove(host_id);
         let mut doomed: Vec<(String, String)> = self
             .model
             .tasks
@@ -119,9 +123,7 @@ impl Core {
         host.load = Load {
             upload_connections: load.upload_connections,
             upload_bytes_per_sec: load.upload_bytes_per_sec,
-            download_bytes_per_sec: load.download_bytes_per_sec,
         };
-        host.last_seen = Instant::now();
         true
     }
 
@@ -163,9 +165,8 @@ impl Core {
                 digest: d.clone(),
             })
             .collect();
-        let peer = task.add_peer(Peer::new(pid.clone(), reg.host_id.clone(), now), is_seed);
+        let peer = task.add_peer(Peer::new(pid.clone(), reg.host_id.clone()), is_seed);
         peer.tx = Some(tx);
-        peer.last_seen = now;
         if let Some(len) = len {
             peer.send(scheduler_event::Event::TaskInfo(TaskInfo {
                 content_length: len,
@@ -192,9 +193,6 @@ impl Core {
             return;
         };
         task.last_active = now;
-        if let Some(p) = task.peers.get_mut(pid) {
-            p.last_seen = now;
-        }
         match ev {
             peer_event::Event::Register(_) => debug!(peer = pid, "duplicate register ignored"),
             peer_event::Event::ContentInfo(info) => {
@@ -451,10 +449,10 @@ impl Core {
         let tried = self.seeds_tried.entry(tid.to_string()).or_default();
         let mut seeds: Vec<&Host> = self
             .model
-            .hosts
-            .values()
-            .filter(|h| h.info.seed && Some(&h.info.host_id) != peer_host.as_ref())
-            .filter(|h| !tried.contains(&h.info.host_id))
+            .seed_hosts
+            .iter()
+            .filter(|id| Some(*id) != peer_host.as_ref() && !tried.contains(*id))
+            .filter_map(|id| self.model.hosts.get(id))
             .collect();
         // Most free upload slots first, then fewest children, then id (repeatable).
         seeds.sort_by(|a, b| {

@@ -8,7 +8,10 @@
 //! - live on another host that is alive and has a free upload slot;
 //! - not be blocklisted by the child, and not be a "bad" parent (piece times far above the
 //!   task's typical time) unless nothing else is left;
-//! - hold a piece the child lacks, or be downloading the task itself;
+//! - hold a piece the child lacks, or be downloading the task itself while every piece is
+//!   in the swarm or on its way (some peer holds the whole task or reads the origin);
+//!   otherwise the pieces it lacks may exist nowhere, and offering it would keep the child
+//!   busy with a parent that can never give anything;
 //! - with `dag` on, not be a descendant of the child.
 //!
 //! The rank is a weighted sum of features in 0..=1 (weights in [`Weights`]): free upload
@@ -181,25 +184,38 @@ pub fn select_parents(
             .map(|i| &task.order[(start + i) % n])
             .filter(|id| !task.seeds.contains(id)),
     );
-    let mut good: Vec<(f64, &str)> = Vec::new();
-    let mut bad: Vec<(f64, &str)> = Vec::new();
-    for id in sample {
+    // Whether every piece is in the swarm or on its way; computed once, if needed.
+    let pieces_coming = std::cell::OnceCell::new();
+    // (score, place in the sample, id): ties go to the earlier place, which is repeatable
+    // for a given random start and cheaper than comparing ids.
+    let mut good: Vec<(f64, usize, &str)> = Vec::new();
+    let mut bad: Vec<(f64, usize, &str)> = Vec::new();
+    for (place, id) in sample.enumerate() {
         let Some(p) = task.peers.get(id) else {
             continue;
         };
-        let Some(score) = score(cfg, task, hosts, child, child_host, p, total) else {
+        let Some(score) = score(
+            cfg,
+            task,
+            hosts,
+            child,
+            child_host,
+            p,
+            total,
+            &pieces_coming,
+        ) else {
             continue;
         };
         if p.upload_cost
             .is_bad(&task.typical_cost, cfg.bad_parent_factor)
         {
-            bad.push((score, &p.id));
+            bad.push((score, place, &p.id));
         } else {
-            good.push((score, &p.id));
+            good.push((score, place, &p.id));
         }
     }
-    let rank = |v: &mut Vec<(f64, &str)>| {
-        v.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let rank = |v: &mut Vec<(f64, usize, &str)>| {
+        v.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     };
     rank(&mut good);
     rank(&mut bad);
@@ -209,13 +225,14 @@ pub fn select_parents(
     // up to a candidate, which makes that candidate a descendant.
     good.into_iter()
         .chain(bad)
-        .filter(|(_, c)| !cfg.dag || !is_descendant(task, c, child_id))
+        .filter(|(_, _, c)| !cfg.dag || !is_descendant(task, c, child_id))
         .take(cfg.candidate_limit)
-        .map(|(_, id)| id.to_string())
+        .map(|(_, _, id)| id.to_string())
         .collect()
 }
 
 /// The weighted score of `p` as a parent of `child`, or `None` when it fails the filter.
+#[allow(clippy::too_many_arguments)]
 fn score(
     cfg: &EvaluatorConfig,
     task: &Task,
@@ -224,21 +241,31 @@ fn score(
     child_host: &Host,
     p: &Peer,
     total: f64,
+    pieces_coming: &std::cell::OnceCell<bool>,
 ) -> Option<f64> {
     if p.id == child.id || p.host_id == child.host_id || child.blocklist.contains(&p.id) {
         return None;
     }
+    if p.tx.is_none() && p.state != PeerState::Succeeded {
+        return None;
+    }
+    // The peer's own facts first: the host lookup is the costly step (a cache miss per
+    // candidate in a large model), so it runs only for candidates that can help.
+    let useful = p.finished.count_missing_from(&child.finished);
+    let downloading = matches!(p.state, PeerState::Running | PeerState::BackToSource);
+    if useful == 0
+        && !(downloading
+            && p.finished.len() < total as u32
+            && *pieces_coming.get_or_init(|| task.every_piece_reachable()))
+    {
+        return None;
+    }
     let host = hosts.get(&p.host_id)?;
-    if host.info.upload_port == 0 || p.tx.is_none() && p.state != PeerState::Succeeded {
+    if host.info.upload_port == 0 {
         return None;
     }
     let free = free_slots(host);
     if free == 0 {
-        return None;
-    }
-    let useful = p.finished.count_missing_from(&child.finished);
-    let downloading = matches!(p.state, PeerState::Running | PeerState::BackToSource);
-    if useful == 0 && !(downloading && p.finished.len() < total as u32) {
         return None;
     }
     let w = &cfg.weights;

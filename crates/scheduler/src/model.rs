@@ -29,7 +29,6 @@ pub type HostTx = mpsc::Sender<Result<HostCommand, Status>>;
 pub struct Load {
     pub upload_connections: u32,
     pub upload_bytes_per_sec: u64,
-    pub download_bytes_per_sec: u64,
 }
 
 /// A daemon with an open host session.
@@ -41,7 +40,6 @@ pub struct Host {
     /// Children currently told to download from this host, over all tasks.
     pub children: usize,
     pub load: Load,
-    pub last_seen: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,17 +61,14 @@ pub struct Peer {
     pub tx: Option<PeerTx>,
     pub blocklist: HashSet<String>,
     pub parents: Vec<String>,
-    /// Registered but had no usable parent the last time it asked.
-    pub waiting: bool,
     pub uploads_ok: u64,
     pub uploads_failed: u64,
     /// How long this peer takes to upload a piece, as its children report it.
     pub upload_cost: PieceCost,
-    pub last_seen: Instant,
 }
 
 impl Peer {
-    pub fn new(id: String, host_id: String, now: Instant) -> Self {
+    pub fn new(id: String, host_id: String) -> Self {
         Self {
             id,
             host_id,
@@ -82,11 +77,9 @@ impl Peer {
             tx: None,
             blocklist: HashSet::new(),
             parents: Vec::new(),
-            waiting: false,
             uploads_ok: 0,
             uploads_failed: 0,
             upload_cost: PieceCost::default(),
-            last_seen: now,
         }
     }
 
@@ -110,8 +103,8 @@ pub struct Task {
     pub order: Vec<String>,
     /// Peers on seed hosts, always considered as candidates.
     pub seeds: Vec<String>,
-    /// Peers waiting for a parent (mirrors `Peer::waiting`; kept apart so a piece report
-    /// does not scan every peer to find them).
+    /// Peers registered that had no usable parent the last time they asked (a set, so a
+    /// piece report does not scan every peer to find them).
     waiters: std::collections::BTreeSet<String>,
     pub seed_triggered: Option<Instant>,
     /// Typical piece upload time over all parents of the task.
@@ -184,6 +177,14 @@ impl Task {
             .any(|p| p.state == PeerState::BackToSource && p.tx.is_some())
     }
 
+    /// True when every piece is held in the swarm or on its way into it: some peer holds
+    /// the whole task, or some live peer reads it from the origin.
+    pub fn every_piece_reachable(&self) -> bool {
+        self.peers.values().any(|p| {
+            p.state == PeerState::Succeeded || p.state == PeerState::BackToSource && p.tx.is_some()
+        })
+    }
+
     /// Ids of waiting peers, in id order.
     pub fn waiting(&self) -> Vec<String> {
         self.waiters.iter().cloned().collect()
@@ -191,13 +192,13 @@ impl Task {
 
     /// Marks a peer as waiting for a parent, or not.
     pub fn set_waiting(&mut self, id: &str, waiting: bool) {
-        if let Some(p) = self.peers.get_mut(id) {
-            p.waiting = waiting;
-            if waiting {
-                self.waiters.insert(id.to_string());
-            } else {
-                self.waiters.remove(id);
-            }
+        if !self.peers.contains_key(id) {
+            return;
+        }
+        if waiting {
+            self.waiters.insert(id.to_string());
+        } else {
+            self.waiters.remove(id);
         }
     }
 }
@@ -206,6 +207,8 @@ impl Task {
 #[derive(Default)]
 pub struct Model {
     pub hosts: HashMap<String, Host>,
+    /// Ids of the seed hosts among `hosts` (so finding a seed does not walk every host).
+    pub seed_hosts: std::collections::BTreeSet<String>,
     pub tasks: HashMap<String, Task>,
     pub next_session: u64,
 }

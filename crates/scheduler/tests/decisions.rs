@@ -233,3 +233,43 @@ fn a_task_whose_peers_are_all_gone_is_forgotten_after_its_ttl_and_a_live_one_is_
     assert_eq!(w.core.collect_garbage(later), 1);
     assert!(w.core.model.tasks.is_empty());
 }
+
+#[test]
+fn with_the_seed_gone_a_peer_holding_nothing_useful_is_not_offered_and_the_child_goes_to_the_origin(
+) {
+    let mut w = World::new(4);
+    w.host("a", "10.0.0.1", "", "", false);
+    w.host("b", "10.0.0.2", "", "", false);
+    w.host("s", "10.0.0.3", "", "", true);
+    let a = w.join("a-peer", "a");
+    assert!(w.triggered("s"), "the seed was not triggered");
+    w.join("seed-peer", "s");
+    w.core.event(
+        "t",
+        "seed-peer",
+        peer_event::Event::ContentInfo(ContentInfo {
+            content_length: 8 << 22,
+            piece_length: 1 << 22,
+        }),
+    );
+    w.pieces("seed-peer", &[0], "", 0);
+    // b-peer is downloading too, and gets piece 0 as a-peer does.
+    w.join("b-peer", "b");
+    w.pieces("a-peer", &[0], "seed-peer", 100);
+    w.pieces("b-peer", &[0], "seed-peer", 100);
+    w.answer(a);
+    w.core.event(
+        "t",
+        "seed-peer",
+        peer_event::Event::Failed(PeerFailed {
+            reason: "origin reset the connection".into(),
+        }),
+    );
+    // Pieces 1..8 exist nowhere now: b-peer cannot give a-peer anything.
+    w.core.event(
+        "t",
+        "a-peer",
+        peer_event::Event::NeedParents(Default::default()),
+    );
+    assert_eq!(w.answer(a), Answer::Origin);
+}

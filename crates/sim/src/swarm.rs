@@ -508,7 +508,7 @@ impl Swarm {
                 host_id: p.host.clone(),
                 upload_connections: conns[i],
                 upload_bytes_per_sec: sent[i] as u64,
-                download_bytes_per_sec: 0,
+                ..Default::default()
             });
         }
         for i in 0..self.peers.len() {
@@ -581,29 +581,6 @@ impl Swarm {
             .filter_map(|p| p.done_at.map(|d| (d - p.join) / t_min))
             .collect();
         ratios.sort_by(f64::total_cmp);
-        if std::env::var_os("POLLEN_SIM_DEBUG").is_some() {
-            let bts: Vec<&str> = self
-                .peers
-                .iter()
-                .filter(|p| p.back_to_source)
-                .map(|p| p.id.as_str())
-                .collect();
-            eprintln!("back to source: {bts:?}");
-            let mut worst: Vec<(f64, &SimPeer)> = self.peers[..self.spec.peers]
-                .iter()
-                .filter_map(|p| p.done_at.map(|d| ((d - p.join) / t_min, p)))
-                .collect();
-            worst.sort_by(|a, b| b.0.total_cmp(&a.0));
-            for (r, p) in worst.iter().take(8) {
-                eprintln!(
-                    "{} ratio {r:.2} join {:.1} up {:.0} down {:.0}",
-                    p.id,
-                    p.join,
-                    p.up / 125000.0,
-                    p.down / 125000.0
-                );
-            }
-        }
         Outcome {
             peers: self.spec.peers,
             t_min,
