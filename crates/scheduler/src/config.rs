@@ -54,7 +54,7 @@ mod tests {
         assert_eq!(c.seed_patience, Duration::from_secs(5));
         assert_eq!(c.evaluator.candidate_limit, 4);
         assert_eq!(c.evaluator.weights.idc, 0.5);
-        assert_eq!(c.evaluator.weights.load, 0.20);
+        assert_eq!(c.evaluator.weights.load, 0.40);
         assert!(toml::from_str::<SchedulerConfig>("[evaluator]\nk = 3").is_err());
     }
 }

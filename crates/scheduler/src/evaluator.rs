@@ -34,7 +34,9 @@ pub const CONNECTIONS_PER_CHILD: u32 = 2;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Weights {
-    /// Free upload slots and bandwidth on the candidate's host. Default 0.20.
+    /// Load on the candidate's host: upload per child (its upload limit over its children
+    /// plus one, against the best candidate's), free upload slots and free bandwidth.
+    /// Default 0.40.
     pub load: f64,
     /// Pieces the candidate holds that the child lacks, over the task's piece count.
     /// Default 0.25.
@@ -57,7 +59,7 @@ pub struct Weights {
 impl Default for Weights {
     fn default() -> Self {
         Self {
-            load: 0.20,
+            load: 0.40,
             pieces: 0.25,
             success: 0.15,
             speed: 0.15,
@@ -84,7 +86,7 @@ pub struct EvaluatorConfig {
     /// (Dragonfly's rule). Default false: a piece only ever moves from a peer that holds it
     /// to one that lacks it, so two peers that are each other's parents trade different
     /// pieces, which is what a swarm needs; the simulation (docs/BENCHMARKS.md) finishes
-    /// the last of 1,000 peers at 1.7 x T_min without the rule and 2.6 x with it.
+    /// the last of 1,000 peers at 1.4 x T_min without the rule and 2.4 x with it.
     pub dag: bool,
     /// Feature weights.
     pub weights: Weights,
@@ -188,13 +190,12 @@ pub fn select_parents(
     let pieces_coming = std::cell::OnceCell::new();
     // (score, place in the sample, id): ties go to the earlier place, which is repeatable
     // for a given random start and cheaper than comparing ids.
-    let mut good: Vec<(f64, usize, &str)> = Vec::new();
-    let mut bad: Vec<(f64, usize, &str)> = Vec::new();
+    let mut scored: Vec<Scored> = Vec::new();
     for (place, id) in sample.enumerate() {
         let Some(p) = task.peers.get(id) else {
             continue;
         };
-        let Some(score) = score(
+        let Some(mut s) = score(
             cfg,
             task,
             hosts,
@@ -206,12 +207,29 @@ pub fn select_parents(
         ) else {
             continue;
         };
-        if p.upload_cost
-            .is_bad(&task.typical_cost, cfg.bad_parent_factor)
-        {
-            bad.push((score, place, &p.id));
+        s.place = place;
+        s.bad = p
+            .upload_cost
+            .is_bad(&task.typical_cost, cfg.bad_parent_factor);
+        scored.push(s);
+    }
+    // Upload per child is compared within the decision: the candidate that would give each
+    // child the most scores 1. A host without an upload limit counts as the fastest known.
+    let fastest = scored.iter().filter_map(|s| s.capacity).fold(0.0, f64::max);
+    let fastest = if fastest > 0.0 { fastest } else { 1.0 };
+    let per_child = |s: &Scored| s.capacity.unwrap_or(fastest) / (s.children as f64 + 1.0);
+    let best_per_child = scored
+        .iter()
+        .map(per_child)
+        .fold(f64::MIN_POSITIVE, f64::max);
+    let mut good: Vec<(f64, usize, &str)> = Vec::new();
+    let mut bad: Vec<(f64, usize, &str)> = Vec::new();
+    for s in &scored {
+        let total = s.score + cfg.weights.load * SHARE_PART * per_child(s) / best_per_child;
+        if s.bad {
+            bad.push((total, s.place, s.id));
         } else {
-            good.push((score, place, &p.id));
+            good.push((total, s.place, s.id));
         }
     }
     let rank = |v: &mut Vec<(f64, usize, &str)>| {
@@ -231,18 +249,36 @@ pub fn select_parents(
         .collect()
 }
 
+/// Part of the load feature given to upload per child (the rest is free slots and free
+/// bandwidth): a 200 Mbit/s host with ten children serves each more than a 50 Mbit/s host
+/// with five, and sending children where each gets most is what keeps the slowest peer of
+/// a large swarm near the bound (docs/BENCHMARKS.md).
+const SHARE_PART: f64 = 0.5;
+
+/// A candidate that passed the filter: its weighted score without the upload-per-child
+/// part, which needs the other candidates to be scaled.
+struct Scored<'a> {
+    id: &'a str,
+    score: f64,
+    /// The host's upload limit in bytes/s, if it has one.
+    capacity: Option<f64>,
+    children: usize,
+    place: usize,
+    bad: bool,
+}
+
 /// The weighted score of `p` as a parent of `child`, or `None` when it fails the filter.
 #[allow(clippy::too_many_arguments)]
-fn score(
+fn score<'a>(
     cfg: &EvaluatorConfig,
     task: &Task,
     hosts: &HashMap<String, Host>,
     child: &Peer,
     child_host: &Host,
-    p: &Peer,
+    p: &'a Peer,
     total: f64,
     pieces_coming: &std::cell::OnceCell<bool>,
-) -> Option<f64> {
+) -> Option<Scored<'a>> {
     if p.id == child.id || p.host_id == child.host_id || child.blocklist.contains(&p.id) {
         return None;
     }
@@ -274,7 +310,8 @@ fn score(
         0 => 1.0,
         limit => 1.0 - (host.load.upload_bytes_per_sec as f64 / limit as f64).min(1.0),
     };
-    let load = 0.5 * (free as f64 / max) + 0.5 * bandwidth_free;
+    let rest = (1.0 - SHARE_PART) / 2.0;
+    let load = rest * (free as f64 / max) + rest * bandwidth_free;
     let attempts = p.uploads_ok + p.uploads_failed;
     let success = if attempts == 0 {
         1.0
@@ -288,14 +325,20 @@ fn score(
     let idc = if same_idc { 1.0 } else { 0.0 };
     let location = location_affinity(&host.info.location, &child_host.info.location);
     let near = proximity(host.ip, child_host.ip);
-    Some(
-        w.load * load
-            + w.pieces * pieces
-            + w.success * success
-            + w.speed * speed
-            + w.host_type * host_type
-            + w.idc * idc
-            + w.location * location
-            + w.proximity * near,
-    )
+    let score = w.load * load
+        + w.pieces * pieces
+        + w.success * success
+        + w.speed * speed
+        + w.host_type * host_type
+        + w.idc * idc
+        + w.location * location
+        + w.proximity * near;
+    Some(Scored {
+        id: &p.id,
+        score,
+        capacity: (host.info.upload_rate_limit > 0).then_some(host.info.upload_rate_limit as f64),
+        children: host.children,
+        place: 0,
+        bad: false,
+    })
 }
