@@ -1,5 +1,6 @@
 //! Scheduling under load, on loopback: a slow parent gets a smaller share of the pieces, a
-//! host with no free upload slot is not offered as a parent, and rate limits hold.
+//! host with no free upload slot is not offered as a parent, rate limits hold, and prefetch
+//! yields to foreground downloads.
 
 mod common;
 
@@ -89,6 +90,84 @@ async fn a_rate_limited_download_is_never_faster_than_its_limit_plus_ten_percent
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_rate_limited_download_is_never_faster_than_its_limit_plus_ten_percent() {
     limited_download("--task-download-rate-limit").await;
+}
+
+/// The first task in `stat` of `len` bytes, as (pieces present, complete).
+async fn held(d: &pollen::cluster::DaemonProc, len: u64) -> Option<(u32, bool)> {
+    let stat = d.stat().await.expect("stat");
+    stat.tasks
+        .iter()
+        .find(|t| t.content_length == len)
+        .map(|t| (t.pieces_present, t.complete))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_waits_for_a_foreground_download_then_keeps_to_its_limit() {
+    let (fg_size, bg_size, bg_limit) = (24 * MIB, 12 * MIB, 4 * MIB);
+    let (fg, bg) = (origin(fg_size).await, origin(bg_size).await);
+    let work = tempfile::tempdir().expect("tmp");
+    let config = work.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!("prefetch_rate_limit = {bg_limit}\n[proxy]\nprefetch = true\n"),
+    )
+    .expect("config");
+    let mut spec = ClusterSpec::standalone(bin(), 1);
+    // The foreground download takes a few seconds, so the prefetch starts while it runs.
+    spec.daemon_args = vec![
+        "--config".into(),
+        config.to_string_lossy().into_owned(),
+        "--task-download-rate-limit".into(),
+        (8 * MIB).to_string(),
+    ];
+    let cluster = Cluster::start(spec).await.expect("daemon");
+    let d = &cluster.peers[0];
+    let out = cluster.dir.path().join("foreground.bin");
+    let url = fg.url("/blob");
+    let foreground = d.download(&url, &out, None);
+    let prefetch = async {
+        // Once the foreground download holds a piece, a Range request starts the prefetch.
+        let deadline = Instant::now() + HANG;
+        while held(d, fg_size).await.is_none_or(|(n, _)| n == 0) {
+            assert!(
+                Instant::now() < deadline,
+                "the foreground download never started"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let proxy = d.proxy_addr().await.expect("proxy");
+        let r = reqwest::Client::new()
+            .get(format!("http://{proxy}/v2/a/b/blobs/{}", bg.digest()))
+            .header("X-Pollen-Registry", format!("http://{}", bg.addr))
+            .header("Range", "bytes=0-9")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 206);
+    };
+    let (done, ()) = tokio::join!(foreground, prefetch);
+    done.expect("foreground download");
+    assert_eq!(sha256_file(&out), fg.digest());
+    // Nothing moved for the prefetch while the foreground download ran.
+    let started = Instant::now();
+    let (pieces, _) = held(d, bg_size).await.unwrap_or((0, false));
+    assert_eq!(
+        pieces, 0,
+        "the prefetch took pieces during a foreground download"
+    );
+    let deadline = started + HANG;
+    loop {
+        if held(d, bg_size).await.is_some_and(|(_, complete)| complete) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the prefetch never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rate = bg_size as f64 / started.elapsed().as_secs_f64();
+    assert!(
+        rate <= 1.1 * bg_limit as f64,
+        "prefetch moved {rate:.0} B/s under a {bg_limit} B/s prefetch_rate_limit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

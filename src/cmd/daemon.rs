@@ -72,6 +72,16 @@ pub struct DaemonArgs {
     /// Download limit of each task in bytes per second; 0 means unlimited.
     #[arg(long, env = "POLLEN_TASK_DOWNLOAD_RATE_LIMIT", value_parser = size)]
     pub task_download_rate_limit: Option<u64>,
+    /// Prefetch limit in bytes per second (prefetch also waits for foreground downloads);
+    /// 0 means unlimited.
+    #[arg(long, env = "POLLEN_PREFETCH_RATE_LIMIT", value_parser = size)]
+    pub prefetch_rate_limit: Option<u64>,
+    /// Most pieces fetched at once over every task; 0 means no cap.
+    #[arg(long, env = "POLLEN_MAX_CONCURRENT_DOWNLOAD_PIECES")]
+    pub max_concurrent_download_pieces: Option<usize>,
+    /// Most pieces sent at once over every upload connection; 0 means no cap.
+    #[arg(long, env = "POLLEN_MAX_CONCURRENT_UPLOAD_PIECES")]
+    pub max_concurrent_upload_pieces: Option<usize>,
     /// Most concurrent upload connections [default: 64].
     #[arg(long, env = "POLLEN_MAX_UPLOAD_CONNECTIONS")]
     pub max_upload_connections: Option<usize>,
@@ -130,6 +140,15 @@ impl DaemonArgs {
         }
         if let Some(v) = self.task_download_rate_limit {
             cfg.task_download_rate_limit = v;
+        }
+        if let Some(v) = self.prefetch_rate_limit {
+            cfg.prefetch_rate_limit = v;
+        }
+        if let Some(v) = self.max_concurrent_download_pieces {
+            cfg.max_concurrent_download_pieces = v;
+        }
+        if let Some(v) = self.max_concurrent_upload_pieces {
+            cfg.max_concurrent_upload_pieces = v;
         }
         if let Some(v) = self.max_upload_connections {
             cfg.max_upload_connections = v;

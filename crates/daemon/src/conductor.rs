@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pollen_core::{ContentDigest, PieceDigest, RateLimiter, TaskId, TaskKey};
+use pollen_core::{ContentDigest, PieceDigest, TaskId, TaskKey};
 use pollen_proto::scheduler::{
     peer_event, scheduler_event, ContentInfo, FinishedPiece, NeedParents, ParentFailed, PeerEvent,
     PeerFailed, PeerFinished, PiecesFinished, Register, SchedulerEvent, TaskRequest,
@@ -36,6 +36,7 @@ use crate::parent_fetcher::{FetchError, ParentJob};
 use crate::piece_claims::PieceClaims;
 use crate::scheduler_link::{Announce, SchedulerLink};
 use crate::stats::DaemonStats;
+use crate::traffic::{Pace, Priority, Traffic};
 
 /// Data-plane connections opened to each ordinary parent; a seed parent gets one connection
 /// with one request in flight, because its upload is the swarm's scarcest resource and a
@@ -163,6 +164,7 @@ impl DownloadWatch {
 struct Inflight {
     progress: watch::Receiver<Progress>,
     result: watch::Receiver<Outcome>,
+    priority: Arc<watch::Sender<Priority>>,
 }
 
 pub(crate) struct Conductor {
@@ -172,8 +174,7 @@ pub(crate) struct Conductor {
     pub source: HttpSource,
     pub link: Option<SchedulerLink>,
     pub host_id: String,
-    pub download_limiter: RateLimiter,
-    pub back_to_source_limiter: RateLimiter,
+    pub traffic: Traffic,
     pub shutdown: CancellationToken,
     inflight: Mutex<HashMap<TaskId, Inflight>>,
 }
@@ -255,10 +256,8 @@ impl Conductor {
         host_id: String,
         shutdown: CancellationToken,
     ) -> Self {
-        let limit = |v: u64| RateLimiter::new((v > 0).then_some(v));
         Self {
-            download_limiter: limit(cfg.download_rate_limit),
-            back_to_source_limiter: limit(cfg.back_to_source_rate_limit),
+            traffic: Traffic::new(&cfg),
             store,
             stats,
             cfg,
@@ -280,11 +279,24 @@ impl Conductor {
             .collect()
     }
 
-    /// Starts (or joins) the download of a task.
+    /// Starts (or joins) the download of a task someone waits for.
     pub fn start(self: &Arc<Self>, spec: TaskSpec) -> DownloadWatch {
+        self.start_with(spec, Priority::Foreground)
+    }
+
+    /// Starts (or joins) a download nobody waits for: it yields to foreground downloads and
+    /// passes the prefetch limiter until a foreground request joins it.
+    pub fn prefetch(self: &Arc<Self>, spec: TaskSpec) -> DownloadWatch {
+        self.start_with(spec, Priority::Background)
+    }
+
+    fn start_with(self: &Arc<Self>, spec: TaskSpec, priority: Priority) -> DownloadWatch {
         let from_cache = self.store.get(&spec.id).is_some_and(|e| e.is_complete());
         let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = map.get(&spec.id) {
+            if priority == Priority::Foreground {
+                self.traffic.promote(&f.priority);
+            }
             return DownloadWatch {
                 id: spec.id,
                 progress: f.progress.clone(),
@@ -294,11 +306,14 @@ impl Conductor {
         }
         let (progress_tx, progress) = watch::channel(Progress::default());
         let (result_tx, result) = watch::channel(None);
+        let (pace, priority) = self.traffic.pace(priority);
+        let priority = Arc::new(priority);
         map.insert(
             spec.id,
             Inflight {
                 progress: progress.clone(),
                 result: result.clone(),
+                priority: priority.clone(),
             },
         );
         let this = self.clone();
@@ -306,15 +321,15 @@ impl Conductor {
         let span = info_span!("download", task = %&id.hex()[..12]);
         tokio::spawn(
             async move {
-                let r = this.run(spec, progress_tx).await;
+                let r = this.run(spec, pace, progress_tx).await;
                 if let Err(e) = &r {
                     warn!(error = %e, "download failed");
                 }
                 let _ = result_tx.send(Some(r));
-                this.inflight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                let mut map = this.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                map.remove(&id);
+                // Under the map's lock, so no request promotes the task after this.
+                this.traffic.finished(&priority);
             }
             .instrument(span),
         );
@@ -391,7 +406,7 @@ impl Conductor {
         spec: &TaskSpec,
         claims: Option<Arc<PieceClaims>>,
         reports: mpsc::Sender<Report>,
-        task_limiter: &RateLimiter,
+        pace: &Pace,
     ) -> JoinHandle<Result<(), DownloadError>> {
         let job = OriginJob {
             task: spec.id,
@@ -402,11 +417,7 @@ impl Conductor {
             source: self.source.clone(),
             store: self.store.clone(),
             stats: self.stats.clone(),
-            limiters: vec![
-                self.download_limiter.clone(),
-                self.back_to_source_limiter.clone(),
-                task_limiter.clone(),
-            ],
+            pace: pace.clone(),
             reports,
         };
         tokio::spawn(job.run().in_current_span())
@@ -415,6 +426,7 @@ impl Conductor {
     async fn run(
         self: &Arc<Self>,
         spec: TaskSpec,
+        pace: Pace,
         progress: watch::Sender<Progress>,
     ) -> Result<(), DownloadError> {
         if self.serve_from_cache(&spec).await? {
@@ -443,8 +455,6 @@ impl Conductor {
             None => (None, None),
         };
         let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
-        let task_limit = self.cfg.task_download_rate_limit;
-        let task_limiter = RateLimiter::new((task_limit > 0).then_some(task_limit));
         let mut fetchers: JoinSet<(String, Result<(), FetchError>)> = JoinSet::new();
         let mut active: HashMap<String, usize> = HashMap::new();
         let mut blocklist: HashSet<String> = HashSet::new();
@@ -453,8 +463,7 @@ impl Conductor {
         let mut pending_digests: Vec<(u32, PieceDigest)> = Vec::new();
         if events_tx.is_none() {
             back_to_source = true;
-            origin =
-                Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &task_limiter));
+            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
         } else if let Some(c) = &claims {
             let layout = c.entry.layout();
             announce(
@@ -558,7 +567,7 @@ impl Conductor {
                                     claims: c.clone(),
                                     store: self.store.clone(),
                                     stats: self.stats.clone(),
-                                    limiters: vec![self.download_limiter.clone(), task_limiter.clone()],
+                                    pace: pace.clone(),
                                     reports: report_tx.clone(),
                                     depth,
                                     connect_timeout: self.cfg.connect_timeout,
@@ -574,7 +583,7 @@ impl Conductor {
                         if origin.is_none() {
                             info!(reason = %b.reason, "scheduler sent this peer to the origin");
                             back_to_source = true;
-                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &task_limiter));
+                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
                         }
                     }
                     None => {
@@ -582,7 +591,7 @@ impl Conductor {
                         if origin.is_none() && active.is_empty() {
                             warn!("lost the scheduler and no parent is working; downloading from the origin");
                             back_to_source = true;
-                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &task_limiter));
+                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
                         } else {
                             warn!("lost the scheduler; continuing with the parents at hand");
                         }
@@ -649,6 +658,10 @@ impl Conductor {
                     // No progress for `parent_wait` sends the download to the origin even
                     // with parents connected: parents that hold nothing we lack (the pieces
                     // exist nowhere in the swarm) must not keep it waiting forever.
+                    if pace.yielding() {
+                        // Prefetch standing aside for a foreground download is not stuck.
+                        last_progress = Instant::now();
+                    }
                     let idle = active.is_empty();
                     let waited = last_progress.elapsed() >= self.cfg.parent_wait;
                     let all_failed = last_parent_failure
@@ -660,7 +673,7 @@ impl Conductor {
                             warn!(failed = blocklist.len(), "every parent offered failed and no other came; downloading from the origin");
                         }
                         back_to_source = true;
-                        origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &task_limiter));
+                        origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
                     }
                 }
                 _ = self.shutdown.cancelled() => break Err(DownloadError::ShuttingDown),

@@ -37,6 +37,16 @@ pub struct DaemonConfig {
     /// Download limit of each task (peers and origin together) in bytes per second, so one
     /// large download cannot take the whole `download_rate_limit`; 0 is unlimited. Default 0.
     pub task_download_rate_limit: u64,
+    /// Limit in bytes per second on prefetch (downloads nobody waits for, such as the rest
+    /// of a blob after a Range request); prefetch also waits while any foreground download
+    /// runs. 0 is unlimited. Default 0.
+    pub prefetch_rate_limit: u64,
+    /// Most pieces fetched at once over every task (from parents and the origin); 0 is no
+    /// cap. Default 0.
+    pub max_concurrent_download_pieces: usize,
+    /// Most pieces sent at once over every upload connection; 0 is no cap (each connection
+    /// sends one piece at a time, so `max_upload_connections` bounds it). Default 0.
+    pub max_concurrent_upload_pieces: usize,
     /// Most concurrent upload connections. Default 64.
     pub max_upload_connections: usize,
     /// Most parents downloaded from at once per task. Default 6.
@@ -193,6 +203,9 @@ impl Default for DaemonConfig {
             download_rate_limit: 0,
             back_to_source_rate_limit: 0,
             task_download_rate_limit: 0,
+            prefetch_rate_limit: 0,
+            max_concurrent_download_pieces: 0,
+            max_concurrent_upload_pieces: 0,
             max_upload_connections: 64,
             max_parents: 6,
             pipeline_depth: 2,

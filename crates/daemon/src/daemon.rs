@@ -150,7 +150,8 @@ impl Daemon {
             RateLimiter::new((cfg.upload_rate_limit > 0).then_some(cfg.upload_rate_limit)),
             stats.upload.clone(),
             cfg.max_upload_connections,
-        );
+        )
+        .with_piece_limit(cfg.max_concurrent_upload_pieces);
         tasks.spawn(upload.run(shutdown.clone()));
 
         let link = match &cfg.scheduler {

@@ -26,6 +26,7 @@ mod piece_claims;
 mod proxy;
 mod scheduler_link;
 mod stats;
+mod traffic;
 mod upload_provider;
 
 pub use config::{DaemonConfig, GcConfig, ProxyConfig, ProxyRule};

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pollen_core::{PieceLayout, RateLimiter, TaskId};
+use pollen_core::{PieceLayout, TaskId};
 use pollen_source::{HttpSource, SourceError};
 use pollen_storage::{PieceWriter, Store, TaskMeta};
 use tokio::sync::mpsc;
@@ -20,6 +20,7 @@ use crate::conductor::Report;
 use crate::error::DownloadError;
 use crate::piece_claims::PieceClaims;
 use crate::stats::DaemonStats;
+use crate::traffic::{Pace, PieceSlot};
 
 /// Attempts after a broken transfer before giving up.
 const RETRIES: u32 = 3;
@@ -33,8 +34,8 @@ pub(crate) struct OriginJob {
     pub source: HttpSource,
     pub store: Arc<Store>,
     pub stats: Arc<DaemonStats>,
-    /// Every limiter the origin bytes pass through (host download, back-to-source, task).
-    pub limiters: Vec<RateLimiter>,
+    /// The task's traffic control: limiters, the cap on pieces in flight, prefetch yield.
+    pub pace: Pace,
     pub reports: mpsc::Sender<Report>,
 }
 
@@ -142,6 +143,7 @@ impl OriginJob {
         info!(url = %self.url, from = resp.start, total = resp.total_length, "reading from the origin");
         let mut pos = resp.start;
         let mut current: Option<(u32, Option<PieceWriter>)> = None;
+        let mut slot: Option<PieceSlot> = None;
         let mut commits = JoinSet::new();
         let result = async {
             loop {
@@ -155,9 +157,7 @@ impl OriginJob {
                         ))))
                     }
                 };
-                for l in &self.limiters {
-                    l.acquire(chunk.len() as u64).await;
-                }
+                self.pace.take(chunk.len() as u64, true).await;
                 DaemonStats::add(&self.stats.origin_bytes, chunk.len() as u64);
                 let mut data = &chunk[..];
                 while !data.is_empty() {
@@ -168,6 +168,13 @@ impl OriginJob {
                     };
                     let piece_end = layout.offset(n) + layout.length(n);
                     if current.as_ref().map(|c| c.0) != Some(n) {
+                        // A piece starts: wait for a place among the pieces in flight (and,
+                        // for prefetch, for the foreground to finish) before taking it. The
+                        // previous piece's place was freed when it ended.
+                        slot = None;
+                        if pos == layout.offset(n) && !claims.entry.bitfield().get(n) {
+                            slot = Some(self.pace.piece_slot().await);
+                        }
                         let ours = pos == layout.offset(n) && claims.claim(n);
                         let writer =
                             ours.then(|| PieceWriter::new(claims.entry.content().clone(), pos));
@@ -185,6 +192,7 @@ impl OriginJob {
                         if let Some((n, Some(w))) = current.take() {
                             self.finish_piece(&claims, n, w, &mut commits).await?;
                         }
+                        slot = None;
                     }
                 }
             }

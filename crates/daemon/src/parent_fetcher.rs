@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pollen_core::{PieceDigest, RateLimiter};
+use pollen_core::PieceDigest;
 use pollen_storage::{PieceWriter, Store, WRITE_CHUNK};
 use pollen_wire::{PieceClient, PieceResponse, WireError};
 use tokio::sync::mpsc;
@@ -21,6 +21,7 @@ use crate::conductor::Report;
 use crate::error::DownloadError;
 use crate::piece_claims::PieceClaims;
 use crate::stats::DaemonStats;
+use crate::traffic::{Pace, PieceSlot};
 
 /// Polls of an idle parent's bitfield before giving up on it (about 100 ms apart).
 const IDLE_POLLS: u32 = 30;
@@ -54,8 +55,8 @@ pub(crate) struct ParentJob {
     pub claims: Arc<PieceClaims>,
     pub store: Arc<Store>,
     pub stats: Arc<DaemonStats>,
-    /// Every limiter the piece bytes pass through (host download, task).
-    pub limiters: Vec<RateLimiter>,
+    /// The task's traffic control: limiters, the cap on pieces in flight, prefetch yield.
+    pub pace: Pace,
     pub reports: mpsc::Sender<Report>,
     pub depth: usize,
     pub connect_timeout: Duration,
@@ -65,8 +66,9 @@ pub(crate) struct ParentJob {
 
 enum Expect {
     Bitfield,
-    /// A piece, its digest, and when it was requested.
-    Piece(u32, PieceDigest, Instant),
+    /// A piece, its digest, when it was requested, and its place among the host's pieces
+    /// in flight.
+    Piece(u32, PieceDigest, Instant, PieceSlot),
 }
 
 impl ParentJob {
@@ -163,13 +165,23 @@ impl ParentJob {
                 inflight.push_back(Expect::Bitfield);
                 last_bitfield = Instant::now();
             }
-            for _ in pieces_inflight..self.depth {
+            for asked in pieces_inflight..self.depth {
+                // With no piece in flight this fetcher may wait for a place (it holds none);
+                // otherwise it takes one only if free, and reads what it asked for first.
+                let slot = if asked == 0 {
+                    self.pace.piece_slot().await
+                } else {
+                    match self.pace.try_piece_slot() {
+                        Some(s) => s,
+                        None => break,
+                    }
+                };
                 let Some((n, d)) = self.claims.claim_from(&self.parent_id, self.seed) else {
                     break;
                 };
                 claimed.push(n);
                 client.request_piece(task, n).await?;
-                inflight.push_back(Expect::Piece(n, d, Instant::now()));
+                inflight.push_back(Expect::Piece(n, d, Instant::now(), slot));
             }
             let Some(expect) = inflight.pop_front() else {
                 continue;
@@ -181,11 +193,11 @@ impl ParentJob {
                         self.claims.set_parent_bitfield(&self.parent_id, b);
                     }
                 }
-                (PieceResponse::Missing(m), Expect::Piece(n, _, _)) if m == n => {
+                (PieceResponse::Missing(m), Expect::Piece(n, _, _, _)) if m == n => {
                     self.claims.refused(&self.parent_id, n);
                     self.release(claimed, n);
                 }
-                (PieceResponse::Piece(h), Expect::Piece(n, expected, asked)) => {
+                (PieceResponse::Piece(h), Expect::Piece(n, expected, asked, _slot)) => {
                     if h.number != n
                         || h.offset != layout.offset(n)
                         || u64::from(h.length) != layout.length(n)
@@ -202,9 +214,7 @@ impl ParentJob {
                     while left > 0 {
                         let take = left.min(WRITE_CHUNK);
                         buf.resize(take, 0);
-                        for l in &self.limiters {
-                            l.acquire(take as u64).await;
-                        }
+                        self.pace.take(take as u64, false).await;
                         self.within(client.read_payload(&mut buf)).await??;
                         buf = writer
                             .write_owned(std::mem::take(&mut buf))

@@ -65,6 +65,8 @@ pub struct UploadServer {
     limiter: RateLimiter,
     stats: Arc<UploadStats>,
     permits: Arc<Semaphore>,
+    /// Places for pieces being sent, over every connection; `None` without a cap.
+    pieces: Option<Arc<Semaphore>>,
 }
 
 impl UploadServer {
@@ -82,7 +84,15 @@ impl UploadServer {
             limiter,
             stats,
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
+            pieces: None,
         }
+    }
+
+    /// Sends at most `max` pieces at once over every connection (0: no cap). A request
+    /// past the cap waits for a piece to finish; its connection reads nothing meanwhile.
+    pub fn with_piece_limit(mut self, max: usize) -> Self {
+        self.pieces = (max > 0).then(|| Arc::new(Semaphore::new(max)));
+        self
     }
 
     /// Accepts connections until `shutdown` fires.
@@ -105,6 +115,7 @@ impl UploadServer {
                 provider: self.provider.clone(),
                 limiter: self.limiter.clone(),
                 stats: self.stats.clone(),
+                pieces: self.pieces.clone(),
             };
             let token = shutdown.clone();
             conns.spawn(
@@ -131,6 +142,7 @@ struct Connection {
     provider: Arc<dyn PieceProvider>,
     limiter: RateLimiter,
     stats: Arc<UploadStats>,
+    pieces: Option<Arc<Semaphore>>,
 }
 
 impl Connection {
@@ -169,6 +181,12 @@ impl Connection {
                     write_half.write_all(&out).await?;
                 }
                 Message::PieceRequest { task, number } => {
+                    let _place = match &self.pieces {
+                        Some(s) => Some(s.clone().acquire_owned().await.map_err(|_| {
+                            WireError::Io(io::Error::other("upload server closing"))
+                        })?),
+                        None => None,
+                    };
                     let Some(piece) = self.provider.piece(&task, number) else {
                         Message::PieceMissing { task, number }.encode(&mut out);
                         write_half.write_all(&out).await?;

@@ -165,7 +165,7 @@ async fn serve_range(
     let (Some(entry), Some((first, last))) = (held, covered) else {
         if state.cfg.prefetch {
             info!(url = %req.url, "range request for a blob not held; fetching the whole blob in the background");
-            drop(state.conductor.start(spec));
+            drop(state.conductor.prefetch(spec));
         }
         return relay(&state.relay_client, Method::GET, &req.url, fwd, None).await;
     };

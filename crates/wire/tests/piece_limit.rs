@@ -1,0 +1,109 @@
+//! The upload server's cap on pieces sent at once holds over every connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId};
+use pollen_wire::{
+    PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer, UploadStats,
+};
+use tokio_util::sync::CancellationToken;
+
+const PIECE: usize = 256 * 1024;
+const PIECES: u32 = 4;
+
+/// Serves one file of `PIECES` pieces and records how many were being sent at once.
+struct Counting {
+    file: Arc<std::fs::File>,
+    digest: PieceDigest,
+    sending: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl PieceProvider for Counting {
+    fn bitfield(&self, _task: &TaskId) -> Option<Bitfield> {
+        let mut b = Bitfield::new(PIECES);
+        (0..PIECES).for_each(|n| b.set(n));
+        Some(b)
+    }
+
+    fn piece(&self, _task: &TaskId, number: u32) -> Option<ServedPiece> {
+        let now = self.sending.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        Some(ServedPiece {
+            file: self.file.clone(),
+            offset: u64::from(number) * PIECE as u64,
+            length: PIECE as u32,
+            digest: self.digest,
+        })
+    }
+
+    fn served(&self, _task: &TaskId, _bytes: u64) {
+        self.sending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Three clients each fetch every piece through a server with the given cap; returns the
+/// most pieces that were being sent at once.
+async fn most_at_once(limit: usize) -> usize {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("content");
+    let data = vec![7u8; PIECE * PIECES as usize];
+    std::fs::write(&path, &data).expect("write");
+    let provider = Arc::new(Counting {
+        file: Arc::new(std::fs::File::open(&path).expect("open")),
+        digest: PieceDigest::of(&data[..PIECE]),
+        sending: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Slow enough that the clients' requests overlap: 3 MiB at 4 MiB/s.
+    let server = UploadServer::new(
+        listener,
+        provider.clone(),
+        RateLimiter::new(Some(4 << 20)),
+        Arc::new(UploadStats::default()),
+        8,
+    )
+    .with_piece_limit(limit);
+    let stop = CancellationToken::new();
+    tokio::spawn(server.run(stop.clone()));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(tokio::spawn(async move {
+            let mut c = PieceClient::connect(addr, Duration::from_secs(5))
+                .await
+                .expect("connect");
+            let task = TaskId([1; 32]);
+            for n in 0..PIECES {
+                c.request_piece(task, n).await.expect("request");
+            }
+            let mut buf = vec![0u8; PIECE];
+            for n in 0..PIECES {
+                match c.next_response().await.expect("response") {
+                    PieceResponse::Piece(h) => assert_eq!(h.number, n),
+                    other => panic!("expected piece {n}, got {other:?}"),
+                }
+                c.read_payload(&mut buf).await.expect("payload");
+                assert!(buf.iter().all(|b| *b == 7));
+            }
+        }));
+    }
+    for c in clients {
+        c.await.expect("every client got every piece");
+    }
+    stop.cancel();
+    provider.most.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_pieces_are_sent_at_once_than_the_cap() {
+    assert_eq!(most_at_once(1).await, 1);
+    assert!(most_at_once(2).await <= 2);
+    // Without the cap the same clients are served side by side, so the cap is what held.
+    assert!(most_at_once(0).await > 1);
+}
