@@ -40,6 +40,11 @@ pub struct ClusterSpec {
     pub peer_args: Vec<Vec<String>>,
     /// Where daemon data directories are created (default: the cluster's temporary dir).
     pub data_root: Option<PathBuf>,
+    /// Address the scheduler and every daemon listen on, instead of 127.0.0.x: one that
+    /// daemons in other network namespaces can reach (a bridge's address).
+    pub listen_ip: Option<String>,
+    /// Ordinary daemons run inside a network namespace, by index: (namespace, its address).
+    pub peer_netns: Vec<Option<(String, String)>>,
 }
 
 impl ClusterSpec {
@@ -64,6 +69,8 @@ impl ClusterSpec {
             daemon_args: Vec::new(),
             peer_args: Vec::new(),
             data_root: None,
+            listen_ip: None,
+            peer_netns: Vec::new(),
         }
     }
 }
@@ -80,6 +87,8 @@ pub struct DaemonProc {
     pub log: PathBuf,
     bin: PathBuf,
     args: Vec<String>,
+    /// Network namespace the process runs in (entered with `ip netns exec`).
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -90,7 +99,15 @@ impl DaemonProc {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("cannot open {}", self.log.display()))?;
-        let mut child = Command::new(&self.bin)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let mut child = cmd
             .arg("daemon")
             .args(&self.args)
             .env("POLLEN_LOG", "info")
@@ -275,8 +292,9 @@ impl Cluster {
             .context("cannot create a temporary directory")?;
         let (scheduler, scheduler_url) = if spec.scheduler {
             let log = std::fs::File::create(dir.path().join("scheduler.log"))?;
+            let listen = format!("{}:0", spec.listen_ip.as_deref().unwrap_or("127.0.0.1"));
             let mut child = Command::new(&spec.bin)
-                .args(["scheduler", "--listen", "127.0.0.1:0"])
+                .args(["scheduler", "--listen", &listen])
                 .env("POLLEN_LOG", "info")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log))
@@ -304,7 +322,17 @@ impl Cluster {
             drop(l);
             (None, format!("http://{addr}"))
         };
-        let make = |name: String, ip: u8, seed: bool, limit: Option<u64>, own: &[String]| {
+        let make = |name: String,
+                    ip: u8,
+                    seed: bool,
+                    limit: Option<u64>,
+                    own: &[String],
+                    netns: Option<&(String, String)>| {
+            let ip = match (netns, &spec.listen_ip) {
+                (Some((_, addr)), _) => addr.clone(),
+                (None, Some(addr)) => addr.clone(),
+                (None, None) => format!("127.0.0.{ip}"),
+            };
             let data_dir = spec.data_root.as_deref().unwrap_or(dir.path()).join(&name);
             let socket = dir.path().join(format!("{name}.sock"));
             let mut args = vec![
@@ -313,11 +341,11 @@ impl Cluster {
                 "--data-dir".into(),
                 data_dir.to_string_lossy().into_owned(),
                 "--upload-listen".into(),
-                format!("127.0.0.{ip}:0"),
+                format!("{ip}:0"),
                 "--api-socket".into(),
                 socket.to_string_lossy().into_owned(),
                 "--proxy-listen".into(),
-                format!("127.0.0.{ip}:0"),
+                format!("{ip}:0"),
             ];
             if seed {
                 args.push("--seed".into());
@@ -335,12 +363,13 @@ impl Cluster {
                 data_dir,
                 bin: spec.bin.clone(),
                 args,
+                netns: netns.map(|(ns, _)| ns.clone()),
                 child: None,
             }
         };
         let mut seed = spec
             .seed
-            .then(|| make("seed".into(), 2, true, spec.seed_upload_limit, &[]));
+            .then(|| make("seed".into(), 2, true, spec.seed_upload_limit, &[], None));
         let mut peers: Vec<DaemonProc> = (0..spec.peers)
             .map(|i| {
                 make(
@@ -349,6 +378,7 @@ impl Cluster {
                     false,
                     spec.peer_upload_limit,
                     spec.peer_args.get(i).map(Vec::as_slice).unwrap_or_default(),
+                    spec.peer_netns.get(i).and_then(Option::as_ref),
                 )
             })
             .collect();

@@ -1,4 +1,5 @@
-//! Faults a download must survive: no scheduler, a daemon killed mid-download, restarts.
+//! Faults a download must survive: no scheduler, a daemon killed mid-download, restarts, a
+//! link that loses a fifth of its packets.
 
 mod common;
 
@@ -264,5 +265,155 @@ async fn an_output_on_another_filesystem_is_copied_and_verified() {
         std::fs::metadata(&out).expect("meta").nlink(),
         1,
         "not a copy"
+    );
+}
+
+/// A network namespace joined to the root namespace by a bridge of its own, with a share of
+/// the packets entering the namespace dropped (iptables `statistic`); removed on drop.
+struct LossyNet {
+    ns: String,
+    bridge: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+fn run(args: &[&str]) {
+    let ok = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "`{}` failed (this test needs root, iproute2 and iptables)",
+        args.join(" ")
+    );
+}
+
+impl LossyNet {
+    fn up(loss: f64) -> Self {
+        let id = std::process::id();
+        let net = Self {
+            ns: format!("pollen-loss-{id}"),
+            bridge: format!("plb{id}"),
+            host_ip: format!("10.231.{}.254", id % 250),
+            ns_ip: format!("10.231.{}.1", id % 250),
+        };
+        let veth = format!("plv{id}");
+        run(&["ip", "link", "add", &net.bridge, "type", "bridge"]);
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", net.host_ip),
+            "dev",
+            &net.bridge,
+        ]);
+        run(&["ip", "link", "set", &net.bridge, "up"]);
+        run(&["ip", "netns", "add", &net.ns]);
+        run(&[
+            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &net.ns,
+        ]);
+        run(&["ip", "link", "set", &veth, "master", &net.bridge, "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &net.ns,
+            "addr",
+            "add",
+            &format!("{}/24", net.ns_ip),
+            "dev",
+            "eth0",
+        ]);
+        run(&["ip", "-n", &net.ns, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &net.ns, "link", "set", "lo", "up"]);
+        let p = loss.to_string();
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &net.ns,
+            "iptables",
+            "-A",
+            "INPUT",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &p,
+            "-j",
+            "DROP",
+        ]);
+        net
+    }
+}
+
+impl LossyNet {
+    /// Packets the rule has dropped so far.
+    fn dropped(&self) -> u64 {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "iptables", "-L", "INPUT", "-v", "-x", "-n",
+            ])
+            .output()
+            .expect("iptables runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.contains("DROP"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for LossyNet {
+    fn drop(&mut self) {
+        for args in [
+            vec!["ip", "netns", "del", self.ns.as_str()],
+            vec!["ip", "link", "del", self.bridge.as_str()],
+        ] {
+            let _ = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_link_drops_a_fifth_of_its_packets_completes_and_verifies() {
+    let net = LossyNet::up(0.2);
+    let size = 16 * MIB;
+    let addr = format!("{}:0", net.host_ip).parse().expect("address");
+    let origin = pollen::origin::Origin::start(addr, pollen::origin::random_data(size as usize))
+        .await
+        .expect("origin");
+    let mut spec = ClusterSpec::new(bin(), 2);
+    spec.listen_ip = Some(net.host_ip.clone());
+    spec.peer_netns = vec![None, Some((net.ns.clone(), net.ns_ip.clone()))];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let url = origin.url("/blob");
+    // The clean peer first, so the lossy one has two parents (it and the seed) to fetch from.
+    let (clean, lossy) = (&cluster.peers[0], &cluster.peers[1]);
+    let dir = cluster.dir.path();
+    let r = get_all(&[clean], &url, dir).await;
+    assert_all_verified(&r, origin.digest());
+    let r = get_all(&[lossy], &url, dir).await;
+    assert_all_verified(&r, origin.digest());
+    // The lossy peer's cache holds the whole task, every piece verified and committed.
+    let stat = lossy.stat().await.expect("stat");
+    let task = stat
+        .tasks
+        .iter()
+        .find(|t| t.content_length == size)
+        .expect("the task is held");
+    assert!(task.complete && task.pieces_present == task.piece_count);
+    assert_eq!(stat.pieces_rejected, 0);
+    assert!(
+        net.dropped() > 100,
+        "the link lost nothing: the fault was not injected"
+    );
+    assert!(
+        origin.bytes_served() <= size + size / 10,
+        "the origin served {} bytes for a {size}-byte file",
+        origin.bytes_served()
     );
 }
