@@ -213,3 +213,43 @@ async fn a_full_disk_is_reported_plainly_and_leaves_no_file_behind() {
     drop(cluster);
     unmount(&small_out);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_flooding_the_upload_port_are_cut_off_and_children_still_fetch_from_it() {
+    let size = 16 * MIB;
+    let origin = origin(size).await;
+    let work = tempfile::tempdir().expect("tmp");
+    let config = work.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        "max_upload_connections = 4\nupload_first_request_timeout = \"1s\"\n",
+    )
+    .expect("config");
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.daemon_args = vec!["--config".into(), config.to_string_lossy().into_owned()];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let seed = cluster.seed.as_ref().expect("a seed");
+    let addr = seed.upload_addr().await.expect("upload address");
+    // Every connection slot of the seed, and some of its accept queue, taken by sockets that
+    // never send a byte.
+    let mut flood = Vec::new();
+    for _ in 0..12 {
+        flood.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let peer = &cluster.peers[0];
+    let r = get_all(&[peer], &origin.url("/blob"), cluster.dir.path()).await;
+    assert_all_verified(&r, origin.digest());
+    // The seed served the child: the flood did not push it to the origin.
+    let got = peer.stat().await.expect("stat").p2p_download_bytes;
+    assert!(got > 0, "the child got nothing from the flooded seed");
+    for mut s in flood {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(HANG, s.read(&mut byte))
+            .await
+            .expect("the seed closes an idle socket")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "an idle socket was sent data");
+    }
+    let cut = seed.stat().await.expect("stat").upload_timed_out;
+    assert!(cut >= 12, "only {cut} idle sockets were cut off");
+}

@@ -49,6 +49,13 @@ pub struct DaemonConfig {
     pub max_concurrent_upload_pieces: usize,
     /// Most concurrent upload connections. Default 64.
     pub max_upload_connections: usize,
+    /// An upload connection that sends no complete request this long after opening is
+    /// closed, so idle sockets (a flood) cannot hold the slots children need. Default 10s.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub upload_first_request_timeout: Duration,
+    /// An upload connection silent this long between requests is closed. Default 120s.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub upload_idle_timeout: Duration,
     /// Most parents downloaded from at once per task. Default 6.
     pub max_parents: usize,
     /// Piece requests kept in flight per parent connection. Default 2 (pieces are at least
@@ -207,6 +214,8 @@ impl Default for DaemonConfig {
             max_concurrent_download_pieces: 0,
             max_concurrent_upload_pieces: 0,
             max_upload_connections: 64,
+            upload_first_request_timeout: Duration::from_secs(10),
+            upload_idle_timeout: Duration::from_secs(120),
             max_parents: 6,
             pipeline_depth: 2,
             parent_wait: Duration::from_secs(15),

@@ -151,7 +151,8 @@ impl Daemon {
             stats.upload.clone(),
             cfg.max_upload_connections,
         )
-        .with_piece_limit(cfg.max_concurrent_upload_pieces);
+        .with_piece_limit(cfg.max_concurrent_upload_pieces)
+        .with_timeouts(cfg.upload_first_request_timeout, cfg.upload_idle_timeout);
         tasks.spawn(upload.run(shutdown.clone()));
 
         let link = match &cfg.scheduler {

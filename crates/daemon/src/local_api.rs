@@ -182,6 +182,7 @@ impl Daemon for LocalApi {
             proxy_fallbacks: DaemonStats::get(&s.proxy_fallbacks),
             proxy_aborted: DaemonStats::get(&s.proxy_aborted),
             upload_protocol_errors: DaemonStats::get(&s.upload.protocol_errors),
+            upload_timed_out: DaemonStats::get(&s.upload.timed_out),
             tasks,
             scheduler_connected: s
                 .scheduler_connected

@@ -25,6 +25,8 @@ use crate::traffic::{Pace, PieceSlot};
 
 /// Polls of an idle parent's bitfield before giving up on it (about 100 ms apart).
 const IDLE_POLLS: u32 = 30;
+/// Longest wait for a place among the pieces in flight before polling the parent again.
+const SLOT_WAIT: Duration = Duration::from_secs(30);
 /// How often a busy parent's bitfield is refreshed.
 const BITFIELD_REFRESH: Duration = Duration::from_millis(300);
 
@@ -169,7 +171,12 @@ impl ParentJob {
                 // With no piece in flight this fetcher may wait for a place (it holds none);
                 // otherwise it takes one only if free, and reads what it asked for first.
                 let slot = if asked == 0 {
-                    self.pace.piece_slot().await
+                    // A long wait (prefetch behind a foreground download) is cut so the
+                    // connection polls the parent's bitfield and is not closed as idle.
+                    match tokio::time::timeout(SLOT_WAIT, self.pace.piece_slot()).await {
+                        Ok(s) => s,
+                        Err(_) => break,
+                    }
                 } else {
                     match self.pace.try_piece_slot() {
                         Some(s) => s,

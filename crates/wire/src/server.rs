@@ -4,12 +4,19 @@
 //! a client may pipeline them. Piece bytes go from the content file to the socket with
 //! `sendfile`, paced by the host's upload rate limiter, without passing through user space.
 //! A malformed frame gets an error frame and the connection is closed; nothing panics.
+//!
+//! A connection must send its first request within `first_request_timeout` (10 s by default)
+//! and then never stay silent longer than `idle_timeout` (120 s), so sockets opened and left
+//! idle (a connection flood, a slowloris) cannot hold the connection slots that real
+//! children need. Real children ask for a bitfield as soon as they connect and poll at least
+//! every few seconds.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId};
 use tokio::io::{AsyncWriteExt, BufReader, Interest};
@@ -22,6 +29,11 @@ use crate::codec::{read_message, Message, PieceHeader, WireError};
 
 /// Bytes handed to `sendfile` per rate-limiter grant.
 const SEND_CHUNK: u64 = 1 << 20;
+
+/// Default time allowed for a new connection's first complete request.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a connection may stay silent between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A piece the provider can serve, with everything needed to send it.
 pub struct ServedPiece {
@@ -56,6 +68,8 @@ pub struct UploadStats {
     pub connections: AtomicUsize,
     /// Connections dropped for protocol errors.
     pub protocol_errors: AtomicU64,
+    /// Connections closed for sending no request in time.
+    pub timed_out: AtomicU64,
 }
 
 /// The upload server of one daemon.
@@ -67,6 +81,8 @@ pub struct UploadServer {
     permits: Arc<Semaphore>,
     /// Places for pieces being sent, over every connection; `None` without a cap.
     pieces: Option<Arc<Semaphore>>,
+    first_request_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl UploadServer {
@@ -85,7 +101,17 @@ impl UploadServer {
             stats,
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
             pieces: None,
+            first_request_timeout: FIRST_REQUEST_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
         }
+    }
+
+    /// Closes a connection whose first complete request takes longer than `first`, or that
+    /// stays silent longer than `idle` between requests.
+    pub fn with_timeouts(mut self, first: Duration, idle: Duration) -> Self {
+        self.first_request_timeout = first;
+        self.idle_timeout = idle;
+        self
     }
 
     /// Sends at most `max` pieces at once over every connection (0: no cap). A request
@@ -116,6 +142,8 @@ impl UploadServer {
                 limiter: self.limiter.clone(),
                 stats: self.stats.clone(),
                 pieces: self.pieces.clone(),
+                first_request_timeout: self.first_request_timeout,
+                idle_timeout: self.idle_timeout,
             };
             let token = shutdown.clone();
             conns.spawn(
@@ -143,6 +171,8 @@ struct Connection {
     limiter: RateLimiter,
     stats: Arc<UploadStats>,
     pieces: Option<Arc<Semaphore>>,
+    first_request_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Connection {
@@ -151,8 +181,16 @@ impl Connection {
         let mut reader = BufReader::new(read_half);
         let mut scratch = Vec::new();
         let mut out = Vec::with_capacity(64);
+        let mut wait = self.first_request_timeout;
         loop {
-            let msg = match read_message(&mut reader, &mut scratch).await {
+            let read = tokio::time::timeout(wait, read_message(&mut reader, &mut scratch)).await;
+            wait = self.idle_timeout;
+            let Ok(read) = read else {
+                self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                debug!("closing a connection that sent no request in time");
+                return Ok(());
+            };
+            let msg = match read {
                 Ok(Some(m)) => m,
                 Ok(None) => return Ok(()),
                 Err(e @ (WireError::Io(_) | WireError::Truncated)) => return Err(e),
