@@ -5,6 +5,8 @@
 //! - `GET /blob` — the data, with `Range` support (206), `ETag` and `Last-Modified`;
 //! - `GET /missing` — 404;
 //! - `GET /truncated` — announces the full length, sends half, then drops the connection;
+//! - `GET /flaky` — fails twice, then behaves: the first request gets a 503, the second a
+//!   third of what it asked for before the connection drops, the rest are `/blob`;
 //! - `GET /v2/…` — the data again, for any registry path (a registry for mirror tests);
 //! - `GET /mutable` — the data, until [`Origin::change`] makes it other bytes of the same
 //!   length under another ETag (an origin whose content changes under the same URL).
@@ -36,6 +38,8 @@ struct Shared {
     /// What `/mutable` serves once [`Origin::change`] was called: the data with every byte
     /// inverted (same length, other ETag).
     changed: Arc<std::sync::RwLock<Option<(Bytes, pollen_core::ContentDigest)>>>,
+    /// Requests `/flaky` has answered.
+    flaky_hits: Arc<AtomicU64>,
 }
 
 /// A running origin server; stops when dropped.
@@ -155,6 +159,38 @@ async fn mutable(State(s): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
+async fn flaky(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    match s.flaky_hits.fetch_add(1, Ordering::Relaxed) {
+        0 => (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response(),
+        1 => {
+            let len = s.data.len();
+            let (start, end) = parse_range(&headers, len as u64)
+                .map(|(a, b)| (a as usize, b as usize + 1))
+                .unwrap_or((0, len));
+            let status = if start == 0 && end == len {
+                StatusCode::OK
+            } else {
+                StatusCode::PARTIAL_CONTENT
+            };
+            let cut = start + (end - start) / 3;
+            (
+                status,
+                [
+                    (header::CONTENT_LENGTH, (end - start).to_string()),
+                    (
+                        header::CONTENT_RANGE,
+                        format!("bytes {start}-{}/{len}", end - 1),
+                    ),
+                    (header::ETAG, etag(&s)),
+                ],
+                body(&s, start, end, Some(cut)),
+            )
+                .into_response()
+        }
+        _ => blob(State(s), headers).await,
+    }
+}
+
 async fn truncated(State(s): State<Shared>) -> Response {
     let len = s.data.len();
     (
@@ -171,10 +207,12 @@ fn router(data: Bytes) -> (Router, Shared) {
         data,
         bytes_served: Arc::new(AtomicU64::new(0)),
         changed: Arc::new(std::sync::RwLock::new(None)),
+        flaky_hits: Arc::new(AtomicU64::new(0)),
     };
     let app = Router::new()
         .route("/blob", get(blob))
         .route("/truncated", get(truncated))
+        .route("/flaky", get(flaky))
         .route("/mutable", get(mutable))
         // Any registry blob path serves the same bytes: a registry for mirror tests (one that
         // lies whenever the digest asked for is not this data's).
@@ -258,6 +296,11 @@ impl Origin {
     /// URL of a route on this origin, e.g. `url("/blob")`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Requests `/flaky` has answered.
+    pub fn flaky_requests(&self) -> u64 {
+        self.shared.flaky_hits.load(Ordering::Relaxed)
     }
 
     /// Body bytes sent so far, over all requests.

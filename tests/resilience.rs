@@ -417,3 +417,37 @@ async fn a_peer_whose_link_drops_a_fifth_of_its_packets_completes_and_verifies()
         origin.bytes_served()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_fails_twice_is_retried_and_the_download_resumes_where_it_broke() {
+    let size = 24 * MIB;
+    let origin = origin(size).await;
+    let spec = ClusterSpec::standalone(bin(), 1);
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let peer = &cluster.peers[0];
+    let out = cluster.dir.path().join("out");
+    // First a 503, then a connection dropped a third of the way in, then the whole answer.
+    tokio::time::timeout(HANG, peer.download(&origin.url("/flaky"), &out, None))
+        .await
+        .expect("not hung")
+        .expect("the download survives two origin failures");
+    assert_eq!(sha256_file(&out), origin.digest());
+    assert_eq!(origin.flaky_requests(), 3);
+    // The third request asked only for what was missing: the pieces that arrived before the
+    // drop were kept, not fetched again.
+    let served = origin.bytes_served();
+    assert!(
+        served <= size + size / 10,
+        "the origin served {served} bytes for {size}: the retry started over"
+    );
+    let stat = peer.stat().await.expect("stat");
+    assert!(stat
+        .tasks
+        .iter()
+        .all(|t| t.complete && t.pieces_present == t.piece_count));
+    let log = peer.log_text();
+    assert!(
+        log.contains("retrying from the first missing piece"),
+        "{log}"
+    );
+}

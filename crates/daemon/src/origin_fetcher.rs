@@ -12,6 +12,7 @@ use std::time::Duration;
 use pollen_core::{PieceLayout, TaskId};
 use pollen_source::{HttpSource, SourceError};
 use pollen_storage::{PieceWriter, Store, TaskMeta};
+use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -39,6 +40,13 @@ pub(crate) struct OriginJob {
     pub reports: mpsc::Sender<Report>,
 }
 
+/// The pause before retry `attempt` (1-based): 300 ms doubling each time, plus up to half
+/// again at random, so daemons that failed together do not retry together.
+fn retry_pause(attempt: u32) -> Duration {
+    let base = 300u64 << attempt.saturating_sub(1).min(6);
+    Duration::from_millis(base + rand::thread_rng().gen_range(0..=base / 2))
+}
+
 impl OriginJob {
     pub async fn run(mut self) -> Result<(), DownloadError> {
         let mut attempt = 0;
@@ -47,8 +55,9 @@ impl OriginJob {
                 Ok(()) => return Ok(()),
                 Err(FetchFail::Source(e)) if e.is_retryable() && attempt < RETRIES => {
                     attempt += 1;
-                    warn!(url = %self.url, error = %e, attempt, "origin transfer failed; retrying from the first missing piece");
-                    tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+                    let pause = retry_pause(attempt);
+                    warn!(url = %self.url, error = %e, attempt, ?pause, "origin transfer failed; retrying from the first missing piece");
+                    tokio::time::sleep(pause).await;
                 }
                 Err(FetchFail::Source(e)) => return Err(e.into()),
                 Err(FetchFail::Other(e)) => return Err(e),
@@ -303,5 +312,23 @@ impl From<DownloadError> for FetchFail {
 impl From<pollen_storage::StoreError> for FetchFail {
     fn from(e: pollen_storage::StoreError) -> Self {
         FetchFail::Other(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_pauses_double_and_carry_at_most_half_again_of_jitter() {
+        for (attempt, base) in [(1u32, 300u64), (2, 600), (3, 1200), (40, 300 << 6)] {
+            for _ in 0..50 {
+                let p = retry_pause(attempt).as_millis() as u64;
+                assert!(
+                    (base..=base + base / 2).contains(&p),
+                    "attempt {attempt}: {p} ms"
+                );
+            }
+        }
     }
 }
