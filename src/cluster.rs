@@ -94,11 +94,6 @@ pub struct DaemonProc {
 
 impl DaemonProc {
     async fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("cannot open {}", self.log.display()))?;
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -107,26 +102,11 @@ impl DaemonProc {
             }
             None => Command::new(&self.bin),
         };
-        let mut child = cmd
-            .arg("daemon")
-            .args(&self.args)
-            .env("POLLEN_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.bin.display()))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(STARTUP, lines.next_line())
-            .await
-            .map_err(|_| anyhow!("{} did not start within {STARTUP:?}", self.name))??
-            .ok_or_else(|| anyhow!("{} exited at start; see {}", self.name, self.log.display()))?;
+        cmd.arg("daemon").args(&self.args);
+        let (child, line) = launch(cmd, &self.log, &self.name).await?;
         if !line.starts_with("daemon ready") {
             bail!("{} printed {line:?} instead of its ready line", self.name);
         }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
         Ok(())
     }
@@ -266,6 +246,47 @@ pub struct Cluster {
     /// The ordinary daemons.
     pub peers: Vec<DaemonProc>,
     scheduler: Option<Child>,
+    bin: PathBuf,
+}
+
+/// Starts `pollen scheduler --listen LISTEN` (log appended to DIR/scheduler.log) and waits
+/// for its ready line; returns the process and the address it listens on.
+async fn spawn_scheduler(bin: &Path, listen: &str, dir: &Path) -> anyhow::Result<(Child, String)> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["scheduler", "--listen", listen]);
+    let (child, line) = launch(cmd, &dir.join("scheduler.log"), "the scheduler").await?;
+    let addr = line
+        .rsplit(' ')
+        .next()
+        .ok_or_else(|| anyhow!("unexpected scheduler output {line:?}"))?
+        .to_string();
+    Ok((child, addr))
+}
+
+/// Spawns `cmd` with stderr appended to `log` and waits for the first line it prints (its
+/// ready line); the rest of its output is drained in the background.
+async fn launch(mut cmd: Command, log: &Path, name: &str) -> anyhow::Result<(Child, String)> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let mut child = cmd
+        .env("POLLEN_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(file))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(STARTUP, lines.next_line())
+        .await
+        .map_err(|_| anyhow!("{name} did not start within {STARTUP:?}"))??
+        .ok_or_else(|| anyhow!("{name} exited at start; see {}", log.display()))?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, line))
 }
 
 impl Drop for Cluster {
@@ -291,29 +312,8 @@ impl Cluster {
             .tempdir()
             .context("cannot create a temporary directory")?;
         let (scheduler, scheduler_url) = if spec.scheduler {
-            let log = std::fs::File::create(dir.path().join("scheduler.log"))?;
             let listen = format!("{}:0", spec.listen_ip.as_deref().unwrap_or("127.0.0.1"));
-            let mut child = Command::new(&spec.bin)
-                .args(["scheduler", "--listen", &listen])
-                .env("POLLEN_LOG", "info")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::from(log))
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .context("cannot start the scheduler")?;
-            let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-            let mut lines = BufReader::new(stdout).lines();
-            let line = tokio::time::timeout(STARTUP, lines.next_line())
-                .await
-                .map_err(|_| anyhow!("the scheduler did not start"))??
-                .ok_or_else(|| anyhow!("the scheduler exited at start"))?;
-            let addr = line
-                .rsplit(' ')
-                .next()
-                .ok_or_else(|| anyhow!("unexpected scheduler output {line:?}"))?
-                .to_string();
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            let (child, addr) = spawn_scheduler(&spec.bin, &listen, dir.path()).await?;
             (Some(child), format!("http://{addr}"))
         } else {
             // A port nothing listens on: daemons must cope without a scheduler.
@@ -394,6 +394,7 @@ impl Cluster {
             seed,
             peers,
             scheduler,
+            bin: spec.bin.clone(),
         };
         if spec.scheduler {
             for d in cluster.seed.iter().chain(cluster.peers.iter()) {
@@ -416,5 +417,21 @@ impl Cluster {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+    }
+
+    /// Starts the scheduler again on the address the daemons know (after
+    /// [`Cluster::kill_scheduler`]); it comes back with an empty model.
+    pub async fn restart_scheduler(&mut self) -> anyhow::Result<()> {
+        if let Some(mut old) = self.scheduler.take() {
+            let _ = old.kill().await;
+        }
+        let listen = self
+            .scheduler_url
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("unexpected scheduler URL {}", self.scheduler_url))?
+            .to_string();
+        let (child, _) = spawn_scheduler(&self.bin, &listen, self.dir.path()).await?;
+        self.scheduler = Some(child);
+        Ok(())
     }
 }

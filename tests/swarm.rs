@@ -184,6 +184,20 @@ async fn a_parent_that_stops_answering_is_given_up_and_the_download_completes() 
     );
 }
 
+/// Returns once some peer of `cluster` received piece bytes from another.
+async fn p2p_started(cluster: &Cluster) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut got = 0;
+        for p in &cluster.peers {
+            got += p.stat().await.map(|s| s.p2p_download_bytes).unwrap_or(0);
+        }
+        if got > 0 {
+            return;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_scheduler_or_the_seed_mid_transfer_does_not_break_downloads() {
     let size = 48 * MIB;
@@ -201,20 +215,8 @@ async fn losing_the_scheduler_or_the_seed_mid_transfer_does_not_break_downloads(
             let peers: Vec<_> = cluster.peers.iter().collect();
             let downloads = get_all(&peers, &url, &dir);
             tokio::pin!(downloads);
-            let started = async {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let mut got = 0;
-                    for p in &cluster.peers {
-                        got += p.stat().await.map(|s| s.p2p_download_bytes).unwrap_or(0);
-                    }
-                    if got > 0 {
-                        return;
-                    }
-                }
-            };
             tokio::select! {
-                _ = started => {}
+                _ = p2p_started(&cluster) => {}
                 _ = &mut downloads => panic!("finished before the fault"),
             }
             if victim == "seed" {
@@ -235,4 +237,74 @@ async fn losing_the_scheduler_or_the_seed_mid_transfer_does_not_break_downloads(
             assert_eq!(sha256_file(path), expected, "after losing the {victim}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_scheduler_restart_daemons_register_again_and_the_next_swarm_is_p2p() {
+    let size = 24 * MIB;
+    let (first, second) = (origin(size).await, origin(size).await);
+    let mut spec = ClusterSpec::new(bin(), 3);
+    spec.peer_upload_limit = Some(8 * MIB);
+    spec.seed_upload_limit = Some(8 * MIB);
+    let mut cluster = Cluster::start(spec).await.expect("cluster");
+    let dir = cluster.dir.path().to_path_buf();
+    let first_url = first.url("/blob");
+    // A swarm loses its scheduler mid-transfer and still completes.
+    let results = {
+        let peers: Vec<_> = cluster.peers.iter().collect();
+        let downloads = get_all(&peers, &first_url, &dir);
+        tokio::pin!(downloads);
+        tokio::select! {
+            _ = p2p_started(&cluster) => {}
+            _ = &mut downloads => panic!("finished before the fault"),
+        }
+        cluster.kill_scheduler();
+        downloads.await
+    };
+    assert_all_verified(&results, first.digest());
+    // Every daemon notices, then finds the scheduler again once it is back.
+    for d in cluster.daemons() {
+        let deadline = std::time::Instant::now() + HANG;
+        while d.stat().await.expect("stat").scheduler_connected {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never noticed",
+                d.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    cluster
+        .restart_scheduler()
+        .await
+        .expect("scheduler restarts");
+    for d in cluster.daemons() {
+        d.wait_connected().await.expect("registered again");
+    }
+    // The next swarm goes through the new scheduler: the origin serves about one copy and
+    // the peers trade pieces.
+    let before: u64 = futures::future::join_all(cluster.peers.iter().map(|p| p.stat()))
+        .await
+        .into_iter()
+        .map(|s| s.expect("stat").p2p_download_bytes)
+        .sum();
+    let peers: Vec<_> = cluster.peers.iter().collect();
+    let results = get_all(&peers, &second.url("/blob"), &dir).await;
+    assert_all_verified(&results, second.digest());
+    let after: u64 = futures::future::join_all(cluster.peers.iter().map(|p| p.stat()))
+        .await
+        .into_iter()
+        .map(|s| s.expect("stat").p2p_download_bytes)
+        .sum();
+    assert!(
+        after - before >= 2 * size,
+        "the peers got only {} of {} bytes from each other or the seed",
+        after - before,
+        3 * size
+    );
+    assert!(
+        second.bytes_served() <= size + size / 10,
+        "the origin served {} bytes for a {size}-byte file",
+        second.bytes_served()
+    );
 }
