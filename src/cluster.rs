@@ -419,6 +419,11 @@ impl Cluster {
         }
     }
 
+    /// Process id of the scheduler, while it runs.
+    pub fn scheduler_pid(&self) -> Option<u32> {
+        self.scheduler.as_ref().and_then(|c| c.id())
+    }
+
     /// Starts the scheduler again on the address the daemons know (after
     /// [`Cluster::kill_scheduler`]); it comes back with an empty model.
     pub async fn restart_scheduler(&mut self) -> anyhow::Result<()> {

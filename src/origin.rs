@@ -5,8 +5,8 @@
 //! - `GET /blob` — the data, with `Range` support (206), `ETag` and `Last-Modified`;
 //! - `GET /missing` — 404;
 //! - `GET /truncated` — announces the full length, sends half, then drops the connection;
-//! - `GET /flaky` — fails twice, then behaves: the first request gets a 503, the second a
-//!   third of what it asked for before the connection drops, the rest are `/blob`;
+//! - `GET /flaky` — fails twice, then behaves: the first request gets a 503, the second
+//!   half of what it asked for before the connection drops, the rest are `/blob`;
 //! - `GET /v2/…` — the data again, for any registry path (a registry for mirror tests);
 //! - `GET /mutable` — the data, until [`Origin::change`] makes it other bytes of the same
 //!   length under another ETag (an origin whose content changes under the same URL).
@@ -172,7 +172,7 @@ async fn flaky(State(s): State<Shared>, headers: HeaderMap) -> Response {
             } else {
                 StatusCode::PARTIAL_CONTENT
             };
-            let cut = start + (end - start) / 3;
+            let cut = start + (end - start) / 2;
             (
                 status,
                 [

@@ -632,7 +632,9 @@ impl Conductor {
                                 }));
                             }
                         }
-                        Ok(()) => {}
+                        // A parent that ended with nothing more to give did not fail: the
+                        // fast path to the origin is for parents that all failed.
+                        Ok(()) => last_parent_failure = None,
                     }
                     if left == 0 {
                         if let Some(c) = &claims {

@@ -113,6 +113,34 @@ impl Core {
         for (tid, pid) in doomed {
             self.remove_peer(&tid, &pid, "its host left");
         }
+        // A seed triggered for a task but gone before its peer registered leaves the task's
+        // peers waiting for nothing: find them another source now, not after seed_patience.
+        let orphaned: Vec<String> = self
+            .seeds_tried
+            .iter()
+            .filter(|(_, tried)| tried.contains(host_id))
+            .map(|(tid, _)| tid.clone())
+            .filter(|tid| {
+                self.model.tasks.get(tid).is_some_and(|t| {
+                    t.seed_triggered.is_some() && !t.peers.values().any(|p| p.host_id == host_id)
+                })
+            })
+            .collect();
+        for tid in orphaned {
+            if let Some(t) = self.model.tasks.get_mut(&tid) {
+                t.seed_triggered = None;
+            }
+            self.ensure_source(&tid);
+            let waiting = self
+                .model
+                .tasks
+                .get(&tid)
+                .map(|t| t.waiting())
+                .unwrap_or_default();
+            for w in waiting {
+                self.schedule(&tid, &w);
+            }
+        }
     }
 
     /// Records a host's load report; false when the host has no open session.
@@ -493,10 +521,13 @@ impl Core {
             self.seeds_tried.remove(tid);
             return;
         }
-        let was_origin = gone.state == PeerState::BackToSource;
-        if was_origin && !task.someone_fetching_origin() {
+        // A source left: the peer reading the origin, or one holding the whole task (a seed
+        // that finished and then died). If no other source is left, a new one is needed now.
+        let was_source = matches!(gone.state, PeerState::BackToSource | PeerState::Succeeded);
+        let source_lost = was_source && !task.every_piece_reachable();
+        if source_lost {
             task.seed_triggered = None;
-            debug!(task = %short(tid), peer = pid, reason, "the peer reading the origin left");
+            debug!(task = %short(tid), peer = pid, reason, "the task's last source left");
         }
         let lost_edges = orphans.len();
         let mut replan = task.waiting();
@@ -508,8 +539,52 @@ impl Core {
         if let Some(host) = self.model.hosts.get_mut(&gone.host_id) {
             host.children = host.children.saturating_sub(lost_edges);
         }
+        if source_lost {
+            self.ensure_source(tid);
+        }
         for w in replan {
             self.schedule(tid, &w);
+        }
+    }
+
+    /// When nobody holds the whole task and nobody reads the origin (the seed, or the peer
+    /// reading the origin, just left), some pieces exist nowhere. Another seed is triggered,
+    /// or else the running peer holding the most pieces is sent to the origin for the rest,
+    /// so one peer fetches what is missing while the others keep trading, instead of each
+    /// finding out on its own and every one of them going to the origin.
+    fn ensure_source(&mut self, tid: &str) {
+        let Some(task) = self.model.tasks.get(tid) else {
+            return;
+        };
+        let seed_pending = task
+            .seed_triggered
+            .is_some_and(|t| t.elapsed() < self.cfg.seed_patience);
+        if seed_pending || task.every_piece_reachable() {
+            return;
+        }
+        let best = task
+            .peers
+            .values()
+            .filter(|p| p.state == PeerState::Running && p.tx.is_some())
+            .max_by(|a, b| {
+                a.finished
+                    .len()
+                    .cmp(&b.finished.len())
+                    .then_with(|| b.id.cmp(&a.id))
+            })
+            .map(|p| p.id.clone());
+        let Some(best) = best else {
+            return;
+        };
+        if self.trigger_seed(tid, &best) {
+            return;
+        }
+        if let Some(p) = self.peer_mut(tid, &best) {
+            info!(task = %short(tid), peer = %best, "the task's source left and no seed peer is available: this peer reads the rest from the origin");
+            p.state = PeerState::BackToSource;
+            p.send(back_to_source(
+                "the peer reading the origin left and no seed peer is available",
+            ));
         }
     }
 }

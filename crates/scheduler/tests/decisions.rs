@@ -23,6 +23,7 @@ struct World {
     core: Core,
     commands: Vec<(String, Commands)>,
     streams: Vec<Events>,
+    sessions: Vec<(String, u64)>,
 }
 
 impl World {
@@ -33,13 +34,14 @@ impl World {
             core: Core::new(cfg, 5),
             commands: Vec::new(),
             streams: Vec::new(),
+            sessions: Vec::new(),
         }
     }
 
     fn host(&mut self, id: &str, ip: &str, idc: &str, location: &str, seed: bool) {
         let (tx, rx) = mpsc::channel(64);
         self.commands.push((id.to_string(), rx));
-        self.core.open_host(
+        let session = self.core.open_host(
             HostInfo {
                 host_id: id.into(),
                 ip: ip.into(),
@@ -53,6 +55,16 @@ impl World {
             ip.parse().expect("ip"),
             tx,
         );
+        self.sessions.push((id.to_string(), session));
+    }
+
+    fn session(&self, host: &str) -> u64 {
+        self.sessions
+            .iter()
+            .rev()
+            .find(|(h, _)| h == host)
+            .map(|(_, s)| *s)
+            .expect("host")
     }
 
     /// Registers a peer; returns its answer stream's index.
@@ -272,4 +284,109 @@ fn with_the_seed_gone_a_peer_holding_nothing_useful_is_not_offered_and_the_child
         peer_event::Event::NeedParents(Default::default()),
     );
     assert_eq!(w.answer(a), Answer::Origin);
+}
+
+#[test]
+fn when_the_only_source_leaves_one_peer_goes_to_the_origin_and_the_others_do_not() {
+    let mut w = World::new(4);
+    w.host("a", "10.0.0.1", "", "", false);
+    w.host("b", "10.0.0.2", "", "", false);
+    w.host("c", "10.0.0.4", "", "", false);
+    w.host("s", "10.0.0.3", "", "", true);
+    let a = w.join("a-peer", "a");
+    assert!(w.triggered("s"), "the seed was not triggered");
+    w.join("seed-peer", "s");
+    w.core.event(
+        "t",
+        "seed-peer",
+        peer_event::Event::ContentInfo(ContentInfo {
+            content_length: 8 << 22,
+            piece_length: 1 << 22,
+        }),
+    );
+    w.pieces("seed-peer", &[0, 1, 2], "", 0);
+    let b = w.join("b-peer", "b");
+    let c = w.join("c-peer", "c");
+    // The seed handed out different pieces: the peers still have something to trade.
+    w.pieces("a-peer", &[0, 1], "seed-peer", 100);
+    w.pieces("b-peer", &[1], "seed-peer", 100);
+    w.pieces("c-peer", &[2], "seed-peer", 100);
+    for i in [a, b, c] {
+        w.answer(i);
+    }
+    w.core.event(
+        "t",
+        "seed-peer",
+        peer_event::Event::Failed(PeerFailed {
+            reason: "killed".into(),
+        }),
+    );
+    // Pieces 3..8 exist nowhere: the peer holding the most reads the rest from the origin
+    // at once; the others are not sent there.
+    let answers = [w.answer(a), w.answer(b), w.answer(c)];
+    assert_eq!(answers[0], Answer::Origin, "{answers:?}");
+    assert!(
+        answers[1..].iter().all(|x| *x != Answer::Origin),
+        "{answers:?}"
+    );
+    // Asking again, the others get a parent (the peer at the origin), not the origin.
+    for (peer, i) in [("b-peer", b), ("c-peer", c)] {
+        w.core.event(
+            "t",
+            peer,
+            peer_event::Event::NeedParents(Default::default()),
+        );
+        assert_ne!(w.answer(i), Answer::Origin, "{peer} was sent to the origin");
+    }
+}
+
+#[test]
+fn a_seed_gone_before_its_peer_registered_does_not_leave_the_task_waiting() {
+    let mut w = World::new(4);
+    w.host("a", "10.0.0.1", "", "", false);
+    w.host("b", "10.0.0.2", "", "", false);
+    w.host("s", "10.0.0.3", "", "", true);
+    let a = w.join("a-peer", "a");
+    assert!(w.triggered("s"), "the seed was not triggered");
+    let b = w.join("b-peer", "b");
+    assert_eq!(w.answer(a), Answer::Nothing);
+    assert_eq!(w.answer(b), Answer::Nothing);
+    // The seed host dies before registering its peer; with no other seed, exactly one of
+    // the waiting peers reads the origin.
+    w.core.close_host("s", w.session("s"));
+    let answers = [w.answer(a), w.answer(b)];
+    assert_eq!(
+        answers.iter().filter(|x| **x == Answer::Origin).count(),
+        1,
+        "{answers:?}"
+    );
+}
+
+#[test]
+fn a_seed_that_finished_and_then_died_is_replaced_by_one_peer_at_the_origin() {
+    let mut w = World::new(4);
+    w.host("a", "10.0.0.1", "", "", false);
+    w.host("b", "10.0.0.2", "", "", false);
+    w.host("s", "10.0.0.3", "", "", true);
+    let a = w.join("a-peer", "a");
+    assert!(w.triggered("s"), "the seed was not triggered");
+    let b = w.join("b-peer", "b");
+    w.holder("seed-peer", "s");
+    w.core.event(
+        "t",
+        "seed-peer",
+        peer_event::Event::Finished(Default::default()),
+    );
+    w.pieces("a-peer", &[0, 1], "seed-peer", 100);
+    w.pieces("b-peer", &[2], "seed-peer", 100);
+    w.answer(a);
+    w.answer(b);
+    // The seed held everything; with it gone, pieces 3..8 exist nowhere.
+    w.core.close_host("s", w.session("s"));
+    let answers = [w.answer(a), w.answer(b)];
+    assert_eq!(
+        answers.iter().filter(|x| **x == Answer::Origin).count(),
+        1,
+        "{answers:?}"
+    );
 }
