@@ -108,6 +108,11 @@ impl World {
 
     /// A holder of every piece of an 8-piece task.
     fn holder(&mut self, peer: &str, host: &str) {
+        self.seed_reading(peer, host, &(0..8).collect::<Vec<_>>());
+    }
+
+    /// A peer of an 8-piece task that has read `pieces` from the origin so far.
+    fn seed_reading(&mut self, peer: &str, host: &str, pieces: &[u32]) {
         self.join(peer, host);
         self.core.event(
             "t",
@@ -117,7 +122,7 @@ impl World {
                 piece_length: 1 << 22,
             }),
         );
-        self.pieces(peer, &(0..8).collect::<Vec<_>>(), "", 0);
+        self.pieces(peer, pieces, "", 0);
     }
 
     /// What stream `i` was last told since the previous look.
@@ -255,16 +260,7 @@ fn with_the_seed_gone_a_peer_holding_nothing_useful_is_not_offered_and_the_child
     w.host("s", "10.0.0.3", "", "", true);
     let a = w.join("a-peer", "a");
     assert!(w.triggered("s"), "the seed was not triggered");
-    w.join("seed-peer", "s");
-    w.core.event(
-        "t",
-        "seed-peer",
-        peer_event::Event::ContentInfo(ContentInfo {
-            content_length: 8 << 22,
-            piece_length: 1 << 22,
-        }),
-    );
-    w.pieces("seed-peer", &[0], "", 0);
+    w.seed_reading("seed-peer", "s", &[0]);
     // b-peer is downloading too, and gets piece 0 as a-peer does.
     w.join("b-peer", "b");
     w.pieces("a-peer", &[0], "seed-peer", 100);
@@ -295,16 +291,7 @@ fn when_the_only_source_leaves_one_peer_goes_to_the_origin_and_the_others_do_not
     w.host("s", "10.0.0.3", "", "", true);
     let a = w.join("a-peer", "a");
     assert!(w.triggered("s"), "the seed was not triggered");
-    w.join("seed-peer", "s");
-    w.core.event(
-        "t",
-        "seed-peer",
-        peer_event::Event::ContentInfo(ContentInfo {
-            content_length: 8 << 22,
-            piece_length: 1 << 22,
-        }),
-    );
-    w.pieces("seed-peer", &[0, 1, 2], "", 0);
+    w.seed_reading("seed-peer", "s", &[0, 1, 2]);
     let b = w.join("b-peer", "b");
     let c = w.join("c-peer", "c");
     // The seed handed out different pieces: the peers still have something to trade.
