@@ -327,8 +327,8 @@ fn when_the_only_source_leaves_one_peer_goes_to_the_origin_and_the_others_do_not
     }
 }
 
-#[test]
-fn a_seed_gone_before_its_peer_registered_does_not_leave_the_task_waiting() {
+/// Hosts a and b with a peer each, and a seed host s triggered for their task.
+fn two_peers_and_a_triggered_seed() -> (World, usize, usize) {
     let mut w = World::new(4);
     w.host("a", "10.0.0.1", "", "", false);
     w.host("b", "10.0.0.2", "", "", false);
@@ -336,28 +336,28 @@ fn a_seed_gone_before_its_peer_registered_does_not_leave_the_task_waiting() {
     let a = w.join("a-peer", "a");
     assert!(w.triggered("s"), "the seed was not triggered");
     let b = w.join("b-peer", "b");
+    (w, a, b)
+}
+
+fn sent_to_origin(answers: &[Answer]) -> usize {
+    answers.iter().filter(|x| **x == Answer::Origin).count()
+}
+
+#[test]
+fn a_seed_gone_before_its_peer_registered_does_not_leave_the_task_waiting() {
+    let (mut w, a, b) = two_peers_and_a_triggered_seed();
     assert_eq!(w.answer(a), Answer::Nothing);
     assert_eq!(w.answer(b), Answer::Nothing);
     // The seed host dies before registering its peer; with no other seed, exactly one of
     // the waiting peers reads the origin.
     w.core.close_host("s", w.session("s"));
     let answers = [w.answer(a), w.answer(b)];
-    assert_eq!(
-        answers.iter().filter(|x| **x == Answer::Origin).count(),
-        1,
-        "{answers:?}"
-    );
+    assert_eq!(sent_to_origin(&answers), 1, "{answers:?}");
 }
 
 #[test]
 fn a_seed_that_finished_and_then_died_is_replaced_by_one_peer_at_the_origin() {
-    let mut w = World::new(4);
-    w.host("a", "10.0.0.1", "", "", false);
-    w.host("b", "10.0.0.2", "", "", false);
-    w.host("s", "10.0.0.3", "", "", true);
-    let a = w.join("a-peer", "a");
-    assert!(w.triggered("s"), "the seed was not triggered");
-    let b = w.join("b-peer", "b");
+    let (mut w, a, b) = two_peers_and_a_triggered_seed();
     w.holder("seed-peer", "s");
     w.core.event(
         "t",
@@ -371,9 +371,5 @@ fn a_seed_that_finished_and_then_died_is_replaced_by_one_peer_at_the_origin() {
     // The seed held everything; with it gone, pieces 3..8 exist nowhere.
     w.core.close_host("s", w.session("s"));
     let answers = [w.answer(a), w.answer(b)];
-    assert_eq!(
-        answers.iter().filter(|x| **x == Answer::Origin).count(),
-        1,
-        "{answers:?}"
-    );
+    assert_eq!(sent_to_origin(&answers), 1, "{answers:?}");
 }
