@@ -21,14 +21,19 @@ pub(crate) enum Priority {
     Background,
 }
 
-/// The host's traffic classes and counters.
-pub(crate) struct Traffic {
+/// What every task on the host shares: its limiters and the cap on pieces in flight.
+struct HostClasses {
     download: RateLimiter,
     back_to_source: RateLimiter,
     prefetch: RateLimiter,
-    task_rate: u64,
     /// Pieces in flight over every task; `None` without a cap.
     pieces: Option<Arc<Semaphore>>,
+}
+
+/// The host's traffic classes and counters.
+pub(crate) struct Traffic {
+    host: Arc<HostClasses>,
+    task_rate: u64,
     /// Foreground downloads running now.
     foreground: watch::Sender<usize>,
 }
@@ -37,12 +42,14 @@ impl Traffic {
     pub fn new(cfg: &DaemonConfig) -> Self {
         let limit = |v: u64| RateLimiter::new((v > 0).then_some(v));
         Self {
-            download: limit(cfg.download_rate_limit),
-            back_to_source: limit(cfg.back_to_source_rate_limit),
-            prefetch: limit(cfg.prefetch_rate_limit),
+            host: Arc::new(HostClasses {
+                download: limit(cfg.download_rate_limit),
+                back_to_source: limit(cfg.back_to_source_rate_limit),
+                prefetch: limit(cfg.prefetch_rate_limit),
+                pieces: (cfg.max_concurrent_download_pieces > 0)
+                    .then(|| Arc::new(Semaphore::new(cfg.max_concurrent_download_pieces))),
+            }),
             task_rate: cfg.task_download_rate_limit,
-            pieces: (cfg.max_concurrent_download_pieces > 0)
-                .then(|| Arc::new(Semaphore::new(cfg.max_concurrent_download_pieces))),
             foreground: watch::channel(0).0,
         }
     }
@@ -55,11 +62,8 @@ impl Traffic {
         }
         let (tx, rx) = watch::channel(priority);
         let pace = Pace {
-            download: self.download.clone(),
+            host: self.host.clone(),
             task: RateLimiter::new((self.task_rate > 0).then_some(self.task_rate)),
-            back_to_source: self.back_to_source.clone(),
-            prefetch: self.prefetch.clone(),
-            pieces: self.pieces.clone(),
             priority: rx,
             foreground: self.foreground.subscribe(),
         };
@@ -84,11 +88,8 @@ impl Traffic {
 /// How one task's transfers are paced.
 #[derive(Clone)]
 pub(crate) struct Pace {
-    download: RateLimiter,
+    host: Arc<HostClasses>,
     task: RateLimiter,
-    back_to_source: RateLimiter,
-    prefetch: RateLimiter,
-    pieces: Option<Arc<Semaphore>>,
     priority: watch::Receiver<Priority>,
     foreground: watch::Receiver<usize>,
 }
@@ -123,7 +124,7 @@ impl Pace {
     /// while holding places could wait on itself.
     pub async fn piece_slot(&self) -> PieceSlot {
         self.yield_to_foreground().await;
-        match &self.pieces {
+        match &self.host.pieces {
             None => PieceSlot(None),
             Some(s) => PieceSlot(s.clone().acquire_owned().await.ok()),
         }
@@ -134,7 +135,7 @@ impl Pace {
         if self.yielding() {
             return None;
         }
-        match &self.pieces {
+        match &self.host.pieces {
             None => Some(PieceSlot(None)),
             Some(s) => s
                 .clone()
@@ -147,13 +148,13 @@ impl Pace {
     /// Takes `bytes` from every limiter they pass: host download, task, back-to-source when
     /// they come from the origin, prefetch while the task is in the background.
     pub async fn take(&self, bytes: u64, from_origin: bool) {
-        self.download.acquire(bytes).await;
+        self.host.download.acquire(bytes).await;
         self.task.acquire(bytes).await;
         if from_origin {
-            self.back_to_source.acquire(bytes).await;
+            self.host.back_to_source.acquire(bytes).await;
         }
         if self.background() {
-            self.prefetch.acquire(bytes).await;
+            self.host.prefetch.acquire(bytes).await;
         }
     }
 }

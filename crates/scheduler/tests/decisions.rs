@@ -251,15 +251,28 @@ fn a_task_whose_peers_are_all_gone_is_forgotten_after_its_ttl_and_a_live_one_is_
     assert!(w.core.model.tasks.is_empty());
 }
 
-#[test]
-fn with_the_seed_gone_a_peer_holding_nothing_useful_is_not_offered_and_the_child_goes_to_the_origin(
-) {
+/// Hosts a and b and a seed host s; a-peer has joined, and s was triggered for the task.
+fn a_peer_and_a_triggered_seed() -> (World, usize) {
     let mut w = World::new(4);
     w.host("a", "10.0.0.1", "", "", false);
     w.host("b", "10.0.0.2", "", "", false);
     w.host("s", "10.0.0.3", "", "", true);
     let a = w.join("a-peer", "a");
     assert!(w.triggered("s"), "the seed was not triggered");
+    (w, a)
+}
+
+/// As [`a_peer_and_a_triggered_seed`], with b-peer joined too.
+fn two_peers_and_a_triggered_seed() -> (World, usize, usize) {
+    let (mut w, a) = a_peer_and_a_triggered_seed();
+    let b = w.join("b-peer", "b");
+    (w, a, b)
+}
+
+#[test]
+fn with_the_seed_gone_a_peer_holding_nothing_useful_is_not_offered_and_the_child_goes_to_the_origin(
+) {
+    let (mut w, a) = a_peer_and_a_triggered_seed();
     w.seed_reading("seed-peer", "s", &[0]);
     // b-peer is downloading too, and gets piece 0 as a-peer does.
     w.join("b-peer", "b");
@@ -284,13 +297,8 @@ fn with_the_seed_gone_a_peer_holding_nothing_useful_is_not_offered_and_the_child
 
 #[test]
 fn when_the_only_source_leaves_one_peer_goes_to_the_origin_and_the_others_do_not() {
-    let mut w = World::new(4);
-    w.host("a", "10.0.0.1", "", "", false);
-    w.host("b", "10.0.0.2", "", "", false);
+    let (mut w, a) = a_peer_and_a_triggered_seed();
     w.host("c", "10.0.0.4", "", "", false);
-    w.host("s", "10.0.0.3", "", "", true);
-    let a = w.join("a-peer", "a");
-    assert!(w.triggered("s"), "the seed was not triggered");
     w.seed_reading("seed-peer", "s", &[0, 1, 2]);
     let b = w.join("b-peer", "b");
     let c = w.join("c-peer", "c");
@@ -325,18 +333,6 @@ fn when_the_only_source_leaves_one_peer_goes_to_the_origin_and_the_others_do_not
         );
         assert_ne!(w.answer(i), Answer::Origin, "{peer} was sent to the origin");
     }
-}
-
-/// Hosts a and b with a peer each, and a seed host s triggered for their task.
-fn two_peers_and_a_triggered_seed() -> (World, usize, usize) {
-    let mut w = World::new(4);
-    w.host("a", "10.0.0.1", "", "", false);
-    w.host("b", "10.0.0.2", "", "", false);
-    w.host("s", "10.0.0.3", "", "", true);
-    let a = w.join("a-peer", "a");
-    assert!(w.triggered("s"), "the seed was not triggered");
-    let b = w.join("b-peer", "b");
-    (w, a, b)
 }
 
 fn sent_to_origin(answers: &[Answer]) -> usize {
