@@ -33,6 +33,9 @@ pub enum Command {
     /// The HTTPS proxy's certificate authority.
     #[command(subcommand)]
     Ca(cmd::ca::CaCommand),
+    /// Certificates for mutual TLS between roles.
+    #[command(subcommand)]
+    Certs(cmd::certs::CertsCommand),
 }
 
 fn init_tracing(default: &str, verbose: bool) {
@@ -54,7 +57,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Scheduler(_) | Command::Daemon(_) => "info",
-        Command::Get(_) | Command::Demo(_) | Command::Init(_) | Command::Ca(_) => "warn",
+        Command::Get(_)
+        | Command::Demo(_)
+        | Command::Init(_)
+        | Command::Ca(_)
+        | Command::Certs(_) => "warn",
     };
     init_tracing(default_log, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -75,6 +82,7 @@ pub fn main() -> ExitCode {
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Init(a) => cmd::init::run(a).await,
             Command::Ca(c) => cmd::ca::run(c).await,
+            Command::Certs(c) => cmd::certs::run(c).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -45,6 +45,9 @@ pub struct ClusterSpec {
     pub listen_ip: Option<String>,
     /// Ordinary daemons run inside a network namespace, by index: (namespace, its address).
     pub peer_netns: Vec<Option<(String, String)>>,
+    /// Mutual TLS between every role, with certificates from `pollen certs dev` made in the
+    /// cluster's directory.
+    pub tls: bool,
 }
 
 impl ClusterSpec {
@@ -71,6 +74,7 @@ impl ClusterSpec {
             data_root: None,
             listen_ip: None,
             peer_netns: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -109,6 +113,12 @@ impl DaemonProc {
         }
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Starts the process (for one made by [`Cluster::stranger`]) and waits for its ready
+    /// line.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        self.spawn().await
     }
 
     /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
@@ -247,13 +257,31 @@ pub struct Cluster {
     pub peers: Vec<DaemonProc>,
     scheduler: Option<Child>,
     bin: PathBuf,
+    /// The certificates every role uses, with mutual TLS on.
+    pub certs: Option<pollen_tls::DevCerts>,
+}
+
+/// The `--tls-*` flags that make a role use `certs` (its scheduler or daemon certificate).
+fn tls_flags(ca: &Path, (cert, key): &(PathBuf, PathBuf)) -> Vec<String> {
+    [("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)]
+        .into_iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.to_string_lossy().into_owned()])
+        .collect()
 }
 
 /// Starts `pollen scheduler --listen LISTEN` (log appended to DIR/scheduler.log) and waits
 /// for its ready line; returns the process and the address it listens on.
-async fn spawn_scheduler(bin: &Path, listen: &str, dir: &Path) -> anyhow::Result<(Child, String)> {
+async fn spawn_scheduler(
+    bin: &Path,
+    listen: &str,
+    dir: &Path,
+    certs: Option<&pollen_tls::DevCerts>,
+) -> anyhow::Result<(Child, String)> {
     let mut cmd = Command::new(bin);
     cmd.args(["scheduler", "--listen", listen]);
+    if let Some(c) = certs {
+        cmd.args(tls_flags(&c.ca_cert, &c.scheduler));
+    }
     let (child, line) = launch(cmd, &dir.join("scheduler.log"), "the scheduler").await?;
     let addr = line
         .rsplit(' ')
@@ -311,16 +339,26 @@ impl Cluster {
             .prefix("pollen-cluster-")
             .tempdir()
             .context("cannot create a temporary directory")?;
+        let certs = if spec.tls {
+            Some(
+                pollen_tls::make_dev_certs(&dir.path().join("certs"), &[])
+                    .context("cannot make certificates")?,
+            )
+        } else {
+            None
+        };
+        let scheme = if spec.tls { "https" } else { "http" };
         let (scheduler, scheduler_url) = if spec.scheduler {
             let listen = format!("{}:0", spec.listen_ip.as_deref().unwrap_or("127.0.0.1"));
-            let (child, addr) = spawn_scheduler(&spec.bin, &listen, dir.path()).await?;
-            (Some(child), format!("http://{addr}"))
+            let (child, addr) =
+                spawn_scheduler(&spec.bin, &listen, dir.path(), certs.as_ref()).await?;
+            (Some(child), format!("{scheme}://{addr}"))
         } else {
             // A port nothing listens on: daemons must cope without a scheduler.
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             let addr = l.local_addr()?;
             drop(l);
-            (None, format!("http://{addr}"))
+            (None, format!("{scheme}://{addr}"))
         };
         let make = |name: String,
                     ip: u8,
@@ -353,6 +391,9 @@ impl Cluster {
             if let Some(l) = limit {
                 args.push("--upload-rate-limit".into());
                 args.push(l.to_string());
+            }
+            if let Some(c) = &certs {
+                args.extend(tls_flags(&c.ca_cert, &c.daemon));
             }
             args.extend(spec.daemon_args.iter().cloned());
             args.extend(own.iter().cloned());
@@ -395,6 +436,7 @@ impl Cluster {
             peers,
             scheduler,
             bin: spec.bin.clone(),
+            certs,
         };
         if spec.scheduler {
             for d in cluster.seed.iter().chain(cluster.peers.iter()) {
@@ -402,6 +444,40 @@ impl Cluster {
             }
         }
         Ok(cluster)
+    }
+
+    /// A daemon outside the cluster's trust, not started: pointed at the cluster's scheduler
+    /// (unless `args` names another) with its own data directory, socket and loopback
+    /// address, and `args` as its only other flags (none of the cluster's certificates or
+    /// `daemon_args`).
+    pub fn stranger(&self, name: &str, args: Vec<String>) -> DaemonProc {
+        let data_dir = self.dir.path().join(name);
+        let socket = self.dir.path().join(format!("{name}.sock"));
+        let mut all = Vec::new();
+        if !args.iter().any(|a| a == "--scheduler") {
+            all.extend(["--scheduler".to_string(), self.scheduler_url.clone()]);
+        }
+        all.extend([
+            "--data-dir".into(),
+            data_dir.to_string_lossy().into_owned(),
+            "--upload-listen".into(),
+            "127.0.0.254:0".into(),
+            "--api-socket".into(),
+            socket.to_string_lossy().into_owned(),
+            "--proxy-listen".into(),
+            "off".into(),
+        ]);
+        all.extend(args);
+        DaemonProc {
+            log: self.dir.path().join(format!("{name}.log")),
+            name: name.to_string(),
+            socket,
+            data_dir,
+            bin: self.bin.clone(),
+            args: all,
+            netns: None,
+            child: None,
+        }
     }
 
     /// Every daemon, seed first.
@@ -432,10 +508,12 @@ impl Cluster {
         }
         let listen = self
             .scheduler_url
-            .strip_prefix("http://")
+            .split_once("://")
+            .map(|(_, addr)| addr)
             .ok_or_else(|| anyhow!("unexpected scheduler URL {}", self.scheduler_url))?
             .to_string();
-        let (child, _) = spawn_scheduler(&self.bin, &listen, self.dir.path()).await?;
+        let (child, _) =
+            spawn_scheduler(&self.bin, &listen, self.dir.path(), self.certs.as_ref()).await?;
         self.scheduler = Some(child);
         Ok(())
     }

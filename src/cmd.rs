@@ -1,11 +1,13 @@
 //! One module per subcommand.
 
 pub(crate) mod ca;
+pub(crate) mod certs;
 pub(crate) mod daemon;
 pub(crate) mod demo;
 pub(crate) mod get;
 pub(crate) mod init;
 pub(crate) mod scheduler;
+pub(crate) mod tls_args;
 
 /// Reads a role's TOML config file, or its defaults when none is given.
 pub(crate) fn load_config<T: serde::de::DeserializeOwned + Default>(

@@ -7,6 +7,9 @@
 //! - `GET /truncated` — announces the full length, sends half, then drops the connection;
 //! - `GET /flaky` — fails twice, then behaves: the first request gets a 503, the second
 //!   half of what it asked for before the connection drops, the rest are `/blob`;
+//! - `GET /slow` — the data, in 64 KiB chunks 10 ms apart (about 6 MiB/s): slow but steady;
+//! - `GET /stalling` — the first request gets the first half of what it asked for, then
+//!   nothing more while the connection stays open; the rest are `/blob`;
 //! - `GET /v2/…` — the data again, for any registry path (a registry for mirror tests);
 //! - `GET /mutable` — the data, until [`Origin::change`] makes it other bytes of the same
 //!   length under another ETag (an origin whose content changes under the same URL).
@@ -40,6 +43,21 @@ struct Shared {
     changed: Arc<std::sync::RwLock<Option<(Bytes, pollen_core::ContentDigest)>>>,
     /// Requests `/flaky` has answered.
     flaky_hits: Arc<AtomicU64>,
+    /// Requests `/stalling` has answered.
+    stalling_hits: Arc<AtomicU64>,
+}
+
+/// How a response body misbehaves.
+#[derive(Clone, Copy)]
+enum Flaw {
+    /// Sends everything at once.
+    None,
+    /// Drops the connection once this offset is reached.
+    DropAt(usize),
+    /// Stops sending at this offset and keeps the connection open.
+    StallAt(usize),
+    /// Waits 10 ms before every chunk (and sends 64 KiB chunks).
+    Slow,
 }
 
 /// A running origin server; stops when dropped.
@@ -69,7 +87,7 @@ fn parse_range(h: &HeaderMap, len: u64) -> Option<(u64, u64)> {
     (start <= end).then_some((start, end))
 }
 
-fn body(shared: &Shared, start: usize, end: usize, fail_at: Option<usize>) -> Body {
+fn body(shared: &Shared, start: usize, end: usize, flaw: Flaw) -> Body {
     let data = shared.data.clone();
     let counter = shared.bytes_served.clone();
     let stream = futures::stream::unfold(start, move |pos| {
@@ -79,13 +97,25 @@ fn body(shared: &Shared, start: usize, end: usize, fail_at: Option<usize>) -> Bo
             if pos >= end {
                 return None;
             }
-            if fail_at.is_some_and(|f| pos >= f) {
+            let (cut, chunk) = match flaw {
+                Flaw::None => (usize::MAX, CHUNK),
+                Flaw::DropAt(at) | Flaw::StallAt(at) => (at, CHUNK),
+                Flaw::Slow => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    (usize::MAX, 64 << 10)
+                }
+            };
+            if pos >= cut {
+                if let Flaw::StallAt(_) = flaw {
+                    // The server's graceful shutdown ends this when the origin drops.
+                    std::future::pending::<()>().await;
+                }
                 return Some((
                     Err(std::io::Error::other("origin dropped the connection")),
                     end,
                 ));
             }
-            let next = (pos + CHUNK).min(end).min(fail_at.unwrap_or(usize::MAX));
+            let next = (pos + chunk).min(end).min(cut);
             counter.fetch_add((next - pos) as u64, Ordering::Relaxed);
             Some((Ok::<Bytes, std::io::Error>(data.slice(pos..next)), next))
         }
@@ -98,13 +128,32 @@ fn etag(s: &Shared) -> String {
 }
 
 async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    serve(&s, headers, Flaw::None)
+}
+
+async fn slow(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    serve(&s, headers, Flaw::Slow)
+}
+
+async fn stalling(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if s.stalling_hits.fetch_add(1, Ordering::Relaxed) > 0 {
+        return serve(&s, headers, Flaw::None);
+    }
+    let len = s.data.len() as u64;
+    let (a, b) = parse_range(&headers, len).unwrap_or((0, len.saturating_sub(1)));
+    let half = (a + (b + 1 - a) / 2) as usize;
+    serve(&s, headers, Flaw::StallAt(half))
+}
+
+/// The data (or the range asked for), with validators, sent with `flaw`.
+fn serve(s: &Shared, headers: HeaderMap, flaw: Flaw) -> Response {
     let len = s.data.len() as u64;
     // `If-Range` with another validator: the range no longer applies, send the whole (new)
     // content, as RFC 9110 says.
     let stale = headers
         .get(header::IF_RANGE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v != etag(&s));
+        .is_some_and(|v| v != etag(s));
     let headers = if stale {
         let mut h = headers.clone();
         h.remove(header::RANGE);
@@ -113,7 +162,7 @@ async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
         headers
     };
     let common = [
-        (header::ETAG, etag(&s)),
+        (header::ETAG, etag(s)),
         (
             header::LAST_MODIFIED,
             "Mon, 23 Nov 2026 00:00:00 GMT".to_string(),
@@ -128,7 +177,7 @@ async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
                 (header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}")),
                 (header::CONTENT_LENGTH, (b - a + 1).to_string()),
             ],
-            body(&s, a as usize, b as usize + 1, None),
+            body(s, a as usize, b as usize + 1, flaw),
         )
             .into_response(),
         None if headers.contains_key(header::RANGE) => {
@@ -138,7 +187,7 @@ async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
             StatusCode::OK,
             common,
             [(header::CONTENT_LENGTH, len.to_string())],
-            body(&s, 0, len as usize, None),
+            body(s, 0, len as usize, flaw),
         )
             .into_response(),
     }
@@ -147,14 +196,14 @@ async fn blob(State(s): State<Shared>, headers: HeaderMap) -> Response {
 async fn mutable(State(s): State<Shared>, headers: HeaderMap) -> Response {
     let now = s.changed.read().unwrap_or_else(|e| e.into_inner()).clone();
     match now {
-        None => blob(State(s), headers).await,
+        None => serve(&s, headers, Flaw::None),
         Some((data, digest)) => {
             let changed = Shared {
                 data,
                 digest,
                 ..s.clone()
             };
-            blob(State(changed), headers).await
+            serve(&changed, headers, Flaw::None)
         }
     }
 }
@@ -174,7 +223,7 @@ async fn flaky(State(s): State<Shared>, headers: HeaderMap) -> Response {
                     (header::CONTENT_LENGTH, (end - start).to_string()),
                     (header::ETAG, etag(&s)),
                 ],
-                body(&s, start, end, Some(cut)),
+                body(&s, start, end, Flaw::DropAt(cut)),
             )
                 .into_response();
             if (start, end) != (0, len) {
@@ -186,7 +235,7 @@ async fn flaky(State(s): State<Shared>, headers: HeaderMap) -> Response {
             }
             resp
         }
-        _ => blob(State(s), headers).await,
+        _ => serve(&s, headers, Flaw::None),
     }
 }
 
@@ -195,7 +244,7 @@ async fn truncated(State(s): State<Shared>) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_LENGTH, len.to_string())],
-        body(&s, 0, len, Some(len / 2)),
+        body(&s, 0, len, Flaw::DropAt(len / 2)),
     )
         .into_response()
 }
@@ -207,11 +256,14 @@ fn router(data: Bytes) -> (Router, Shared) {
         bytes_served: Arc::new(AtomicU64::new(0)),
         changed: Arc::new(std::sync::RwLock::new(None)),
         flaky_hits: Arc::new(AtomicU64::new(0)),
+        stalling_hits: Arc::new(AtomicU64::new(0)),
     };
     let app = Router::new()
         .route("/blob", get(blob))
         .route("/truncated", get(truncated))
         .route("/flaky", get(flaky))
+        .route("/slow", get(slow))
+        .route("/stalling", get(stalling))
         .route("/mutable", get(mutable))
         // Any registry blob path serves the same bytes: a registry for mirror tests (one that
         // lies whenever the digest asked for is not this data's).
@@ -300,6 +352,11 @@ impl Origin {
     /// Requests `/flaky` has answered.
     pub fn flaky_requests(&self) -> u64 {
         self.shared.flaky_hits.load(Ordering::Relaxed)
+    }
+
+    /// Requests `/stalling` has answered.
+    pub fn stalling_requests(&self) -> u64 {
+        self.shared.stalling_hits.load(Ordering::Relaxed)
     }
 
     /// Body bytes sent so far, over all requests.

@@ -16,9 +16,8 @@ async fn without_a_scheduler_get_goes_to_the_origin_and_the_daemon_says_why() {
     let cluster = Cluster::start(spec).await.expect("cluster");
     let peer = &cluster.peers[0];
     let out = cluster.dir.path().join("out");
-    tokio::time::timeout(HANG, peer.download(&origin.url("/blob"), &out, None))
+    download_within(peer, &origin.url("/blob"), &out)
         .await
-        .expect("not hung")
         .expect("download succeeds without a scheduler");
     assert_eq!(sha256_file(&out), origin.digest());
     assert_eq!(origin.bytes_served(), size);
@@ -70,9 +69,8 @@ async fn an_origin_whose_content_changed_is_not_mixed_with_the_pieces_held() {
     let new_digest = origin.change();
     cluster.peers[0].restart().await.expect("restart");
     let peer = &cluster.peers[0];
-    let err = tokio::time::timeout(HANG, peer.download(&url, &out, None))
+    let err = download_within(peer, &url, &out)
         .await
-        .expect("not hung")
         .expect_err("a resumed download over changed content must not succeed silently");
     assert!(
         err.message()
@@ -85,9 +83,8 @@ async fn an_origin_whose_content_changed_is_not_mixed_with_the_pieces_held() {
         peer.stat().await.expect("stat").tasks.is_empty(),
         "the stale pieces were kept"
     );
-    tokio::time::timeout(HANG, peer.download(&url, &out, None))
+    download_within(peer, &url, &out)
         .await
-        .expect("not hung")
         .expect("a fresh download of the new content");
     assert_eq!(sha256_file(&out), new_digest);
 }
@@ -139,9 +136,8 @@ async fn a_daemon_killed_mid_download_resumes_without_refetching_its_pieces() {
         pieces_present: task.pieces_present - 1,
         ..task
     };
-    tokio::time::timeout(HANG, peer.download(&url, &out, None))
+    download_within(peer, &url, &out)
         .await
-        .expect("not hung")
         .expect("resumed download succeeds");
     assert_eq!(sha256_file(&out), expected);
     let stat = peer.stat().await.expect("stat");
@@ -427,9 +423,8 @@ async fn an_origin_that_fails_twice_is_retried_and_the_download_resumes_where_it
     let peer = &cluster.peers[0];
     let out = cluster.dir.path().join("out");
     // First a 503, then a connection dropped halfway, then the whole answer.
-    tokio::time::timeout(HANG, peer.download(&origin.url("/flaky"), &out, None))
+    download_within(peer, &origin.url("/flaky"), &out)
         .await
-        .expect("not hung")
         .expect("the download survives two origin failures");
     assert_eq!(sha256_file(&out), origin.digest());
     assert_eq!(origin.flaky_requests(), 3);
@@ -450,4 +445,52 @@ async fn an_origin_that_fails_twice_is_retried_and_the_download_resumes_where_it
         log.contains("retrying from the first missing piece"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_origin_is_only_slow_and_one_that_stops_sending_is_retried() {
+    let size = 16 * MIB;
+    let origin = origin(size).await;
+    let mut spec = ClusterSpec::standalone(bin(), 1);
+    spec.daemon_args = vec!["--origin-read-timeout".into(), "2s".into()];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let peer = &cluster.peers[0];
+
+    // Slow but steady (64 KiB every 10 ms, for seconds): never taken for a stall.
+    let out = cluster.dir.path().join("slow.out");
+    download_within(peer, &origin.url("/slow"), &out)
+        .await
+        .expect("a slow origin is waited for");
+    assert_eq!(sha256_file(&out), origin.digest());
+    assert_eq!(origin.bytes_served(), size, "a slow transfer was retried");
+    assert!(
+        !peer
+            .log_text()
+            .contains("retrying from the first missing piece"),
+        "{}",
+        peer.log_text()
+    );
+
+    // Half the file, then silence on an open connection: given up after the read timeout
+    // and resumed from the first missing piece.
+    let before = origin.bytes_served();
+    let out = cluster.dir.path().join("stalling.out");
+    download_within(peer, &origin.url("/stalling"), &out)
+        .await
+        .expect("the download survives a stalled origin");
+    assert_eq!(sha256_file(&out), origin.digest());
+    assert_eq!(origin.stalling_requests(), 2, "one stall, one retry");
+    let served = origin.bytes_served() - before;
+    assert!(
+        served <= size + size / 2 - 4 * MIB,
+        "the origin served {served} bytes for {size}: the retry started over"
+    );
+    let stat = peer.stat().await.expect("stat");
+    assert!(stat
+        .tasks
+        .iter()
+        .all(|t| t.complete && t.pieces_present == t.piece_count));
+    assert!(peer
+        .log_text()
+        .contains("retrying from the first missing piece"));
 }

@@ -250,10 +250,16 @@ async fn main() -> anyhow::Result<()> {
     if want('w') {
         eprintln!("(w) data plane alone…");
         let dir = args.fast_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let rate = wire_only::run(args.size, &dir).await?;
+        let rate = wire_only::run(args.size, &dir, false).await?;
         println!(
             "| (w) data plane alone: {:.2} GiB over loopback, sendfile → 2 pipelined connections → BLAKE3 verify, no disk write | {rate:.2} GB/s | (context for (b)) |",
             gib(args.size)
+        );
+        eprintln!("(w) data plane alone, mutual TLS…");
+        let tls = wire_only::run(args.size, &dir, true).await?;
+        println!(
+            "| (w) the same with mutual TLS on (pieces read into a buffer and encrypted) | {tls:.2} GB/s ({:.2} x plain) | (the cost of `[tls]`) |",
+            tls / rate
         );
     }
     if want('c') {
@@ -308,7 +314,8 @@ mod wire_only {
 
     use pollen_core::{Bitfield, PieceDigest, PieceLayout, RateLimiter, TaskId};
     use pollen_wire::{
-        PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer, UploadStats,
+        ClientTls, PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer,
+        UploadStats,
     };
     use tokio_util::sync::CancellationToken;
 
@@ -334,7 +341,18 @@ mod wire_only {
         }
     }
 
-    pub async fn run(size: u64, dir: &std::path::Path) -> anyhow::Result<f64> {
+    pub async fn run(size: u64, dir: &std::path::Path, tls: bool) -> anyhow::Result<f64> {
+        let certs = tempfile::tempdir_in(dir)?;
+        let material = if tls {
+            let c = pollen_tls::make_dev_certs(certs.path(), &[])?;
+            Some(pollen_tls::Material::load(&c.daemon_config())?)
+        } else {
+            None
+        };
+        let client_tls = match &material {
+            Some(m) => Some(ClientTls::new(m.client_config()?, m.peer_name().clone())),
+            None => None,
+        };
         let data = pollen::origin::random_data(size as usize);
         let layout = PieceLayout::for_content(size);
         let digests = (0..layout.piece_count())
@@ -361,14 +379,20 @@ mod wire_only {
             Arc::new(UploadStats::default()),
             8,
         );
+        let server = match &material {
+            Some(m) => server.with_tls(m.server_config(&[])?),
+            None => server,
+        };
         tokio::spawn(server.run(stop.clone()));
         let task = TaskId([1; 32]);
         let start = Instant::now();
         let mut conns = Vec::new();
         for c in 0..2u32 {
             let digests = digests.clone();
+            let tls = client_tls.clone();
             conns.push(tokio::spawn(async move {
-                let mut client = PieceClient::connect(addr, Duration::from_secs(3)).await?;
+                let mut client =
+                    PieceClient::connect_with(addr, Duration::from_secs(3), tls.as_ref()).await?;
                 let mine: Vec<u32> = (0..layout.piece_count()).filter(|n| n % 2 == c).collect();
                 let mut buf = vec![0u8; 1 << 20];
                 let mut next = 0;

@@ -88,6 +88,9 @@ pub struct DaemonArgs {
     /// Extra CA certificate (PEM file) trusted for HTTPS origins; repeatable.
     #[arg(long = "origin-ca-cert", env = "POLLEN_ORIGIN_CA_CERT")]
     pub origin_ca_certs: Vec<PathBuf>,
+    /// Give up (and retry) an origin that sends nothing for this long (e.g. 30s).
+    #[arg(long, env = "POLLEN_ORIGIN_READ_TIMEOUT", value_parser = parse_duration)]
+    pub origin_read_timeout: Option<Duration>,
     /// Give up a parent that sends nothing for this long (e.g. 15s).
     #[arg(long, env = "POLLEN_PARENT_STALL_TIMEOUT", value_parser = parse_duration)]
     pub parent_stall_timeout: Option<Duration>,
@@ -107,6 +110,8 @@ pub struct DaemonArgs {
     /// Location of this host as region|zone|rack; parents sharing more of it are preferred.
     #[arg(long, env = "POLLEN_LOCATION")]
     pub location: Option<String>,
+    #[command(flatten)]
+    pub tls: super::tls_args::TlsArgs,
 }
 
 impl DaemonArgs {
@@ -156,6 +161,9 @@ impl DaemonArgs {
         if let Some(v) = self.parent_wait {
             cfg.parent_wait = v;
         }
+        if let Some(v) = self.origin_read_timeout {
+            cfg.origin_read_timeout = v;
+        }
         if let Some(v) = self.parent_stall_timeout {
             cfg.parent_stall_timeout = v;
         }
@@ -176,6 +184,7 @@ impl DaemonArgs {
         if let Some(v) = self.location {
             cfg.location = v;
         }
+        cfg.tls = self.tls.apply(cfg.tls.take())?;
         Ok(cfg)
     }
 }

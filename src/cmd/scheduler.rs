@@ -25,6 +25,8 @@ pub struct SchedulerArgs {
     /// Candidate parents offered to one peer (K) [config default: 6].
     #[arg(long, alias = "max-parents", env = "POLLEN_CANDIDATE_LIMIT")]
     pub candidate_limit: Option<usize>,
+    #[command(flatten)]
+    pub tls: super::tls_args::TlsArgs,
 }
 
 impl SchedulerArgs {
@@ -34,6 +36,7 @@ impl SchedulerArgs {
         if let Some(k) = self.candidate_limit {
             cfg.evaluator.candidate_limit = k;
         }
+        cfg.tls = self.tls.apply(cfg.tls.take())?;
         if cfg.evaluator.candidate_limit == 0 {
             anyhow::bail!("the candidate limit must be at least 1");
         }
@@ -47,7 +50,17 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("scheduler listening on {addr}");
+    let tls = match &cfg.tls {
+        Some(t) => Some(
+            pollen_tls::Material::load(t)
+                .and_then(|m| m.server_config(&[b"h2"]))
+                .context("cannot set up mutual TLS")?,
+        ),
+        None => None,
+    };
+    // The address stays the last word: scripts and the cluster helper read it from there.
+    let how = if tls.is_some() { " (mutual TLS)" } else { "" };
+    println!("scheduler{how} listening on {addr}");
     let shutdown = CancellationToken::new();
     let service = SchedulerService::new(cfg);
     let token = shutdown.clone();
@@ -56,7 +69,7 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         token.cancel();
     });
     service
-        .serve(listener, shutdown)
+        .serve_with_tls(listener, tls, shutdown)
         .await
         .context("scheduler server failed")?;
     Ok(ExitCode::SUCCESS)

@@ -28,6 +28,17 @@ pub fn sha256_file(path: &Path) -> ContentDigest {
     ContentDigest::of(&std::fs::read(path).expect("output readable"))
 }
 
+/// Downloads `url` on `peer` to `out`; panics if it hangs, returns how it ended.
+pub async fn download_within(
+    peer: &DaemonProc,
+    url: &str,
+    out: &Path,
+) -> Result<(), tonic::Status> {
+    tokio::time::timeout(HANG, peer.download(url, out, None))
+        .await
+        .expect("the download hung")
+}
+
 /// Downloads `url` on every daemon in `peers` at once; returns each outcome.
 pub async fn get_all(peers: &[&DaemonProc], url: &str, dir: &Path) -> Vec<Result<PathBuf, String>> {
     let jobs = peers.iter().map(|p| {

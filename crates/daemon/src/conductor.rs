@@ -21,6 +21,7 @@ use pollen_proto::scheduler::{
 };
 use pollen_source::HttpSource;
 use pollen_storage::{Store, TaskEntry};
+use pollen_wire::ClientTls;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -176,6 +177,8 @@ pub(crate) struct Conductor {
     pub host_id: String,
     pub traffic: Traffic,
     pub shutdown: CancellationToken,
+    /// TLS towards parents, when mutual TLS is on.
+    peer_tls: Option<ClientTls>,
     inflight: Mutex<HashMap<TaskId, Inflight>>,
 }
 
@@ -265,8 +268,15 @@ impl Conductor {
             link,
             host_id,
             shutdown,
+            peer_tls: None,
             inflight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Speaks TLS to parents.
+    pub fn with_peer_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.peer_tls = tls;
+        self
     }
 
     /// Tasks being downloaded right now (never evicted).
@@ -571,6 +581,7 @@ impl Conductor {
                                     reports: report_tx.clone(),
                                     depth,
                                     connect_timeout: self.cfg.connect_timeout,
+                                    tls: self.peer_tls.clone(),
                                     stall_timeout: self.cfg.parent_stall_timeout,
                                 };
                                 let id = parent.peer_id.clone();

@@ -76,9 +76,19 @@ pub struct DaemonConfig {
     /// Extra CA certificates (PEM files) trusted for HTTPS origins, beside the built-in web
     /// PKI roots. Default none.
     pub origin_ca_certs: Vec<PathBuf>,
+    /// An origin that sends nothing for this long (before its headers or between body bytes)
+    /// is given up and the transfer retried from the first missing piece; a slow but steady
+    /// origin is never cut off. Default 30s.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub origin_read_timeout: Duration,
     /// Connect timeout for the scheduler, parents and origins. Default 3s.
     #[serde(with = "pollen_core::duration::humane")]
     pub connect_timeout: Duration,
+    /// Mutual TLS with the scheduler and other daemons (`[tls]` table: `ca_cert`, `cert`,
+    /// `key`, `peer_name`): the upload port then serves only daemons presenting a certificate
+    /// signed by `ca_cert`, parents must present one carrying `peer_name`, and the scheduler
+    /// URL must be `https://`. Default: off.
+    pub tls: Option<pollen_tls::TlsConfig>,
     /// The registry mirror and HTTP(S) proxy (`[proxy]` table).
     pub proxy: ProxyConfig,
     /// Garbage collection of the cache (`[gc]` table).
@@ -222,7 +232,9 @@ impl Default for DaemonConfig {
             parent_stall_timeout: Duration::from_secs(15),
             output_hardlink: true,
             origin_ca_certs: Vec::new(),
+            origin_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
+            tls: None,
             proxy: ProxyConfig::default(),
             gc: GcConfig::default(),
         }

@@ -9,7 +9,7 @@ use pollen_proto::daemon::daemon_server::DaemonServer;
 use pollen_proto::scheduler::HostInfo;
 use pollen_source::HttpSource;
 use pollen_storage::{Store, StoreError};
-use pollen_wire::UploadServer;
+use pollen_wire::{ClientTls, UploadServer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -115,6 +115,13 @@ impl Daemon {
                 .await
                 .map_err(|e| DaemonStartError::Config(e.to_string()))??
         };
+        let tls = match &cfg.tls {
+            Some(t) => Some(
+                pollen_tls::Material::load(t)
+                    .map_err(|e| DaemonStartError::Config(format!("mutual TLS: {e}")))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(cfg.upload_listen)
             .await
             .map_err(io_err(format!(
@@ -153,11 +160,28 @@ impl Daemon {
         )
         .with_piece_limit(cfg.max_concurrent_upload_pieces)
         .with_timeouts(cfg.upload_first_request_timeout, cfg.upload_idle_timeout);
+        let tls_error =
+            |e: pollen_tls::TlsError| DaemonStartError::Config(format!("mutual TLS: {e}"));
+        let (upload, peer_tls) = match &tls {
+            Some(m) => (
+                upload.with_tls(m.server_config(&[]).map_err(tls_error)?),
+                Some(ClientTls::new(
+                    m.client_config().map_err(tls_error)?,
+                    m.peer_name().clone(),
+                )),
+            ),
+            None => (upload, None),
+        };
         tasks.spawn(upload.run(shutdown.clone()));
 
         let link = match &cfg.scheduler {
             Some(url) => Some(
-                SchedulerLink::new(url, cfg.connect_timeout).map_err(DaemonStartError::Config)?,
+                SchedulerLink::new(
+                    url,
+                    cfg.connect_timeout,
+                    tls.as_ref().map(|m| m.tonic_client()),
+                )
+                .map_err(DaemonStartError::Config)?,
             ),
             None => None,
         };
@@ -168,18 +192,20 @@ impl Daemon {
                 std::fs::read(p).map_err(io_err(format!("reading CA certificate {}", p.display())))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let read_timeout = std::time::Duration::from_secs(30);
-        let source = HttpSource::new(cfg.connect_timeout, read_timeout, &roots)
+        let source = HttpSource::new(cfg.connect_timeout, cfg.origin_read_timeout, &roots)
             .map_err(|e| DaemonStartError::Config(e.to_string()))?;
-        let conductor = Arc::new(Conductor::new(
-            store.clone(),
-            stats.clone(),
-            cfg.clone(),
-            source.clone(),
-            link.clone(),
-            host_id.clone(),
-            shutdown.clone(),
-        ));
+        let conductor = Arc::new(
+            Conductor::new(
+                store.clone(),
+                stats.clone(),
+                cfg.clone(),
+                source.clone(),
+                link.clone(),
+                host_id.clone(),
+                shutdown.clone(),
+            )
+            .with_peer_tls(peer_tls),
+        );
 
         if let Some(link) = link {
             let advertise = cfg.advertise_ip.clone().unwrap_or_else(|| {
@@ -231,7 +257,7 @@ impl Daemon {
         if let Some(listener) = proxy_listener {
             let relay_client = pollen_source::client(
                 cfg.connect_timeout,
-                read_timeout,
+                cfg.origin_read_timeout,
                 &roots,
                 reqwest::redirect::Policy::none(),
             )

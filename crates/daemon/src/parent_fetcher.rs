@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pollen_core::PieceDigest;
 use pollen_storage::{PieceWriter, Store, WRITE_CHUNK};
-use pollen_wire::{PieceClient, PieceResponse, WireError};
+use pollen_wire::{ClientTls, PieceClient, PieceResponse, WireError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -62,6 +62,8 @@ pub(crate) struct ParentJob {
     pub reports: mpsc::Sender<Report>,
     pub depth: usize,
     pub connect_timeout: Duration,
+    /// TLS towards the parent, when mutual TLS is on.
+    pub tls: Option<ClientTls>,
     /// A parent that sends nothing for this long is given up.
     pub stall_timeout: Duration,
 }
@@ -130,7 +132,8 @@ impl ParentJob {
         claimed: &mut Vec<u32>,
         commits: &mut JoinSet<Result<(), DownloadError>>,
     ) -> Result<(), FetchError> {
-        let mut client = PieceClient::connect(self.addr, self.connect_timeout).await?;
+        let mut client =
+            PieceClient::connect_with(self.addr, self.connect_timeout, self.tls.as_ref()).await?;
         let task = self.claims.entry.id;
         let layout = self.claims.entry.layout();
         let mut inflight: VecDeque<Expect> = VecDeque::new();

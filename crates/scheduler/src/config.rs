@@ -27,6 +27,9 @@ pub struct SchedulerConfig {
     /// How often quiet hosts and tasks are collected. Default 10s.
     #[serde(with = "pollen_core::duration::humane")]
     pub gc_interval: Duration,
+    /// Mutual TLS (`[tls]` table: `ca_cert`, `cert`, `key`): with it, only daemons presenting
+    /// a certificate signed by `ca_cert` can connect. Default: off (plain gRPC).
+    pub tls: Option<pollen_tls::TlsConfig>,
 }
 
 impl Default for SchedulerConfig {
@@ -37,6 +40,7 @@ impl Default for SchedulerConfig {
             host_ttl: Duration::from_secs(60),
             task_ttl: Duration::from_secs(3600),
             gc_interval: Duration::from_secs(10),
+            tls: None,
         }
     }
 }

@@ -44,6 +44,17 @@ impl SchedulerService {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
+        self.serve_with_tls(listener, None, shutdown).await
+    }
+
+    /// As [`Self::serve`], over TLS when `tls` is given (give a config that demands client
+    /// certificates for mutual TLS; it must offer ALPN `h2`).
+    pub async fn serve_with_tls(
+        self,
+        listener: TcpListener,
+        tls: Option<Arc<pollen_tls::rustls::ServerConfig>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
         let gc = self.clone();
         let every = self.lock().config().gc_interval;
         let stop = shutdown.clone();
@@ -56,14 +67,25 @@ impl SchedulerService {
                 }
             }
         });
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(SchedulerServer::new(self))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                shutdown.cancelled_owned(),
-            )
-            .await
+            .add_service(SchedulerServer::new(self));
+        match tls {
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        shutdown.cancelled_owned(),
+                    )
+                    .await
+            }
+            Some(config) => {
+                let incoming = pollen_tls::tls_incoming(listener, config, shutdown.clone());
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                    .await
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {

@@ -5,14 +5,20 @@
 //! [`PieceClient::next_response`]. After a [`PieceResponse::Piece`], the payload must be read
 //! with [`PieceClient::read_payload`] before the next response. Bytes are not verified here:
 //! the receiver checks each piece against the digest the scheduler published.
+//!
+//! With a [`ClientTls`], the connection is TLS: the parent's certificate must chain to the
+//! cluster CA and carry the peers' name, and this side presents its own certificate.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pollen_core::{Bitfield, TaskId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::TlsConnector;
 
 use crate::codec::{read_message, Message, PieceHeader, WireError};
 
@@ -27,28 +33,72 @@ pub enum PieceResponse {
     Bitfield(Bitfield),
 }
 
+/// How to speak TLS to parents: the client config and the name their certificates carry.
+#[derive(Clone)]
+pub struct ClientTls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl ClientTls {
+    /// TLS with `config`, checking `name` on every parent's certificate.
+    pub fn new(config: Arc<ClientConfig>, name: ServerName<'static>) -> Self {
+        Self {
+            connector: TlsConnector::from(config),
+            name,
+        }
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// A connection to one parent's upload server.
 pub struct PieceClient {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<Reader>,
+    writer: Writer,
     scratch: Vec<u8>,
     out: Vec<u8>,
     peer: SocketAddr,
 }
 
 impl PieceClient {
-    /// Connects to a parent within `timeout`.
+    /// Connects to a parent within `timeout`, over plain TCP.
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, WireError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        Self::connect_with(addr, timeout, None).await
+    }
+
+    /// Connects to a parent within `timeout` (TLS handshake included when `tls` is given).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, WireError> {
+        let timed_out = || {
+            WireError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to {addr} timed out"),
+            ))
+        };
+        tokio::time::timeout(timeout, Self::open(addr, tls))
             .await
-            .map_err(|_| {
-                WireError::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connecting to {addr} timed out"),
-                ))
-            })??;
+            .map_err(|_| timed_out())?
+    }
+
+    async fn open(addr: SocketAddr, tls: Option<&ClientTls>) -> Result<Self, WireError> {
+        let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
+        let (r, w): (Reader, Writer) = match tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Some(tls) => {
+                let s = tls.connector.connect(tls.name.clone(), stream).await?;
+                let (r, w) = tokio::io::split(s);
+                (Box::new(r), Box::new(w))
+            }
+        };
         Ok(Self {
             reader: BufReader::with_capacity(256 << 10, r),
             writer: w,
@@ -67,6 +117,7 @@ impl PieceClient {
         self.out.clear();
         m.encode(&mut self.out);
         self.writer.write_all(&self.out).await?;
+        self.writer.flush().await?;
         Ok(())
     }
 

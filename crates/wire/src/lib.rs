@@ -2,8 +2,9 @@
 //!
 //! Goals: move piece bytes with as few copies as the OS allows (`sendfile` on the sending
 //! side), pipeline requests on one connection, and be paranoid about untrusted input (every
-//! length is bounded before anything is allocated). Non-goals: discovery, authentication and
-//! integrity — the scheduler publishes piece digests and receivers verify every piece.
+//! length is bounded before anything is allocated). Optional mutual TLS authenticates both
+//! ends. Non-goals: discovery and integrity — the scheduler publishes piece digests and
+//! receivers verify every piece.
 //!
 //! Frames are `tag: u8 | length: u32 BE | value`; see [`codec`] for the messages.
 
@@ -11,6 +12,6 @@ pub mod client;
 pub mod codec;
 pub mod server;
 
-pub use client::{PieceClient, PieceResponse};
+pub use client::{ClientTls, PieceClient, PieceResponse};
 pub use codec::{Message, PieceHeader, WireError};
 pub use server::{PieceProvider, ServedPiece, UploadServer, UploadStats};

@@ -4,6 +4,9 @@
 //! a client may pipeline them. Piece bytes go from the content file to the socket with
 //! `sendfile`, paced by the host's upload rate limiter, without passing through user space.
 //! A malformed frame gets an error frame and the connection is closed; nothing panics.
+//! With TLS on ([`UploadServer::with_tls`]), only clients presenting a certificate the
+//! config accepts get past the handshake, and pieces are read into a buffer and encrypted
+//! instead of sent with `sendfile`.
 //!
 //! A connection must send its first request within `first_request_timeout` (10 s by default)
 //! and then never stay silent longer than `idle_timeout` (120 s), so sockets opened and left
@@ -12,16 +15,21 @@
 //! every few seconds.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId};
-use tokio::io::{AsyncWriteExt, BufReader, Interest};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Interest, WriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -83,6 +91,7 @@ pub struct UploadServer {
     pieces: Option<Arc<Semaphore>>,
     first_request_timeout: Duration,
     idle_timeout: Duration,
+    tls: Option<TlsAcceptor>,
 }
 
 impl UploadServer {
@@ -103,7 +112,15 @@ impl UploadServer {
             pieces: None,
             first_request_timeout: FIRST_REQUEST_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            tls: None,
         }
+    }
+
+    /// Speaks TLS with `config`; a client must finish its handshake within the first
+    /// request's timeout. Give a config that demands client certificates for mutual TLS.
+    pub fn with_tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsAcceptor::from(config));
+        self
     }
 
     /// Closes a connection whose first complete request takes longer than `first`, or that
@@ -146,12 +163,13 @@ impl UploadServer {
                 idle_timeout: self.idle_timeout,
             };
             let token = shutdown.clone();
+            let tls = self.tls.clone();
             conns.spawn(
                 async move {
                     conn.stats.connections.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
                         _ = token.cancelled() => {}
-                        r = conn.serve(stream) => if let Err(e) = r {
+                        r = conn.serve(stream, tls) => if let Err(e) = r {
                             debug!(error = %e, "upload connection ended with an error");
                         }
                     }
@@ -175,9 +193,65 @@ struct Connection {
     idle_timeout: Duration,
 }
 
+/// Where piece bytes go: from the file with `sendfile` on plain TCP, through a buffer and
+/// the cipher under TLS.
+trait PieceOut: AsyncWrite + Unpin + Send {
+    fn send_piece<'a>(
+        &'a mut self,
+        conn: &'a Connection,
+        piece: &'a ServedPiece,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
+}
+
+impl PieceOut for OwnedWriteHalf {
+    fn send_piece<'a>(
+        &'a mut self,
+        conn: &'a Connection,
+        piece: &'a ServedPiece,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        let shared: &'a OwnedWriteHalf = self;
+        conn.send_file_range(shared.as_ref(), piece)
+    }
+}
+
+impl PieceOut for WriteHalf<TlsStream<TcpStream>> {
+    fn send_piece<'a>(
+        &'a mut self,
+        conn: &'a Connection,
+        piece: &'a ServedPiece,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        conn.copy_file_range(self, piece)
+    }
+}
+
 impl Connection {
-    async fn serve(&self, stream: TcpStream) -> Result<(), WireError> {
-        let (read_half, mut write_half) = stream.into_split();
+    async fn serve(&self, stream: TcpStream, tls: Option<TlsAcceptor>) -> Result<(), WireError> {
+        let Some(tls) = tls else {
+            let (read_half, write_half) = stream.into_split();
+            return self.answer(read_half, write_half).await;
+        };
+        let accepted = tokio::time::timeout(self.first_request_timeout, tls.accept(stream)).await;
+        let stream = match accepted {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                debug!(error = %e, "TLS handshake refused");
+                return Ok(());
+            }
+            Err(_) => {
+                self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        };
+        let (read_half, write_half) = tokio::io::split(stream);
+        self.answer(read_half, write_half).await
+    }
+
+    async fn answer<R, W>(&self, read_half: R, mut write_half: W) -> Result<(), WireError>
+    where
+        R: AsyncRead + Unpin + Send,
+        W: PieceOut,
+    {
         let mut reader = BufReader::new(read_half);
         let mut scratch = Vec::new();
         let mut out = Vec::with_capacity(64);
@@ -203,6 +277,7 @@ impl Connection {
                     }
                     .encode(&mut out);
                     let _ = write_half.write_all(&out).await;
+                    let _ = write_half.flush().await;
                     return Err(e);
                 }
             };
@@ -217,6 +292,7 @@ impl Connection {
                     }
                     .encode(&mut out);
                     write_half.write_all(&out).await?;
+                    write_half.flush().await?;
                 }
                 Message::PieceRequest { task, number } => {
                     let _place = match &self.pieces {
@@ -228,6 +304,7 @@ impl Connection {
                     let Some(piece) = self.provider.piece(&task, number) else {
                         Message::PieceMissing { task, number }.encode(&mut out);
                         write_half.write_all(&out).await?;
+                        write_half.flush().await?;
                         continue;
                     };
                     Message::Piece(PieceHeader {
@@ -238,7 +315,7 @@ impl Connection {
                     })
                     .encode(&mut out);
                     write_half.write_all(&out).await?;
-                    self.send_file_range(write_half.as_ref(), &piece).await?;
+                    write_half.send_piece(self, &piece).await?;
                     self.stats.pieces.fetch_add(1, Ordering::Relaxed);
                     self.provider.served(&task, u64::from(piece.length));
                 }
@@ -250,10 +327,38 @@ impl Connection {
                     }
                     .encode(&mut out);
                     let _ = write_half.write_all(&out).await;
+                    let _ = write_half.flush().await;
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// Sends `piece` by reading it into a buffer, one rate-limited chunk at a time (for
+    /// streams that must see the bytes, such as TLS).
+    async fn copy_file_range<W: AsyncWrite + Unpin>(
+        &self,
+        out: &mut W,
+        piece: &ServedPiece,
+    ) -> io::Result<()> {
+        let mut offset = piece.offset;
+        let end = piece.offset + u64::from(piece.length);
+        let mut buf = Vec::new();
+        while offset < end {
+            let chunk = (end - offset).min(SEND_CHUNK);
+            self.limiter.acquire(chunk).await;
+            let file = piece.file.clone();
+            buf = tokio::task::spawn_blocking(move || {
+                buf.resize(chunk as usize, 0);
+                file.read_exact_at(&mut buf, offset).map(|()| buf)
+            })
+            .await
+            .map_err(io::Error::other)??;
+            out.write_all(&buf).await?;
+            offset += chunk;
+            self.stats.bytes.fetch_add(chunk, Ordering::Relaxed);
+        }
+        out.flush().await
     }
 
     /// Sends `piece` from its file with `sendfile`, one rate-limited chunk at a time.

@@ -1,0 +1,171 @@
+//! A throwaway CA and certificates for a test cluster (`pollen certs dev`): one certificate
+//! for schedulers and one shared by every daemon, each valid as a TLS server and client.
+//! For production, issue certificates from your own PKI with the same names.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+
+use crate::config::{TlsConfig, DEFAULT_PEER_NAME};
+use crate::material::TlsError;
+
+/// How long the generated certificates are valid.
+const VALID_DAYS: i64 = 90;
+
+/// The files `make_dev_certs` wrote.
+#[derive(Clone, Debug)]
+pub struct DevCerts {
+    /// The CA certificate every role trusts.
+    pub ca_cert: PathBuf,
+    /// The CA's key (kept to sign more certificates by hand; no role needs it).
+    pub ca_key: PathBuf,
+    /// Scheduler certificate and key.
+    pub scheduler: (PathBuf, PathBuf),
+    /// Daemon certificate and key (shared by every daemon of the test cluster).
+    pub daemon: (PathBuf, PathBuf),
+}
+
+impl DevCerts {
+    /// The `[tls]` table for a scheduler.
+    pub fn scheduler_config(&self) -> TlsConfig {
+        TlsConfig::new(
+            self.ca_cert.clone(),
+            self.scheduler.0.clone(),
+            self.scheduler.1.clone(),
+        )
+    }
+
+    /// The `[tls]` table for a daemon.
+    pub fn daemon_config(&self) -> TlsConfig {
+        TlsConfig::new(
+            self.ca_cert.clone(),
+            self.daemon.0.clone(),
+            self.daemon.1.clone(),
+        )
+    }
+}
+
+fn failed(what: &str) -> impl FnOnce(rcgen::Error) -> TlsError + '_ {
+    move |e| TlsError::Config(format!("{what}: {e}"))
+}
+
+fn validity(params: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(VALID_DAYS);
+}
+
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
+    let io = |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)
+}
+
+/// Writes a new CA and certificates for schedulers and daemons into `dir` (created if
+/// missing; existing files are never overwritten). Both certificates name `localhost`,
+/// `127.0.0.1`, `::1` and every entry of `hosts` (names or IP addresses, e.g. the
+/// scheduler's); the daemon's also names `pollen-peer`, which daemons check on parents.
+pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError> {
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let ca_key = KeyPair::generate().map_err(failed("generating the CA key"))?;
+    let mut ca = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "Pollen dev CA");
+    name.push(DnType::OrganizationName, "Pollen");
+    ca.distinguished_name = name;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut ca);
+    let ca_cert = ca.self_signed(&ca_key).map_err(failed("signing the CA"))?;
+    let files = DevCerts {
+        ca_cert: dir.join("ca.pem"),
+        ca_key: dir.join("ca.key"),
+        scheduler: (dir.join("scheduler.pem"), dir.join("scheduler.key")),
+        daemon: (dir.join("daemon.pem"), dir.join("daemon.key")),
+    };
+    write_new(&files.ca_key, &ca_key.serialize_pem(), 0o600)?;
+    write_new(&files.ca_cert, &ca_cert.pem(), 0o644)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    names.extend(hosts.iter().cloned());
+    for (role, (cert_path, key_path), extra) in [
+        ("scheduler", &files.scheduler, None),
+        ("daemon", &files.daemon, Some(DEFAULT_PEER_NAME)),
+    ] {
+        let mut sans = names.clone();
+        sans.extend(extra.map(str::to_string));
+        let mut params = CertificateParams::new(sans).map_err(failed("a host name"))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("pollen {role}"));
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        validity(&mut params);
+        let key = KeyPair::generate().map_err(failed("generating a key"))?;
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(failed("signing a certificate"))?;
+        write_new(key_path, &key.serialize_pem(), 0o600)?;
+        write_new(cert_path, &cert.pem(), 0o644)?;
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::material::Material;
+
+    #[test]
+    fn dev_certs_load_and_are_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let certs = make_dev_certs(dir.path(), &["10.0.0.7".into()]).expect("made");
+        Material::load(&certs.scheduler_config()).expect("scheduler certs load");
+        Material::load(&certs.daemon_config()).expect("daemon certs load");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&certs.daemon.1)
+                .expect("key")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "a private key is readable by others");
+        let again = make_dev_certs(dir.path(), &[]).expect_err("files exist");
+        assert!(again.to_string().contains("ca.key"), "{again}");
+    }
+
+    #[test]
+    fn a_missing_or_empty_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let certs = make_dev_certs(dir.path(), &[]).expect("made");
+        let mut cfg = certs.daemon_config();
+        cfg.key = dir.path().join("absent.key");
+        let e = Material::load(&cfg).err().expect("missing key");
+        assert!(e.to_string().contains("absent.key"), "{e}");
+        std::fs::write(dir.path().join("empty.pem"), "").expect("write");
+        cfg = certs.daemon_config();
+        cfg.cert = dir.path().join("empty.pem");
+        let e = Material::load(&cfg).err().expect("empty cert");
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+    }
+}

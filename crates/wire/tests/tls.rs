@@ -1,0 +1,184 @@
+//! Mutual TLS on the data plane: a client with a certificate from the cluster CA gets
+//! pieces intact; a client without one, with one from another CA, or expecting another
+//! name gets nothing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId};
+use pollen_tls::{make_dev_certs, Material};
+use pollen_wire::{
+    ClientTls, PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer, UploadStats,
+};
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_util::sync::CancellationToken;
+
+// Larger than one send chunk, so the buffered TLS path loops.
+const PIECE: usize = 1536 * 1024;
+const PIECES: u32 = 2;
+
+struct OneFile {
+    file: Arc<std::fs::File>,
+}
+
+impl PieceProvider for OneFile {
+    fn bitfield(&self, _task: &TaskId) -> Option<Bitfield> {
+        let mut b = Bitfield::new(PIECES);
+        (0..PIECES).for_each(|n| b.set(n));
+        Some(b)
+    }
+
+    fn piece(&self, _task: &TaskId, number: u32) -> Option<ServedPiece> {
+        (number < PIECES).then(|| ServedPiece {
+            file: self.file.clone(),
+            offset: u64::from(number) * PIECE as u64,
+            length: PIECE as u32,
+            digest: PieceDigest::of(b""),
+        })
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    data: Vec<u8>,
+    addr: std::net::SocketAddr,
+    stats: Arc<UploadStats>,
+    stop: CancellationToken,
+    ours: Material,
+    theirs: Material,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ours = make_dev_certs(&dir.path().join("ours"), &[]).expect("certs");
+    let theirs = make_dev_certs(&dir.path().join("theirs"), &[]).expect("certs");
+    let ours = Material::load(&ours.daemon_config()).expect("load");
+    let theirs = Material::load(&theirs.daemon_config()).expect("load");
+    let data: Vec<u8> = (0..PIECE * PIECES as usize)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let path = dir.path().join("content");
+    std::fs::write(&path, &data).expect("write");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stats = Arc::new(UploadStats::default());
+    let server = UploadServer::new(
+        listener,
+        Arc::new(OneFile {
+            file: Arc::new(std::fs::File::open(&path).expect("open")),
+        }),
+        RateLimiter::new(None),
+        stats.clone(),
+        8,
+    )
+    .with_tls(ours.server_config(&[]).expect("server config"));
+    let stop = CancellationToken::new();
+    tokio::spawn(server.run(stop.clone()));
+    Setup {
+        _dir: dir,
+        data,
+        addr,
+        stats,
+        stop,
+        ours,
+        theirs,
+    }
+}
+
+/// Asks for the bitfield and every piece; the bytes received, or the first error.
+async fn fetch_all(s: &Setup, tls: Option<&ClientTls>) -> Result<Vec<u8>, String> {
+    let mut c = PieceClient::connect_with(s.addr, Duration::from_secs(5), tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let task = TaskId([3; 32]);
+    c.request_bitfield(task).await.map_err(|e| e.to_string())?;
+    match c.next_response().await.map_err(|e| e.to_string())? {
+        PieceResponse::Bitfield(b) => assert_eq!(b.count(), PIECES),
+        other => return Err(format!("expected a bitfield, got {other:?}")),
+    }
+    let mut got = Vec::new();
+    for n in 0..PIECES {
+        c.request_piece(task, n).await.map_err(|e| e.to_string())?;
+    }
+    for n in 0..PIECES {
+        match c.next_response().await.map_err(|e| e.to_string())? {
+            PieceResponse::Piece(h) => assert_eq!(h.number, n),
+            other => return Err(format!("expected piece {n}, got {other:?}")),
+        }
+        let mut buf = vec![0u8; PIECE];
+        c.read_payload(&mut buf).await.map_err(|e| e.to_string())?;
+        got.extend_from_slice(&buf);
+    }
+    Ok(got)
+}
+
+fn peer_name() -> ServerName<'static> {
+    ServerName::try_from("pollen-peer").expect("name")
+}
+
+#[tokio::test]
+async fn a_client_with_a_cluster_certificate_gets_every_piece_intact() {
+    let s = setup().await;
+    let tls = ClientTls::new(s.ours.client_config().expect("client"), peer_name());
+    let got = fetch_all(&s, Some(&tls)).await.expect("fetched over TLS");
+    assert!(got == s.data, "the bytes received differ from the file");
+    assert_eq!(
+        s.stats.bytes.load(Ordering::Relaxed),
+        s.data.len() as u64,
+        "every piece byte is counted once"
+    );
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn clients_without_a_cluster_certificate_get_nothing() {
+    let s = setup().await;
+    // Plain TCP: the server is waiting for a TLS hello.
+    let plain = fetch_all(&s, None).await;
+    assert!(plain.is_err(), "a plain client was served");
+    // A certificate from another CA.
+    let rogue = ClientTls::new(s.theirs.client_config().expect("client"), peer_name());
+    let e = fetch_all(&s, Some(&rogue)).await;
+    assert!(e.is_err(), "a client from another CA was served");
+    // The right CA, but no certificate of its own.
+    let ca_pem = std::fs::read(s._dir.path().join("ours/ca.pem")).expect("ca");
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca_pem) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let anonymous = ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let anonymous = ClientTls::new(Arc::new(anonymous), peer_name());
+    let e = fetch_all(&s, Some(&anonymous)).await;
+    assert!(e.is_err(), "a client without a certificate was served");
+    assert_eq!(
+        s.stats.bytes.load(Ordering::Relaxed),
+        0,
+        "piece bytes were sent"
+    );
+    assert!(
+        s.stats.protocol_errors.load(Ordering::Relaxed) >= 3,
+        "refused handshakes are counted"
+    );
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_parent_whose_certificate_lacks_the_peer_name_is_refused() {
+    let s = setup().await;
+    let name = ServerName::try_from("someone-else").expect("name");
+    let tls = ClientTls::new(s.ours.client_config().expect("client"), name);
+    let e = fetch_all(&s, Some(&tls)).await.expect_err("name checked");
+    assert!(e.contains("certificate"), "{e}");
+    s.stop.cancel();
+}
