@@ -27,6 +27,13 @@ pub struct SchedulerConfig {
     /// How often quiet hosts and tasks are collected. Default 10s.
     #[serde(with = "pollen_core::duration::humane")]
     pub gc_interval: Duration,
+    /// Most daemon connections at once (each daemon keeps one); more wait to be accepted.
+    /// Default 10000.
+    pub max_connections: usize,
+    /// A new connection must send the HTTP/2 preface (or, with TLS, finish its handshake)
+    /// within this long, or it is closed. Default 10s.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub connection_setup_timeout: Duration,
     /// Mutual TLS (`[tls]` table: `ca_cert`, `cert`, `key`): with it, only daemons presenting
     /// a certificate signed by `ca_cert` can connect. Default: off (plain gRPC).
     pub tls: Option<pollen_tls::TlsConfig>,
@@ -40,6 +47,8 @@ impl Default for SchedulerConfig {
             host_ttl: Duration::from_secs(60),
             task_ttl: Duration::from_secs(3600),
             gc_interval: Duration::from_secs(10),
+            max_connections: 10_000,
+            connection_setup_timeout: Duration::from_secs(10),
             tls: None,
         }
     }

@@ -14,6 +14,7 @@
 mod config;
 pub mod core;
 pub mod evaluator;
+mod incoming;
 pub mod model;
 mod piece_cost;
 pub mod piece_set;

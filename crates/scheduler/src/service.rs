@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pollen_proto::scheduler::scheduler_server::{Scheduler, SchedulerServer};
 use pollen_proto::scheduler::{
@@ -16,7 +16,7 @@ use pollen_proto::scheduler::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
@@ -67,25 +67,26 @@ impl SchedulerService {
                 }
             }
         });
-        let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(SchedulerServer::new(self));
-        match tls {
-            None => {
-                router
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
-                        shutdown.cancelled_owned(),
-                    )
-                    .await
-            }
-            Some(config) => {
-                let incoming = pollen_tls::tls_incoming(listener, config, shutdown.clone());
-                router
-                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-                    .await
-            }
-        }
+        let (max, setup) = {
+            let core = self.lock();
+            let c = core.config();
+            (c.max_connections, c.connection_setup_timeout)
+        };
+        let incoming = crate::incoming::admit(
+            listener,
+            tls.map(tokio_rustls::TlsAcceptor::from),
+            max,
+            setup,
+            shutdown.clone(),
+        );
+        tonic::transport::Server::builder()
+            // A client that stops answering pings (gone, or a socket held open on purpose)
+            // gives its place back.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(SchedulerServer::new(self))
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {

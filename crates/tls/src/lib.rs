@@ -5,11 +5,9 @@
 
 mod config;
 mod dev;
-mod incoming;
 mod material;
 
 pub use config::{TlsConfig, DEFAULT_PEER_NAME};
 pub use dev::{make_dev_certs, DevCerts};
-pub use incoming::tls_incoming;
-pub use material::{handshake_timeout_accept, Material, TlsError, HANDSHAKE_TIMEOUT};
+pub use material::{Material, TlsError};
 pub use rustls;

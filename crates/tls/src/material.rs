@@ -5,20 +5,13 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
-
-/// Time a new connection has to finish its TLS handshake before it is closed.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -161,16 +154,4 @@ impl Material {
                 &self.key_pem,
             ))
     }
-}
-
-/// Completes a server-side handshake within `limit`, so a client that connects and stalls
-/// holds nothing for long.
-pub async fn handshake_timeout_accept(
-    acceptor: &TlsAcceptor,
-    stream: TcpStream,
-    limit: Duration,
-) -> io::Result<TlsStream<TcpStream>> {
-    tokio::time::timeout(limit, acceptor.accept(stream))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }

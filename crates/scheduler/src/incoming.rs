@@ -1,0 +1,164 @@
+//! The connections the gRPC server takes: at most `max_connections` at once, and each must
+//! prove it is a client within `connection_setup_timeout` — the whole HTTP/2 preface on plain
+//! TCP, a finished handshake under TLS — or it is closed. So a flood of idle or trickling
+//! sockets is cut off and cannot hold the places that daemons need; a daemon keeps one
+//! connection for its life.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tracing::{debug, warn};
+
+/// What every HTTP/2 connection starts with (RFC 9113, section 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection admitted to the server; its place is given back when it closes.
+pub(crate) struct Admitted {
+    stream: Stream,
+    _place: OwnedSemaphorePermit,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connected for Admitted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        match &self.stream {
+            Stream::Plain(s) => s.connect_info(),
+            Stream::Tls(s) => s.get_ref().0.connect_info(),
+        }
+    }
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().stream {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Waits until the client has sent the whole HTTP/2 preface, without consuming it.
+async fn preface_arrived(stream: &TcpStream) -> io::Result<()> {
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not HTTP/2"));
+        }
+        if n == PREFACE.len() {
+            return Ok(());
+        }
+        // Part of it: wait for more bytes rather than spin on the same peek.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Accepts on `listener` until `shutdown` and yields the connections that set up in time.
+pub(crate) fn admit(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    setup_timeout: Duration,
+    shutdown: CancellationToken,
+) -> ReceiverStream<io::Result<Admitted>> {
+    let (tx, rx) = mpsc::channel(64);
+    let places = Arc::new(Semaphore::new(max_connections.max(1)));
+    tokio::spawn(async move {
+        loop {
+            let place = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = places.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let (tls, tx) = (tls.clone(), tx.clone());
+            tokio::spawn(async move {
+                let setup = async {
+                    match tls {
+                        None => preface_arrived(&stream)
+                            .await
+                            .map(|()| Stream::Plain(stream)),
+                        Some(acceptor) => acceptor
+                            .accept(stream)
+                            .await
+                            .map(|s| Stream::Tls(Box::new(s))),
+                    }
+                };
+                match tokio::time::timeout(setup_timeout, setup).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx
+                            .send(Ok(Admitted {
+                                stream,
+                                _place: place,
+                            }))
+                            .await;
+                    }
+                    Ok(Err(e)) => debug!(%peer, error = %e, "connection refused at setup"),
+                    Err(_) => debug!(%peer, "connection closed: no client setup in time"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
