@@ -2,12 +2,11 @@
 //! relayed (the `/v2/` ping, manifests, tags, blob HEADs — never cached), and which go through
 //! P2P (blob GETs by sha256 digest).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use pollen_core::ContentDigest;
-use regex::Regex;
 
 use super::blob::{self, BlobRequest};
 use super::body::{oci_error, Body};
@@ -32,17 +31,6 @@ pub(crate) enum RouteError {
     Path(String),
 }
 
-fn name_pattern() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    // The OCI distribution spec's repository name grammar.
-    RE.get_or_init(|| {
-        Regex::new(
-            r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$",
-        )
-        .expect("static regex")
-    })
-}
-
 /// Parses the path of a `/v2/` request.
 pub(crate) fn route(path: &str) -> Result<Route<'_>, RouteError> {
     let rest = match path.strip_prefix("/v2") {
@@ -61,7 +49,7 @@ pub(crate) fn route(path: &str) -> Result<Route<'_>, RouteError> {
         })
         .max_by_key(|(name, _, _)| name.len())
         .ok_or_else(|| RouteError::Path(path.into()))?;
-    if name.len() > 255 || !name_pattern().is_match(name) {
+    if !pollen_oci::is_repository_name(name) {
         return Err(RouteError::Name(name.into()));
     }
     if tail.is_empty() {

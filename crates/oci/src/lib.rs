@@ -1,0 +1,8 @@
+//! OCI images as users name them: image references (`alpine`, `ghcr.io/org/app:1.2`,
+//! `localhost:5000/x@sha256:…`) parsed, checked against the distribution spec's grammar and
+//! normalised the way Docker does, and repository names checked for the registry mirror.
+//! Every input here comes from a user or a client, so nothing panics and sizes are bounded.
+
+mod reference;
+
+pub use reference::{is_repository_name, ImageReference, ReferenceError, DOCKER_HUB};
