@@ -28,6 +28,8 @@ pub enum Command {
     Get(cmd::get::GetArgs),
     /// Start an origin, a scheduler, a seed and N peers on this machine and distribute a file.
     Demo(cmd::demo::DemoArgs),
+    /// Fetch an image's blobs (by reference) into the local daemon's cache ahead of pulls.
+    Preheat(cmd::preheat::PreheatArgs),
     /// Point a container runtime (containerd, docker, crio, podman) at the local mirror.
     Init(cmd::init::InitArgs),
     /// The HTTPS proxy's certificate authority.
@@ -60,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Get(_)
         | Command::Demo(_)
         | Command::Init(_)
+        | Command::Preheat(_)
         | Command::Ca(_)
         | Command::Certs(_) => "warn",
     };
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
             Command::Get(a) => cmd::get::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Init(a) => cmd::init::run(a).await,
+            Command::Preheat(a) => cmd::preheat::run(a).await,
             Command::Ca(c) => cmd::ca::run(c).await,
             Command::Certs(c) => cmd::certs::run(c).await,
         }

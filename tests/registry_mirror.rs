@@ -30,6 +30,25 @@ async fn podman_conf(root: &Path, registry: &str, daemon: &DaemonProc) -> std::p
     root.join("etc/containers/registries.conf.d/50-pollen.conf")
 }
 
+/// A registry that wants alice's basic auth (password s3cret), holding `private/app:v1`
+/// with `layers` layers; returns it and the image's layout.
+async fn private_registry(dir: &Path, layers: usize) -> (Registry, std::path::PathBuf) {
+    let pw = dir.join("htpasswd");
+    registry::htpasswd(&pw, "alice", "s3cret")
+        .await
+        .expect("htpasswd");
+    let reg = Registry::start(&dir.join("reg"), Some(&pw))
+        .await
+        .expect("registry");
+    let layout = registry::build_image(&dir.join("img"), layers, LAYER)
+        .await
+        .expect("image");
+    registry::push(&layout, &reg.host, "private/app", Some("alice:s3cret"))
+        .await
+        .expect("push");
+    (reg, layout)
+}
+
 /// Every blob in `served` was sent at most once, whole.
 fn at_most_once(served: &std::collections::HashMap<String, u64>, blobs: &[String], layout: &Path) {
     for b in blobs {
@@ -291,19 +310,7 @@ async fn a_private_blob_in_the_cache_is_refused_to_a_client_the_registry_refuses
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let pw = tmp.path().join("htpasswd");
-    registry::htpasswd(&pw, "alice", "s3cret")
-        .await
-        .expect("htpasswd");
-    let reg = Registry::start(&tmp.path().join("reg"), Some(&pw))
-        .await
-        .expect("registry");
-    let layout = registry::build_image(&tmp.path().join("img"), 1, LAYER)
-        .await
-        .expect("image");
-    registry::push(&layout, &reg.host, "private/app", Some("alice:s3cret"))
-        .await
-        .expect("push");
+    let (reg, layout) = private_registry(tmp.path(), 1).await;
     let mut spec = ClusterSpec::new(bin(), 1);
     spec.daemon_args = vec!["--default-registry".into(), format!("http://{}", reg.host)];
     let cluster = Cluster::start(spec).await.expect("cluster");
@@ -366,4 +373,108 @@ async fn a_private_blob_in_the_cache_is_refused_to_a_client_the_registry_refuses
         assert_eq!(resp.status(), 401);
     }
     reg.stop().await;
+}
+
+/// Runs `pollen preheat` with `args`; its exit status, stdout and stderr.
+async fn preheat(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::time::timeout(
+        HANG,
+        tokio::process::Command::new(bin())
+            .arg("preheat")
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("preheat hung")
+    .expect("preheat runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_image_preheated_on_the_seed_is_pulled_without_blob_bytes_from_the_registry() {
+    if !registry::tools_present(&[TOOLS, &["htpasswd"]].concat()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (reg, layout) = private_registry(tmp.path(), 2).await;
+    let blobs = registry::image_blobs(&layout).expect("blobs");
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.daemon_args = vec!["--default-registry".into(), format!("http://{}", reg.host)];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let seed = cluster.seed.as_ref().expect("seed");
+    let socket = seed.socket.to_string_lossy().into_owned();
+    let reference = format!("{}/private/app:v1", reg.host);
+
+    // Wrong credentials: a clear error, nothing fetched.
+    let (ok, _, err) = preheat(&[
+        &reference,
+        "--api-socket",
+        &socket,
+        "--username",
+        "alice",
+        "--password",
+        "wrong",
+    ])
+    .await;
+    assert!(!ok, "preheat succeeded with a wrong password");
+    assert!(
+        err.contains("refused the credentials"),
+        "unclear error: {err}"
+    );
+
+    // Right ones: every blob of the image lands in the seed's cache.
+    let (ok, out, err) = preheat(&[
+        &reference,
+        "--api-socket",
+        &socket,
+        "--username",
+        "alice",
+        "--password",
+        "s3cret",
+    ])
+    .await;
+    assert!(ok, "preheat failed: {err}");
+    for b in &blobs {
+        assert!(out.contains(&format!("{b} ")), "{b} not preheated: {out}");
+    }
+    let held = seed.stat().await.expect("stat");
+    assert_eq!(
+        held.tasks.iter().filter(|t| t.complete).count(),
+        blobs.len(),
+        "{:?}",
+        held.tasks
+    );
+    assert!(!err.contains("s3cret") && !out.contains("s3cret"));
+    let before = reg.blob_bytes_served();
+
+    // A pull through the other daemon's mirror now takes no blob bytes from the registry.
+    let d1 = &cluster.peers[0];
+    let conf = podman_conf(&tmp.path().join("root"), &reg.host, d1).await;
+    let mirror = d1.proxy_addr().await.expect("proxy");
+    let auth = tmp.path().join("auth.json");
+    registry::authfile(&auth, &[&mirror, &reg.host], "alice", "s3cret").expect("auth file");
+    let pulled = tmp.path().join("pulled");
+    tokio::time::timeout(
+        HANG,
+        registry::skopeo_pull(&conf, &reference, &pulled, Some(&auth)),
+    )
+    .await
+    .expect("pull hung")
+    .expect("pull failed");
+    let copied = registry::layout_blobs(&pulled);
+    for b in &blobs {
+        assert!(copied.contains(b), "the pull lacks {b}");
+    }
+    let after = reg.blob_bytes_served();
+    for b in &blobs {
+        assert_eq!(
+            after.get(b),
+            before.get(b),
+            "the registry served {b} again after the preheat"
+        );
+    }
 }

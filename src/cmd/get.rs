@@ -42,6 +42,19 @@ pub struct GetArgs {
     pub api_socket: PathBuf,
 }
 
+/// A client of the local daemon, or an error that says how to start one.
+pub(crate) async fn connect_daemon(
+    socket: &std::path::Path,
+) -> anyhow::Result<pollen_proto::daemon::daemon_client::DaemonClient<tonic::transport::Channel>> {
+    pollen_daemon::api_client::connect(socket).await.map_err(|e| {
+        anyhow!(
+            "no pollen daemon is running at {} ({}); start one with `pollen daemon --scheduler http://SCHEDULER:8002`, or pass --api-socket",
+            e.path.display(),
+            e.reason
+        )
+    })
+}
+
 fn parse_header(h: &str) -> anyhow::Result<Header> {
     let (name, value) = h
         .split_once(':')
@@ -77,15 +90,7 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     if !parent.is_dir() {
         bail!("output directory {} does not exist", parent.display());
     }
-    let mut client = pollen_daemon::api_client::connect(&args.api_socket)
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "no pollen daemon is running at {} ({}); start one with `pollen daemon --scheduler http://SCHEDULER:8002`, or pass --api-socket",
-                e.path.display(),
-                e.reason
-            )
-        })?;
+    let mut client = connect_daemon(&args.api_socket).await?;
     let request = DownloadRequest {
         url: args.url.clone(),
         output_path: output.to_string_lossy().into_owned(),
@@ -94,6 +99,7 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         tag: args.tag,
         application: args.application,
         filtered_query: args.filter_query,
+        cache_only: false,
     };
     let mut stream = client
         .download(request)

@@ -71,7 +71,7 @@ fn spec_of(req: &DownloadRequest) -> Result<TaskSpec, DownloadError> {
 async fn follow(
     conductor: Arc<Conductor>,
     mut watch: DownloadWatch,
-    output: PathBuf,
+    output: Option<PathBuf>,
     tx: mpsc::Sender<Result<DownloadProgress, Status>>,
 ) {
     let id = watch.id;
@@ -87,15 +87,22 @@ async fn follow(
         .cfg
         .output_hardlink
         .then_some(conductor.cfg.data_dir.as_path());
-    let mut writer = OutputWriter::new(output, link_from);
+    // Cache only: the task is kept in the store, nothing is written elsewhere.
+    let mut writer = output.map(|o| OutputWriter::new(o, link_from));
     let outcome: Result<(), DownloadError> = async {
         loop {
             let done = watch.result.borrow_and_update().clone();
             if let Some(entry) = store.get(&id) {
-                match &done {
-                    Some(Ok(())) => return writer.finish(&entry, &store.content_path(&id)).await,
-                    Some(Err(_)) => {}
-                    None => writer.export_present(&entry).await?,
+                match (&done, writer.take()) {
+                    (Some(Ok(())), Some(w)) => {
+                        return w.finish(&entry, &store.content_path(&id)).await
+                    }
+                    (Some(Ok(())), None) => return Ok(()),
+                    (None, Some(mut w)) => {
+                        w.export_present(&entry).await?;
+                        writer = Some(w);
+                    }
+                    (_, w) => writer = w,
                 }
             }
             if let Some(r) = done {
@@ -131,19 +138,30 @@ impl Daemon for LocalApi {
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let req = request.into_inner();
-        let output = PathBuf::from(&req.output_path);
-        if !output.is_absolute() {
-            return Err(DownloadError::InvalidRequest(format!(
-                "output path {:?} must be absolute",
-                req.output_path
-            ))
-            .into());
-        }
+        let output = match (req.cache_only, req.output_path.is_empty()) {
+            (true, true) => None,
+            (true, false) => {
+                return Err(DownloadError::InvalidRequest(
+                    "a cache-only download takes no output path".into(),
+                )
+                .into())
+            }
+            (false, _) => Some(PathBuf::from(&req.output_path)),
+        };
         let spec = spec_of(&req)?;
-        let probe_path = output.clone();
-        tokio::task::spawn_blocking(move || probe_output(&probe_path))
-            .await
-            .map_err(|_| Status::aborted("shutting down"))??;
+        if let Some(output) = &output {
+            if !output.is_absolute() {
+                return Err(DownloadError::InvalidRequest(format!(
+                    "output path {:?} must be absolute",
+                    req.output_path
+                ))
+                .into());
+            }
+            let probe_path = output.clone();
+            tokio::task::spawn_blocking(move || probe_output(&probe_path))
+                .await
+                .map_err(|_| Status::aborted("shutting down"))??;
+        }
         let watch = self.conductor.start(spec);
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(follow(self.conductor.clone(), watch, output, tx));
