@@ -54,13 +54,39 @@ fn failed(what: &str) -> impl FnOnce(rcgen::Error) -> TlsError + '_ {
     move |e| TlsError::Config(format!("{what}: {e}"))
 }
 
-fn validity(params: &mut CertificateParams) {
+/// Valid from yesterday (clock skew) for `days`.
+fn validity(params: &mut CertificateParams, days: i64) {
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(VALID_DAYS);
+    params.not_after = now + time::Duration::days(days);
 }
 
-fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
+/// A new self-signed CA, allowed to sign leaf certificates only, valid for `days`: its
+/// parameters (for an [`Issuer`]), its key, and its certificate as PEM.
+pub fn new_ca(
+    common_name: &str,
+    days: i64,
+) -> Result<(CertificateParams, KeyPair, String), TlsError> {
+    let key = KeyPair::generate().map_err(failed("generating the CA key"))?;
+    let mut ca = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name.push(DnType::OrganizationName, "Pollen");
+    ca.distinguished_name = name;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut ca, days);
+    let cert = ca.self_signed(&key).map_err(failed("signing the CA"))?;
+    Ok((ca, key, cert.pem()))
+}
+
+/// Writes `text` to a new file with permissions `mode` (0o600 for a private key); an
+/// existing file is an error, never overwritten.
+pub fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
     let io = |source| TlsError::Io {
         path: path.to_path_buf(),
         source,
@@ -83,16 +109,7 @@ pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError
         path: dir.to_path_buf(),
         source,
     })?;
-    let ca_key = KeyPair::generate().map_err(failed("generating the CA key"))?;
-    let mut ca = CertificateParams::default();
-    let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, "Pollen dev CA");
-    name.push(DnType::OrganizationName, "Pollen");
-    ca.distinguished_name = name;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut ca);
-    let ca_cert = ca.self_signed(&ca_key).map_err(failed("signing the CA"))?;
+    let (ca, ca_key, ca_pem) = new_ca("Pollen dev CA", VALID_DAYS)?;
     let files = DevCerts {
         ca_cert: dir.join("ca.pem"),
         ca_key: dir.join("ca.key"),
@@ -100,7 +117,7 @@ pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError
         daemon: (dir.join("daemon.pem"), dir.join("daemon.key")),
     };
     write_new(&files.ca_key, &ca_key.serialize_pem(), 0o600)?;
-    write_new(&files.ca_cert, &ca_cert.pem(), 0o644)?;
+    write_new(&files.ca_cert, &ca_pem, 0o644)?;
     let issuer = Issuer::new(ca, ca_key);
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     names.extend(hosts.iter().cloned());
@@ -122,7 +139,7 @@ pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        validity(&mut params);
+        validity(&mut params, VALID_DAYS);
         let key = KeyPair::generate().map_err(failed("generating a key"))?;
         let cert = params
             .signed_by(&key, &issuer)

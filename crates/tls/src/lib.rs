@@ -8,6 +8,6 @@ mod dev;
 mod material;
 
 pub use config::{TlsConfig, DEFAULT_PEER_NAME};
-pub use dev::{make_dev_certs, DevCerts};
+pub use dev::{make_dev_certs, new_ca, write_new, DevCerts};
 pub use material::{Material, TlsError};
 pub use rustls;

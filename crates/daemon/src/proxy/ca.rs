@@ -9,10 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
@@ -69,7 +66,7 @@ pub fn load_or_create(cfg: &DaemonConfig) -> Result<(String, String), CaError> {
         let (cert, key) = generate()?;
         let dir = cert_path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        write_private(&key_path, &key)?;
+        pollen_tls::write_new(&key_path, &key, 0o600)?;
         std::fs::write(&cert_path, &cert).map_err(io(&cert_path))?;
         tracing::info!(cert = %cert_path.display(), "generated the proxy's CA; `pollen ca export` prints it for nodes to trust");
     }
@@ -78,38 +75,18 @@ pub fn load_or_create(cfg: &DaemonConfig) -> Result<(String, String), CaError> {
     Ok((cert, key))
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(text.as_bytes()).map_err(io(path))
+impl From<pollen_tls::TlsError> for CaError {
+    fn from(e: pollen_tls::TlsError) -> Self {
+        match e {
+            pollen_tls::TlsError::Io { path, source } => CaError::Io { path, source },
+            other => CaError::Invalid(other.to_string()),
+        }
+    }
 }
 
 fn generate() -> Result<(String, String), CaError> {
-    let key = KeyPair::generate().map_err(invalid("generating the CA key"))?;
-    let mut params = CertificateParams::default();
-    let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, "Pollen proxy CA");
-    name.push(DnType::OrganizationName, "Pollen");
-    params.distinguished_name = name;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(3650);
-    let cert = params
-        .self_signed(&key)
-        .map_err(invalid("signing the CA certificate"))?;
-    Ok((cert.pem(), key.serialize_pem()))
+    let (_, key, cert) = pollen_tls::new_ca("Pollen proxy CA", 3650)?;
+    Ok((cert, key.serialize_pem()))
 }
 
 /// Signs host certificates and keeps a TLS server config per host.
