@@ -261,8 +261,8 @@ pub struct Cluster {
     pub certs: Option<pollen_tls::DevCerts>,
 }
 
-/// The `--tls-*` flags that make a role use `certs` (its scheduler or daemon certificate).
-fn tls_flags(ca: &Path, (cert, key): &(PathBuf, PathBuf)) -> Vec<String> {
+/// The `--tls-*` flags that make a role use the CA `ca` and its own `(cert, key)`.
+pub fn tls_flags(ca: &Path, (cert, key): &(PathBuf, PathBuf)) -> Vec<String> {
     [("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)]
         .into_iter()
         .flat_map(|(flag, path)| [flag.to_string(), path.to_string_lossy().into_owned()])

@@ -8,17 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen::cluster::{tls_flags, Cluster, ClusterSpec, DaemonProc};
 use pollen::origin::Origin;
 use pollen_tls::{make_dev_certs, Material};
 use pollen_wire::{ClientTls, PieceClient, PieceResponse};
-
-fn flags_for(ca: &Path, cert: &Path, key: &Path) -> Vec<String> {
-    [("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)]
-        .into_iter()
-        .flat_map(|(f, p)| [f.to_string(), p.to_string_lossy().into_owned()])
-        .collect()
-}
 
 /// Downloads `url` on a daemon outside the cluster's trust and checks it came from the
 /// origin alone, without the daemon ever opening a session with the scheduler.
@@ -72,10 +65,7 @@ async fn with_mutual_tls_only_daemons_holding_the_cluster_certificates_take_part
 
     // Certificates from another CA: the scheduler refuses it (and it refuses the scheduler).
     let other = make_dev_certs(&cluster.dir.path().join("other-ca"), &[]).expect("certs");
-    let mut foreign = cluster.stranger(
-        "foreign",
-        flags_for(&other.ca_cert, &other.daemon.0, &other.daemon.1),
-    );
+    let mut foreign = cluster.stranger("foreign", tls_flags(&other.ca_cert, &other.daemon));
     foreign.start().await.expect("a foreign daemon starts");
     // No TLS at all, pointed at the scheduler's port over plain HTTP/2.
     let plain_url = cluster.scheduler_url.replacen("https://", "http://", 1);

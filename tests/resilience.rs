@@ -12,8 +12,7 @@ use pollen::cluster::{Cluster, ClusterSpec};
 async fn without_a_scheduler_get_goes_to_the_origin_and_the_daemon_says_why() {
     let size = 16 * MIB;
     let origin = origin(size).await;
-    let spec = ClusterSpec::standalone(bin(), 1);
-    let cluster = Cluster::start(spec).await.expect("cluster");
+    let cluster = lone_daemon(&[]).await;
     let peer = &cluster.peers[0];
     let out = cluster.dir.path().join("out");
     download_within(peer, &origin.url("/blob"), &out)
@@ -60,9 +59,7 @@ async fn kill_mid_download(cluster: &mut Cluster, url: &str, out: &std::path::Pa
 async fn an_origin_whose_content_changed_is_not_mixed_with_the_pieces_held() {
     let size = 96 * MIB;
     let origin = origin(size).await;
-    let mut spec = ClusterSpec::standalone(bin(), 1);
-    spec.daemon_args = vec!["--back-to-source-rate-limit".into(), "24MiB".into()];
-    let mut cluster = Cluster::start(spec).await.expect("cluster");
+    let mut cluster = lone_daemon(&["--back-to-source-rate-limit", "24MiB"]).await;
     let url = origin.url("/mutable");
     let out = cluster.dir.path().join("out");
     kill_mid_download(&mut cluster, &url, &out).await;
@@ -94,10 +91,8 @@ async fn a_daemon_killed_mid_download_resumes_without_refetching_its_pieces() {
     let size = 96 * MIB;
     let origin = origin(size).await;
     let expected = origin.digest();
-    let mut spec = ClusterSpec::standalone(bin(), 1);
     // Slow the origin read so the kill lands mid-download.
-    spec.daemon_args = vec!["--back-to-source-rate-limit".into(), "24MiB".into()];
-    let mut cluster = Cluster::start(spec).await.expect("cluster");
+    let mut cluster = lone_daemon(&["--back-to-source-rate-limit", "24MiB"]).await;
     let url = origin.url("/blob");
     let out = cluster.dir.path().join("out");
     kill_mid_download(&mut cluster, &url, &out).await;
@@ -214,8 +209,7 @@ async fn an_output_edited_in_place_never_comes_back_from_the_cache() {
     let size = 12 * MIB;
     let origin = origin(size).await;
     let expected = origin.digest();
-    let spec = ClusterSpec::standalone(bin(), 1);
-    let cluster = Cluster::start(spec).await.expect("cluster");
+    let cluster = lone_daemon(&[]).await;
     let d = &cluster.peers[0];
     let url = origin.url("/blob");
     let first = cluster.dir.path().join("first");
@@ -244,8 +238,7 @@ async fn an_output_on_another_filesystem_is_copied_and_verified() {
     let dev = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev()).ok();
     let size = 20 * MIB;
     let origin = origin(size).await;
-    let spec = ClusterSpec::standalone(bin(), 1);
-    let cluster = Cluster::start(spec).await.expect("cluster");
+    let cluster = lone_daemon(&[]).await;
     if dev(other).is_none() || dev(other) == dev(cluster.dir.path()) {
         eprintln!("skipped: /dev/shm is missing or on the same filesystem as the data dir");
         return;
@@ -418,8 +411,7 @@ async fn a_peer_whose_link_drops_a_fifth_of_its_packets_completes_and_verifies()
 async fn an_origin_that_fails_twice_is_retried_and_the_download_resumes_where_it_broke() {
     let size = 24 * MIB;
     let origin = origin(size).await;
-    let spec = ClusterSpec::standalone(bin(), 1);
-    let cluster = Cluster::start(spec).await.expect("cluster");
+    let cluster = lone_daemon(&[]).await;
     let peer = &cluster.peers[0];
     let out = cluster.dir.path().join("out");
     // First a 503, then a connection dropped halfway, then the whole answer.
@@ -451,9 +443,7 @@ async fn an_origin_that_fails_twice_is_retried_and_the_download_resumes_where_it
 async fn a_slow_origin_is_only_slow_and_one_that_stops_sending_is_retried() {
     let size = 16 * MIB;
     let origin = origin(size).await;
-    let mut spec = ClusterSpec::standalone(bin(), 1);
-    spec.daemon_args = vec!["--origin-read-timeout".into(), "2s".into()];
-    let cluster = Cluster::start(spec).await.expect("cluster");
+    let cluster = lone_daemon(&["--origin-read-timeout", "2s"]).await;
     let peer = &cluster.peers[0];
 
     // Slow but steady (64 KiB every 10 ms, for seconds): never taken for a stall.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pollen::cluster::DaemonProc;
+use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
 use pollen::origin::{random_data, Origin};
 use pollen_core::ContentDigest;
 
@@ -26,6 +26,14 @@ pub async fn origin(size: u64) -> Origin {
 
 pub fn sha256_file(path: &Path) -> ContentDigest {
     ContentDigest::of(&std::fs::read(path).expect("output readable"))
+}
+
+/// One daemon and no scheduler (every download goes to the origin), with `args` as extra
+/// daemon flags.
+pub async fn lone_daemon(args: &[&str]) -> Cluster {
+    let mut spec = ClusterSpec::standalone(bin(), 1);
+    spec.daemon_args = args.iter().map(|a| a.to_string()).collect();
+    Cluster::start(spec).await.expect("cluster")
 }
 
 /// Downloads `url` on `peer` to `out`; panics if it hangs, returns how it ended.

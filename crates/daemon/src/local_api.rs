@@ -93,16 +93,19 @@ async fn follow(
         loop {
             let done = watch.result.borrow_and_update().clone();
             if let Some(entry) = store.get(&id) {
-                match (&done, writer.take()) {
-                    (Some(Ok(())), Some(w)) => {
-                        return w.finish(&entry, &store.content_path(&id)).await
+                match &done {
+                    Some(Ok(())) => {
+                        return match writer {
+                            Some(w) => w.finish(&entry, &store.content_path(&id)).await,
+                            None => Ok(()),
+                        }
                     }
-                    (Some(Ok(())), None) => return Ok(()),
-                    (None, Some(mut w)) => {
-                        w.export_present(&entry).await?;
-                        writer = Some(w);
+                    Some(Err(_)) => {}
+                    None => {
+                        if let Some(w) = writer.as_mut() {
+                            w.export_present(&entry).await?;
+                        }
                     }
-                    (_, w) => writer = w,
                 }
             }
             if let Some(r) = done {

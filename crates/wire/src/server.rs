@@ -220,7 +220,7 @@ impl PieceOut for WriteHalf<TlsStream<TcpStream>> {
         conn: &'a Connection,
         piece: &'a ServedPiece,
     ) -> impl Future<Output = io::Result<()>> + Send + 'a {
-        conn.copy_file_range(self, piece)
+        conn.send_buffered(self, piece)
     }
 }
 
@@ -336,7 +336,7 @@ impl Connection {
 
     /// Sends `piece` by reading it into a buffer, one rate-limited chunk at a time (for
     /// streams that must see the bytes, such as TLS).
-    async fn copy_file_range<W: AsyncWrite + Unpin>(
+    async fn send_buffered<W: AsyncWrite + Unpin>(
         &self,
         out: &mut W,
         piece: &ServedPiece,
