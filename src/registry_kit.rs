@@ -6,6 +6,7 @@
 //! and passes vacuously, unless `POLLEN_REQUIRE_TOOLS=1` (as in CI) makes that a failure.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -363,34 +364,30 @@ pub async fn pollen_init(
     .await
 }
 
-/// Loopback TCP ports refused (RST) by iptables until dropped.
-pub struct BlockedPorts(Vec<u16>);
+/// Loopback TCP listeners refused (RST) by iptables until dropped. Each rule matches the
+/// listener's address as well as its port: the same port number is often in use on another
+/// 127.0.0.x address by a concurrent test, which must not be cut off.
+pub struct BlockedPorts(Vec<SocketAddr>);
 
-fn iptables(op: &str, port: u16) -> bool {
+fn iptables(op: &str, addr: SocketAddr) -> bool {
     std::process::Command::new("iptables")
-        .args([
-            op,
-            "INPUT",
-            "-i",
-            "lo",
-            "-p",
-            "tcp",
-            "--dport",
-            &port.to_string(),
-        ])
+        .args([op, "INPUT", "-i", "lo", "-p", "tcp", "-d"])
+        .arg(addr.ip().to_string())
+        .arg("--dport")
+        .arg(addr.port().to_string())
         .args(["-j", "REJECT", "--reject-with", "tcp-reset"])
         .status()
         .is_ok_and(|s| s.success())
 }
 
 impl BlockedPorts {
-    pub fn block(ports: &[u16]) -> anyhow::Result<Self> {
+    pub fn block(addrs: &[SocketAddr]) -> anyhow::Result<Self> {
         let mut done = Self(Vec::new());
-        for p in ports {
-            if !iptables("-I", *p) {
-                bail!("iptables could not block port {p}");
+        for a in addrs {
+            if !iptables("-I", *a) {
+                bail!("iptables could not block {a}");
             }
-            done.0.push(*p);
+            done.0.push(*a);
         }
         Ok(done)
     }
@@ -398,8 +395,8 @@ impl BlockedPorts {
 
 impl Drop for BlockedPorts {
     fn drop(&mut self) {
-        for p in &self.0 {
-            iptables("-D", *p);
+        for a in &self.0 {
+            iptables("-D", *a);
         }
     }
 }

@@ -217,13 +217,13 @@ async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_
     reg_b.stop().await;
 }
 
-/// The upload port of every daemon.
-async fn upload_ports(cluster: &Cluster) -> Vec<u16> {
-    let mut ports = Vec::new();
+/// The upload address of every daemon.
+async fn upload_addrs(cluster: &Cluster) -> Vec<std::net::SocketAddr> {
+    let mut addrs = Vec::new();
     for d in cluster.daemons() {
-        ports.push(d.upload_addr().await.expect("upload addr").port());
+        addrs.push(d.upload_addr().await.expect("upload addr"));
     }
-    ports
+    addrs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -254,7 +254,7 @@ async fn pulls_succeed_with_every_upload_port_blocked_and_without_a_scheduler() 
 
     // No peer can reach another's upload port: the seed fetches, but nobody can get pieces
     // from it; the pull still completes.
-    let blocked = BlockedPorts::block(&upload_ports(&cluster).await).expect("iptables");
+    let blocked = BlockedPorts::block(&upload_addrs(&cluster).await).expect("iptables");
     let conf = podman_conf(&tmp.path().join("root"), &reg.host, d1).await;
     let out = tmp.path().join("out1");
     tokio::time::timeout(
