@@ -20,6 +20,8 @@ pub struct Cli {
 /// The roles and commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the manager: clusters, users and tokens, jobs, REST API and console.
+    Manager(cmd::manager::ManagerArgs),
     /// Run the scheduler (gRPC), which tells every peer where to download from.
     Scheduler(cmd::scheduler::SchedulerArgs),
     /// Run a peer daemon (`--seed` for a seed peer).
@@ -58,7 +60,7 @@ fn init_tracing(default: &str, verbose: bool) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Scheduler(_) | Command::Daemon(_) => "info",
+        Command::Manager(_) | Command::Scheduler(_) | Command::Daemon(_) => "info",
         Command::Get(_)
         | Command::Demo(_)
         | Command::Init(_)
@@ -79,6 +81,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Manager(a) => cmd::manager::run(a).await,
             Command::Scheduler(a) => cmd::scheduler::run(a).await,
             Command::Daemon(a) => cmd::daemon::run(*a).await,
             Command::Get(a) => cmd::get::run(a).await,

@@ -6,6 +6,7 @@ pub(crate) mod daemon;
 pub(crate) mod demo;
 pub(crate) mod get;
 pub(crate) mod init;
+pub(crate) mod manager;
 pub(crate) mod preheat;
 pub(crate) mod scheduler;
 pub(crate) mod tls_args;

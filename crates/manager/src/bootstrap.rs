@@ -1,0 +1,71 @@
+//! The first admin. On a database with no users, the manager creates `admin` with the
+//! password from `POLLEN_ADMIN_PASSWORD`, or a random one written to
+//! `DATA_DIR/initial-admin-password` (mode 0600) — never to the log.
+
+use std::path::{Path, PathBuf};
+
+use crate::auth::{password, secret, Role};
+use crate::store::users;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("database error creating the first admin: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the initial admin password is not acceptable: {0}")]
+    Password(#[from] password::PasswordError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How the first admin was made, if one was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FirstAdmin {
+    AlreadyUsers,
+    FromGivenPassword,
+    PasswordWrittenTo(PathBuf),
+}
+
+pub async fn ensure_admin(
+    pool: &sqlx::AnyPool,
+    given: Option<&str>,
+    data_dir: &Path,
+) -> Result<FirstAdmin, BootstrapError> {
+    if users::count(pool).await? > 0 {
+        return Ok(FirstAdmin::AlreadyUsers);
+    }
+    let (pw, how) = match given {
+        Some(p) => (p.to_string(), FirstAdmin::FromGivenPassword),
+        None => {
+            let p = secret::generate("");
+            let path = data_dir.join("initial-admin-password");
+            write_private(&path, &format!("{p}\n")).map_err(|source| BootstrapError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            (p, FirstAdmin::PasswordWrittenTo(path))
+        }
+    };
+    let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+        .await
+        .map_err(|e| password::PasswordError::Hash(e.to_string()))??;
+    users::create(pool, "admin", "", Role::Admin, &hash).await?;
+    Ok(how)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}

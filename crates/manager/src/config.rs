@@ -1,0 +1,52 @@
+//! The manager's settings, with their defaults. Read from TOML (`pollen manager --config`),
+//! flags winning.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagerConfig {
+    /// Database URL. Default: a SQLite file `manager.db` in `data_dir`.
+    pub database_url: Option<String>,
+    /// Where the SQLite file and the initial admin password are kept (default
+    /// `/var/lib/pollen/manager`).
+    pub data_dir: PathBuf,
+    /// How long a console session lasts (default 12h).
+    #[serde(with = "pollen_core::duration::humane")]
+    pub session_ttl: Duration,
+    /// A scheduler silent for this long is marked inactive and no longer handed to daemons
+    /// (default 30s).
+    #[serde(with = "pollen_core::duration::humane")]
+    pub keepalive_timeout: Duration,
+    /// Connections served at once on the REST port (default 1024).
+    pub max_connections: usize,
+    /// A client must send its request headers within this time (default 10s).
+    #[serde(with = "pollen_core::duration::humane")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            data_dir: PathBuf::from("/var/lib/pollen/manager"),
+            session_ttl: Duration::from_secs(12 * 3600),
+            keepalive_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ManagerConfig {
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("manager.db").display()),
+        }
+    }
+}

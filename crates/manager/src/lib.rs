@@ -1,0 +1,109 @@
+//! The manager: Pollen's control plane.
+//!
+//! It keeps, in a SQL database, the scheduler and seed-peer clusters of a deployment, the
+//! schedulers and daemons that registered, users and their access tokens, an audit log of
+//! every change, and jobs. Operators use its REST API (`/api/v1`, described by an OpenAPI
+//! document) and console; schedulers and daemons use its gRPC service.
+//!
+//! Non-goals: the manager is never on a download's path. If it is down, schedulers and
+//! daemons keep the placement and config they last received, and downloads go on.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod db;
+pub mod metrics;
+pub mod rest;
+pub mod server;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use bootstrap::FirstAdmin;
+pub use config::ManagerConfig;
+pub use db::{Backend, Db, DbError};
+
+use rest::AppState;
+
+/// Why the manager could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+}
+
+/// An opened manager: database migrated, first admin in place.
+pub struct Manager {
+    state: Arc<AppState>,
+}
+
+impl Manager {
+    /// Opens the database and makes sure an admin exists (see [`bootstrap`]).
+    pub async fn open(
+        cfg: ManagerConfig,
+        admin_password: Option<&str>,
+    ) -> Result<(Self, FirstAdmin), ManagerError> {
+        let db = Db::open(&cfg.database_url()).await?;
+        let first = bootstrap::ensure_admin(&db.pool, admin_password, &cfg.data_dir).await?;
+        if let Err(e) = store::peers::set_all_inactive(&db.pool).await {
+            warn!(error = %e, "cannot reset peer states");
+        }
+        let state = Arc::new(AppState {
+            db,
+            cfg,
+            metrics: Arc::new(metrics::Metrics::default()),
+            changed: tokio::sync::watch::channel(0).0,
+        });
+        Ok((Self { state }, first))
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    /// Serves the REST API on `rest` until `shutdown`, with the background sweeper.
+    pub async fn serve(self, rest: TcpListener, shutdown: CancellationToken) {
+        let sweeper = tokio::spawn(sweep(self.state.clone(), shutdown.clone()));
+        let router = rest::router(self.state.clone());
+        server::serve_http(
+            rest,
+            router,
+            self.state.cfg.max_connections,
+            self.state.cfg.header_read_timeout,
+            shutdown,
+        )
+        .await;
+        let _ = sweeper.await;
+    }
+}
+
+/// Marks silent schedulers inactive and drops expired sessions, every few seconds.
+async fn sweep(state: Arc<AppState>, shutdown: CancellationToken) {
+    let timeout = state.cfg.keepalive_timeout;
+    let every = (timeout / 3).clamp(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let cutoff = db::now() - timeout.as_secs().max(1) as i64;
+        match store::schedulers::expire(&state.db.pool, cutoff).await {
+            Ok(ids) if !ids.is_empty() => {
+                info!(?ids, "schedulers missed their keepalive; marked inactive");
+                state.bump();
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot expire schedulers"),
+        }
+        if let Err(e) = store::sessions::sweep(&state.db.pool).await {
+            warn!(error = %e, "cannot drop expired sessions");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The REST API under `/api/v1`, plus `/healthz`, `/metrics` and the console's files.
+//!
+//! Handlers are grouped by resource, one module each; every one of them checks what the
+//! caller may do with [`crate::auth::Principal::check`] before touching the database.
+
+pub mod account;
+pub mod audit;
+pub mod clusters;
+pub mod error;
+pub mod extract;
+pub mod hosts;
+pub mod layers;
+pub mod openapi;
+pub mod system;
+pub mod tokens;
+pub mod users;
+pub mod validate;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+use crate::config::ManagerConfig;
+use crate::db::Db;
+use crate::metrics::Metrics;
+
+/// Largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: Db,
+    pub cfg: ManagerConfig,
+    pub metrics: Arc<Metrics>,
+    /// Bumped when clusters or schedulers change, so connected schedulers and daemons get
+    /// fresh placement and config.
+    pub changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl AppState {
+    pub fn bump(&self) {
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+}
+
+/// All routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/openapi.json", get(system::openapi))
+        .route("/api/v1/sessions", post(account::sign_in))
+        .route("/api/v1/sessions/current", delete(account::sign_out))
+        .route("/api/v1/me", get(account::me))
+        .route("/api/v1/me/password", put(account::change_password))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/:id", delete(tokens::revoke))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/:id",
+            get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route(
+            "/api/v1/scheduler-clusters",
+            get(clusters::list_scheduler_clusters).post(clusters::create_scheduler_cluster),
+        )
+        .route(
+            "/api/v1/scheduler-clusters/:id",
+            get(clusters::get_scheduler_cluster)
+                .put(clusters::replace_scheduler_cluster)
+                .delete(clusters::delete_scheduler_cluster),
+        )
+        .route(
+            "/api/v1/seed-peer-clusters",
+            get(clusters::list_seed_peer_clusters).post(clusters::create_seed_peer_cluster),
+        )
+        .route(
+            "/api/v1/seed-peer-clusters/:id",
+            get(clusters::get_seed_peer_cluster)
+                .put(clusters::replace_seed_peer_cluster)
+                .delete(clusters::delete_seed_peer_cluster),
+        )
+        .route("/api/v1/schedulers", get(hosts::list_schedulers))
+        .route(
+            "/api/v1/schedulers/:id",
+            get(hosts::get_scheduler).delete(hosts::delete_scheduler),
+        )
+        .route("/api/v1/peers", get(hosts::list_peers))
+        .route("/api/v1/peers/:id", get(hosts::get_peer))
+        .route("/api/v1/audit-log", get(audit::list))
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            layers::audit,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            layers::authenticate,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            layers::count,
+        ));
+    api.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

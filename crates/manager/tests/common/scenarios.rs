@@ -1,0 +1,721 @@
+//! API scenarios, each independent of the others on a shared manager, so the same set runs
+//! on SQLite, on PostgreSQL, and all together for the route-coverage check.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use super::{TestManager, ADMIN_PASSWORD};
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Health, metrics and the OpenAPI document need no credentials.
+pub async fn system_routes_answer_without_credentials(m: &TestManager) {
+    let api = m.api();
+    let r = api.get("/healthz").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = api.get("/api/v1/openapi.json").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.json["openapi"].as_str().unwrap_or("").starts_with("3."));
+    let r = api.get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text.contains("pollen_manager_http_requests"),
+        "{}",
+        r.text
+    );
+    let r = api.get("/api/v1/me").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.json["error"].as_str().unwrap_or("").contains("sign in"));
+}
+
+/// Users are created, read, changed and deleted by an admin; a user signs in and out and
+/// changes their own password; the last admin cannot be removed.
+pub async fn users_and_sessions_round_trip(m: &TestManager) {
+    let admin = m.admin().await;
+    let name = unique("alice");
+    let id = admin.create_user(&name, "user", "alice-password-1").await;
+    let r = admin.get(&format!("/api/v1/users/{id}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["name"], name.as_str());
+    assert_eq!(r.json["role"], "user");
+    let r = admin.get("/api/v1/users?limit=1000").await;
+    assert!(r
+        .json
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|u| u["id"] == id));
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"name": name, "role": "user", "password": "another-pw-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"name": unique("bob"), "role": "user", "password": "short"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at least 8"),
+        "{}",
+        r.text
+    );
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"name": "x y", "role": "boss", "password": "long-enough"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+    let alice = m.api().sign_in(&name, "alice-password-1").await;
+    let r = alice.get("/api/v1/me").await;
+    assert_eq!(r.json["name"], name.as_str());
+    let r = alice
+        .put(
+            "/api/v1/me/password",
+            json!({"current_password": "wrong-one-1", "new_password": "alice-password-2"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = alice
+        .put(
+            "/api/v1/me/password",
+            json!({"current_password": "alice-password-1", "new_password": "alice-password-2"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = m
+        .api()
+        .post(
+            "/api/v1/sessions",
+            json!({"name": name, "password": "alice-password-1"}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the old password still works"
+    );
+    let r = alice.delete("/api/v1/sessions/current").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        alice.get("/api/v1/me").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let r = admin
+        .patch(
+            &format!("/api/v1/users/{id}"),
+            json!({"role": "guest", "email": "a@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["role"], "guest");
+    let r = admin
+        .patch(&format!("/api/v1/users/{id}"), json!({"disabled": true}))
+        .await;
+    assert_eq!(r.json["disabled"], true);
+    let r = m
+        .api()
+        .post(
+            "/api/v1/sessions",
+            json!({"name": name, "password": "alice-password-2"}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "a disabled user signed in"
+    );
+    assert_eq!(
+        admin.delete(&format!("/api/v1/users/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        admin.get(&format!("/api/v1/users/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        admin.delete(&format!("/api/v1/users/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The bootstrap admin is the only one: it can be neither demoted nor deleted.
+    let me = admin.get("/api/v1/me").await.json["id"]
+        .as_i64()
+        .expect("id");
+    let r = admin
+        .patch(&format!("/api/v1/users/{me}"), json!({"role": "user"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = admin.delete(&format!("/api/v1/users/{me}")).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(m
+        .api()
+        .sign_in("admin", ADMIN_PASSWORD)
+        .await
+        .get("/api/v1/me")
+        .await
+        .status
+        .is_success());
+}
+
+/// Scheduler and seed-peer clusters: created with scopes and config, linked, replaced,
+/// listed, deleted; bad input is refused with the field named and nothing is stored.
+pub async fn clusters_round_trip(m: &TestManager) {
+    let admin = m.admin().await;
+    let seeds = unique("seeds");
+    let r = admin
+        .post(
+            "/api/v1/seed-peer-clusters",
+            json!({"name": seeds, "config": {"load_limit": 50}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let spc = r.json["id"].as_i64().expect("id");
+    let name = unique("eu-west");
+    let body = json!({
+        "name": name,
+        "bio": "Frankfurt",
+        "scopes": {"cidrs": ["10.1.0.0/16"], "idc": "fra1|fra2", "location": "eu|fra",
+                   "hostname_regex": "fra-node-[0-9]+"},
+        "config": {"candidate_parent_limit": 4, "weights": {"load": 2.0}},
+        "seed_peer_cluster_ids": [spc],
+    });
+    let r = admin.post("/api/v1/scheduler-clusters", body.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_i64().expect("id");
+    assert_eq!(r.json["scopes"]["cidrs"][0], "10.1.0.0/16");
+    assert_eq!(r.json["config"]["candidate_parent_limit"], 4);
+    assert_eq!(r.json["seed_peer_cluster_ids"], json!([spc]));
+    let r = admin
+        .get(&format!("/api/v1/seed-peer-clusters/{spc}"))
+        .await;
+    assert_eq!(r.json["scheduler_cluster_ids"], json!([id]));
+    assert_eq!(
+        admin
+            .post("/api/v1/scheduler-clusters", body.clone())
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+
+    for (bad, field) in [
+        (
+            json!({"name": unique("c"), "scopes": {"cidrs": ["10.0.0.0/40"]}}),
+            "scopes.cidrs",
+        ),
+        (
+            json!({"name": unique("c"), "scopes": {"hostname_regex": "(["}}),
+            "hostname_regex",
+        ),
+        (
+            json!({"name": unique("c"), "config": {"candidate_parent_limit": 0}}),
+            "candidate_parent_limit",
+        ),
+        (json!({"name": unique("c"), "colour": "red"}), "colour"),
+        (
+            json!({"name": unique("c"), "seed_peer_cluster_ids": [987654]}),
+            "does not exist",
+        ),
+    ] {
+        let r = admin.post("/api/v1/scheduler-clusters", bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+        assert!(
+            r.json["error"].as_str().unwrap_or("").contains(field),
+            "{bad}: {}",
+            r.text
+        );
+        let all = admin.get("/api/v1/scheduler-clusters").await.json;
+        assert!(
+            !all.as_array()
+                .expect("list")
+                .iter()
+                .any(|c| c["name"] == bad["name"]),
+            "a refused cluster was stored"
+        );
+    }
+
+    let mut replaced = body.clone();
+    replaced["config"]["candidate_parent_limit"] = json!(8);
+    replaced["seed_peer_cluster_ids"] = json!([]);
+    replaced["is_default"] = json!(true);
+    let r = admin
+        .put(&format!("/api/v1/scheduler-clusters/{id}"), replaced)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["config"]["candidate_parent_limit"], 8);
+    assert_eq!(r.json["is_default"], true);
+    assert_eq!(r.json["seed_peer_cluster_ids"], json!([]));
+    let r = admin.get(&format!("/api/v1/scheduler-clusters/{id}")).await;
+    assert_eq!(r.json["bio"], "Frankfurt");
+    let list = admin.get("/api/v1/scheduler-clusters").await.json;
+    let defaults = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|c| c["is_default"] == true)
+        .count();
+    assert_eq!(defaults, 1, "more than one default cluster");
+
+    let r = admin
+        .put(
+            &format!("/api/v1/seed-peer-clusters/{spc}"),
+            json!({"name": seeds, "scheduler_cluster_ids": [id]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json["config"]["load_limit"], 300,
+        "defaults apply to omitted config"
+    );
+    let r = admin.get("/api/v1/seed-peer-clusters").await;
+    assert!(r
+        .json
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|c| c["id"] == spc));
+
+    assert_eq!(
+        admin
+            .delete(&format!("/api/v1/scheduler-clusters/{id}"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        admin
+            .get(&format!("/api/v1/scheduler-clusters/{id}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        admin
+            .put(&format!("/api/v1/scheduler-clusters/{id}"), body)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let r = admin
+        .get(&format!("/api/v1/seed-peer-clusters/{spc}"))
+        .await;
+    assert_eq!(
+        r.json["scheduler_cluster_ids"],
+        json!([]),
+        "links outlived their cluster"
+    );
+    assert_eq!(
+        admin
+            .delete(&format!("/api/v1/seed-peer-clusters/{spc}"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        admin
+            .delete(&format!("/api/v1/seed-peer-clusters/{spc}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// Every write is in the audit log with who made it and how it ended; reads are not.
+pub async fn every_write_is_audited(m: &TestManager) {
+    let admin = m.admin().await;
+    let name = unique("audited");
+    let r = admin
+        .post("/api/v1/seed-peer-clusters", json!({"name": name}))
+        .await;
+    let id = r.json["id"].as_i64().expect("id");
+    admin
+        .delete(&format!("/api/v1/seed-peer-clusters/{id}"))
+        .await;
+    let r = m
+        .api()
+        .post(
+            "/api/v1/sessions",
+            json!({"name": "admin", "password": "not-the-password"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let log = admin.get("/api/v1/audit-log?limit=1000").await;
+    assert_eq!(log.status, StatusCode::OK);
+    let rows = log.json.as_array().expect("rows");
+    let target = format!("/api/v1/seed-peer-clusters/{id}");
+    assert!(rows.iter().any(|e| e["method"] == "POST"
+        && e["target"] == "/api/v1/seed-peer-clusters"
+        && e["user_name"] == "admin"
+        && e["status"] == 201));
+    assert!(rows.iter().any(|e| e["method"] == "DELETE"
+        && e["target"] == target.as_str()
+        && e["route"] == "/api/v1/seed-peer-clusters/:id"
+        && e["status"] == 204));
+    assert!(rows.iter().any(|e| e["target"] == "/api/v1/sessions"
+        && e["status"] == 401
+        && e["user_id"].is_null()));
+    assert!(
+        !rows.iter().any(|e| e["method"] == "GET"),
+        "reads were audited"
+    );
+    let second = admin.get("/api/v1/audit-log?limit=1&offset=1").await;
+    assert_eq!(second.json.as_array().map(Vec::len), Some(1));
+}
+
+/// Schedulers and peers, as registered (here straight into the database; the gRPC tests
+/// register them for real), are listed, filtered and read; an admin forgets a scheduler.
+pub async fn hosts_are_listed(m: &TestManager) {
+    use pollen_manager::store::{clusters, peers, schedulers};
+    let db = pollen_manager::Db::open(&m.db_url).await.expect("db");
+    let admin = m.admin().await;
+    let r = admin
+        .post(
+            "/api/v1/scheduler-clusters",
+            json!({"name": unique("hosts")}),
+        )
+        .await;
+    let cluster = r.json["id"].as_i64().expect("id");
+    let _ = clusters::list_scheduler_clusters(&db.pool)
+        .await
+        .expect("list");
+    let s = schedulers::register(
+        &db.pool,
+        &schedulers::Registration {
+            scheduler_cluster_id: cluster,
+            hostname: "sched-1",
+            ip: "127.0.0.9",
+            port: 8002,
+            url: "http://127.0.0.9:8002",
+            idc: "",
+            location: "",
+        },
+    )
+    .await
+    .expect("register");
+    let p = peers::upsert(
+        &db.pool,
+        &peers::Hello {
+            host_id: &unique("host"),
+            hostname: "node-1",
+            ip: "127.0.0.10",
+            upload_port: 4000,
+            idc: "",
+            location: "",
+            is_seed: true,
+            scheduler_cluster_id: Some(cluster),
+            seed_peer_cluster_id: None,
+        },
+    )
+    .await
+    .expect("peer");
+    // (No `active=true` here: the test manager's 2 s keepalive timeout may already have passed.)
+    let r = admin
+        .get(&format!(
+            "/api/v1/schedulers?scheduler_cluster_id={cluster}"
+        ))
+        .await;
+    assert_eq!(r.json.as_array().map(Vec::len), Some(1), "{}", r.text);
+    assert_eq!(
+        admin
+            .get(&format!("/api/v1/schedulers/{}", s.id))
+            .await
+            .json["url"],
+        "http://127.0.0.9:8002"
+    );
+    let r = admin
+        .get(&format!(
+            "/api/v1/peers?scheduler_cluster_id={cluster}&seed=true"
+        ))
+        .await;
+    assert_eq!(r.json.as_array().map(Vec::len), Some(1), "{}", r.text);
+    let r = admin
+        .get(&format!(
+            "/api/v1/peers?scheduler_cluster_id={cluster}&seed=false"
+        ))
+        .await;
+    assert_eq!(r.json.as_array().map(Vec::len), Some(0), "{}", r.text);
+    assert_eq!(
+        admin.get(&format!("/api/v1/peers/{}", p.id)).await.json["hostname"],
+        "node-1"
+    );
+    assert_eq!(
+        admin.get("/api/v1/peers/999999").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        admin
+            .delete(&format!("/api/v1/schedulers/{}", s.id))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        admin
+            .get(&format!("/api/v1/schedulers/{}", s.id))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// The routes of the OpenAPI document, as (METHOD, /path/{param}).
+pub async fn documented_routes(m: &TestManager) -> Vec<(String, String)> {
+    let doc = m.api().get("/api/v1/openapi.json").await.json;
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            out.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    out
+}
+
+/// A guest's token, even with every scope, changes nothing through any documented write.
+pub async fn a_guest_token_cannot_create_or_delete_anything(m: &TestManager) {
+    let admin = m.admin().await;
+    let guest_name = unique("guest");
+    admin
+        .create_user(&guest_name, "guest", "guest-password")
+        .await;
+    let guest = m.api().sign_in(&guest_name, "guest-password").await;
+    let all = ["clusters", "peers", "jobs", "users", "account", "audit"];
+    let (_, secret) = guest.create_token("everything", &all, None).await;
+    let token = guest.with_token(&secret);
+    // Real ids to aim at: a cluster, a user, a token.
+    let spc = admin
+        .post(
+            "/api/v1/seed-peer-clusters",
+            json!({"name": unique("target")}),
+        )
+        .await;
+    let target_id = spc.json["id"].as_i64().expect("id");
+    let before_users = admin.get("/api/v1/users?limit=1000").await.json;
+    let before_clusters = admin.get("/api/v1/seed-peer-clusters").await.json;
+    let body = json!({"name": unique("x"), "role": "admin", "password": "guest-made-this",
+                      "scopes": ["clusters"], "current_password": "guest-password",
+                      "new_password": "changed-by-token"});
+    let mut tried = 0;
+    for (method, path) in documented_routes(m).await {
+        // Signing in and out are not writes to any resource.
+        if method == "GET" || path.starts_with("/api/v1/sessions") {
+            continue;
+        }
+        let path = path.replace("{id}", &target_id.to_string());
+        let r = token
+            .call(method.parse().expect("method"), &path, Some(body.clone()))
+            .await;
+        assert!(
+            r.status == StatusCode::FORBIDDEN
+                || r.status == StatusCode::BAD_REQUEST
+                || r.status == StatusCode::NOT_FOUND,
+            "guest token: {method} {path} -> {} {}",
+            r.status,
+            r.text
+        );
+        assert_ne!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path} was judged on its body, not refused: {}",
+            r.text
+        );
+        if r.status == StatusCode::NOT_FOUND {
+            // Only a token id that is not the guest's may be "not found".
+            assert!(
+                path.starts_with("/api/v1/tokens/"),
+                "{method} {path}: {}",
+                r.text
+            );
+        }
+        tried += 1;
+    }
+    assert!(tried >= 10, "only {tried} write routes tried");
+    assert_eq!(
+        admin.get("/api/v1/users?limit=1000").await.json,
+        before_users
+    );
+    assert_eq!(
+        admin.get("/api/v1/seed-peer-clusters").await.json,
+        before_clusters
+    );
+    // Reading is allowed.
+    assert_eq!(
+        token.get("/api/v1/scheduler-clusters").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        token.get("/api/v1/users").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // The guest's password is unchanged.
+    m.api().sign_in(&guest_name, "guest-password").await;
+}
+
+/// A token limited to some scopes reaches nothing else; an expired or revoked one nothing.
+pub async fn tokens_are_scoped_expire_and_revoke(m: &TestManager) {
+    let admin = m.admin().await;
+    let name = unique("carol");
+    admin.create_user(&name, "user", "carol-password").await;
+    let carol = m.api().sign_in(&name, "carol-password").await;
+    let (_, jobs_only) = carol.create_token("jobs", &["jobs"], Some(30)).await;
+    let r = carol
+        .with_token(&jobs_only)
+        .get("/api/v1/scheduler-clusters")
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.json["error"].as_str().unwrap_or("").contains("scopes"),
+        "{}",
+        r.text
+    );
+    let (id, secret) = carol.create_token("clusters", &["clusters"], Some(1)).await;
+    let t = carol.with_token(&secret);
+    assert_eq!(
+        t.get("/api/v1/scheduler-clusters").await.status,
+        StatusCode::OK
+    );
+    // A day is long for a test: move the expiry into the past.
+    let db = pollen_manager::Db::open(&m.db_url).await.expect("db");
+    sqlx::query("UPDATE tokens SET expires_at = $1 WHERE id = $2")
+        .bind(pollen_manager::db::now() - 1)
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .expect("expire");
+    let r = t.get("/api/v1/scheduler-clusters").await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "an expired token worked"
+    );
+    assert!(
+        r.json["error"].as_str().unwrap_or("").contains("expired"),
+        "{}",
+        r.text
+    );
+    let (id, secret) = carol.create_token("short-lived", &["clusters"], None).await;
+    let t = carol.with_token(&secret);
+    assert_eq!(
+        t.get("/api/v1/scheduler-clusters").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        carol.delete(&format!("/api/v1/tokens/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        t.get("/api/v1/scheduler-clusters").await.status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token worked"
+    );
+    let listed = carol.get("/api/v1/tokens").await.json;
+    let row = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|x| x["id"] == id)
+        .cloned()
+        .expect("listed");
+    assert!(row["revoked_at"].is_i64());
+    let r = carol
+        .with_token("pln_not-a-real-token")
+        .get("/api/v1/me")
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = carol
+        .post("/api/v1/tokens", json!({"name": "none", "scopes": []}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = carol
+        .post("/api/v1/tokens", json!({"name": "bad", "scopes": ["root"]}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+}
+
+/// A user sees and revokes only their own tokens; an admin may see anyone's.
+pub async fn a_user_cannot_see_another_users_tokens(m: &TestManager) {
+    let admin = m.admin().await;
+    let (a, b) = (unique("dave"), unique("erin"));
+    let a_id = admin.create_user(&a, "user", "dave-password").await;
+    admin.create_user(&b, "user", "erin-password").await;
+    let dave = m.api().sign_in(&a, "dave-password").await;
+    let erin = m.api().sign_in(&b, "erin-password").await;
+    let (dave_token, _) = dave.create_token("mine", &["jobs"], None).await;
+    let r = erin.get("/api/v1/tokens").await;
+    assert!(!r
+        .json
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|t| t["id"] == dave_token));
+    let r = erin.get(&format!("/api/v1/tokens?user_id={a_id}")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = erin.delete(&format!("/api/v1/tokens/{dave_token}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = admin.get(&format!("/api/v1/tokens?user_id={a_id}")).await;
+    assert!(r
+        .json
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|t| t["id"] == dave_token));
+    let r = dave.get("/api/v1/tokens").await;
+    let mine = r
+        .json
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["id"] == dave_token)
+        .cloned()
+        .expect("own");
+    assert!(mine["revoked_at"].is_null(), "erin revoked dave's token");
+}
+
+/// No response ever carries a password, its hash, or a token's secret after creation.
+pub async fn secrets_never_appear_in_responses(m: &TestManager) {
+    let admin = m.admin().await;
+    let name = unique("frank");
+    let id = admin.create_user(&name, "user", "frank-secret-pw").await;
+    let frank = m.api().sign_in(&name, "frank-secret-pw").await;
+    let (_, secret) = frank.create_token("t", &["account"], None).await;
+    let t = frank.with_token(&secret);
+    let mut texts = Vec::new();
+    for r in [
+        admin.get(&format!("/api/v1/users/{id}")).await,
+        admin.get("/api/v1/users").await,
+        frank.get("/api/v1/me").await,
+        frank.get("/api/v1/tokens").await,
+        t.get("/api/v1/tokens").await,
+        admin.get("/api/v1/audit-log").await,
+    ] {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        texts.push(r.text);
+    }
+    for text in texts {
+        assert!(!text.contains("frank-secret-pw"), "{text}");
+        assert!(!text.contains(&secret), "{text}");
+        assert!(!text.contains(&secret[4..20]), "{text}");
+        assert!(!text.contains("argon2"), "a password hash in {text}");
+        assert!(
+            !text.contains("password_hash") && !text.contains("secret_hash"),
+            "{text}"
+        );
+    }
+}
