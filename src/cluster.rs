@@ -245,6 +245,36 @@ impl DaemonProc {
     }
 }
 
+/// A `pollen manager` process; killed on drop.
+pub struct ManagerProc {
+    /// REST base URL (`http://127.0.0.1:PORT`).
+    pub rest: String,
+    /// gRPC URL for schedulers and daemons.
+    pub grpc: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl ManagerProc {
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// An extra scheduler process; killed on drop.
+pub struct SchedulerProc {
+    /// The URL daemons dial.
+    pub url: String,
+    child: Child,
+}
+
+impl SchedulerProc {
+    /// SIGKILL, no clean shutdown.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 /// A running cluster; everything stops and is removed on drop.
 pub struct Cluster {
     /// The temporary directory holding every data dir, socket and log.
@@ -454,19 +484,20 @@ impl Cluster {
         let data_dir = self.dir.path().join(name);
         let socket = self.dir.path().join(format!("{name}.sock"));
         let mut all = Vec::new();
-        if !args.iter().any(|a| a == "--scheduler") {
+        let given = |flag: &str| args.iter().any(|a| a == flag);
+        if !given("--scheduler") && !given("--manager") {
             all.extend(["--scheduler".to_string(), self.scheduler_url.clone()]);
         }
-        all.extend([
-            "--data-dir".into(),
-            data_dir.to_string_lossy().into_owned(),
-            "--upload-listen".into(),
-            "127.0.0.254:0".into(),
-            "--api-socket".into(),
-            socket.to_string_lossy().into_owned(),
-            "--proxy-listen".into(),
-            "off".into(),
-        ]);
+        for (flag, value) in [
+            ("--data-dir", data_dir.to_string_lossy().into_owned()),
+            ("--upload-listen", "127.0.0.254:0".into()),
+            ("--api-socket", socket.to_string_lossy().into_owned()),
+            ("--proxy-listen", "off".into()),
+        ] {
+            if !given(flag) {
+                all.extend([flag.to_string(), value]);
+            }
+        }
         all.extend(args);
         DaemonProc {
             log: self.dir.path().join(format!("{name}.log")),
@@ -478,6 +509,71 @@ impl Cluster {
             netns: None,
             child: None,
         }
+    }
+
+    /// Starts `pollen manager` on loopback with a SQLite database in the cluster's
+    /// directory, `admin_password` for its admin, and `config` as its TOML config.
+    pub async fn start_manager(
+        &self,
+        admin_password: &str,
+        config: &str,
+    ) -> anyhow::Result<ManagerProc> {
+        let dir = self.dir.path().join("manager");
+        std::fs::create_dir_all(&dir)?;
+        let config_path = dir.join("manager.toml");
+        std::fs::write(&config_path, config)?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args([
+            "manager",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--config")
+        .arg(&config_path)
+        .env("POLLEN_ADMIN_PASSWORD", admin_password);
+        let log = self.dir.path().join("manager.log");
+        let (child, line) = launch(cmd, &log, "the manager").await?;
+        // "manager (DB) gRPC on ADDR REST listening on ADDR"
+        let grpc = line
+            .split_whitespace()
+            .skip_while(|x| *x != "gRPC")
+            .nth(2)
+            .map(str::to_string);
+        let rest = line.rsplit(' ').next().map(str::to_string);
+        match (grpc, rest) {
+            (Some(g), Some(r)) => Ok(ManagerProc {
+                rest: format!("http://{r}"),
+                grpc: format!("http://{g}"),
+                log,
+                child,
+            }),
+            _ => bail!("unexpected manager output {line:?}"),
+        }
+    }
+
+    /// Starts another scheduler on `listen` with `args` (e.g. `--manager URL`), logging to
+    /// DIR/NAME.log.
+    pub async fn start_scheduler(
+        &self,
+        name: &str,
+        listen: &str,
+        args: &[String],
+    ) -> anyhow::Result<SchedulerProc> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["scheduler", "--listen", listen]).args(args);
+        let (child, line) = launch(cmd, &self.dir.path().join(format!("{name}.log")), name).await?;
+        let addr = line
+            .rsplit(' ')
+            .next()
+            .ok_or_else(|| anyhow!("unexpected scheduler output {line:?}"))?;
+        Ok(SchedulerProc {
+            url: format!("http://{addr}"),
+            child,
+        })
     }
 
     /// Every daemon, seed first.

@@ -44,6 +44,19 @@ pub struct DaemonArgs {
     /// Scheduler URL, e.g. http://scheduler:8002. Without one, every download goes to the origin.
     #[arg(long, env = "POLLEN_SCHEDULER")]
     pub scheduler: Option<String>,
+    /// Manager gRPC URL, e.g. http://manager:65003: it places this daemon in a scheduler
+    /// cluster and tells it which schedulers to use.
+    #[arg(long, env = "POLLEN_MANAGER")]
+    pub manager: Option<String>,
+    /// Scheduler cluster to be placed in, whatever the manager's scopes say.
+    #[arg(long, env = "POLLEN_SCHEDULER_CLUSTER_ID")]
+    pub scheduler_cluster_id: Option<i64>,
+    /// For a seed peer: the seed-peer cluster it belongs to.
+    #[arg(long, env = "POLLEN_SEED_PEER_CLUSTER_ID")]
+    pub seed_peer_cluster_id: Option<i64>,
+    /// Hostname reported to the manager [default: the machine's].
+    #[arg(long, env = "POLLEN_HOSTNAME")]
+    pub hostname: Option<String>,
     /// Data directory for content and metadata [default: /var/lib/pollen/daemon].
     #[arg(long, env = "POLLEN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -120,6 +133,18 @@ impl DaemonArgs {
         let mut cfg: DaemonConfig = super::load_config(self.config.as_deref())?;
         if self.scheduler.is_some() {
             cfg.scheduler = self.scheduler;
+        }
+        if self.manager.is_some() {
+            cfg.manager = self.manager;
+        }
+        if let Some(v) = self.scheduler_cluster_id {
+            cfg.scheduler_cluster_id = v;
+        }
+        if let Some(v) = self.seed_peer_cluster_id {
+            cfg.seed_peer_cluster_id = v;
+        }
+        if self.hostname.is_some() {
+            cfg.hostname = self.hostname;
         }
         if let Some(v) = self.data_dir {
             cfg.data_dir = v;

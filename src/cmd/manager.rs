@@ -18,6 +18,13 @@ pub struct ManagerArgs {
     /// Address of the REST API and console (port 0 picks a free port; printed on stdout).
     #[arg(long, env = "POLLEN_MANAGER_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Address of the gRPC service for schedulers and daemons (port 0 picks a free port).
+    #[arg(
+        long,
+        env = "POLLEN_MANAGER_GRPC_LISTEN",
+        default_value = "0.0.0.0:65003"
+    )]
+    pub grpc_listen: SocketAddr,
     /// Database: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB
     /// [default: sqlite file manager.db in --data-dir].
     #[arg(long, env = "POLLEN_DATABASE_URL", hide_env_values = true)]
@@ -65,14 +72,20 @@ pub(crate) async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    // The address stays the last word: scripts and the cluster helper read it from there.
-    println!("manager ({db}) listening on {addr}");
+    let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.grpc_listen))?;
+    // The REST address stays the last word: scripts and the cluster helper read it there.
+    println!(
+        "manager ({db}) gRPC on {} REST listening on {addr}",
+        grpc.local_addr()?
+    );
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
         crate::signals::terminated().await;
         token.cancel();
     });
-    manager.serve(listener, shutdown).await;
+    manager.serve(listener, grpc, shutdown).await;
     Ok(ExitCode::SUCCESS)
 }

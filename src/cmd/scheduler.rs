@@ -27,6 +27,19 @@ pub struct SchedulerArgs {
     pub candidate_limit: Option<usize>,
     #[command(flatten)]
     pub tls: super::tls_args::TlsArgs,
+    /// The manager's gRPC URL: register there, keep alive, and take the cluster's config.
+    #[arg(long, env = "POLLEN_MANAGER")]
+    pub manager: Option<String>,
+    /// Scheduler cluster this scheduler serves [default: the manager's default cluster].
+    #[arg(long, env = "POLLEN_SCHEDULER_CLUSTER_ID", default_value_t = 0)]
+    pub cluster_id: i64,
+    /// URL daemons dial to reach this scheduler [default: from --listen, which must then
+    /// name an address rather than 0.0.0.0].
+    #[arg(long, env = "POLLEN_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Time between keepalives to the manager.
+    #[arg(long, env = "POLLEN_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = pollen_core::duration::parse_duration)]
+    pub keepalive_interval: std::time::Duration,
 }
 
 impl SchedulerArgs {
@@ -62,7 +75,42 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let how = if tls.is_some() { " (mutual TLS)" } else { "" };
     println!("scheduler{how} listening on {addr}");
     let shutdown = CancellationToken::new();
-    let service = SchedulerService::new(cfg);
+    let service = SchedulerService::new(cfg.clone());
+    if let Some(url) = &args.manager {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let advertise = match &args.advertise_url {
+            Some(u) => u.clone(),
+            None if addr.ip().is_unspecified() => anyhow::bail!(
+                "--manager needs --advertise-url when listening on {addr}: daemons must be told an address they can dial"
+            ),
+            None => format!("{scheme}://{addr}"),
+        };
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let link = pollen_scheduler::ManagerLink {
+            url: url.clone(),
+            info: pollen_proto::manager::SchedulerInfo {
+                scheduler_cluster_id: args.cluster_id,
+                hostname,
+                ip: addr.ip().to_string(),
+                port: u32::from(addr.port()),
+                url: advertise,
+                idc: String::new(),
+                location: String::new(),
+            },
+            keepalive_interval: args.keepalive_interval,
+            tls: match &cfg.tls {
+                Some(t) if url.starts_with("https://") => Some(
+                    pollen_tls::Material::load(t)
+                        .map(|m| m.tonic_client())
+                        .context("cannot set up mutual TLS to the manager")?,
+                ),
+                _ => None,
+            },
+        };
+        tokio::spawn(link.run(service.clone(), shutdown.clone()));
+    }
     let token = shutdown.clone();
     tokio::spawn(async move {
         crate::signals::terminated().await;

@@ -35,7 +35,8 @@ use crate::error::DownloadError;
 use crate::origin_fetcher::OriginJob;
 use crate::parent_fetcher::{FetchError, ParentJob};
 use crate::piece_claims::PieceClaims;
-use crate::scheduler_link::{Announce, SchedulerLink};
+use crate::scheduler_link::Announce;
+use crate::scheduler_set::SchedulerSet;
 use crate::stats::DaemonStats;
 use crate::traffic::{Pace, Priority, Traffic};
 
@@ -173,7 +174,8 @@ pub(crate) struct Conductor {
     pub stats: Arc<DaemonStats>,
     pub cfg: Arc<DaemonConfig>,
     pub source: HttpSource,
-    pub link: Option<SchedulerLink>,
+    /// The schedulers in use (empty: every download goes to the origin).
+    pub schedulers: Arc<SchedulerSet>,
     pub host_id: String,
     pub traffic: Traffic,
     pub shutdown: CancellationToken,
@@ -255,7 +257,7 @@ impl Conductor {
         stats: Arc<DaemonStats>,
         cfg: Arc<DaemonConfig>,
         source: HttpSource,
-        link: Option<SchedulerLink>,
+        schedulers: Arc<SchedulerSet>,
         host_id: String,
         shutdown: CancellationToken,
     ) -> Self {
@@ -265,7 +267,7 @@ impl Conductor {
             stats,
             cfg,
             source,
-            link,
+            schedulers,
             host_id,
             shutdown,
             peer_tls: None,
@@ -388,27 +390,31 @@ impl Conductor {
     }
 
     async fn open_announce(&self, spec: &TaskSpec, peer_id: &str) -> Option<Announce> {
-        let Some(link) = &self.link else {
-            info!("no scheduler configured; downloading from the origin");
+        let links = self.schedulers.for_task(&spec.id.hex());
+        if links.is_empty() {
+            info!("no scheduler available; downloading from the origin");
             return None;
-        };
+        }
         let register = Register {
             peer_id: peer_id.to_string(),
             host_id: self.host_id.clone(),
             task: Some(spec.to_proto()),
         };
         let wait = self.cfg.connect_timeout * 2;
-        match tokio::time::timeout(wait, link.announce(register)).await {
-            Ok(Ok(a)) => Some(a),
-            Ok(Err(e)) => {
-                warn!(scheduler = %link.url, error = %e.message(), "scheduler unreachable; downloading from the origin");
-                None
-            }
-            Err(_) => {
-                warn!(scheduler = %link.url, "scheduler did not answer within {wait:?}; downloading from the origin");
-                None
+        // The task's own scheduler first; the others, in hash order, if it is down.
+        for link in &links {
+            match tokio::time::timeout(wait, link.announce(register.clone())).await {
+                Ok(Ok(a)) => return Some(a),
+                Ok(Err(e)) => {
+                    warn!(scheduler = %link.url, error = %e.message(), "scheduler unreachable");
+                }
+                Err(_) => {
+                    warn!(scheduler = %link.url, "scheduler did not answer within {wait:?}");
+                }
             }
         }
+        warn!("scheduler unreachable; downloading from the origin");
+        None
     }
 
     fn spawn_origin(
@@ -731,11 +737,15 @@ impl Conductor {
         result
     }
 
-    /// Tells the scheduler about every complete task held here, so peers can download from
-    /// this host after a daemon or scheduler restart. Called whenever a host session opens.
-    pub async fn announce_held(&self) {
-        let Some(link) = &self.link else { return };
+    /// Tells the scheduler at `url` about every complete task held here that it serves, so
+    /// peers can download from this host after a daemon or scheduler restart. Called
+    /// whenever a host session opens.
+    pub async fn announce_held(&self, url: &str) {
         for entry in self.store.tasks().into_iter().filter(|e| e.is_complete()) {
+            let links = self.schedulers.for_task(&entry.id.hex());
+            let Some(link) = links.first().filter(|l| l.url == url) else {
+                continue;
+            };
             let meta = entry.snapshot().meta;
             let register = Register {
                 peer_id: format!("{}-held-{}", self.host_id, &entry.id.hex()[..16]),

@@ -12,6 +12,17 @@ use serde::{Deserialize, Serialize};
 pub struct DaemonConfig {
     /// Scheduler gRPC URL (e.g. `http://127.0.0.1:8002`). None: always fetch from the origin.
     pub scheduler: Option<String>,
+    /// Manager gRPC URL (e.g. `http://manager:65003`). With it, the manager says which
+    /// schedulers to use (and `scheduler`, if set, serves only until it first answers).
+    pub manager: Option<String>,
+    /// Scheduler cluster to be placed in, whatever the manager's scopes say. Default 0: let
+    /// the manager choose.
+    pub scheduler_cluster_id: i64,
+    /// For a seed peer: the seed-peer cluster it belongs to. Default 0: none.
+    pub seed_peer_cluster_id: i64,
+    /// Hostname reported to the manager (its clusters' hostname scopes match it). Default:
+    /// the machine's.
+    pub hostname: Option<String>,
     /// Where content files and the metadata store live. Default `/var/lib/pollen/daemon`.
     pub data_dir: PathBuf,
     /// Seed peer: the scheduler sends it to the origin for new tasks. Default false.
@@ -209,6 +220,10 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
             scheduler: None,
+            manager: None,
+            scheduler_cluster_id: 0,
+            seed_peer_cluster_id: 0,
+            hostname: None,
             data_dir: PathBuf::from("/var/lib/pollen/daemon"),
             seed: false,
             upload_listen: SocketAddr::from(([0, 0, 0, 0], 4100)),

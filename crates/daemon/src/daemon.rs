@@ -16,12 +16,14 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::conductor::{Conductor, TaskSpec};
+use crate::conductor::Conductor;
 use crate::config::DaemonConfig;
+use crate::host_sessions::HostSessions;
 use crate::identity;
 use crate::local_api::LocalApi;
+use crate::manager_session::{CachedPlacement, ManagerSession};
 use crate::proxy::ProxyState;
-use crate::scheduler_link::SchedulerLink;
+use crate::scheduler_set::SchedulerSet;
 use crate::stats::DaemonStats;
 use crate::upload_provider::StoreProvider;
 
@@ -174,17 +176,13 @@ impl Daemon {
         };
         tasks.spawn(upload.run(shutdown.clone()));
 
-        let link = match &cfg.scheduler {
-            Some(url) => Some(
-                SchedulerLink::new(
-                    url,
-                    cfg.connect_timeout,
-                    tls.as_ref().map(|m| m.tonic_client()),
-                )
-                .map_err(DaemonStartError::Config)?,
-            ),
-            None => None,
-        };
+        let client_tls = tls.as_ref().map(|m| m.tonic_client());
+        let schedulers = Arc::new(SchedulerSet::new(cfg.connect_timeout, client_tls.clone()));
+        if let Some(url) = &cfg.scheduler {
+            // Checks the URL (and its scheme against [tls]) now, so a mistake stops the start.
+            crate::scheduler_link::SchedulerLink::new(url, cfg.connect_timeout, client_tls.clone())
+                .map_err(DaemonStartError::Config)?;
+        }
         let roots = cfg
             .origin_ca_certs
             .iter()
@@ -200,14 +198,14 @@ impl Daemon {
                 stats.clone(),
                 cfg.clone(),
                 source.clone(),
-                link.clone(),
+                schedulers.clone(),
                 host_id.clone(),
                 shutdown.clone(),
             )
             .with_peer_tls(peer_tls),
         );
 
-        if let Some(link) = link {
+        if cfg.scheduler.is_some() || cfg.manager.is_some() {
             let advertise = cfg.advertise_ip.clone().unwrap_or_else(|| {
                 if upload_addr.ip().is_unspecified() {
                     String::new()
@@ -218,7 +216,7 @@ impl Daemon {
             let info = HostInfo {
                 host_id: host_id.clone(),
                 hostname: host_id.clone(),
-                ip: advertise,
+                ip: advertise.clone(),
                 upload_port: u32::from(upload_addr.port()),
                 seed: cfg.seed,
                 upload_rate_limit: cfg.upload_rate_limit,
@@ -226,32 +224,49 @@ impl Daemon {
                 idc: cfg.idc.clone(),
                 location: cfg.location.clone(),
             };
-            let c = conductor.clone();
-            let on_download = move |task| match TaskSpec::from_proto(task) {
-                Ok(spec) => {
-                    info!(url = %spec.key.url, "scheduler asked this seed peer to fetch a task");
-                    let _ = c.start(spec);
-                }
-                Err(e) => warn!(error = %e, "ignoring an invalid task from the scheduler"),
-            };
-            let c = conductor.clone();
-            let on_open = move || {
-                let c = c.clone();
-                tokio::spawn(async move { c.announce_held().await });
-            };
-            tasks.spawn(link.clone().run_load_reports(
-                host_id.clone(),
-                stats.clone(),
-                std::time::Duration::from_secs(1),
-                shutdown.clone(),
-            ));
-            tasks.spawn(link.run_host_session(
+            let sessions = Arc::new(HostSessions::new(
                 info,
-                on_download,
-                on_open,
+                conductor.clone(),
                 stats.clone(),
                 shutdown.clone(),
             ));
+            // A fixed scheduler is used from the start (with a manager, until it answers).
+            let fixed = cfg.scheduler.iter().cloned().collect::<Vec<_>>();
+            match &cfg.manager {
+                None => {
+                    let change = schedulers
+                        .replace(&fixed)
+                        .map_err(DaemonStartError::Config)?;
+                    sessions.apply(change);
+                }
+                Some(url) => {
+                    let session = ManagerSession {
+                        url: url.clone(),
+                        tls: client_tls.clone(),
+                        connect_timeout: cfg.connect_timeout,
+                        hello: pollen_proto::manager::DaemonHello {
+                            host_id: host_id.clone(),
+                            hostname: cfg.hostname.clone().unwrap_or_else(identity::hostname),
+                            ip: advertise,
+                            upload_port: u32::from(upload_addr.port()),
+                            idc: cfg.idc.clone(),
+                            location: cfg.location.clone(),
+                            seed: cfg.seed,
+                            scheduler_cluster_id: cfg.scheduler_cluster_id,
+                            seed_peer_cluster_id: cfg.seed_peer_cluster_id,
+                        },
+                        set: schedulers.clone(),
+                        sessions: sessions.clone(),
+                        cache: cfg.data_dir.join("placement.json"),
+                    };
+                    let initial = session.cached().unwrap_or(CachedPlacement {
+                        scheduler_cluster_id: 0,
+                        scheduler_urls: fixed,
+                    });
+                    session.apply(&initial);
+                    tasks.spawn(session.run(shutdown.clone()));
+                }
+            }
         }
 
         if let Some(listener) = proxy_listener {

@@ -1,6 +1,8 @@
 //! The first admin. On a database with no users, the manager creates `admin` with the
 //! password from `POLLEN_ADMIN_PASSWORD`, or a random one written to
-//! `DATA_DIR/initial-admin-password` (mode 0600) — never to the log.
+//! `DATA_DIR/initial-admin-password` (mode 0600) — never to the log. On a database with no
+//! scheduler cluster, it creates the default cluster `default`, which serves every daemon
+//! until an operator adds clusters with scopes.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +28,23 @@ pub enum FirstAdmin {
     AlreadyUsers,
     FromGivenPassword,
     PasswordWrittenTo(PathBuf),
+}
+
+pub async fn ensure_default_cluster(pool: &sqlx::AnyPool) -> Result<(), sqlx::Error> {
+    use crate::store::clusters;
+    if !clusters::list_scheduler_clusters(pool).await?.is_empty() {
+        return Ok(());
+    }
+    let fields = clusters::SchedulerClusterFields {
+        name: "default",
+        bio: "Created at first start; serves daemons no other cluster's scopes match.",
+        scopes: &Default::default(),
+        config: &Default::default(),
+        is_default: true,
+        seed_peer_cluster_ids: &[],
+    };
+    clusters::save_scheduler_cluster(pool, None, &fields).await?;
+    Ok(())
 }
 
 pub async fn ensure_admin(

@@ -12,7 +12,9 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod db;
+pub mod grpc;
 pub mod metrics;
+pub mod placement;
 pub mod rest;
 pub mod server;
 pub mod store;
@@ -52,6 +54,9 @@ impl Manager {
     ) -> Result<(Self, FirstAdmin), ManagerError> {
         let db = Db::open(&cfg.database_url()).await?;
         let first = bootstrap::ensure_admin(&db.pool, admin_password, &cfg.data_dir).await?;
+        bootstrap::ensure_default_cluster(&db.pool)
+            .await
+            .map_err(bootstrap::BootstrapError::Db)?;
         if let Err(e) = store::peers::set_all_inactive(&db.pool).await {
             warn!(error = %e, "cannot reset peer states");
         }
@@ -68,9 +73,11 @@ impl Manager {
         &self.state.db
     }
 
-    /// Serves the REST API on `rest` until `shutdown`, with the background sweeper.
-    pub async fn serve(self, rest: TcpListener, shutdown: CancellationToken) {
+    /// Serves the REST API on `rest` and the gRPC service on `grpc` until `shutdown`, with
+    /// the background sweeper.
+    pub async fn serve(self, rest: TcpListener, grpc: TcpListener, shutdown: CancellationToken) {
         let sweeper = tokio::spawn(sweep(self.state.clone(), shutdown.clone()));
+        let rpc = tokio::spawn(grpc::serve(self.state.clone(), grpc, shutdown.clone()));
         let router = rest::router(self.state.clone());
         server::serve_http(
             rest,
@@ -81,6 +88,11 @@ impl Manager {
         )
         .await;
         let _ = sweeper.await;
+        match rpc.await {
+            Ok(Err(e)) => warn!(error = %e, "the manager's gRPC server failed"),
+            Err(e) => warn!(error = %e, "the manager's gRPC server panicked"),
+            Ok(Ok(())) => {}
+        }
     }
 }
 

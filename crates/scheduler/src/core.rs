@@ -61,6 +61,12 @@ impl Core {
         &self.cfg
     }
 
+    /// Replaces the evaluator's tunables (dynamic config from the manager); decisions made
+    /// from now on use them.
+    pub fn set_evaluator(&mut self, e: crate::EvaluatorConfig) {
+        self.cfg.evaluator = e;
+    }
+
     /// Records an open host session; returns its session number.
     pub fn open_host(&mut self, info: HostInfo, ip: IpAddr, commands: HostTx) -> u64 {
         self.model.next_session += 1;

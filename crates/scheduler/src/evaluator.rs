@@ -71,6 +71,37 @@ impl Default for Weights {
     }
 }
 
+impl Weights {
+    /// Names of the features, as in config files and the manager's cluster config.
+    pub const NAMES: [&'static str; 8] = [
+        "load",
+        "pieces",
+        "success",
+        "speed",
+        "host_type",
+        "idc",
+        "location",
+        "proximity",
+    ];
+
+    /// Sets the weight of the feature `name`; false when there is no such feature.
+    pub fn set(&mut self, name: &str, w: f64) -> bool {
+        let slot = match name {
+            "load" => &mut self.load,
+            "pieces" => &mut self.pieces,
+            "success" => &mut self.success,
+            "speed" => &mut self.speed,
+            "host_type" => &mut self.host_type,
+            "idc" => &mut self.idc,
+            "location" => &mut self.location,
+            "proximity" => &mut self.proximity,
+            _ => return false,
+        };
+        *slot = w;
+        true
+    }
+}
+
 /// Tunables of the evaluator.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

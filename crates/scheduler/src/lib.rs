@@ -15,6 +15,7 @@ mod config;
 pub mod core;
 pub mod evaluator;
 mod incoming;
+pub mod manager_link;
 pub mod model;
 mod piece_cost;
 pub mod piece_set;
@@ -22,4 +23,5 @@ mod service;
 
 pub use config::SchedulerConfig;
 pub use evaluator::{EvaluatorConfig, Weights};
+pub use manager_link::ManagerLink;
 pub use service::SchedulerService;

@@ -89,6 +89,16 @@ impl SchedulerService {
             .await
     }
 
+    /// The evaluator's tunables in force.
+    pub fn evaluator(&self) -> crate::EvaluatorConfig {
+        self.lock().config().evaluator.clone()
+    }
+
+    /// Replaces the evaluator's tunables for the decisions that follow.
+    pub fn set_evaluator(&self, e: crate::EvaluatorConfig) {
+        self.lock().set_evaluator(e);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -62,6 +62,19 @@ pub fn scopes(s: &ClusterScopes) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The scheduler evaluator's features (`pollen_scheduler::Weights::NAMES`; the manager does
+/// not depend on the scheduler crate, so the list is repeated here).
+pub const WEIGHT_NAMES: [&str; 8] = [
+    "load",
+    "pieces",
+    "success",
+    "speed",
+    "host_type",
+    "idc",
+    "location",
+    "proximity",
+];
+
 pub fn scheduler_config(c: &SchedulerClusterConfig) -> Result<(), ApiError> {
     if !(1..=64).contains(&c.candidate_parent_limit) {
         return Err(ApiError::invalid(
@@ -69,6 +82,12 @@ pub fn scheduler_config(c: &SchedulerClusterConfig) -> Result<(), ApiError> {
         ));
     }
     for (k, w) in &c.weights {
+        if !WEIGHT_NAMES.contains(&k.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "config.weights: unknown feature {k:?} (known: {})",
+                WEIGHT_NAMES.join(", ")
+            )));
+        }
         if !w.is_finite() || *w < 0.0 {
             return Err(ApiError::invalid(format!(
                 "config.weights.{k} must be a finite number >= 0"

@@ -85,18 +85,21 @@ pub async fn register(pool: &AnyPool, r: &Registration<'_>) -> Result<Scheduler,
     Scheduler::from_row(&row)
 }
 
-/// Records a keepalive; false when the scheduler is unknown (it must register again).
-pub async fn keepalive(pool: &AnyPool, id: i64) -> Result<bool, sqlx::Error> {
-    let t = now();
-    let r = sqlx::query(
-        "UPDATE schedulers SET state = 'active', last_keepalive_at = $1, updated_at = \
-         CASE WHEN state = 'active' THEN updated_at ELSE $1 END WHERE id = $2",
-    )
-    .bind(t)
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected() == 1)
+/// Records a keepalive: None when the scheduler is unknown (it must register again),
+/// Some(true) when it had been marked inactive and is back.
+pub async fn keepalive(pool: &AnyPool, id: i64) -> Result<Option<bool>, sqlx::Error> {
+    let was: Option<String> = sqlx::query_scalar("SELECT state FROM schedulers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some(was) = was else { return Ok(None) };
+    let r =
+        sqlx::query("UPDATE schedulers SET state = 'active', last_keepalive_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(id)
+            .execute(pool)
+            .await?;
+    Ok((r.rows_affected() == 1).then_some(was != ACTIVE))
 }
 
 /// Marks inactive every active scheduler silent since before `cutoff`; returns their ids.

@@ -15,6 +15,8 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
 pub struct TestManager {
     pub base: String,
+    /// The gRPC service's URL (`http://127.0.0.1:PORT`).
+    pub grpc: String,
     pub dir: tempfile::TempDir,
     pub db_url: String,
     shutdown: CancellationToken,
@@ -56,10 +58,15 @@ impl TestManager {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let rpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let grpc = format!("http://{}", rpc.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(manager.serve(listener, shutdown.clone()));
+        let task = tokio::spawn(manager.serve(listener, rpc, shutdown.clone()));
         Self {
             base,
+            grpc,
             dir,
             db_url: db_url.to_string(),
             shutdown,

@@ -1,0 +1,147 @@
+//! The daemon's session with the manager: say who this host is, and use the schedulers of
+//! each placement the manager sends.
+//!
+//! The manager is never on a download's path. The last placement is kept in
+//! `DATA_DIR/placement.json` and used at the next start until the manager answers; while the
+//! manager is unreachable the placement in force stays, and the session is retried with
+//! backoff.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pollen_proto::manager::manager_client::ManagerClient;
+use pollen_proto::manager::{daemon_message, manager_message, DaemonHello, DaemonMessage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{ClientTlsConfig, Endpoint};
+use tracing::{info, warn};
+
+use crate::host_sessions::HostSessions;
+use crate::scheduler_set::SchedulerSet;
+
+/// A placement as cached on disk.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CachedPlacement {
+    pub scheduler_cluster_id: i64,
+    pub scheduler_urls: Vec<String>,
+}
+
+pub(crate) struct ManagerSession {
+    pub url: String,
+    pub tls: Option<ClientTlsConfig>,
+    pub connect_timeout: Duration,
+    pub hello: DaemonHello,
+    pub set: Arc<SchedulerSet>,
+    pub sessions: Arc<HostSessions>,
+    pub cache: PathBuf,
+}
+
+impl ManagerSession {
+    /// The cached placement, if any.
+    pub fn cached(&self) -> Option<CachedPlacement> {
+        let text = std::fs::read_to_string(&self.cache).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Uses `p`'s schedulers from now on.
+    pub fn apply(&self, p: &CachedPlacement) {
+        match self.set.replace(&p.scheduler_urls) {
+            Ok(change) => self.sessions.apply(change),
+            Err(e) => warn!(error = %e, "the manager sent an unusable scheduler URL"),
+        }
+    }
+
+    fn save(&self, p: &CachedPlacement) {
+        let tmp = self.cache.with_extension("json.tmp");
+        let written = serde_json::to_vec(p)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, &self.cache));
+        if let Err(e) = written {
+            warn!(error = %e, "cannot cache the placement");
+        }
+    }
+
+    /// Holds the session until `shutdown`, re-opening it with backoff when it breaks.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let endpoint = match Endpoint::from_shared(self.url.clone()) {
+            Ok(e) => e
+                .connect_timeout(self.connect_timeout)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10)),
+            Err(e) => {
+                warn!(manager = %self.url, error = %e, "invalid manager URL; keeping the cached placement");
+                return;
+            }
+        };
+        let endpoint = match (&self.tls, self.url.starts_with("https://")) {
+            (Some(tls), true) => match endpoint.tls_config(tls.clone()) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(error = %e, "manager TLS; keeping the cached placement");
+                    return;
+                }
+            },
+            _ => endpoint,
+        };
+        let client = ManagerClient::new(endpoint.connect_lazy());
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let (tx, rx) = mpsc::channel(4);
+            let hello = DaemonMessage {
+                message: Some(daemon_message::Message::Hello(self.hello.clone())),
+            };
+            let _ = tx.send(hello).await;
+            let mut c = client.clone();
+            let opened = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = c.daemon_session(ReceiverStream::new(rx)) => r,
+            };
+            match opened {
+                Ok(resp) => {
+                    let mut inbound = resp.into_inner();
+                    loop {
+                        let m = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            m = inbound.message() => m,
+                        };
+                        match m {
+                            Ok(Some(msg)) => {
+                                backoff = Duration::from_millis(200);
+                                if let Some(manager_message::Message::Placement(p)) = msg.message {
+                                    let p = CachedPlacement {
+                                        scheduler_cluster_id: p.scheduler_cluster_id,
+                                        scheduler_urls: p.scheduler_urls,
+                                    };
+                                    info!(cluster = p.scheduler_cluster_id, schedulers = ?p.scheduler_urls, "placement from the manager");
+                                    self.apply(&p);
+                                    self.save(&p);
+                                }
+                            }
+                            Ok(None) => {
+                                warn!(manager = %self.url, "the manager closed the session; keeping the placement in force");
+                                break;
+                            }
+                            Err(e) => {
+                                warn!(manager = %self.url, error = %e.message(), "manager session broke; keeping the placement in force");
+                                break;
+                            }
+                        }
+                    }
+                    drop(tx);
+                }
+                Err(e) => {
+                    warn!(manager = %self.url, error = %e.message(), "cannot reach the manager; keeping the placement in force");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The manager's gRPC service for schedulers and daemons.
+//!
+//! Schedulers register, then keep alive every few seconds; every answer carries their
+//! cluster's config, which is how config changes reach them. Each daemon holds one
+//! session stream: it says who it is, and the manager sends it a placement (its cluster and
+//! that cluster's active schedulers) at once and again whenever clusters or schedulers
+//! change. When the session ends, the daemon is marked inactive.
+//!
+//! Bounds: messages are small (64 KiB at most), a session must say hello within 10 s, and
+//! strings in a hello are length-checked before they reach the database.
+
+#![allow(clippy::result_large_err)] // tonic::Status is the error type of every RPC.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use pollen_proto::manager::manager_server::{Manager as ManagerRpc, ManagerServer};
+use pollen_proto::manager::{
+    daemon_message, manager_message, DaemonHello, DaemonMessage, ManagerMessage, Placement,
+    SchedulerClusterConfig as ProtoConfig, SchedulerInfo, SchedulerKeepalive, SchedulerState,
+};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::placement;
+use crate::rest::AppState;
+use crate::store::clusters::{self, SchedulerCluster};
+use crate::store::{peers, schedulers};
+
+/// Largest gRPC message accepted.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Time a daemon has to say hello after opening its session.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct ManagerService {
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+}
+
+fn db_status(e: sqlx::Error) -> Status {
+    warn!(error = %e, "database error answering a gRPC call");
+    Status::unavailable("the manager's database is unavailable")
+}
+
+fn bounded(field: &str, v: &str, max: usize) -> Result<(), Status> {
+    if v.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "{field} is longer than {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn proto_config(c: &SchedulerCluster) -> ProtoConfig {
+    ProtoConfig {
+        candidate_parent_limit: c.config.candidate_parent_limit,
+        weights: c.config.weights.clone().into_iter().collect(),
+    }
+}
+
+impl ManagerService {
+    async fn state_of(&self, scheduler_id: i64, cluster_id: i64) -> Result<SchedulerState, Status> {
+        let cluster = clusters::get_scheduler_cluster(&self.state.db.pool, cluster_id)
+            .await
+            .map_err(db_status)?
+            .ok_or_else(|| Status::not_found("the scheduler's cluster was deleted"))?;
+        Ok(SchedulerState {
+            scheduler_id,
+            scheduler_cluster_id: cluster_id,
+            config: Some(proto_config(&cluster)),
+        })
+    }
+
+    /// The placement for a daemon now.
+    async fn placement(
+        &self,
+        hello: &DaemonHello,
+        ip: Option<IpAddr>,
+    ) -> Result<Placement, sqlx::Error> {
+        let pool = &self.state.db.pool;
+        let all = clusters::list_scheduler_clusters(pool).await?;
+        let active = schedulers::list(pool, None, true).await?;
+        let d = placement::Daemon {
+            ip,
+            hostname: &hello.hostname,
+            idc: &hello.idc,
+            location: &hello.location,
+            pinned: (hello.scheduler_cluster_id > 0).then_some(hello.scheduler_cluster_id),
+        };
+        let chosen = placement::choose(&all, &d, |id| {
+            active.iter().any(|s| s.scheduler_cluster_id == id)
+        });
+        Ok(match chosen {
+            Some(id) => Placement {
+                scheduler_cluster_id: id,
+                scheduler_urls: active
+                    .iter()
+                    .filter(|s| s.scheduler_cluster_id == id)
+                    .map(|s| s.url.clone())
+                    .collect(),
+            },
+            None => Placement::default(),
+        })
+    }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<ManagerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ManagerRpc for ManagerService {
+    async fn register_scheduler(
+        &self,
+        request: Request<SchedulerInfo>,
+    ) -> Result<Response<SchedulerState>, Status> {
+        let info = request.into_inner();
+        for (f, v) in [
+            ("hostname", &info.hostname),
+            ("ip", &info.ip),
+            ("url", &info.url),
+            ("idc", &info.idc),
+            ("location", &info.location),
+        ] {
+            bounded(f, v, 1024)?;
+        }
+        let url = url::Url::parse(&info.url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                Status::invalid_argument("url must be http://HOST:PORT or https://HOST:PORT")
+            })?;
+        let pool = &self.state.db.pool;
+        let cluster_id = if info.scheduler_cluster_id > 0 {
+            info.scheduler_cluster_id
+        } else {
+            let all = clusters::list_scheduler_clusters(pool)
+                .await
+                .map_err(db_status)?;
+            match all
+                .iter()
+                .find(|c| c.is_default)
+                .or(all.first().filter(|_| all.len() == 1))
+            {
+                Some(c) => c.id,
+                None => {
+                    return Err(Status::failed_precondition(
+                        "no default scheduler cluster: give the scheduler its cluster id",
+                    ))
+                }
+            }
+        };
+        let registered = schedulers::register(
+            pool,
+            &schedulers::Registration {
+                scheduler_cluster_id: cluster_id,
+                hostname: &info.hostname,
+                ip: &info.ip,
+                port: i64::from(info.port),
+                url: url.as_str().trim_end_matches('/'),
+                idc: &info.idc,
+                location: &info.location,
+            },
+        )
+        .await
+        .map_err(|e| {
+            if crate::store::is_foreign_key_violation(&e) {
+                Status::not_found(format!("no scheduler cluster {cluster_id}"))
+            } else {
+                db_status(e)
+            }
+        })?;
+        info!(id = registered.id, cluster = cluster_id, url = %registered.url, "scheduler registered");
+        self.state.bump();
+        self.state_of(registered.id, cluster_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn keepalive_scheduler(
+        &self,
+        request: Request<SchedulerKeepalive>,
+    ) -> Result<Response<SchedulerState>, Status> {
+        let id = request.into_inner().scheduler_id;
+        let pool = &self.state.db.pool;
+        match schedulers::keepalive(pool, id).await.map_err(db_status)? {
+            None => Err(Status::not_found("unknown scheduler; register again")),
+            Some(revived) => {
+                if revived {
+                    info!(id, "scheduler is back");
+                    self.state.bump();
+                }
+                let s = schedulers::get(pool, id)
+                    .await
+                    .map_err(db_status)?
+                    .ok_or_else(|| Status::not_found("unknown scheduler; register again"))?;
+                self.state_of(id, s.scheduler_cluster_id)
+                    .await
+                    .map(Response::new)
+            }
+        }
+    }
+
+    type DaemonSessionStream = SessionStream;
+
+    async fn daemon_session(
+        &self,
+        request: Request<Streaming<DaemonMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let remote = request.remote_addr().map(|a| a.ip());
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("say hello first"))??;
+        let Some(DaemonMessage {
+            message: Some(daemon_message::Message::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first message must be a hello",
+            ));
+        };
+        if hello.host_id.is_empty() {
+            return Err(Status::invalid_argument("host_id is required"));
+        }
+        for (f, v) in [
+            ("host_id", &hello.host_id),
+            ("hostname", &hello.hostname),
+            ("ip", &hello.ip),
+            ("idc", &hello.idc),
+            ("location", &hello.location),
+        ] {
+            bounded(f, v, 1024)?;
+        }
+        let ip = hello.ip.parse::<IpAddr>().ok().or(remote);
+        let (tx, rx) = mpsc::channel(4);
+        let svc = ManagerService {
+            state: self.state.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(async move { svc.run_session(hello, ip, inbound, tx).await });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl ManagerService {
+    /// Sends placements until the daemon goes away, then marks it inactive.
+    async fn run_session(
+        self,
+        hello: DaemonHello,
+        ip: Option<IpAddr>,
+        mut inbound: Streaming<DaemonMessage>,
+        tx: mpsc::Sender<Result<ManagerMessage, Status>>,
+    ) {
+        let pool = self.state.db.pool.clone();
+        let mut changed = self.state.changed.subscribe();
+        let mut last: Option<Placement> = None;
+        let mut peer_id = None;
+        loop {
+            match self.placement(&hello, ip).await {
+                Ok(p) if last.as_ref() != Some(&p) => {
+                    let row = peers::upsert(
+                        &pool,
+                        &peers::Hello {
+                            host_id: &hello.host_id,
+                            hostname: &hello.hostname,
+                            ip: &ip.map(|i| i.to_string()).unwrap_or_default(),
+                            upload_port: i64::from(hello.upload_port),
+                            idc: &hello.idc,
+                            location: &hello.location,
+                            is_seed: hello.seed,
+                            scheduler_cluster_id: (p.scheduler_cluster_id > 0)
+                                .then_some(p.scheduler_cluster_id),
+                            seed_peer_cluster_id: (hello.seed_peer_cluster_id > 0)
+                                .then_some(hello.seed_peer_cluster_id),
+                        },
+                    )
+                    .await;
+                    match row {
+                        Ok(r) => peer_id = Some(r.id),
+                        Err(e) => warn!(error = %e, host = %hello.host_id, "cannot record a peer"),
+                    }
+                    let msg = ManagerMessage {
+                        message: Some(manager_message::Message::Placement(p.clone())),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                    last = Some(p);
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot compute a placement"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = changed.changed() => if r.is_err() { break },
+                m = inbound.message() => match m {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+        if let Some(id) = peer_id {
+            if let Err(e) = peers::set_inactive(&pool, id).await {
+                warn!(error = %e, "cannot mark a peer inactive");
+            }
+        }
+    }
+}
+
+/// Serves the gRPC service on `listener` until `shutdown`.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let svc = ManagerService {
+        state,
+        shutdown: shutdown.clone(),
+    };
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(
+            ManagerServer::new(svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(4 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+}

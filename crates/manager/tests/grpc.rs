@@ -1,0 +1,214 @@
+//! The manager's gRPC service, as schedulers and daemons use it, on both databases.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestManager;
+use pollen_proto::manager::manager_client::ManagerClient;
+use pollen_proto::manager::{
+    daemon_message, manager_message, DaemonHello, DaemonMessage, Placement, SchedulerInfo,
+    SchedulerKeepalive,
+};
+use serde_json::json;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+async fn client(m: &TestManager) -> ManagerClient<Channel> {
+    ManagerClient::connect(m.grpc.clone())
+        .await
+        .expect("connect")
+}
+
+fn scheduler(url: &str, cluster: i64) -> SchedulerInfo {
+    SchedulerInfo {
+        scheduler_cluster_id: cluster,
+        hostname: "sched".into(),
+        ip: "127.0.0.9".into(),
+        port: 8002,
+        url: url.into(),
+        ..Default::default()
+    }
+}
+
+async fn next_placement(
+    s: &mut tonic::Streaming<pollen_proto::manager::ManagerMessage>,
+) -> Placement {
+    let m = tokio::time::timeout(Duration::from_secs(30), s.message())
+        .await
+        .expect("a placement in time")
+        .expect("stream ok")
+        .expect("stream open");
+    match m.message {
+        Some(manager_message::Message::Placement(p)) => p,
+        None => panic!("empty message"),
+    }
+}
+
+/// Schedulers register into the default cluster, get its config with every keepalive (so a
+/// change reaches them), and are marked inactive when they fall silent; daemons get a
+/// placement at once and a new one whenever the cluster's schedulers change.
+async fn schedulers_and_daemons_follow_the_manager(m: TestManager) {
+    let admin = m.admin().await;
+    let mut c = client(&m).await;
+    let s1 = c
+        .register_scheduler(scheduler("http://127.0.0.9:8002", 0))
+        .await
+        .expect("register")
+        .into_inner();
+    let cluster = s1.scheduler_cluster_id;
+    assert_eq!(
+        s1.config.as_ref().map(|c| c.candidate_parent_limit),
+        Some(6)
+    );
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(DaemonMessage {
+        message: Some(daemon_message::Message::Hello(DaemonHello {
+            host_id: "host-1".into(),
+            hostname: "node-1".into(),
+            ip: "127.0.0.20".into(),
+            upload_port: 4000,
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("hello");
+    let mut session = c
+        .daemon_session(ReceiverStream::new(rx))
+        .await
+        .expect("session")
+        .into_inner();
+    let p = next_placement(&mut session).await;
+    assert_eq!(p.scheduler_cluster_id, cluster);
+    assert_eq!(p.scheduler_urls, vec!["http://127.0.0.9:8002".to_string()]);
+
+    // Dynamic config: change the cluster; the next keepalive carries it.
+    let r = admin
+        .put(
+            &format!("/api/v1/scheduler-clusters/{cluster}"),
+            json!({"name": "default", "is_default": true,
+                   "config": {"candidate_parent_limit": 3, "weights": {"idc": 0.5}}}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let k = c
+        .keepalive_scheduler(SchedulerKeepalive {
+            scheduler_id: s1.scheduler_id,
+        })
+        .await
+        .expect("keepalive")
+        .into_inner();
+    let cfg = k.config.expect("config");
+    assert_eq!(cfg.candidate_parent_limit, 3);
+    assert_eq!(cfg.weights.get("idc"), Some(&0.5));
+
+    // A second scheduler: the daemon hears of it.
+    let s2 = c
+        .register_scheduler(scheduler("http://127.0.0.10:8002", cluster))
+        .await
+        .expect("register")
+        .into_inner();
+    let p = next_placement(&mut session).await;
+    assert_eq!(p.scheduler_urls.len(), 2, "{p:?}");
+    let r = admin.get("/api/v1/peers?active=true").await;
+    assert!(r
+        .json
+        .as_array()
+        .expect("peers")
+        .iter()
+        .any(|p| p["host_id"] == "host-1"));
+
+    // s1 keeps alive, s2 falls silent: s2 is dropped from the placement.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let p = loop {
+        c.keepalive_scheduler(SchedulerKeepalive {
+            scheduler_id: s1.scheduler_id,
+        })
+        .await
+        .expect("keepalive");
+        if let Ok(Ok(Some(msg))) =
+            tokio::time::timeout(Duration::from_millis(500), session.message()).await
+        {
+            if let Some(manager_message::Message::Placement(p)) = msg.message {
+                break p;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silent scheduler was never dropped"
+        );
+    };
+    assert_eq!(p.scheduler_urls, vec!["http://127.0.0.9:8002".to_string()]);
+    let r = admin
+        .get(&format!("/api/v1/schedulers/{}", s2.scheduler_id))
+        .await;
+    assert_eq!(r.json["state"], "inactive");
+
+    // An unknown scheduler is told to register again.
+    let e = c
+        .keepalive_scheduler(SchedulerKeepalive {
+            scheduler_id: 999_999,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    // The daemon leaves: it is marked inactive.
+    drop(tx);
+    drop(session);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = admin.get("/api/v1/peers?active=true").await;
+        if !r
+            .json
+            .as_array()
+            .expect("peers")
+            .iter()
+            .any(|p| p["host_id"] == "host-1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon stayed active after leaving"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Malformed registrations and sessions are refused with a reason, and store nothing.
+async fn bad_registrations_are_refused(m: TestManager) {
+    let mut c = client(&m).await;
+    let e = c
+        .register_scheduler(scheduler("not a url", 0))
+        .await
+        .expect_err("bad url");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = c
+        .register_scheduler(scheduler("http://127.0.0.9:1", 424_242))
+        .await
+        .expect_err("no such cluster");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    let mut info = scheduler("http://127.0.0.9:1", 0);
+    info.hostname = "h".repeat(5000);
+    let e = c.register_scheduler(info).await.expect_err("huge");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let r = m.admin().await.get("/api/v1/schedulers").await;
+    assert_eq!(r.json.as_array().map(Vec::len), Some(0), "{}", r.text);
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(DaemonMessage { message: None })
+        .await
+        .expect("send");
+    let e = c
+        .daemon_session(ReceiverStream::new(rx))
+        .await
+        .expect_err("no hello");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+}
+
+on_both_databases!(
+    schedulers_and_daemons_follow_the_manager,
+    bad_registrations_are_refused
+);
