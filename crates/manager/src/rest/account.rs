@@ -53,10 +53,20 @@ pub async fn sign_in(
     };
     let cookie = secret::generate("");
     let ttl = state.cfg.session_ttl.as_secs() as i64;
-    sessions::create(&state.db.pool, user.id, &secret::digest(&cookie), ttl).await?;
+    let session_id =
+        sessions::create(&state.db.pool, user.id, &secret::digest(&cookie), ttl).await?;
     let set =
         format!("{SESSION_COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={ttl}");
-    Ok((StatusCode::CREATED, [(header::SET_COOKIE, set)], Json(user)).into_response())
+    // The audit log records who signed in.
+    let who = Principal {
+        user_id: user.id,
+        name: user.name.clone(),
+        role: user.role,
+        credential: Credential::Session { session_id },
+    };
+    let mut resp = (StatusCode::CREATED, [(header::SET_COOKIE, set)], Json(user)).into_response();
+    resp.extensions_mut().insert(who);
+    Ok(resp)
 }
 
 /// Sign out: ends the current session and clears its cookie.

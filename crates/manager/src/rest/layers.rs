@@ -100,6 +100,8 @@ pub async fn audit(State(state): State<Arc<AppState>>, req: Request, next: Next)
         .unwrap_or_else(|| target.clone());
     let who = req.extensions().get::<Principal>().cloned();
     let resp = next.run(req).await;
+    // A sign-in names its user on the response.
+    let who = who.or_else(|| resp.extensions().get::<Principal>().cloned());
     let entry = audit::NewEntry {
         user_id: who.as_ref().map(|p| p.user_id),
         user_name: who.as_ref().map(|p| p.name.as_str()).unwrap_or(""),

@@ -373,6 +373,12 @@ pub async fn every_write_is_audited(m: &TestManager) {
         && e["status"] == 401
         && e["user_id"].is_null()));
     assert!(
+        rows.iter().any(|e| e["target"] == "/api/v1/sessions"
+            && e["status"] == 201
+            && e["user_name"] == "admin"),
+        "a sign-in is recorded with its user"
+    );
+    assert!(
         !rows.iter().any(|e| e["method"] == "GET"),
         "reads were audited"
     );
