@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the manager: clusters, users and tokens, jobs, REST API and console.
     Manager(cmd::manager::ManagerArgs),
+    /// Run a manager, a scheduler and a seed daemon in one process, for one machine.
+    Standalone(cmd::standalone::StandaloneArgs),
     /// Run the scheduler (gRPC), which tells every peer where to download from.
     Scheduler(cmd::scheduler::SchedulerArgs),
     /// Run a peer daemon (`--seed` for a seed peer).
@@ -61,7 +63,10 @@ fn init_tracing(default: &str, verbose: bool) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Manager(_) | Command::Scheduler(_) | Command::Daemon(_) => "info",
+        Command::Manager(_)
+        | Command::Standalone(_)
+        | Command::Scheduler(_)
+        | Command::Daemon(_) => "info",
         Command::Get(_)
         | Command::Demo(_)
         | Command::Init(_)
@@ -83,6 +88,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Manager(a) => cmd::manager::run(a).await,
+            Command::Standalone(a) => cmd::standalone::run(a).await,
             Command::Scheduler(a) => cmd::scheduler::run(a).await,
             Command::Daemon(a) => cmd::daemon::run(*a).await,
             Command::Get(a) => cmd::get::run(a).await,

@@ -261,6 +261,26 @@ impl ManagerProc {
     }
 }
 
+/// Any other `pollen` process (`pollen standalone`, …) and the ready line it printed; killed
+/// on drop.
+pub struct RoleProc {
+    pub line: String,
+    child: Child,
+}
+
+impl RoleProc {
+    /// The value of `key=` in the ready line.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 /// An extra scheduler process; killed on drop.
 pub struct SchedulerProc {
     /// The URL daemons dial.
@@ -553,6 +573,22 @@ impl Cluster {
             }),
             _ => bail!("unexpected manager output {line:?}"),
         }
+    }
+
+    /// Starts `pollen ARGS` with `env` (log in DIR/NAME.log) and waits for its ready line.
+    pub async fn start_role(
+        &self,
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<RoleProc> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (child, line) = launch(cmd, &self.dir.path().join(format!("{name}.log")), name).await?;
+        Ok(RoleProc { line, child })
     }
 
     /// Starts another scheduler on `listen` with `args` (e.g. `--manager URL`), logging to

@@ -9,6 +9,7 @@ pub(crate) mod init;
 pub(crate) mod manager;
 pub(crate) mod preheat;
 pub(crate) mod scheduler;
+pub(crate) mod standalone;
 pub(crate) mod tls_args;
 
 /// Reads a role's TOML config file, or its defaults when none is given.

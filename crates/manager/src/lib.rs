@@ -39,6 +39,11 @@ pub enum ManagerError {
     Db(#[from] DbError),
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// An opened manager: database migrated, first admin in place.
@@ -52,6 +57,10 @@ impl Manager {
         cfg: ManagerConfig,
         admin_password: Option<&str>,
     ) -> Result<(Self, FirstAdmin), ManagerError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ManagerError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
         let db = Db::open(&cfg.database_url()).await?;
         let first = bootstrap::ensure_admin(&db.pool, admin_password, &cfg.data_dir).await?;
         bootstrap::ensure_default_cluster(&db.pool)

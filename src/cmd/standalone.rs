@@ -1,0 +1,154 @@
+//! `pollen standalone`: a manager, a scheduler and a seed daemon in one process, for one
+//! machine or a small cluster. Other daemons join with `pollen daemon --manager URL`.
+//!
+//! The three parts are the same code as the separate roles, wired on loopback: the scheduler
+//! registers with the manager's default cluster, and the seed daemon gets its placement from
+//! the manager like any other daemon. The seed's local API socket and registry mirror are the
+//! usual daemon defaults, so `pollen get` and `pollen init` work on this machine unchanged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use pollen_daemon::{Daemon, DaemonConfig};
+use pollen_manager::{FirstAdmin, Manager, ManagerConfig};
+use pollen_scheduler::{ManagerLink, SchedulerConfig, SchedulerService};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Standalone flags.
+#[derive(Args, Debug)]
+pub struct StandaloneArgs {
+    /// Address of the manager's REST API and console.
+    #[arg(long, env = "POLLEN_MANAGER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the manager's gRPC service (other daemons join with --manager).
+    #[arg(
+        long,
+        env = "POLLEN_MANAGER_GRPC_LISTEN",
+        default_value = "127.0.0.1:65003"
+    )]
+    pub grpc_listen: SocketAddr,
+    /// Address of the scheduler.
+    #[arg(
+        long,
+        env = "POLLEN_SCHEDULER_LISTEN",
+        default_value = "127.0.0.1:8002"
+    )]
+    pub scheduler_listen: SocketAddr,
+    /// Address of the seed daemon's upload server.
+    #[arg(long, env = "POLLEN_UPLOAD_LISTEN", default_value = "127.0.0.1:4100")]
+    pub upload_listen: SocketAddr,
+    /// The seed daemon's local API socket (what `pollen get` uses).
+    #[arg(
+        long,
+        env = "POLLEN_API_SOCKET",
+        default_value = "/tmp/pollen/daemon.sock"
+    )]
+    pub api_socket: PathBuf,
+    /// The seed daemon's registry mirror and proxy address, or `off`.
+    #[arg(long, env = "POLLEN_PROXY_LISTEN", default_value = "127.0.0.1:4001")]
+    pub proxy_listen: String,
+    /// Directory for the manager's database and the seed's cache.
+    #[arg(
+        long,
+        env = "POLLEN_DATA_DIR",
+        default_value = "/var/lib/pollen/standalone"
+    )]
+    pub data_dir: PathBuf,
+    /// Database URL [default: SQLite in DATA_DIR/manager].
+    #[arg(long, env = "POLLEN_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Password of the `admin` user created on an empty database (see `pollen manager`).
+    #[arg(long, env = "POLLEN_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+
+    let cfg = ManagerConfig {
+        database_url: args.database_url.clone(),
+        data_dir: args.data_dir.join("manager"),
+        ..Default::default()
+    };
+    let (manager, first) = Manager::open(cfg, args.admin_password.as_deref())
+        .await
+        .context("cannot start the manager")?;
+    if let FirstAdmin::PasswordWrittenTo(path) = &first {
+        println!(
+            "created the user admin; its password is in {}",
+            path.display()
+        );
+    }
+    let rest = bind(args.listen, "manager").await?;
+    let grpc = bind(args.grpc_listen, "manager's gRPC").await?;
+    let rest_addr = rest.local_addr()?;
+    let grpc_url = format!("http://{}", grpc.local_addr()?);
+    let manager_task = tokio::spawn(manager.serve(rest, grpc, shutdown.clone()));
+
+    let sched = bind(args.scheduler_listen, "scheduler").await?;
+    let sched_addr = sched.local_addr()?;
+    let scheduler = SchedulerService::new(SchedulerConfig::default());
+    let link = ManagerLink {
+        url: grpc_url.clone(),
+        info: pollen_proto::manager::SchedulerInfo {
+            scheduler_cluster_id: 0,
+            hostname: "standalone".into(),
+            ip: sched_addr.ip().to_string(),
+            port: u32::from(sched_addr.port()),
+            url: format!("http://{sched_addr}"),
+            idc: String::new(),
+            location: String::new(),
+        },
+        keepalive_interval: Duration::from_secs(5),
+        tls: None,
+    };
+    tokio::spawn(link.run(scheduler.clone(), shutdown.clone()));
+    let sched_task = tokio::spawn(scheduler.serve(sched, shutdown.clone()));
+
+    let mut daemon = DaemonConfig {
+        manager: Some(grpc_url.clone()),
+        // Used until the manager's first placement arrives.
+        scheduler: Some(format!("http://{sched_addr}")),
+        seed: true,
+        data_dir: args.data_dir.join("seed"),
+        upload_listen: args.upload_listen,
+        api_socket: args.api_socket.clone(),
+        ..Default::default()
+    };
+    daemon.proxy.listen = match args.proxy_listen.as_str() {
+        "off" => None,
+        a => Some(
+            a.parse()
+                .with_context(|| format!("--proxy-listen {a:?} is not an address or `off`"))?,
+        ),
+    };
+    let seed = Daemon::start(daemon)
+        .await
+        .context("cannot start the seed daemon")?;
+    let proxy = seed
+        .proxy_addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
+    println!(
+        "standalone ready grpc={grpc_url} scheduler=http://{sched_addr} upload={} proxy={proxy} socket={} manager=http://{rest_addr}",
+        seed.upload_addr,
+        seed.api_socket.display(),
+    );
+    crate::signals::terminated().await;
+    seed.shutdown().await;
+    shutdown.cancel();
+    let _ = sched_task.await;
+    let _ = manager_task.await;
+    Ok(ExitCode::SUCCESS)
+}

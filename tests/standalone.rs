@@ -1,0 +1,126 @@
+//! `pollen standalone`: manager, scheduler and seed daemon in one process serve this machine,
+//! and another daemon that joins through the manager gets its files peer to peer.
+
+mod common;
+
+use common::*;
+use pollen::cluster::{Cluster, ClusterSpec};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_serves_this_machine_and_daemons_that_join_it() {
+    let size = 16 * MIB;
+    let origin = origin(size).await;
+    let mut spec = ClusterSpec::standalone(bin(), 0);
+    spec.seed = false;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    // A client for the standalone seed's API socket (the process itself is started below).
+    let local = cluster.stranger("standalone-seed", vec![]);
+    let data = cluster.dir.path().join("standalone");
+    let args: Vec<String> = [
+        "standalone",
+        "--listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--scheduler-listen",
+        "127.0.0.5:0",
+        "--upload-listen",
+        "127.0.0.5:0",
+        "--proxy-listen",
+        "off",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--api-socket".to_string(),
+        local.socket.to_string_lossy().into_owned(),
+        "--data-dir".into(),
+        data.to_string_lossy().into_owned(),
+    ])
+    .collect();
+    let standalone = cluster
+        .start_role(
+            "standalone",
+            &args,
+            &[("POLLEN_ADMIN_PASSWORD", "standalone-admin")],
+        )
+        .await
+        .expect("standalone starts");
+    assert!(
+        standalone.line.starts_with("standalone ready"),
+        "{}",
+        standalone.line
+    );
+    let grpc = standalone.field("grpc").expect("grpc").to_string();
+    let rest = standalone.field("manager").expect("manager").to_string();
+
+    // This machine: `pollen get` through the standalone seed.
+    local
+        .wait_connected()
+        .await
+        .expect("the seed has its scheduler");
+    let out = cluster.dir.path().join("local");
+    download_within(&local, &origin.url("/blob"), &out)
+        .await
+        .expect("local download");
+    assert_eq!(sha256_file(&out), origin.digest());
+
+    // Another daemon joins through the manager and gets the file from the seed.
+    let mut joiner = cluster.stranger(
+        "joiner",
+        vec![
+            "--manager".into(),
+            grpc,
+            "--upload-listen".into(),
+            "127.0.0.6:0".into(),
+        ],
+    );
+    joiner.start().await.expect("joiner starts");
+    joiner.wait_connected().await.expect("joiner placed");
+    let out = cluster.dir.path().join("joined");
+    download_within(&joiner, &origin.url("/blob"), &out)
+        .await
+        .expect("joiner download");
+    assert_eq!(sha256_file(&out), origin.digest());
+    assert_eq!(
+        origin.bytes_served(),
+        size,
+        "the joiner went to the origin instead of the seed"
+    );
+
+    // The manager shows both, and the scheduler.
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{rest}/api/v1/sessions"))
+        .json(&json!({"name": "admin", "password": "standalone-admin"}))
+        .send()
+        .await
+        .expect("sign in");
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_string();
+    let get = |path: &str| {
+        let req = http
+            .get(format!("{rest}{path}"))
+            .header("cookie", cookie.clone());
+        async move {
+            req.send()
+                .await
+                .expect("get")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let peers = get("/api/v1/peers?active=true").await;
+    let peers = peers.as_array().expect("peers");
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    assert_eq!(peers.iter().filter(|p| p["is_seed"] == true).count(), 1);
+    let schedulers = get("/api/v1/schedulers?active=true").await;
+    assert_eq!(schedulers.as_array().map(Vec::len), Some(1), "{schedulers}");
+}
