@@ -206,8 +206,9 @@ impl Daemon for LocalApi {
             upload_timed_out: DaemonStats::get(&s.upload.timed_out),
             tasks,
             scheduler_connected: s
-                .scheduler_connected
-                .load(std::sync::atomic::Ordering::Relaxed),
+                .scheduler_sessions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
         }))
     }
 }

@@ -22,6 +22,22 @@ use tracing::{info, warn};
 
 use crate::stats::DaemonStats;
 
+/// One open host session in [`DaemonStats::scheduler_sessions`], for as long as it lives.
+struct OpenSession<'a>(&'a DaemonStats);
+
+impl<'a> OpenSession<'a> {
+    fn new(stats: &'a DaemonStats) -> Self {
+        stats.scheduler_sessions.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.0.scheduler_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A lazily connected scheduler client.
 #[derive(Clone)]
 pub(crate) struct SchedulerLink {
@@ -158,7 +174,8 @@ impl SchedulerLink {
             match opened {
                 Ok(resp) => {
                     info!(scheduler = %self.url, "host session open");
-                    connected.scheduler_connected.store(true, Ordering::Relaxed);
+                    // Counted while this session is open, however the loop below ends.
+                    let _open = OpenSession::new(&connected);
                     on_open();
                     backoff = Duration::from_millis(200);
                     let mut commands = resp.into_inner();
@@ -182,9 +199,6 @@ impl SchedulerLink {
                             }
                         }
                     }
-                    connected
-                        .scheduler_connected
-                        .store(false, Ordering::Relaxed);
                 }
                 Err(e) => {
                     warn!(scheduler = %self.url, error = %e.message(), "cannot open a host session; retrying");

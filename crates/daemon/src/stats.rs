@@ -1,6 +1,6 @@
 //! The daemon's traffic counters (one struct, shared by `Arc`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pollen_wire::UploadStats;
@@ -24,8 +24,8 @@ pub struct DaemonStats {
     pub proxy_fallbacks: AtomicU64,
     /// Responses aborted because the bytes did not match their digest.
     pub proxy_aborted: AtomicU64,
-    /// True while the host session with the scheduler is open.
-    pub scheduler_connected: AtomicBool,
+    /// Host sessions open now, one per scheduler in use; connected while above zero.
+    pub scheduler_sessions: AtomicUsize,
     /// Upload server counters.
     pub upload: Arc<UploadStats>,
 }

@@ -258,6 +258,7 @@ impl ManagerService {
         tx: mpsc::Sender<Result<ManagerMessage, Status>>,
     ) {
         let pool = self.state.db.pool.clone();
+        let session = self.state.open_daemon_session(&hello.host_id);
         let mut changed = self.state.changed.subscribe();
         let mut last: Option<Placement> = None;
         let mut peer_id = None;
@@ -305,7 +306,8 @@ impl ManagerService {
                 },
             }
         }
-        if let Some(id) = peer_id {
+        let newest = self.state.close_daemon_session(&hello.host_id, session);
+        if let Some(id) = peer_id.filter(|_| newest) {
             if let Err(e) = peers::set_inactive(&pool, id).await {
                 warn!(error = %e, "cannot mark a peer inactive");
             }

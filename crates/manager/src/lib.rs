@@ -74,6 +74,7 @@ impl Manager {
             cfg,
             metrics: Arc::new(metrics::Metrics::default()),
             changed: tokio::sync::watch::channel(0).0,
+            daemon_sessions: Default::default(),
         });
         Ok((Self { state }, first))
     }

@@ -37,11 +37,40 @@ pub struct AppState {
     /// Bumped when clusters or schedulers change, so connected schedulers and daemons get
     /// fresh placement and config.
     pub changed: tokio::sync::watch::Sender<u64>,
+    /// The newest session number of each connected daemon (by host id), so a session that
+    /// ends after its daemon reconnected does not mark it inactive.
+    pub daemon_sessions: std::sync::Mutex<(u64, std::collections::HashMap<String, u64>)>,
 }
 
 impl AppState {
     pub fn bump(&self) {
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Records a new session of `host_id`; returns its number.
+    pub fn open_daemon_session(&self, host_id: &str) -> u64 {
+        let mut s = self
+            .daemon_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        s.0 += 1;
+        let n = s.0;
+        s.1.insert(host_id.to_string(), n);
+        n
+    }
+
+    /// Ends session `n` of `host_id`; true when it was the daemon's newest (it is gone).
+    pub fn close_daemon_session(&self, host_id: &str, n: u64) -> bool {
+        let mut s = self
+            .daemon_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if s.1.get(host_id) == Some(&n) {
+            s.1.remove(host_id);
+            true
+        } else {
+            false
+        }
     }
 }
 
