@@ -256,6 +256,12 @@ pub struct ManagerProc {
 }
 
 impl ManagerProc {
+    /// `host:port` of the REST API and of the gRPC service.
+    pub fn addrs(&self) -> (String, String) {
+        let strip = |u: &str| u.trim_start_matches("http://").to_string();
+        (strip(&self.rest), strip(&self.grpc))
+    }
+
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
@@ -538,23 +544,30 @@ impl Cluster {
         admin_password: &str,
         config: &str,
     ) -> anyhow::Result<ManagerProc> {
+        self.start_manager_on(admin_password, config, "127.0.0.1:0", "127.0.0.1:0")
+            .await
+    }
+
+    /// As [`Cluster::start_manager`], on given addresses (to restart one where its
+    /// schedulers and daemons expect it, with [`ManagerProc::addrs`]).
+    pub async fn start_manager_on(
+        &self,
+        admin_password: &str,
+        config: &str,
+        rest: &str,
+        grpc: &str,
+    ) -> anyhow::Result<ManagerProc> {
         let dir = self.dir.path().join("manager");
         std::fs::create_dir_all(&dir)?;
         let config_path = dir.join("manager.toml");
         std::fs::write(&config_path, config)?;
         let mut cmd = Command::new(&self.bin);
-        cmd.args([
-            "manager",
-            "--listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&dir)
-        .arg("--config")
-        .arg(&config_path)
-        .env("POLLEN_ADMIN_PASSWORD", admin_password);
+        cmd.args(["manager", "--listen", rest, "--grpc-listen", grpc])
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--config")
+            .arg(&config_path)
+            .env("POLLEN_ADMIN_PASSWORD", admin_password);
         let log = self.dir.path().join("manager.log");
         let (child, line) = launch(cmd, &log, "the manager").await?;
         // "manager (DB) gRPC on ADDR REST listening on ADDR"

@@ -6,127 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::manager::*;
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc, ManagerProc};
-use serde_json::{json, Value};
-
-const ADMIN_PASSWORD: &str = "placement-admin-pw";
-
-/// A cluster helper with no scheduler, seed or peers: a directory and the binary.
-async fn empty_cluster() -> Cluster {
-    let mut spec = ClusterSpec::standalone(bin(), 0);
-    spec.seed = false;
-    Cluster::start(spec).await.expect("cluster")
-}
-
-/// A REST client signed in as the manager's admin.
-struct Admin {
-    base: String,
-    http: reqwest::Client,
-    cookie: String,
-}
-
-impl Admin {
-    async fn sign_in(m: &ManagerProc) -> Self {
-        let http = reqwest::Client::new();
-        let r = http
-            .post(format!("{}/api/v1/sessions", m.rest))
-            .json(&json!({"name": "admin", "password": ADMIN_PASSWORD}))
-            .send()
-            .await
-            .expect("sign in");
-        assert_eq!(r.status(), 201);
-        let cookie = r
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|c| c.split(';').next())
-            .expect("cookie")
-            .to_string();
-        Self {
-            base: m.rest.clone(),
-            http,
-            cookie,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .json(&body)
-            .send()
-            .await
-            .expect("post");
-        assert!(r.status().is_success(), "POST {path}: {}", r.status());
-        r.json().await.expect("json")
-    }
-
-    /// Waits until `check` holds for GET `path`.
-    async fn wait_for(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + HANG;
-        loop {
-            let v = self.get(path).await;
-            if check(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{what}: last {path} was {v}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-fn daemon(cluster: &Cluster, m: &ManagerProc, name: &str, ip: &str, extra: &[&str]) -> DaemonProc {
-    let mut args = vec![
-        "--manager".to_string(),
-        m.grpc.clone(),
-        "--upload-listen".into(),
-        format!("{ip}:0"),
-        "--hostname".into(),
-        name.to_string(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    cluster.stranger(name, args)
-}
-
-fn scheduler_args(m: &ManagerProc, cluster_id: i64) -> Vec<String> {
-    vec![
-        "--manager".into(),
-        m.grpc.clone(),
-        "--cluster-id".into(),
-        cluster_id.to_string(),
-        "--keepalive-interval".into(),
-        "500ms".into(),
-    ]
-}
-
-/// The schedulers in a daemon's cached placement.
-fn placement_urls(d: &DaemonProc) -> Vec<String> {
-    std::fs::read_to_string(d.data_dir.join("placement.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| {
-            v["scheduler_urls"].as_array().map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str().map(str::to_string))
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemons_land_in_the_cluster_their_scopes_choose_and_a_pin_wins() {
@@ -313,23 +195,6 @@ async fn killing_one_of_two_schedulers_mid_swarm_fails_no_download() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-/// Waits until `path` (a log) contains `text`.
-async fn wait_for_log(path: &std::path::Path, text: &str) {
-    let deadline = Instant::now() + HANG;
-    loop {
-        let log = std::fs::read_to_string(path).unwrap_or_default();
-        if log.contains(text) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never said {text:?}:\n{log}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -478,3 +478,96 @@ async fn an_image_preheated_on_the_seed_is_pulled_without_blob_bytes_from_the_re
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_manager_preheat_job_by_image_reference_leaves_no_blob_for_the_registry_to_send() {
+    use common::manager::{daemon, empty_cluster, scheduler_args, Admin, ADMIN_PASSWORD};
+    if !registry::tools_present(&[TOOLS, &["htpasswd"]].concat()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (reg, layout) = private_registry(tmp.path(), 2).await;
+    let blobs = registry::image_blobs(&layout).expect("blobs");
+    let cluster = empty_cluster().await;
+    let m = cluster
+        .start_manager(ADMIN_PASSWORD, "")
+        .await
+        .expect("manager");
+    let admin = Admin::sign_in(&m).await;
+    let _s = cluster
+        .start_scheduler("sched", "127.0.0.2:0", &scheduler_args(&m, 0))
+        .await
+        .expect("scheduler");
+    let default_registry = format!("http://{}", reg.host);
+    let mut seed = daemon(&cluster, &m, "seed", "127.0.0.10", &["--seed"]);
+    let mut node = daemon(
+        &cluster,
+        &m,
+        "node",
+        "127.0.0.11",
+        &[
+            "--proxy-listen",
+            "127.0.0.11:0",
+            "--default-registry",
+            &default_registry,
+        ],
+    );
+    for d in [&mut seed, &mut node] {
+        d.start().await.expect("daemon");
+        d.wait_connected().await.expect("connected");
+    }
+    admin.wait_for_seeds(1).await;
+    let reference = format!("{}/private/app:v1", reg.host);
+
+    // Wrong credentials: the job fails and says why.
+    let job = admin
+        .run_job(serde_json::json!({"type": "preheat", "image": reference,
+                                    "username": "alice", "password": "wrong"}))
+        .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused the credentials"),
+        "{job}"
+    );
+
+    // The right ones: the job succeeds with every blob on the seed.
+    let job = admin
+        .run_job(serde_json::json!({"type": "preheat", "image": reference,
+                                    "username": "alice", "password": "s3cret"}))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        job["results"].as_array().map(Vec::len),
+        Some(blobs.len()),
+        "{job}"
+    );
+    assert!(!job.to_string().contains("s3cret"));
+    let before = reg.blob_bytes_served();
+
+    // A pull through the node's mirror takes no blob bytes from the registry.
+    let conf = podman_conf(&tmp.path().join("root"), &reg.host, &node).await;
+    let mirror = node.proxy_addr().await.expect("proxy");
+    let auth = tmp.path().join("auth.json");
+    registry::authfile(&auth, &[&mirror, &reg.host], "alice", "s3cret").expect("auth file");
+    let pulled = tmp.path().join("pulled");
+    tokio::time::timeout(
+        HANG,
+        registry::skopeo_pull(&conf, &reference, &pulled, Some(&auth)),
+    )
+    .await
+    .expect("pull hung")
+    .expect("pull failed");
+    let copied = registry::layout_blobs(&pulled);
+    let after = reg.blob_bytes_served();
+    for b in &blobs {
+        assert!(copied.contains(b), "the pull lacks {b}");
+        assert_eq!(
+            after.get(b),
+            before.get(b),
+            "the registry served {b} again after the preheat job"
+        );
+    }
+}

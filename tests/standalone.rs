@@ -3,9 +3,9 @@
 
 mod common;
 
+use common::manager::Admin;
 use common::*;
 use pollen::cluster::{Cluster, ClusterSpec};
-use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_serves_this_machine_and_daemons_that_join_it() {
@@ -90,37 +90,11 @@ async fn standalone_serves_this_machine_and_daemons_that_join_it() {
     );
 
     // The manager shows both, and the scheduler.
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{rest}/api/v1/sessions"))
-        .json(&json!({"name": "admin", "password": "standalone-admin"}))
-        .send()
-        .await
-        .expect("sign in");
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|c| c.split(';').next())
-        .expect("cookie")
-        .to_string();
-    let get = |path: &str| {
-        let req = http
-            .get(format!("{rest}{path}"))
-            .header("cookie", cookie.clone());
-        async move {
-            req.send()
-                .await
-                .expect("get")
-                .json::<Value>()
-                .await
-                .expect("json")
-        }
-    };
-    let peers = get("/api/v1/peers?active=true").await;
+    let admin = Admin::sign_in_at(&rest, "standalone-admin").await;
+    let peers = admin.get("/api/v1/peers?active=true").await;
     let peers = peers.as_array().expect("peers");
     assert_eq!(peers.len(), 2, "{peers:?}");
     assert_eq!(peers.iter().filter(|p| p["is_seed"] == true).count(), 1);
-    let schedulers = get("/api/v1/schedulers?active=true").await;
+    let schedulers = admin.get("/api/v1/schedulers?active=true").await;
     assert_eq!(schedulers.as_array().map(Vec::len), Some(1), "{schedulers}");
 }

@@ -42,11 +42,6 @@ pub struct PreheatArgs {
     pub api_socket: PathBuf,
 }
 
-fn local(registry: &str) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-}
-
 pub(crate) async fn run(args: PreheatArgs) -> anyhow::Result<ExitCode> {
     let reference = ImageReference::parse(&args.image)?;
     let credentials = match (args.username, args.password) {
@@ -55,7 +50,7 @@ pub(crate) async fn run(args: PreheatArgs) -> anyhow::Result<ExitCode> {
         _ => bail!("give both --username and --password, or neither"),
     };
     let client = super::get::connect_daemon(&args.api_socket).await?;
-    let insecure = args.insecure || local(&reference.registry);
+    let insecure = args.insecure || reference.is_loopback_registry();
     let mut registry = Registry::for_reference(&reference, insecure, credentials)?;
     let resolved = pollen_oci::resolve(&mut registry, &reference, args.platform.as_ref())
         .await

@@ -258,6 +258,7 @@ impl Daemon {
                         set: schedulers.clone(),
                         sessions: sessions.clone(),
                         cache: cfg.data_dir.join("placement.json"),
+                        conductor: conductor.clone(),
                     };
                     let initial = session.cached().unwrap_or(CachedPlacement {
                         scheduler_cluster_id: 0,

@@ -42,7 +42,7 @@ fn probe_output(output: &Path) -> Result<(), DownloadError> {
     Ok(())
 }
 
-fn spec_of(req: &DownloadRequest) -> Result<TaskSpec, DownloadError> {
+pub(crate) fn spec_of(req: &DownloadRequest) -> Result<TaskSpec, DownloadError> {
     let digest = if req.digest.is_empty() {
         None
     } else {

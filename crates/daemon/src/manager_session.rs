@@ -5,13 +5,18 @@
 //! `DATA_DIR/placement.json` and used at the next start until the manager answers; while the
 //! manager is unreachable the placement in force stays, and the session is retried with
 //! backoff.
+//!
+//! The manager also sends commands down the session (a preheat job's URLs); each is run as a
+//! cache-only download and answered with its outcome on the same session.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pollen_proto::manager::manager_client::ManagerClient;
-use pollen_proto::manager::{daemon_message, manager_message, DaemonHello, DaemonMessage};
+use pollen_proto::manager::{
+    command, daemon_message, manager_message, Command, CommandResult, DaemonHello, DaemonMessage,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tracing::{info, warn};
 
+use crate::conductor::Conductor;
 use crate::host_sessions::HostSessions;
 use crate::scheduler_set::SchedulerSet;
 
@@ -37,6 +43,51 @@ pub(crate) struct ManagerSession {
     pub set: Arc<SchedulerSet>,
     pub sessions: Arc<HostSessions>,
     pub cache: PathBuf,
+    pub conductor: Arc<Conductor>,
+}
+
+/// Runs one command to its end.
+async fn run_command(conductor: Arc<Conductor>, cmd: Command) -> CommandResult {
+    let outcome = match cmd.command {
+        Some(command::Command::Preheat(p)) => preheat(conductor, p).await,
+        None => Err("an empty command (is this daemon older than the manager?)".into()),
+    };
+    CommandResult {
+        id: cmd.id,
+        ok: outcome.is_ok(),
+        error: outcome.err().unwrap_or_default(),
+    }
+}
+
+/// Fetches a URL into the cache, as `pollen get --cache-only` would.
+async fn preheat(
+    conductor: Arc<Conductor>,
+    p: pollen_proto::manager::Preheat,
+) -> Result<(), String> {
+    let req = pollen_proto::daemon::DownloadRequest {
+        url: p.url,
+        digest: p.digest,
+        headers: p
+            .headers
+            .into_iter()
+            .map(|h| pollen_proto::daemon::Header {
+                name: h.name,
+                value: h.value,
+            })
+            .collect(),
+        cache_only: true,
+        ..Default::default()
+    };
+    let spec = crate::local_api::spec_of(&req).map_err(|e| e.to_string())?;
+    let mut watch = conductor.start(spec);
+    loop {
+        if let Some(r) = watch.result.borrow_and_update().clone() {
+            return r.map_err(|e| e.to_string());
+        }
+        if watch.result.changed().await.is_err() {
+            return Err("the daemon is shutting down".into());
+        }
+    }
 }
 
 impl ManagerSession {
@@ -111,7 +162,22 @@ impl ManagerSession {
                         match m {
                             Ok(Some(msg)) => {
                                 backoff = Duration::from_millis(200);
-                                if let Some(manager_message::Message::Placement(p)) = msg.message {
+                                if let Some(manager_message::Message::Command(cmd)) = msg.message {
+                                    info!(id = cmd.id, "command from the manager");
+                                    let (c, tx) = (self.conductor.clone(), tx.clone());
+                                    tokio::spawn(async move {
+                                        let result = run_command(c, cmd).await;
+                                        let _ = tx
+                                            .send(DaemonMessage {
+                                                message: Some(daemon_message::Message::Result(
+                                                    result,
+                                                )),
+                                            })
+                                            .await;
+                                    });
+                                } else if let Some(manager_message::Message::Placement(p)) =
+                                    msg.message
+                                {
                                     let p = CachedPlacement {
                                         scheduler_cluster_id: p.scheduler_cluster_id,
                                         scheduler_urls: p.scheduler_urls,

@@ -26,6 +26,13 @@ pub struct ManagerConfig {
     /// A client must send its request headers within this time (default 10s).
     #[serde(with = "pollen_core::duration::humane")]
     pub header_read_timeout: Duration,
+    /// A job waits this long for a peer to be connected before failing its part (default
+    /// 30s; covers daemons reconnecting after a manager restart).
+    #[serde(with = "pollen_core::duration::humane")]
+    pub job_peer_grace: Duration,
+    /// Longest a peer may take over one fetch of a job (default 1h).
+    #[serde(with = "pollen_core::duration::humane")]
+    pub job_command_timeout: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -37,6 +44,8 @@ impl Default for ManagerConfig {
             keepalive_timeout: Duration::from_secs(30),
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            job_peer_grace: Duration::from_secs(30),
+            job_command_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -259,6 +259,7 @@ impl ManagerService {
     ) {
         let pool = self.state.db.pool.clone();
         let session = self.state.open_daemon_session(&hello.host_id);
+        self.state.hub.attach(&hello.host_id, session, tx.clone());
         let mut changed = self.state.changed.subscribe();
         let mut last: Option<Placement> = None;
         let mut peer_id = None;
@@ -301,11 +302,15 @@ impl ManagerService {
                 _ = self.shutdown.cancelled() => break,
                 r = changed.changed() => if r.is_err() { break },
                 m = inbound.message() => match m {
+                    Ok(Some(DaemonMessage { message: Some(daemon_message::Message::Result(r)) })) => {
+                        self.state.hub.complete(r);
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break,
                 },
             }
         }
+        self.state.hub.detach(&hello.host_id, session);
         let newest = self.state.close_daemon_session(&hello.host_id, session);
         if let Some(id) = peer_id.filter(|_| newest) {
             if let Err(e) = peers::set_inactive(&pool, id).await {

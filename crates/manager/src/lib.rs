@@ -13,6 +13,8 @@ pub mod bootstrap;
 pub mod config;
 pub mod db;
 pub mod grpc;
+pub mod hub;
+pub mod jobs;
 pub mod metrics;
 pub mod placement;
 pub mod rest;
@@ -75,6 +77,8 @@ impl Manager {
             metrics: Arc::new(metrics::Metrics::default()),
             changed: tokio::sync::watch::channel(0).0,
             daemon_sessions: Default::default(),
+            hub: Default::default(),
+            jobs_added: Default::default(),
         });
         Ok((Self { state }, first))
     }
@@ -88,6 +92,7 @@ impl Manager {
     pub async fn serve(self, rest: TcpListener, grpc: TcpListener, shutdown: CancellationToken) {
         let sweeper = tokio::spawn(sweep(self.state.clone(), shutdown.clone()));
         let rpc = tokio::spawn(grpc::serve(self.state.clone(), grpc, shutdown.clone()));
+        let runner = tokio::spawn(jobs::run(self.state.clone(), shutdown.clone()));
         let router = rest::router(self.state.clone());
         server::serve_http(
             rest,
@@ -98,6 +103,7 @@ impl Manager {
         )
         .await;
         let _ = sweeper.await;
+        let _ = runner.await;
         match rpc.await {
             Ok(Err(e)) => warn!(error = %e, "the manager's gRPC server failed"),
             Err(e) => warn!(error = %e, "the manager's gRPC server panicked"),

@@ -9,6 +9,7 @@ pub mod clusters;
 pub mod error;
 pub mod extract;
 pub mod hosts;
+pub mod jobs;
 pub mod layers;
 pub mod openapi;
 pub mod system;
@@ -40,6 +41,10 @@ pub struct AppState {
     /// The newest session number of each connected daemon (by host id), so a session that
     /// ends after its daemon reconnected does not mark it inactive.
     pub daemon_sessions: std::sync::Mutex<(u64, std::collections::HashMap<String, u64>)>,
+    /// Connected daemons and the commands in flight to them.
+    pub hub: crate::hub::Hub,
+    /// Wakes the job runner when a job is created.
+    pub jobs_added: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -116,6 +121,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/peers", get(hosts::list_peers))
         .route("/api/v1/peers/:id", get(hosts::get_peer))
+        .route("/api/v1/jobs", get(jobs::list).post(jobs::create))
+        .route("/api/v1/jobs/:id", get(jobs::get))
         .route("/api/v1/audit-log", get(audit::list))
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))

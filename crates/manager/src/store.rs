@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod clusters;
+pub mod jobs;
 pub mod peers;
 pub mod schedulers;
 pub mod sessions;

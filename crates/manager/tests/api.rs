@@ -34,6 +34,10 @@ async fn secrets_never_appear_in_responses(m: TestManager) {
     scenarios::secrets_never_appear_in_responses(&m).await
 }
 
+async fn jobs_are_created_listed_and_fail_with_a_reason(m: TestManager) {
+    scenarios::jobs_are_created_listed_and_fail_with_a_reason(&m).await
+}
+
 /// The database outlives the manager: a restart finds every user and cluster.
 async fn data_survives_a_restart(m: TestManager) {
     let admin = m.admin().await;
@@ -70,4 +74,5 @@ on_both_databases!(
     a_user_cannot_see_another_users_tokens,
     secrets_never_appear_in_responses,
     data_survives_a_restart,
+    jobs_are_created_listed_and_fail_with_a_reason,
 );

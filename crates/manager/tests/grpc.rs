@@ -41,7 +41,7 @@ async fn next_placement(
         .expect("stream open");
     match m.message {
         Some(manager_message::Message::Placement(p)) => p,
-        None => panic!("empty message"),
+        other => panic!("expected a placement, got {other:?}"),
     }
 }
 

@@ -147,6 +147,16 @@ impl ImageReference {
     }
 
     /// What to ask the registry's manifest endpoint for: the digest when known, else the tag.
+    /// Whether the registry is on this machine (`localhost`, `127.0.0.1`, `[::1]`), which is
+    /// reached over plain HTTP as Docker does.
+    pub fn is_loopback_registry(&self) -> bool {
+        let host = self
+            .registry
+            .rsplit_once(':')
+            .map_or(self.registry.as_str(), |(h, _)| h);
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    }
+
     pub fn manifest_reference(&self) -> String {
         match (&self.digest, &self.tag) {
             (Some(d), _) => d.to_string(),

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, audit, clusters, hosts, system, tokens, users};
+use super::{account, audit, clusters, hosts, jobs, system, tokens, users};
 
 struct Security;
 
@@ -46,6 +46,7 @@ impl Modify for Security {
         clusters::delete_seed_peer_cluster,
         hosts::list_schedulers, hosts::get_scheduler, hosts::delete_scheduler,
         hosts::list_peers, hosts::get_peer,
+        jobs::create, jobs::list, jobs::get,
         audit::list,
     ),
 )]

@@ -725,3 +725,90 @@ pub async fn secrets_never_appear_in_responses(m: &TestManager) {
         );
     }
 }
+
+/// Jobs are created (by users, not guests), listed and followed; one that cannot run ends
+/// `failed` with a reason, and a registry password given with a job is never shown.
+pub async fn jobs_are_created_listed_and_fail_with_a_reason(m: &TestManager) {
+    let admin = m.admin().await;
+    let name = unique("jobber");
+    admin.create_user(&name, "user", "jobber-password").await;
+    let user = m.api().sign_in(&name, "jobber-password").await;
+    let r = user
+        .post(
+            "/api/v1/jobs",
+            json!({"type": "preheat", "urls": ["http://127.0.0.1:9/a"], "scheduler_cluster_ids": [987654]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["state"], "pending");
+    let id = r.json["id"].as_i64().expect("id");
+    let r = user
+        .post(
+            "/api/v1/jobs",
+            json!({"type": "preheat", "image": "127.0.0.1:9/team/app:1", "username": "ci",
+                   "password": "registry-secret-pw", "platform": "linux/amd64"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let image_job = r.json["id"].as_i64().expect("id");
+    for (bad, why) in [
+        (json!({"type": "preheat"}), "urls or an image"),
+        (
+            json!({"type": "reboot", "urls": ["http://x/"]}),
+            "not a job type",
+        ),
+        (json!({"type": "preheat", "urls": ["ftp://x/"]}), "http(s)"),
+        (
+            json!({"type": "preheat", "urls": ["http://x/"], "colour": 1}),
+            "colour",
+        ),
+        (json!({"type": "preheat", "image": "UPPER/case"}), "image"),
+        (
+            json!({"type": "preheat", "image": "a/b:1", "platform": "linux"}),
+            "platform",
+        ),
+    ] {
+        let r = user.post("/api/v1/jobs", bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+        assert!(
+            r.json["error"].as_str().unwrap_or("").contains(why),
+            "{bad}: {}",
+            r.text
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for (job, reason) in [(id, "no active seed peer"), (image_job, "cannot resolve")] {
+        loop {
+            let r = user.get(&format!("/api/v1/jobs/{job}")).await;
+            assert_eq!(r.status, StatusCode::OK);
+            assert!(!r.text.contains("registry-secret-pw"), "{}", r.text);
+            if r.json["state"] == "failed" {
+                assert!(
+                    r.json["error"].as_str().unwrap_or("").contains(reason),
+                    "{}",
+                    r.text
+                );
+                assert!(r.json["finished_at"].is_i64());
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {job} never ended: {}",
+                r.text
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let r = user.get("/api/v1/jobs").await;
+    assert!(r
+        .json
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|j| j["id"] == id));
+    assert!(!r.text.contains("registry-secret-pw"));
+    assert_eq!(
+        user.get("/api/v1/jobs/99999999").await.status,
+        StatusCode::NOT_FOUND
+    );
+}

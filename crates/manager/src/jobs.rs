@@ -1,0 +1,241 @@
+//! The job runner: takes pending jobs (and, after a restart, running ones) and drives them to
+//! `succeeded` or `failed` with a reason.
+//!
+//! A preheat job resolves what to fetch (its URLs, or an image reference through the OCI
+//! distribution API to the blob URLs of every platform or one), picks the active seed peers
+//! of its clusters, records one pending result per (peer, URL), and sends each to its peer as
+//! a command, at most `concurrency` at once. Results are written as they settle, so a job
+//! resumed after a restart only runs what was not yet done. A peer not connected within
+//! `job_peer_grace` fails its part with that reason; nothing waits forever.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt as _;
+use pollen_oci::{Credentials, ImageReference, Platform, Registry};
+use pollen_proto::manager::{command, Header, Preheat};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::rest::AppState;
+use crate::store::jobs::{self, PreheatArgs};
+use crate::store::peers;
+
+/// One unit of a preheat: a URL with its headers and digest.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    headers: Vec<Header>,
+    digest: String,
+}
+
+/// Polls for jobs to run until `shutdown`.
+pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
+    let running: Arc<Mutex<HashSet<i64>>> = Default::default();
+    loop {
+        match jobs::unfinished(&state.db.pool).await {
+            Ok(ids) => {
+                for id in ids {
+                    if !running.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+                        continue;
+                    }
+                    let (state, running, stop) = (state.clone(), running.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = run_job(&state, id) => {}
+                        }
+                        running
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&id);
+                    });
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list jobs"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = state.jobs_added.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+async fn run_job(state: &AppState, id: i64) {
+    let pool = &state.db.pool;
+    let outcome = drive(state, id).await;
+    let (st, reason) = match &outcome {
+        Ok(()) => (jobs::SUCCEEDED, String::new()),
+        Err(r) => (jobs::FAILED, r.clone()),
+    };
+    info!(job = id, state = st, reason = %reason, "job finished");
+    if let Err(e) = jobs::set_state(pool, id, st, &reason).await {
+        warn!(job = id, error = %e, "cannot record a job's end");
+    }
+}
+
+async fn drive(state: &AppState, id: i64) -> Result<(), String> {
+    let pool = &state.db.pool;
+    let db = |e: sqlx::Error| format!("database error: {e}");
+    let job = jobs::get(pool, id)
+        .await
+        .map_err(db)?
+        .ok_or("the job was deleted")?;
+    jobs::set_state(pool, id, jobs::RUNNING, "")
+        .await
+        .map_err(db)?;
+    let secret = jobs::secret(pool, id).await.map_err(db)?;
+    let targets = targets(&job.args, secret).await?;
+    if targets.is_empty() {
+        return Err("nothing to fetch".into());
+    }
+    let filter = peers::Filter {
+        seed: Some(true),
+        active_only: true,
+        ..Default::default()
+    };
+    let seeds: Vec<String> = peers::list(pool, filter, 10_000, 0)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .filter(|p| {
+            job.args.scheduler_cluster_ids.is_empty()
+                || p.scheduler_cluster_id
+                    .is_some_and(|c| job.args.scheduler_cluster_ids.contains(&c))
+        })
+        .map(|p| p.host_id)
+        .collect();
+    // A resumed job keeps the hosts it planned, even if they are not connected yet.
+    let planned: HashSet<String> = job.results.iter().map(|r| r.host_id.clone()).collect();
+    let hosts: Vec<String> = if planned.is_empty() {
+        seeds
+    } else {
+        planned.into_iter().collect()
+    };
+    if hosts.is_empty() {
+        return Err(format!(
+            "no active seed peer in {}",
+            if job.args.scheduler_cluster_ids.is_empty() {
+                "any cluster".to_string()
+            } else {
+                format!("clusters {:?}", job.args.scheduler_cluster_ids)
+            }
+        ));
+    }
+    for h in &hosts {
+        for t in &targets {
+            jobs::plan(pool, id, h, &t.url).await.map_err(db)?;
+        }
+    }
+    let done: HashSet<(String, String)> = jobs::get(pool, id)
+        .await
+        .map_err(db)?
+        .map(|j| j.results)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.state != jobs::PENDING)
+        .map(|r| (r.host_id, r.url))
+        .collect();
+    let work: Vec<(String, Target)> = hosts
+        .iter()
+        .flat_map(|h| targets.iter().map(move |t| (h.clone(), t.clone())))
+        .filter(|(h, t)| !done.contains(&(h.clone(), t.url.clone())))
+        .collect();
+    let concurrency = job.args.concurrency.clamp(1, 64) as usize;
+    let grace = state.cfg.job_peer_grace;
+    let timeout = state.cfg.job_command_timeout;
+    futures::stream::iter(work)
+        .for_each_concurrent(concurrency, |(host, t)| async move {
+            let cmd = command::Command::Preheat(Preheat {
+                url: t.url.clone(),
+                headers: t.headers.clone(),
+                digest: t.digest.clone(),
+            });
+            let r = state.hub.run(&host, cmd, grace, timeout).await;
+            if let Err(e) = &r {
+                warn!(job = id, %host, url = %t.url, error = %e, "preheat failed on a peer");
+            }
+            if let Err(e) = jobs::settle(pool, id, &host, &t.url, r.err().as_deref()).await {
+                warn!(job = id, error = %e, "cannot record a job result");
+            }
+        })
+        .await;
+    let results = jobs::get(pool, id)
+        .await
+        .map_err(db)?
+        .map(|j| j.results)
+        .unwrap_or_default();
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| r.state != jobs::SUCCEEDED)
+        .collect();
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(format!(
+            "{} of {} fetches failed; first: {} on {}: {}",
+            failed.len(),
+            results.len(),
+            first.url,
+            first.host_id,
+            first.error
+        )),
+    }
+}
+
+/// What a preheat fetches.
+async fn targets(args: &PreheatArgs, password: String) -> Result<Vec<Target>, String> {
+    let headers: Vec<Header> = args
+        .headers
+        .iter()
+        .filter_map(|h| h.split_once(':'))
+        .map(|(n, v)| Header {
+            name: n.trim().to_string(),
+            value: v.trim().to_string(),
+        })
+        .collect();
+    if args.image.is_empty() {
+        return Ok(args
+            .urls
+            .iter()
+            .map(|u| Target {
+                url: u.clone(),
+                headers: headers.clone(),
+                digest: String::new(),
+            })
+            .collect());
+    }
+    let reference = ImageReference::parse(&args.image).map_err(|e| e.to_string())?;
+    let platform: Option<Platform> = if args.platform.is_empty() {
+        None
+    } else {
+        Some(args.platform.parse::<Platform>()?)
+    };
+    let credentials = (!args.username.is_empty()).then(|| Credentials {
+        username: args.username.clone(),
+        password,
+    });
+    let insecure = args.insecure || reference.is_loopback_registry();
+    let mut registry =
+        Registry::for_reference(&reference, insecure, credentials).map_err(|e| e.to_string())?;
+    let resolved = pollen_oci::resolve(&mut registry, &reference, platform.as_ref())
+        .await
+        .map_err(|e| format!("cannot resolve {reference}: {e}"))?;
+    let auth: Vec<Header> = registry
+        .authorization
+        .iter()
+        .map(|a| Header {
+            name: "Authorization".into(),
+            value: a.clone(),
+        })
+        .collect();
+    Ok(resolved
+        .blobs
+        .iter()
+        .map(|b| Target {
+            url: registry.blob_url(&reference.repository, &b.digest),
+            headers: auth.clone(),
+            digest: b.digest.to_string(),
+        })
+        .collect())
+}

@@ -1,0 +1,158 @@
+//! Jobs: create a preheat, list jobs, follow one. Users and admins run jobs; everyone signed
+//! in may read them. A registry password given with a job is stored apart and never shown.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::Body;
+use super::AppState;
+use crate::auth::{Access, Principal, Resource};
+use crate::store::jobs::{self, Job, PreheatArgs};
+use crate::store::Page;
+
+/// A new job.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewJob {
+    /// `preheat`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// URLs to fetch (a file preheat).
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// An image reference to resolve to its blobs (an image preheat).
+    #[serde(default)]
+    pub image: String,
+    /// `os/arch[/variant]`: one platform of a multi-platform image (default: all).
+    #[serde(default)]
+    pub platform: String,
+    /// Registry user name for the image.
+    #[serde(default)]
+    pub username: String,
+    /// The registry password for `username`; stored apart, never shown.
+    #[serde(default)]
+    pub password: String,
+    /// Reach the registry over plain HTTP.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Headers sent with every URL of a file preheat (`Name: value`).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Scheduler clusters whose seed peers fetch (default: every active seed peer).
+    #[serde(default)]
+    pub scheduler_cluster_ids: Vec<i64>,
+    /// (peer, URL) fetches at once (default 4, at most 64).
+    #[serde(default)]
+    pub concurrency: u32,
+}
+
+fn check(args: &PreheatArgs) -> ApiResult<()> {
+    match (args.urls.is_empty(), args.image.is_empty()) {
+        (true, true) => return Err(ApiError::invalid("give urls or an image")),
+        (false, false) => return Err(ApiError::invalid("give urls or an image, not both")),
+        _ => {}
+    }
+    if args.urls.len() > 1000 {
+        return Err(ApiError::invalid("at most 1000 urls per job"));
+    }
+    for u in &args.urls {
+        let ok = url::Url::parse(u)
+            .ok()
+            .is_some_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !ok {
+            return Err(ApiError::invalid(format!(
+                "urls: {u:?} is not an http(s) URL"
+            )));
+        }
+    }
+    if !args.image.is_empty() {
+        pollen_oci::ImageReference::parse(&args.image)
+            .map_err(|e| ApiError::invalid(format!("image: {e}")))?;
+    }
+    if !args.platform.is_empty() {
+        args.platform
+            .parse::<pollen_oci::Platform>()
+            .map_err(|e| ApiError::invalid(format!("platform: {e}")))?;
+    }
+    if args.headers.iter().any(|h| !h.contains(':')) {
+        return Err(ApiError::invalid("headers must read `Name: value`"));
+    }
+    if args.concurrency > 64 {
+        return Err(ApiError::invalid("concurrency may be at most 64"));
+    }
+    Ok(())
+}
+
+/// Create a job; the runner starts it at once.
+#[utoipa::path(post, operation_id = "create_job", path = "/api/v1/jobs", tag = "jobs",
+    request_body = NewJob, security(("token" = []), ("session" = [])),
+    responses((status = 201, body = Job), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    body: Body<NewJob>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    who.check(Resource::Jobs, Access::Write)?;
+    let req = body.parse()?;
+    if req.kind != "preheat" {
+        return Err(ApiError::invalid(format!(
+            "type {:?} is not a job type (preheat)",
+            req.kind
+        )));
+    }
+    let args = PreheatArgs {
+        urls: req.urls,
+        image: req.image,
+        platform: req.platform,
+        username: req.username,
+        insecure: req.insecure,
+        headers: req.headers,
+        scheduler_cluster_ids: req.scheduler_cluster_ids,
+        concurrency: if req.concurrency == 0 {
+            4
+        } else {
+            req.concurrency
+        },
+    };
+    check(&args)?;
+    let job = jobs::create(&state.db.pool, &args, &req.password, who.user_id).await?;
+    state.jobs_added.notify_one();
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+#[utoipa::path(get, operation_id = "list_jobs", path = "/api/v1/jobs", tag = "jobs", params(Page),
+    security(("token" = []), ("session" = [])),
+    responses((status = 200, body = [Job])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<Vec<Job>>> {
+    who.check(Resource::Jobs, Access::Read)?;
+    Ok(Json(
+        jobs::list(&state.db.pool, page.limit(), page.offset()).await?,
+    ))
+}
+
+/// A job with its per-peer results.
+#[utoipa::path(get, operation_id = "get_job", path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "Job id")),
+    security(("token" = []), ("session" = [])),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Job>> {
+    who.check(Resource::Jobs, Access::Read)?;
+    jobs::get(&state.db.pool, id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("job"))
+}

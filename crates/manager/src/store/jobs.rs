@@ -1,0 +1,223 @@
+//! Jobs and their results. A job is `pending` until the runner takes it, `running` until
+//! every (peer, URL) result is settled, then `succeeded` or `failed` with a reason. A job
+//! found `running` at start is resumed: its settled results are kept, the rest run again.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{any::AnyRow, AnyPool, Row};
+
+use crate::db::now;
+
+pub const PENDING: &str = "pending";
+pub const RUNNING: &str = "running";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+
+/// What a preheat job fetches and where (stored as its arguments; no password here).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PreheatArgs {
+    /// URLs to fetch (a file preheat).
+    pub urls: Vec<String>,
+    /// An image reference to resolve to its blobs (an image preheat), e.g.
+    /// `registry.internal/team/app:1.4`.
+    pub image: String,
+    /// `os/arch[/variant]`: one platform of a multi-platform image (default: all).
+    pub platform: String,
+    /// Registry user name for the image (its password goes in `password`, kept apart).
+    pub username: String,
+    /// Reach the registry over plain HTTP.
+    pub insecure: bool,
+    /// Headers sent with every URL of a file preheat (`Name: value`).
+    pub headers: Vec<String>,
+    /// Scheduler clusters whose seed peers fetch (default: every active seed peer).
+    pub scheduler_cluster_ids: Vec<i64>,
+    /// (peer, URL) fetches at once (default 4, at most 64): the job's rate limit.
+    pub concurrency: u32,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct JobResult {
+    pub host_id: String,
+    pub url: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub state: String,
+    pub error: String,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Job {
+    pub id: i64,
+    /// `preheat`.
+    pub kind: String,
+    /// `pending`, `running`, `succeeded` or `failed`.
+    pub state: String,
+    pub args: PreheatArgs,
+    /// Why it failed.
+    pub error: String,
+    pub user_id: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+    /// Per peer and URL (in a listing: empty).
+    pub results: Vec<JobResult>,
+}
+
+const COLUMNS: &str = "id, kind, state, args, error, user_id, created_at, updated_at, finished_at";
+
+impl Job {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        let args: String = r.try_get("args")?;
+        Ok(Self {
+            id: r.try_get("id")?,
+            kind: r.try_get("kind")?,
+            state: r.try_get("state")?,
+            args: serde_json::from_str(&args).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "args".into(),
+                source: Box::new(e),
+            })?,
+            error: r.try_get("error")?,
+            user_id: r.try_get("user_id")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+            finished_at: r.try_get("finished_at")?,
+            results: Vec::new(),
+        })
+    }
+}
+
+pub async fn create(
+    pool: &AnyPool,
+    args: &PreheatArgs,
+    secret: &str,
+    user_id: i64,
+) -> Result<Job, sqlx::Error> {
+    let t = now();
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO jobs (kind, state, args, secret, user_id, created_at, updated_at) \
+         VALUES ('preheat', 'pending', $1, $2, $3, $4, $4) RETURNING {COLUMNS}"
+    )))
+    .bind(serde_json::to_string(args).unwrap_or_else(|_| "{}".into()))
+    .bind(secret)
+    .bind(user_id)
+    .bind(t)
+    .fetch_one(pool)
+    .await?;
+    Job::from_row(&row)
+}
+
+pub async fn list(pool: &AnyPool, limit: i64, offset: i64) -> Result<Vec<Job>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM jobs ORDER BY id DESC LIMIT $1 OFFSET $2"
+    )))
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(Job::from_row).collect()
+}
+
+/// A job with its results.
+pub async fn get(pool: &AnyPool, id: i64) -> Result<Option<Job>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM jobs WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut job = Job::from_row(&row)?;
+    let rows = sqlx::query(
+        "SELECT host_id, url, state, error, updated_at FROM job_results WHERE job_id = $1 \
+         ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    job.results = rows
+        .iter()
+        .map(|r| {
+            Ok(JobResult {
+                host_id: r.try_get("host_id")?,
+                url: r.try_get("url")?,
+                state: r.try_get("state")?,
+                error: r.try_get("error")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(Some(job))
+}
+
+/// The registry password of a job.
+pub async fn secret(pool: &AnyPool, id: i64) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT secret FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+}
+
+/// Ids of jobs the runner must take: pending ones and (after a restart) running ones.
+pub async fn unfinished(pool: &AnyPool) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM jobs WHERE state IN ('pending', 'running') ORDER BY id")
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn set_state(
+    pool: &AnyPool,
+    id: i64,
+    state: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    let t = now();
+    let finished = matches!(state, SUCCEEDED | FAILED).then_some(t);
+    sqlx::query(
+        "UPDATE jobs SET state = $1, error = $2, updated_at = $3, finished_at = $4 WHERE id = $5",
+    )
+    .bind(state)
+    .bind(error)
+    .bind(t)
+    .bind(finished)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Adds a pending result for (host, url) unless the job already has one.
+pub async fn plan(pool: &AnyPool, job: i64, host_id: &str, url: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO job_results (job_id, host_id, url, state, updated_at) \
+         VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT (job_id, host_id, url) DO NOTHING",
+    )
+    .bind(job)
+    .bind(host_id)
+    .bind(url)
+    .bind(now())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn settle(
+    pool: &AnyPool,
+    job: i64,
+    host_id: &str,
+    url: &str,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE job_results SET state = $1, error = $2, updated_at = $3 \
+         WHERE job_id = $4 AND host_id = $5 AND url = $6",
+    )
+    .bind(if error.is_some() { FAILED } else { SUCCEEDED })
+    .bind(error.unwrap_or(""))
+    .bind(now())
+    .bind(job)
+    .bind(host_id)
+    .bind(url)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

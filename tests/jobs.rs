@@ -1,0 +1,134 @@
+//! Preheat jobs run by the manager over its seed peers, as real processes on loopback: the
+//! fleet then takes nothing from the origin, and a manager restarted mid-job finishes it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::manager::*;
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preheat_job_fills_the_seeds_so_the_fleet_takes_nothing_from_the_origin() {
+    let size = 8 * MIB;
+    let origin = origin(size).await;
+    let cluster = empty_cluster().await;
+    let m = cluster
+        .start_manager(ADMIN_PASSWORD, "")
+        .await
+        .expect("manager");
+    let admin = Admin::sign_in(&m).await;
+    let _s = cluster
+        .start_scheduler("sched", "127.0.0.2:0", &scheduler_args(&m, 0))
+        .await
+        .expect("scheduler");
+    let mut seed = daemon(&cluster, &m, "seed", "127.0.0.10", &["--seed"]);
+    let mut peer = daemon(&cluster, &m, "peer", "127.0.0.11", &[]);
+    for d in [&mut seed, &mut peer] {
+        d.start().await.expect("daemon");
+        d.wait_connected().await.expect("connected");
+    }
+    admin
+        .wait_for(
+            "/api/v1/peers?seed=true&active=true",
+            "the seed recorded",
+            |v| v.as_array().map(Vec::len) == Some(1),
+        )
+        .await;
+    let urls: Vec<String> = (0..2)
+        .map(|i| origin.url(&format!("/blob?preheat={i}")))
+        .collect();
+    let job = admin
+        .run_job(json!({"type": "preheat", "urls": urls, "concurrency": 2}))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let results = job["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "{job}");
+    assert!(results.iter().all(|r| r["state"] == "succeeded"), "{job}");
+    assert_eq!(
+        origin.bytes_served(),
+        2 * size,
+        "the seed fetched each URL once"
+    );
+    let held = seed.stat().await.expect("stat");
+    assert_eq!(held.tasks.iter().filter(|t| t.complete).count(), 2);
+
+    for (i, url) in urls.iter().enumerate() {
+        let out = cluster.dir.path().join(format!("out-{i}"));
+        download_within(&peer, url, &out).await.expect("download");
+        assert_eq!(sha256_file(&out), origin.digest());
+    }
+    assert_eq!(
+        origin.bytes_served(),
+        2 * size,
+        "the peer went to the origin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_restarted_mid_job_finishes_it_or_says_why() {
+    let size = 24 * MIB;
+    let origin = origin(size).await;
+    let cluster = empty_cluster().await;
+    let config = "job_peer_grace = \"30s\"\n";
+    let mut m = cluster
+        .start_manager(ADMIN_PASSWORD, config)
+        .await
+        .expect("manager");
+    let admin = Admin::sign_in(&m).await;
+    let _s = cluster
+        .start_scheduler("sched", "127.0.0.2:0", &scheduler_args(&m, 0))
+        .await
+        .expect("scheduler");
+    // The seed reads the origin slowly, so the job is still running when the manager dies.
+    let mut seed = daemon(
+        &cluster,
+        &m,
+        "seed",
+        "127.0.0.10",
+        &["--seed", "--back-to-source-rate-limit", "4MiB"],
+    );
+    seed.start().await.expect("seed");
+    seed.wait_connected().await.expect("connected");
+    admin
+        .wait_for(
+            "/api/v1/peers?seed=true&active=true",
+            "the seed recorded",
+            |v| v.as_array().map(Vec::len) == Some(1),
+        )
+        .await;
+    let url = origin.url("/blob");
+    let id = admin
+        .post("/api/v1/jobs", json!({"type": "preheat", "urls": [url]}))
+        .await["id"]
+        .as_i64()
+        .expect("id");
+    admin
+        .wait_for(&format!("/api/v1/jobs/{id}"), "the job running", |j| {
+            j["state"] == "running" && j["results"].as_array().is_some_and(|r| !r.is_empty())
+        })
+        .await;
+    let (rest, grpc) = m.addrs();
+    m.kill().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = cluster
+        .start_manager_on(ADMIN_PASSWORD, config, &rest, &grpc)
+        .await
+        .expect("manager restarts on its addresses");
+    let admin = Admin::sign_in(&m).await;
+    let started = Instant::now();
+    let job = admin.job_end(id).await;
+    assert_eq!(
+        job["state"], "succeeded",
+        "the resumed job did not finish: {job}"
+    );
+    assert!(started.elapsed() < HANG);
+    let held = seed.stat().await.expect("stat");
+    assert!(held.tasks.iter().any(|t| t.complete), "{:?}", held.tasks);
+    assert!(
+        origin.bytes_served() <= size + size / 2,
+        "the resumed job read the origin again from the start: {}",
+        origin.bytes_served()
+    );
+}
