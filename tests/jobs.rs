@@ -14,15 +14,7 @@ async fn a_preheat_job_fills_the_seeds_so_the_fleet_takes_nothing_from_the_origi
     let size = 8 * MIB;
     let origin = origin(size).await;
     let cluster = empty_cluster().await;
-    let m = cluster
-        .start_manager(ADMIN_PASSWORD, "")
-        .await
-        .expect("manager");
-    let admin = Admin::sign_in(&m).await;
-    let _s = cluster
-        .start_scheduler("sched", "127.0.0.2:0", &scheduler_args(&m, 0))
-        .await
-        .expect("scheduler");
+    let (m, admin, _s) = control_plane(&cluster, "").await;
     let mut seed = daemon(&cluster, &m, "seed", "127.0.0.10", &["--seed"]);
     let mut peer = daemon(&cluster, &m, "peer", "127.0.0.11", &[]);
     for d in [&mut seed, &mut peer] {
@@ -72,15 +64,7 @@ async fn a_manager_restarted_mid_job_finishes_it_or_says_why() {
     let origin = origin(size).await;
     let cluster = empty_cluster().await;
     let config = "job_peer_grace = \"30s\"\n";
-    let mut m = cluster
-        .start_manager(ADMIN_PASSWORD, config)
-        .await
-        .expect("manager");
-    let admin = Admin::sign_in(&m).await;
-    let _s = cluster
-        .start_scheduler("sched", "127.0.0.2:0", &scheduler_args(&m, 0))
-        .await
-        .expect("scheduler");
+    let (mut m, admin, _s) = control_plane(&cluster, config).await;
     // The seed reads the origin slowly, so the job is still running when the manager dies.
     let mut seed = daemon(
         &cluster,

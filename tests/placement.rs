@@ -203,15 +203,7 @@ async fn config_changes_reach_schedulers_and_a_lost_manager_leaves_the_last_in_f
     let size = 8 * MIB;
     let origin = origin(size).await;
     let cluster = empty_cluster().await;
-    let mut m = cluster
-        .start_manager(ADMIN_PASSWORD, "keepalive_timeout = \"3s\"\n")
-        .await
-        .expect("manager");
-    let admin = Admin::sign_in(&m).await;
-    let s = cluster
-        .start_scheduler("sched", "127.0.0.2:0", &scheduler_args(&m, 0))
-        .await
-        .expect("scheduler");
+    let (mut m, admin, s) = control_plane(&cluster, "keepalive_timeout = \"3s\"\n").await;
     let default = admin.get("/api/v1/scheduler-clusters").await[0]["id"]
         .as_i64()
         .expect("the default cluster");

@@ -376,6 +376,40 @@ async fn a_private_blob_in_the_cache_is_refused_to_a_client_the_registry_refuses
 }
 
 /// Runs `pollen preheat` with `args`; its exit status, stdout and stderr.
+/// Pulls `reference` with skopeo through `daemon`'s mirror (as alice) and checks that every
+/// blob arrived and that the registry sent none of `blobs` beyond what `before` counted.
+async fn pull_takes_no_blob_bytes(
+    tmp: &Path,
+    reg: &Registry,
+    daemon: &DaemonProc,
+    reference: &str,
+    blobs: &[String],
+    before: &std::collections::HashMap<String, u64>,
+) {
+    let conf = podman_conf(&tmp.join("root"), &reg.host, daemon).await;
+    let mirror = daemon.proxy_addr().await.expect("proxy");
+    let auth = tmp.join("auth.json");
+    registry::authfile(&auth, &[&mirror, &reg.host], "alice", "s3cret").expect("auth file");
+    let pulled = tmp.join("pulled");
+    tokio::time::timeout(
+        HANG,
+        registry::skopeo_pull(&conf, reference, &pulled, Some(&auth)),
+    )
+    .await
+    .expect("pull hung")
+    .expect("pull failed");
+    let copied = registry::layout_blobs(&pulled);
+    let after = reg.blob_bytes_served();
+    for b in blobs {
+        assert!(copied.contains(b), "the pull lacks {b}");
+        assert_eq!(
+            after.get(b),
+            before.get(b),
+            "the registry served {b} again after the preheat"
+        );
+    }
+}
+
 async fn preheat(args: &[&str]) -> (bool, String, String) {
     let out = tokio::time::timeout(
         HANG,
@@ -452,36 +486,20 @@ async fn an_image_preheated_on_the_seed_is_pulled_without_blob_bytes_from_the_re
     let before = reg.blob_bytes_served();
 
     // A pull through the other daemon's mirror now takes no blob bytes from the registry.
-    let d1 = &cluster.peers[0];
-    let conf = podman_conf(&tmp.path().join("root"), &reg.host, d1).await;
-    let mirror = d1.proxy_addr().await.expect("proxy");
-    let auth = tmp.path().join("auth.json");
-    registry::authfile(&auth, &[&mirror, &reg.host], "alice", "s3cret").expect("auth file");
-    let pulled = tmp.path().join("pulled");
-    tokio::time::timeout(
-        HANG,
-        registry::skopeo_pull(&conf, &reference, &pulled, Some(&auth)),
+    pull_takes_no_blob_bytes(
+        tmp.path(),
+        &reg,
+        &cluster.peers[0],
+        &reference,
+        &blobs,
+        &before,
     )
-    .await
-    .expect("pull hung")
-    .expect("pull failed");
-    let copied = registry::layout_blobs(&pulled);
-    for b in &blobs {
-        assert!(copied.contains(b), "the pull lacks {b}");
-    }
-    let after = reg.blob_bytes_served();
-    for b in &blobs {
-        assert_eq!(
-            after.get(b),
-            before.get(b),
-            "the registry served {b} again after the preheat"
-        );
-    }
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_manager_preheat_job_by_image_reference_leaves_no_blob_for_the_registry_to_send() {
-    use common::manager::{daemon, empty_cluster, scheduler_args, Admin, ADMIN_PASSWORD};
+    use common::manager::{control_plane, daemon, empty_cluster};
     if !registry::tools_present(&[TOOLS, &["htpasswd"]].concat()) {
         return;
     }
@@ -489,15 +507,7 @@ async fn a_manager_preheat_job_by_image_reference_leaves_no_blob_for_the_registr
     let (reg, layout) = private_registry(tmp.path(), 2).await;
     let blobs = registry::image_blobs(&layout).expect("blobs");
     let cluster = empty_cluster().await;
-    let m = cluster
-        .start_manager(ADMIN_PASSWORD, "")
-        .await
-        .expect("manager");
-    let admin = Admin::sign_in(&m).await;
-    let _s = cluster
-        .start_scheduler("sched", "127.0.0.2:0", &scheduler_args(&m, 0))
-        .await
-        .expect("scheduler");
+    let (m, admin, _s) = control_plane(&cluster, "").await;
     let default_registry = format!("http://{}", reg.host);
     let mut seed = daemon(&cluster, &m, "seed", "127.0.0.10", &["--seed"]);
     let mut node = daemon(
@@ -548,26 +558,5 @@ async fn a_manager_preheat_job_by_image_reference_leaves_no_blob_for_the_registr
     let before = reg.blob_bytes_served();
 
     // A pull through the node's mirror takes no blob bytes from the registry.
-    let conf = podman_conf(&tmp.path().join("root"), &reg.host, &node).await;
-    let mirror = node.proxy_addr().await.expect("proxy");
-    let auth = tmp.path().join("auth.json");
-    registry::authfile(&auth, &[&mirror, &reg.host], "alice", "s3cret").expect("auth file");
-    let pulled = tmp.path().join("pulled");
-    tokio::time::timeout(
-        HANG,
-        registry::skopeo_pull(&conf, &reference, &pulled, Some(&auth)),
-    )
-    .await
-    .expect("pull hung")
-    .expect("pull failed");
-    let copied = registry::layout_blobs(&pulled);
-    let after = reg.blob_bytes_served();
-    for b in &blobs {
-        assert!(copied.contains(b), "the pull lacks {b}");
-        assert_eq!(
-            after.get(b),
-            before.get(b),
-            "the registry served {b} again after the preheat job"
-        );
-    }
+    pull_takes_no_blob_bytes(tmp.path(), &reg, &node, &reference, &blobs, &before).await;
 }

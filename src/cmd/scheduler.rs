@@ -85,14 +85,11 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
             ),
             None => format!("{scheme}://{addr}"),
         };
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
         let link = pollen_scheduler::ManagerLink {
             url: url.clone(),
             info: pollen_proto::manager::SchedulerInfo {
                 scheduler_cluster_id: args.cluster_id,
-                hostname,
+                hostname: pollen_core::host::hostname(),
                 ip: addr.ip().to_string(),
                 port: u32::from(addr.port()),
                 url: advertise,

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc, ManagerProc};
+use pollen::cluster::{Cluster, ClusterSpec, DaemonProc, ManagerProc, SchedulerProc};
 use serde_json::{json, Value};
 
 use super::{bin, HANG};
@@ -179,4 +179,19 @@ impl Admin {
             .expect("job id");
         self.job_end(id).await
     }
+}
+
+/// A manager (with `config`), an admin signed in to it, and one scheduler (`sched`, on
+/// 127.0.0.2) in its default cluster.
+pub async fn control_plane(cluster: &Cluster, config: &str) -> (ManagerProc, Admin, SchedulerProc) {
+    let m = cluster
+        .start_manager(ADMIN_PASSWORD, config)
+        .await
+        .expect("manager");
+    let admin = Admin::sign_in(&m).await;
+    let s = cluster
+        .start_scheduler("sched", "127.0.0.2:0", &scheduler_args(&m, 0))
+        .await
+        .expect("scheduler");
+    (m, admin, s)
 }

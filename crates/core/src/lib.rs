@@ -7,6 +7,7 @@
 pub mod bitfield;
 pub mod digest;
 pub mod duration;
+pub mod host;
 pub mod piece;
 pub mod rate_limit;
 pub mod size;

@@ -246,7 +246,10 @@ impl Daemon {
                         connect_timeout: cfg.connect_timeout,
                         hello: pollen_proto::manager::DaemonHello {
                             host_id: host_id.clone(),
-                            hostname: cfg.hostname.clone().unwrap_or_else(identity::hostname),
+                            hostname: cfg
+                                .hostname
+                                .clone()
+                                .unwrap_or_else(pollen_core::host::hostname),
                             ip: advertise,
                             upload_port: u32::from(upload_addr.port()),
                             idc: cfg.idc.clone(),

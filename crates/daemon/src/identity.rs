@@ -13,18 +13,13 @@ pub(crate) fn host_id(data_dir: &Path) -> std::io::Result<String> {
             return Ok(s.to_string());
         }
     }
-    let id = format!("{}-{:08x}", hostname(), rand::thread_rng().gen::<u32>());
+    let id = format!(
+        "{}-{:08x}",
+        pollen_core::host::hostname(),
+        rand::thread_rng().gen::<u32>()
+    );
     let tmp = data_dir.join("host_id.tmp");
     std::fs::write(&tmp, &id)?;
     std::fs::rename(&tmp, &path)?;
     Ok(id)
-}
-
-/// The machine's hostname ("host" if it cannot be read).
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into())
 }

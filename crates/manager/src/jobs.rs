@@ -128,14 +128,12 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
             jobs::plan(pool, id, h, &t.url).await.map_err(db)?;
         }
     }
-    let done: HashSet<(String, String)> = jobs::get(pool, id)
-        .await
-        .map_err(db)?
-        .map(|j| j.results)
-        .unwrap_or_default()
-        .into_iter()
+    // Settled before a restart: kept. (Rows planned just now are all pending.)
+    let done: HashSet<(String, String)> = job
+        .results
+        .iter()
         .filter(|r| r.state != jobs::PENDING)
-        .map(|r| (r.host_id, r.url))
+        .map(|r| (r.host_id.clone(), r.url.clone()))
         .collect();
     let work: Vec<(String, Target)> = hosts
         .iter()

@@ -138,6 +138,23 @@ async fn links(pool: &AnyPool) -> Result<Vec<(i64, i64)>, sqlx::Error> {
         .collect()
 }
 
+/// Links scheduler cluster `sc` to seed-peer cluster `spc` (a missing one is a foreign-key
+/// violation, which the API reports as a bad id).
+async fn insert_link(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sc: i64,
+    spc: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cluster_links (scheduler_cluster_id, seed_peer_cluster_id) VALUES ($1, $2)",
+    )
+    .bind(sc)
+    .bind(spc)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// A scheduler cluster's fields as written by the API.
 pub struct SchedulerClusterFields<'a> {
     pub name: &'a str,
@@ -175,12 +192,12 @@ pub async fn get_scheduler_cluster(
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let mine = links(pool)
-        .await?
-        .into_iter()
-        .filter(|l| l.0 == id)
-        .map(|l| l.1)
-        .collect();
+    let mine = sqlx::query_scalar(
+        "SELECT seed_peer_cluster_id FROM cluster_links WHERE scheduler_cluster_id = $1",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
     SchedulerCluster::from_row(&row, mine).map(Some)
 }
 
@@ -236,13 +253,7 @@ pub async fn save_scheduler_cluster(
         }
     };
     for spc in f.seed_peer_cluster_ids {
-        sqlx::query(
-            "INSERT INTO cluster_links (scheduler_cluster_id, seed_peer_cluster_id) VALUES ($1, $2)",
-        )
-        .bind(id)
-        .bind(*spc)
-        .execute(&mut *tx)
-        .await?;
+        insert_link(&mut tx, id, *spc).await?;
     }
     tx.commit().await?;
     Ok(Some(id))
@@ -330,13 +341,7 @@ pub async fn save_seed_peer_cluster(
         }
     };
     for sc in scheduler_cluster_ids {
-        sqlx::query(
-            "INSERT INTO cluster_links (scheduler_cluster_id, seed_peer_cluster_id) VALUES ($1, $2)",
-        )
-        .bind(*sc)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        insert_link(&mut tx, *sc, id).await?;
     }
     tx.commit().await?;
     Ok(Some(id))

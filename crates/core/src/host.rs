@@ -1,0 +1,10 @@
+//! Facts about the machine every role reports the same way.
+
+/// The machine's hostname ("host" if it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
