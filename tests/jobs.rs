@@ -116,3 +116,70 @@ async fn a_manager_restarted_mid_job_finishes_it_or_says_why() {
         origin.bytes_served()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_and_delete_jobs_reach_every_peers_cache() {
+    let size = 4 * MIB;
+    let origin = origin(size).await;
+    let cluster = empty_cluster().await;
+    let (m, admin, _s) = control_plane(&cluster, "").await;
+    let mut seed = daemon(&cluster, &m, "seed", "127.0.0.10", &["--seed"]);
+    let mut holder = daemon(&cluster, &m, "holder", "127.0.0.11", &[]);
+    let mut bystander = daemon(&cluster, &m, "bystander", "127.0.0.12", &[]);
+    for d in [&mut seed, &mut holder, &mut bystander] {
+        d.start().await.expect("daemon");
+        d.wait_connected().await.expect("connected");
+    }
+    admin
+        .wait_for("/api/v1/peers?active=true", "three peers recorded", |v| {
+            v.as_array().map(Vec::len) == Some(3)
+        })
+        .await;
+    let url = origin.url("/blob?find-me");
+    download_within(&holder, &url, &cluster.dir.path().join("first"))
+        .await
+        .expect("download");
+    let host = |s: pollen_proto::daemon::StatResponse| s.host_id;
+    let holder_id = host(holder.stat().await.expect("stat"));
+    let bystander_id = host(bystander.stat().await.expect("stat"));
+    let answer = |job: &serde_json::Value, host: &str| {
+        job["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["host_id"] == host)
+            .map(|r| r["detail"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+
+    let job = admin
+        .run_job(json!({"type": "find_task", "urls": [url]}))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["results"].as_array().map(Vec::len), Some(3), "{job}");
+    assert_eq!(answer(&job, &holder_id), "complete", "{job}");
+    assert_eq!(answer(&job, &bystander_id), "absent", "{job}");
+
+    let job = admin
+        .run_job(json!({"type": "delete_task", "urls": [url]}))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(answer(&job, &holder_id), "deleted", "{job}");
+    assert_eq!(answer(&job, &bystander_id), "absent", "{job}");
+    for d in [&seed, &holder] {
+        let held = d.stat().await.expect("stat");
+        assert!(held.tasks.is_empty(), "{}: {:?}", d.name, held.tasks);
+    }
+
+    // The copies are really gone: the next pull goes back to the origin, and verifies.
+    let before = origin.bytes_served();
+    let out = cluster.dir.path().join("again");
+    download_within(&holder, &url, &out)
+        .await
+        .expect("download");
+    assert_eq!(sha256_file(&out), origin.digest());
+    assert!(
+        origin.bytes_served() >= before + size,
+        "served from a cache"
+    );
+}

@@ -6,16 +6,19 @@
 //! manager is unreachable the placement in force stays, and the session is retried with
 //! backoff.
 //!
-//! The manager also sends commands down the session (a preheat job's URLs); each is run as a
-//! cache-only download and answered with its outcome on the same session.
+//! The manager also sends commands down the session and gets each one's outcome back on it:
+//! a preheat job's URL (run as a cache-only download), a listing of the cache (the console's
+//! view of a peer, find-task jobs) and the removal of a task (cache-delete jobs).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pollen_core::TaskId;
 use pollen_proto::manager::manager_client::ManagerClient;
 use pollen_proto::manager::{
     command, daemon_message, manager_message, Command, CommandResult, DaemonHello, DaemonMessage,
+    HeldTask,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -49,14 +52,71 @@ pub(crate) struct ManagerSession {
 /// Runs one command to its end.
 async fn run_command(conductor: Arc<Conductor>, cmd: Command) -> CommandResult {
     let outcome = match cmd.command {
-        Some(command::Command::Preheat(p)) => preheat(conductor, p).await,
-        None => Err("an empty command (is this daemon older than the manager?)".into()),
+        Some(command::Command::Preheat(p)) => preheat(conductor, p).await.map(|_| Vec::new()),
+        Some(command::Command::ListTasks(l)) => list_tasks(&conductor, &l.task_id),
+        Some(command::Command::DeleteTask(d)) => delete_task(conductor, &d.task_id).await,
+        None => Err("an unknown command (is this daemon older than the manager?)".into()),
     };
-    CommandResult {
-        id: cmd.id,
-        ok: outcome.is_ok(),
-        error: outcome.err().unwrap_or_default(),
+    match outcome {
+        Ok(tasks) => CommandResult {
+            id: cmd.id,
+            ok: true,
+            error: String::new(),
+            tasks,
+        },
+        Err(error) => CommandResult {
+            id: cmd.id,
+            ok: false,
+            error,
+            tasks: Vec::new(),
+        },
     }
+}
+
+fn held(e: &pollen_storage::TaskEntry) -> HeldTask {
+    let snap = e.snapshot();
+    HeldTask {
+        task_id: e.id.hex(),
+        url: snap.meta.url.clone(),
+        content_length: snap.meta.content_length,
+        piece_count: snap.present.len(),
+        pieces_present: snap.present.count(),
+        complete: snap.meta.complete,
+        last_access: snap.meta.last_access,
+    }
+}
+
+fn task_id(hex: &str) -> Result<TaskId, String> {
+    hex.parse::<TaskId>().map_err(|e| e.to_string())
+}
+
+/// The tasks in the cache: all, or the one named.
+fn list_tasks(conductor: &Conductor, only: &str) -> Result<Vec<HeldTask>, String> {
+    if only.is_empty() {
+        return Ok(conductor.store.tasks().iter().map(|e| held(e)).collect());
+    }
+    let id = task_id(only)?;
+    Ok(conductor.store.get(&id).iter().map(|e| held(e)).collect())
+}
+
+/// Removes a task from the cache; answers with it, or nothing when it was not held. A task
+/// being downloaded is not removed (its download would write into a removed file).
+async fn delete_task(conductor: Arc<Conductor>, hex: &str) -> Result<Vec<HeldTask>, String> {
+    let id = task_id(hex)?;
+    let Some(entry) = conductor.store.get(&id) else {
+        return Ok(Vec::new());
+    };
+    if conductor.busy().contains(&id) {
+        return Err("the task is being downloaded on this peer; delete it when that ends".into());
+    }
+    let gone = held(&entry);
+    let store = conductor.store.clone();
+    tokio::task::spawn_blocking(move || store.remove_task(&id))
+        .await
+        .map_err(|_| "the daemon is shutting down".to_string())?
+        .map_err(|e| e.to_string())?;
+    info!(task = %gone.task_id, url = %gone.url, "task deleted from the cache by the manager");
+    Ok(vec![gone])
 }
 
 /// Fetches a URL into the cache, as `pollen get --cache-only` would.

@@ -52,6 +52,11 @@ impl Hub {
         }
     }
 
+    /// Whether `host_id` has a session open now.
+    pub fn connected(&self, host_id: &str) -> bool {
+        self.lock().daemons.contains_key(host_id)
+    }
+
     /// A daemon's answer.
     pub fn complete(&self, result: CommandResult) {
         if let Some((_, tx)) = self.lock().pending.remove(&result.id) {
@@ -60,14 +65,15 @@ impl Hub {
     }
 
     /// Runs `cmd` on `host_id`: waits up to `grace` for the host to be connected and up to
-    /// `timeout` for its answer. Err carries a reason fit for a job's result.
+    /// `timeout` for its answer, which is returned when it says ok. Err carries a reason fit
+    /// for a job's result.
     pub async fn run(
         &self,
         host_id: &str,
         cmd: command::Command,
         grace: Duration,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<CommandResult, String> {
         let deadline = tokio::time::Instant::now() + grace;
         let (id, tx, rx) = loop {
             let found = {
@@ -104,7 +110,7 @@ impl Hub {
         let answer = tokio::time::timeout(timeout, rx).await;
         self.lock().pending.remove(&id);
         match answer {
-            Ok(Ok(r)) if r.ok => Ok(()),
+            Ok(Ok(r)) if r.ok => Ok(r),
             Ok(Ok(r)) => Err(r.error),
             Ok(Err(_)) => Err(format!("{host_id} disconnected before answering")),
             Err(_) => Err(format!("{host_id} did not finish within {timeout:?}")),

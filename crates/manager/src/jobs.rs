@@ -1,6 +1,9 @@
 //! The job runner: takes pending jobs (and, after a restart, running ones) and drives them to
 //! `succeeded` or `failed` with a reason.
 //!
+//! Find-task and delete-task jobs name tasks (by URL or id) and ask every active peer of
+//! their clusters to list or remove each one; a peer's answer is its result's detail.
+//!
 //! A preheat job resolves what to fetch (its URLs, or an image reference through the OCI
 //! distribution API to the blob URLs of every platform or one), picks the active seed peers
 //! of its clusters, records one pending result per (peer, URL), and sends each to its peer as
@@ -12,13 +15,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
+use pollen_core::{TaskId, TaskIdError, TaskKey};
 use pollen_oci::{Credentials, ImageReference, Platform, Registry};
-use pollen_proto::manager::{command, Header, Preheat};
+use pollen_proto::manager::{command, CommandResult, DeleteTask, Header, ListTasks, Preheat};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::rest::AppState;
-use crate::store::jobs::{self, PreheatArgs};
+use crate::store::jobs::{self, JobArgs, Kind};
 use crate::store::peers;
 
 /// One unit of a preheat: a URL with its headers and digest.
@@ -85,17 +89,27 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
     jobs::set_state(pool, id, jobs::RUNNING, "")
         .await
         .map_err(db)?;
-    let secret = jobs::secret(pool, id).await.map_err(db)?;
-    let targets = targets(&job.args, secret).await?;
-    if targets.is_empty() {
-        return Err("nothing to fetch".into());
+    let units: Vec<Unit> = match job.kind {
+        Kind::Preheat => {
+            let secret = jobs::secret(pool, id).await.map_err(db)?;
+            targets(&job.args, secret)
+                .await?
+                .into_iter()
+                .map(Unit::Fetch)
+                .collect()
+        }
+        Kind::FindTask | Kind::DeleteTask => task_units(job.kind, &job.args)?,
+    };
+    if units.is_empty() {
+        return Err("nothing to do".into());
     }
+    // A preheat fills seed peers; a find or delete asks every active peer.
     let filter = peers::Filter {
-        seed: Some(true),
+        seed: (job.kind == Kind::Preheat).then_some(true),
         active_only: true,
         ..Default::default()
     };
-    let seeds: Vec<String> = peers::list(pool, filter, 10_000, 0)
+    let chosen: Vec<String> = peers::list(pool, filter, 10_000, 0)
         .await
         .map_err(db)?
         .into_iter()
@@ -109,13 +123,18 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
     // A resumed job keeps the hosts it planned, even if they are not connected yet.
     let planned: HashSet<String> = job.results.iter().map(|r| r.host_id.clone()).collect();
     let hosts: Vec<String> = if planned.is_empty() {
-        seeds
+        chosen
     } else {
         planned.into_iter().collect()
     };
     if hosts.is_empty() {
         return Err(format!(
-            "no active seed peer in {}",
+            "no active {} in {}",
+            if job.kind == Kind::Preheat {
+                "seed peer"
+            } else {
+                "peer"
+            },
             if job.args.scheduler_cluster_ids.is_empty() {
                 "any cluster".to_string()
             } else {
@@ -124,8 +143,8 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
         ));
     }
     for h in &hosts {
-        for t in &targets {
-            jobs::plan(pool, id, h, &t.url).await.map_err(db)?;
+        for u in &units {
+            jobs::plan(pool, id, h, u.label()).await.map_err(db)?;
         }
     }
     // Settled before a restart: kept. (Rows planned just now are all pending.)
@@ -135,26 +154,26 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
         .filter(|r| r.state != jobs::PENDING)
         .map(|r| (r.host_id.clone(), r.url.clone()))
         .collect();
-    let work: Vec<(String, Target)> = hosts
+    let work: Vec<(String, Unit)> = hosts
         .iter()
-        .flat_map(|h| targets.iter().map(move |t| (h.clone(), t.clone())))
-        .filter(|(h, t)| !done.contains(&(h.clone(), t.url.clone())))
+        .flat_map(|h| units.iter().map(move |u| (h.clone(), u.clone())))
+        .filter(|(h, u)| !done.contains(&(h.clone(), u.label().to_string())))
         .collect();
     let concurrency = job.args.concurrency.clamp(1, 64) as usize;
     let grace = state.cfg.job_peer_grace;
     let timeout = state.cfg.job_command_timeout;
     futures::stream::iter(work)
-        .for_each_concurrent(concurrency, |(host, t)| async move {
-            let cmd = command::Command::Preheat(Preheat {
-                url: t.url.clone(),
-                headers: t.headers.clone(),
-                digest: t.digest.clone(),
-            });
-            let r = state.hub.run(&host, cmd, grace, timeout).await;
+        .for_each_concurrent(concurrency, |(host, unit)| async move {
+            let r = state
+                .hub
+                .run(&host, unit.command(), grace, timeout)
+                .await
+                .map(|answer| unit.detail(&answer));
             if let Err(e) = &r {
-                warn!(job = id, %host, url = %t.url, error = %e, "preheat failed on a peer");
+                warn!(job = id, %host, target = %unit.label(), error = %e, "a job's command failed on a peer");
             }
-            if let Err(e) = jobs::settle(pool, id, &host, &t.url, r.err().as_deref()).await {
+            let outcome = r.as_deref().map_err(String::as_str);
+            if let Err(e) = jobs::settle(pool, id, &host, unit.label(), outcome).await {
                 warn!(job = id, error = %e, "cannot record a job result");
             }
         })
@@ -171,7 +190,7 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
     match failed.first() {
         None => Ok(()),
         Some(first) => Err(format!(
-            "{} of {} fetches failed; first: {} on {}: {}",
+            "{} of {} commands failed; first: {} on {}: {}",
             failed.len(),
             results.len(),
             first.url,
@@ -181,8 +200,87 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
     }
 }
 
+/// One unit of a job, run on each chosen peer.
+#[derive(Clone)]
+enum Unit {
+    /// Fetch a URL into the cache.
+    Fetch(Target),
+    /// Say whether the task is held (`label`: the URL or task id the job named).
+    Find { label: String, task_id: String },
+    /// Remove the task from the cache.
+    Delete { label: String, task_id: String },
+}
+
+impl Unit {
+    /// What the job's results call it.
+    fn label(&self) -> &str {
+        match self {
+            Self::Fetch(t) => &t.url,
+            Self::Find { label, .. } | Self::Delete { label, .. } => label,
+        }
+    }
+
+    fn command(&self) -> command::Command {
+        match self {
+            Self::Fetch(t) => command::Command::Preheat(Preheat {
+                url: t.url.clone(),
+                headers: t.headers.clone(),
+                digest: t.digest.clone(),
+            }),
+            Self::Find { task_id, .. } => command::Command::ListTasks(ListTasks {
+                task_id: task_id.clone(),
+            }),
+            Self::Delete { task_id, .. } => command::Command::DeleteTask(DeleteTask {
+                task_id: task_id.clone(),
+            }),
+        }
+    }
+
+    /// The result's detail, from the peer's answer.
+    fn detail(&self, answer: &CommandResult) -> String {
+        let held = answer.tasks.first();
+        match (self, held) {
+            (Self::Fetch(_), _) => String::new(),
+            (Self::Find { .. } | Self::Delete { .. }, None) => "absent".into(),
+            (Self::Find { .. }, Some(t)) if t.complete => "complete".into(),
+            (Self::Find { .. }, Some(t)) => {
+                format!("partial {}/{}", t.pieces_present, t.piece_count)
+            }
+            (Self::Delete { .. }, Some(_)) => "deleted".into(),
+        }
+    }
+}
+
+/// The tasks a find or delete job names: its task ids, and the task id of each URL (with
+/// the job's tag, application and filtered query, as `pollen get` would name it).
+fn task_units(kind: Kind, args: &JobArgs) -> Result<Vec<Unit>, String> {
+    let mut named: Vec<(String, String)> = Vec::new();
+    for t in &args.task_ids {
+        let id: TaskId = t.parse().map_err(|e: TaskIdError| e.to_string())?;
+        named.push((t.clone(), id.hex()));
+    }
+    for u in &args.urls {
+        let key = TaskKey {
+            url: u.clone(),
+            digest: None,
+            tag: args.tag.clone(),
+            application: args.application.clone(),
+            filtered_query: args.filtered_query.clone(),
+        };
+        let id = key.task_id().map_err(|e| format!("{u}: {e}"))?;
+        named.push((u.clone(), id.hex()));
+    }
+    Ok(named
+        .into_iter()
+        .map(|(label, task_id)| match kind {
+            Kind::DeleteTask => Unit::Delete { label, task_id },
+            _ => Unit::Find { label, task_id },
+        })
+        .collect())
+}
+
 /// What a preheat fetches.
-async fn targets(args: &PreheatArgs, password: String) -> Result<Vec<Target>, String> {
+async fn targets(args: &JobArgs, password: String) -> Result<Vec<Target>, String> {
     let headers: Vec<Header> = args
         .headers
         .iter()

@@ -6,6 +6,7 @@
 pub mod account;
 pub mod audit;
 pub mod clusters;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod hosts;
@@ -121,6 +122,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/peers", get(hosts::list_peers))
         .route("/api/v1/peers/:id", get(hosts::get_peer))
+        .route("/api/v1/peers/:id/tasks", get(hosts::peer_tasks))
         .route("/api/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/api/v1/jobs/:id", get(jobs::get))
         .route("/api/v1/audit-log", get(audit::list))
@@ -138,6 +140,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             layers::count,
         ));
-    api.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    // The console's files need no credential: what it shows comes from the API.
+    let console = Router::new()
+        .route("/", get(console::to_console))
+        .route("/console", get(console::to_console))
+        .route("/console/", get(console::index))
+        .route("/console/:file", get(console::file));
+    api.merge(console)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

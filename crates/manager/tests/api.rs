@@ -38,6 +38,10 @@ async fn jobs_are_created_listed_and_fail_with_a_reason(m: TestManager) {
     scenarios::jobs_are_created_listed_and_fail_with_a_reason(&m).await
 }
 
+async fn peers_answer_for_their_caches(m: TestManager) {
+    scenarios::peers_answer_for_their_caches(&m).await
+}
+
 /// The database outlives the manager: a restart finds every user and cluster.
 async fn data_survives_a_restart(m: TestManager) {
     let admin = m.admin().await;
@@ -75,4 +79,5 @@ on_both_databases!(
     secrets_never_appear_in_responses,
     data_survives_a_restart,
     jobs_are_created_listed_and_fail_with_a_reason,
+    peers_answer_for_their_caches,
 );

@@ -23,6 +23,7 @@ async fn every_documented_route_is_exercised_by_the_scenarios() {
     scenarios::a_user_cannot_see_another_users_tokens(&m).await;
     scenarios::secrets_never_appear_in_responses(&m).await;
     scenarios::jobs_are_created_listed_and_fail_with_a_reason(&m).await;
+    scenarios::peers_answer_for_their_caches(&m).await;
 
     let metrics = m.api().get("/metrics").await.text;
     // pollen_manager_http_requests_total{method="GET",route="/api/v1/users/:id",status="200"} 1

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
+use pollen_proto::manager::{command, HeldTask, ListTasks};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::AppState;
@@ -125,4 +126,67 @@ pub async fn get_peer(
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound("peer"))
+}
+
+/// A task in a peer's cache, as the peer reports it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PeerTask {
+    /// Hex task id.
+    pub task_id: String,
+    /// The URL it was first requested with.
+    pub url: String,
+    pub content_length: u64,
+    pub piece_count: u32,
+    pub pieces_present: u32,
+    /// Every piece present and verified.
+    pub complete: bool,
+    /// Unix seconds of its last download or upload.
+    pub last_access: u64,
+}
+
+impl From<HeldTask> for PeerTask {
+    fn from(t: HeldTask) -> Self {
+        Self {
+            task_id: t.task_id,
+            url: t.url,
+            content_length: t.content_length,
+            piece_count: t.piece_count,
+            pieces_present: t.pieces_present,
+            complete: t.complete,
+            last_access: t.last_access,
+        }
+    }
+}
+
+/// How long a peer has to list its tasks.
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The tasks in a peer's cache, asked of the peer now over its session.
+#[utoipa::path(get, path = "/api/v1/peers/{id}/tasks", tag = "hosts",
+    params(("id" = i64, Path, description = "Peer id")),
+    security(("token" = []), ("session" = [])),
+    responses((status = 200, body = [PeerTask]), (status = 404, body = ErrorBody),
+              (status = 503, description = "The peer is not connected or did not answer", body = ErrorBody)))]
+pub async fn peer_tasks(
+    State(state): State<Arc<AppState>>,
+    who: Principal,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<PeerTask>>> {
+    who.check(Resource::Peers, Access::Read)?;
+    let peer = peers::get(&state.db.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("peer"))?;
+    if !state.hub.connected(&peer.host_id) {
+        return Err(ApiError::Unavailable(format!(
+            "{} is not connected to the manager",
+            peer.hostname
+        )));
+    }
+    let cmd = command::Command::ListTasks(ListTasks::default());
+    let answer = state
+        .hub
+        .run(&peer.host_id, cmd, std::time::Duration::ZERO, LIST_TIMEOUT)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok(Json(answer.tasks.into_iter().map(PeerTask::from).collect()))
 }

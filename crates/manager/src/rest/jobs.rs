@@ -1,4 +1,4 @@
-//! Jobs: create a preheat, list jobs, follow one. Users and admins run jobs; everyone signed
+//! Jobs: create a preheat, find-task or delete-task job, list jobs, follow one. Users and admins run jobs; everyone signed
 //! in may read them. A registry password given with a job is stored apart and never shown.
 
 use std::sync::Arc;
@@ -12,19 +12,31 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::Body;
 use super::AppState;
 use crate::auth::{Access, Principal, Resource};
-use crate::store::jobs::{self, Job, PreheatArgs};
+use crate::store::jobs::{self, Job, JobArgs, Kind};
 use crate::store::Page;
 
 /// A new job.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewJob {
-    /// `preheat`.
+    /// `preheat`, `find_task` or `delete_task`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// URLs to fetch (a file preheat).
+    /// URLs to fetch (a file preheat), or whose tasks to find or delete.
     #[serde(default)]
     pub urls: Vec<String>,
+    /// Find or delete: task ids (64 hex digits), besides or instead of `urls`.
+    #[serde(default)]
+    pub task_ids: Vec<String>,
+    /// Find or delete: the tag the URLs were downloaded with.
+    #[serde(default)]
+    pub tag: String,
+    /// Find or delete: the application the URLs were downloaded with.
+    #[serde(default)]
+    pub application: String,
+    /// Find or delete: query parameters left out of the URLs' task ids.
+    #[serde(default)]
+    pub filtered_query: Vec<String>,
     /// An image reference to resolve to its blobs (an image preheat).
     #[serde(default)]
     pub image: String,
@@ -43,19 +55,46 @@ pub struct NewJob {
     /// Headers sent with every URL of a file preheat (`Name: value`).
     #[serde(default)]
     pub headers: Vec<String>,
-    /// Scheduler clusters whose seed peers fetch (default: every active seed peer).
+    /// Scheduler clusters whose peers take part (default: all): a preheat runs on their
+    /// active seed peers, a find or delete on all their active peers.
     #[serde(default)]
     pub scheduler_cluster_ids: Vec<i64>,
-    /// (peer, URL) fetches at once (default 4, at most 64).
+    /// (peer, target) commands at once (default 4, at most 64).
     #[serde(default)]
     pub concurrency: u32,
 }
 
-fn check(args: &PreheatArgs) -> ApiResult<()> {
-    match (args.urls.is_empty(), args.image.is_empty()) {
-        (true, true) => return Err(ApiError::invalid("give urls or an image")),
-        (false, false) => return Err(ApiError::invalid("give urls or an image, not both")),
-        _ => {}
+fn check(kind: Kind, args: &JobArgs) -> ApiResult<()> {
+    if kind == Kind::Preheat {
+        match (args.urls.is_empty(), args.image.is_empty()) {
+            (true, true) => return Err(ApiError::invalid("give urls or an image")),
+            (false, false) => return Err(ApiError::invalid("give urls or an image, not both")),
+            _ => {}
+        }
+        if !args.task_ids.is_empty() {
+            return Err(ApiError::invalid(
+                "a preheat takes urls or an image, not task_ids",
+            ));
+        }
+    } else {
+        if !args.image.is_empty() {
+            return Err(ApiError::invalid(
+                "find_task and delete_task take urls or task_ids, not an image",
+            ));
+        }
+        if args.urls.is_empty() && args.task_ids.is_empty() {
+            return Err(ApiError::invalid("give urls or task_ids"));
+        }
+        if args.task_ids.len() > 1000 {
+            return Err(ApiError::invalid("at most 1000 task_ids per job"));
+        }
+        for t in &args.task_ids {
+            if t.parse::<pollen_core::TaskId>().is_err() {
+                return Err(ApiError::invalid(format!(
+                    "task_ids: {t:?} is not a task id (64 hex digits)"
+                )));
+            }
+        }
     }
     if args.urls.len() > 1000 {
         return Err(ApiError::invalid("at most 1000 urls per job"));
@@ -100,14 +139,18 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     who.check(Resource::Jobs, Access::Write)?;
     let req = body.parse()?;
-    if req.kind != "preheat" {
+    let Some(kind) = Kind::parse(&req.kind) else {
         return Err(ApiError::invalid(format!(
-            "type {:?} is not a job type (preheat)",
+            "type {:?} is not a job type (preheat, find_task or delete_task)",
             req.kind
         )));
-    }
-    let args = PreheatArgs {
+    };
+    let args = JobArgs {
         urls: req.urls,
+        task_ids: req.task_ids,
+        tag: req.tag,
+        application: req.application,
+        filtered_query: req.filtered_query,
         image: req.image,
         platform: req.platform,
         username: req.username,
@@ -120,8 +163,8 @@ pub async fn create(
             req.concurrency
         },
     };
-    check(&args)?;
-    let job = jobs::create(&state.db.pool, &args, &req.password, who.user_id).await?;
+    check(kind, &args)?;
+    let job = jobs::create(&state.db.pool, kind, &args, &req.password, who.user_id).await?;
     state.jobs_added.notify_one();
     Ok((StatusCode::CREATED, Json(job)))
 }

@@ -45,7 +45,7 @@ impl Modify for Security {
         clusters::get_seed_peer_cluster, clusters::replace_seed_peer_cluster,
         clusters::delete_seed_peer_cluster,
         hosts::list_schedulers, hosts::get_scheduler, hosts::delete_scheduler,
-        hosts::list_peers, hosts::get_peer,
+        hosts::list_peers, hosts::get_peer, hosts::peer_tasks,
         jobs::create, jobs::list, jobs::get,
         audit::list,
     ),

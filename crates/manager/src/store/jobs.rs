@@ -1,6 +1,9 @@
 //! Jobs and their results. A job is `pending` until the runner takes it, `running` until
-//! every (peer, URL) result is settled, then `succeeded` or `failed` with a reason. A job
+//! every (peer, target) result is settled, then `succeeded` or `failed` with a reason. A job
 //! found `running` at start is resumed: its settled results are kept, the rest run again.
+//!
+//! Kinds: `preheat` (fetch URLs or an image's blobs into seed peers), `find_task` (which
+//! peers hold a task) and `delete_task` (remove a task from every peer's cache).
 
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, AnyPool, Row};
@@ -12,12 +15,49 @@ pub const RUNNING: &str = "running";
 pub const SUCCEEDED: &str = "succeeded";
 pub const FAILED: &str = "failed";
 
-/// What a preheat job fetches and where (stored as its arguments; no password here).
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Fetch URLs, or an image's blobs, into the seed peers of chosen clusters.
+    Preheat,
+    /// Ask every active peer of chosen clusters whether it holds a task.
+    FindTask,
+    /// Remove a task from the cache of every active peer of chosen clusters.
+    DeleteTask,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Self::Preheat, Self::FindTask, Self::DeleteTask];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Preheat => "preheat",
+            Self::FindTask => "find_task",
+            Self::DeleteTask => "delete_task",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What a job works on and where (stored as its arguments; no password here).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
-pub struct PreheatArgs {
-    /// URLs to fetch (a file preheat).
+pub struct JobArgs {
+    /// URLs to fetch (a file preheat), or whose tasks to find or delete.
     pub urls: Vec<String>,
+    /// Find or delete jobs: task ids (64 hex digits), besides or instead of `urls`.
+    pub task_ids: Vec<String>,
+    /// Find or delete jobs: the tag and application the URLs were downloaded with (they
+    /// are part of a task's id).
+    pub tag: String,
+    pub application: String,
+    /// Find or delete jobs: query parameters left out of the URLs' task ids (as given to
+    /// `pollen get --filter-query`).
+    pub filtered_query: Vec<String>,
     /// An image reference to resolve to its blobs (an image preheat), e.g.
     /// `registry.internal/team/app:1.4`.
     pub image: String,
@@ -29,30 +69,33 @@ pub struct PreheatArgs {
     pub insecure: bool,
     /// Headers sent with every URL of a file preheat (`Name: value`).
     pub headers: Vec<String>,
-    /// Scheduler clusters whose seed peers fetch (default: every active seed peer).
+    /// Scheduler clusters whose peers take part (default: all). A preheat runs on their
+    /// seed peers, a find or delete on all their active peers.
     pub scheduler_cluster_ids: Vec<i64>,
-    /// (peer, URL) fetches at once (default 4, at most 64): the job's rate limit.
+    /// (peer, target) commands at once (default 4, at most 64): the job's rate limit.
     pub concurrency: u32,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct JobResult {
     pub host_id: String,
+    /// The URL (or task id) this result is for.
     pub url: String,
     /// `pending`, `succeeded` or `failed`.
     pub state: String,
     pub error: String,
+    /// Find: `complete`, `partial N/M` or `absent`. Delete: `deleted` or `absent`.
+    pub detail: String,
     pub updated_at: i64,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: i64,
-    /// `preheat`.
-    pub kind: String,
+    pub kind: Kind,
     /// `pending`, `running`, `succeeded` or `failed`.
     pub state: String,
-    pub args: PreheatArgs,
+    pub args: JobArgs,
     /// Why it failed.
     pub error: String,
     pub user_id: Option<i64>,
@@ -68,9 +111,13 @@ const COLUMNS: &str = "id, kind, state, args, error, user_id, created_at, update
 impl Job {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         let args: String = r.try_get("args")?;
+        let kind: String = r.try_get("kind")?;
         Ok(Self {
             id: r.try_get("id")?,
-            kind: r.try_get("kind")?,
+            kind: Kind::parse(&kind).ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "kind".into(),
+                source: format!("unknown job kind {kind:?}").into(),
+            })?,
             state: r.try_get("state")?,
             args: serde_json::from_str(&args).map_err(|e| sqlx::Error::ColumnDecode {
                 index: "args".into(),
@@ -88,15 +135,17 @@ impl Job {
 
 pub async fn create(
     pool: &AnyPool,
-    args: &PreheatArgs,
+    kind: Kind,
+    args: &JobArgs,
     secret: &str,
     user_id: i64,
 ) -> Result<Job, sqlx::Error> {
     let t = now();
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO jobs (kind, state, args, secret, user_id, created_at, updated_at) \
-         VALUES ('preheat', 'pending', $1, $2, $3, $4, $4) RETURNING {COLUMNS}"
+         VALUES ($1, 'pending', $2, $3, $4, $5, $5) RETURNING {COLUMNS}"
     )))
+    .bind(kind.as_str())
     .bind(serde_json::to_string(args).unwrap_or_else(|_| "{}".into()))
     .bind(secret)
     .bind(user_id)
@@ -128,7 +177,7 @@ pub async fn get(pool: &AnyPool, id: i64) -> Result<Option<Job>, sqlx::Error> {
     let Some(row) = row else { return Ok(None) };
     let mut job = Job::from_row(&row)?;
     let rows = sqlx::query(
-        "SELECT host_id, url, state, error, updated_at FROM job_results WHERE job_id = $1 \
+        "SELECT host_id, url, state, error, detail, updated_at FROM job_results WHERE job_id = $1 \
          ORDER BY id",
     )
     .bind(id)
@@ -142,6 +191,7 @@ pub async fn get(pool: &AnyPool, id: i64) -> Result<Option<Job>, sqlx::Error> {
                 url: r.try_get("url")?,
                 state: r.try_get("state")?,
                 error: r.try_get("error")?,
+                detail: r.try_get("detail")?,
                 updated_at: r.try_get("updated_at")?,
             })
         })
@@ -200,19 +250,25 @@ pub async fn plan(pool: &AnyPool, job: i64, host_id: &str, url: &str) -> Result<
     Ok(())
 }
 
+/// Records how (host, url) ended: its detail, or why it failed.
 pub async fn settle(
     pool: &AnyPool,
     job: i64,
     host_id: &str,
     url: &str,
-    error: Option<&str>,
+    outcome: Result<&str, &str>,
 ) -> Result<(), sqlx::Error> {
+    let (state, detail, error) = match outcome {
+        Ok(detail) => (SUCCEEDED, detail, ""),
+        Err(error) => (FAILED, "", error),
+    };
     sqlx::query(
-        "UPDATE job_results SET state = $1, error = $2, updated_at = $3 \
-         WHERE job_id = $4 AND host_id = $5 AND url = $6",
+        "UPDATE job_results SET state = $1, error = $2, detail = $3, updated_at = $4 \
+         WHERE job_id = $5 AND host_id = $6 AND url = $7",
     )
-    .bind(if error.is_some() { FAILED } else { SUCCEEDED })
-    .bind(error.unwrap_or(""))
+    .bind(state)
+    .bind(error)
+    .bind(detail)
     .bind(now())
     .bind(job)
     .bind(host_id)

@@ -753,6 +753,19 @@ pub async fn jobs_are_created_listed_and_fail_with_a_reason(m: &TestManager) {
     let image_job = r.json["id"].as_i64().expect("id");
     for (bad, why) in [
         (json!({"type": "preheat"}), "urls or an image"),
+        (json!({"type": "find_task"}), "urls or task_ids"),
+        (
+            json!({"type": "delete_task", "task_ids": ["abc"]}),
+            "64 hex digits",
+        ),
+        (
+            json!({"type": "find_task", "image": "a/b:1"}),
+            "not an image",
+        ),
+        (
+            json!({"type": "preheat", "task_ids": ["00"], "urls": ["http://x/"]}),
+            "not task_ids",
+        ),
         (
             json!({"type": "reboot", "urls": ["http://x/"]}),
             "not a job type",
@@ -811,4 +824,222 @@ pub async fn jobs_are_created_listed_and_fail_with_a_reason(m: &TestManager) {
         user.get("/api/v1/jobs/99999999").await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// A daemon's side of a session, answering from a cache of named tasks: enough to see the
+/// manager ask and record. (The real daemon's answers are checked by the multi-process job
+/// tests.)
+pub struct CacheHolder {
+    pub host_id: String,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    session: tokio::task::JoinHandle<()>,
+}
+
+impl CacheHolder {
+    /// Opens a session for a new host in `cluster` holding `held` (task id, URL) complete
+    /// tasks.
+    pub async fn connect(m: &TestManager, cluster: i64, held: Vec<(String, String)>) -> Self {
+        use pollen_proto::manager::manager_client::ManagerClient;
+        use pollen_proto::manager::{
+            command, daemon_message, manager_message, CommandResult, DaemonHello, DaemonMessage,
+            HeldTask,
+        };
+        let host_id = unique("holder");
+        let mut client = ManagerClient::connect(m.grpc.clone())
+            .await
+            .expect("connect");
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(DaemonMessage {
+            message: Some(daemon_message::Message::Hello(DaemonHello {
+                host_id: host_id.clone(),
+                hostname: host_id.clone(),
+                ip: "127.0.0.30".into(),
+                upload_port: 4000,
+                scheduler_cluster_id: cluster,
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("hello");
+        let mut inbound = client
+            .daemon_session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("session")
+            .into_inner();
+        let asked: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let log = asked.clone();
+        let session = tokio::spawn(async move {
+            let mut cache = held;
+            while let Ok(Some(msg)) = inbound.message().await {
+                let Some(manager_message::Message::Command(cmd)) = msg.message else {
+                    continue;
+                };
+                let task = |id: &str, url: &str| HeldTask {
+                    task_id: id.into(),
+                    url: url.into(),
+                    content_length: 1,
+                    piece_count: 1,
+                    pieces_present: 1,
+                    complete: true,
+                    last_access: 1,
+                };
+                let tasks = match cmd.command {
+                    Some(command::Command::ListTasks(l)) => {
+                        log.lock().expect("log").push(format!("list {}", l.task_id));
+                        cache
+                            .iter()
+                            .filter(|(id, _)| l.task_id.is_empty() || *id == l.task_id)
+                            .map(|(id, url)| task(id, url))
+                            .collect()
+                    }
+                    Some(command::Command::DeleteTask(d)) => {
+                        log.lock()
+                            .expect("log")
+                            .push(format!("delete {}", d.task_id));
+                        let gone: Vec<HeldTask> = cache
+                            .iter()
+                            .filter(|(id, _)| *id == d.task_id)
+                            .map(|(id, url)| task(id, url))
+                            .collect();
+                        cache.retain(|(id, _)| *id != d.task_id);
+                        gone
+                    }
+                    _ => Vec::new(),
+                };
+                let answer = DaemonMessage {
+                    message: Some(daemon_message::Message::Result(CommandResult {
+                        id: cmd.id,
+                        ok: true,
+                        error: String::new(),
+                        tasks,
+                    })),
+                };
+                if tx.send(answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            host_id,
+            asked,
+            session,
+        }
+    }
+
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().expect("log").clone()
+    }
+}
+
+impl Drop for CacheHolder {
+    /// Ends the session, as a daemon that stops would.
+    fn drop(&mut self) {
+        self.session.abort();
+    }
+}
+
+/// A peer's cache is asked of the peer: listed (the console's view), found by URL and
+/// deleted by jobs, and a peer that is not connected is a clear 503.
+pub async fn peers_answer_for_their_caches(m: &TestManager) {
+    let admin = m.admin().await;
+    let url = format!("http://127.0.0.1:9/{}", unique("model"));
+    let key = pollen_core::TaskKey {
+        url: url.clone(),
+        digest: None,
+        tag: "v1".into(),
+        application: String::new(),
+        filtered_query: Vec::new(),
+    };
+    let task_id = key.task_id().expect("task id").hex();
+    // A cluster of its own, so other scenarios' peers take no part in its jobs.
+    let r = admin
+        .post(
+            "/api/v1/scheduler-clusters",
+            json!({"name": unique("holders")}),
+        )
+        .await;
+    let cluster = r.json["id"].as_i64().expect("cluster id");
+    let holder = CacheHolder::connect(m, cluster, vec![(task_id.clone(), url.clone())]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let peer_id = loop {
+        let r = admin.get("/api/v1/peers?active=true&limit=1000").await;
+        let found = r.json.as_array().and_then(|ps| {
+            ps.iter()
+                .find(|p| p["host_id"] == holder.host_id.as_str())
+                .and_then(|p| p["id"].as_i64())
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.text);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let r = admin.get(&format!("/api/v1/peers/{peer_id}/tasks")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json[0]["task_id"], task_id.as_str(), "{}", r.text);
+    assert_eq!(r.json[0]["url"], url.as_str());
+    assert_eq!(r.json[0]["complete"], true);
+
+    // Found by URL and tag (the manager names the task as `pollen get --tag v1` would).
+    let find = json!({"type": "find_task", "urls": [url], "tag": "v1",
+                      "scheduler_cluster_ids": [cluster]});
+    let job = run_job(&admin, find.clone()).await;
+    let mine = |j: &serde_json::Value| {
+        j["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["host_id"] == holder.host_id.as_str())
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(mine(&job)["detail"], "complete", "{job}");
+    assert_eq!(mine(&job)["url"], url.as_str(), "{job}");
+    let delete = json!({"type": "delete_task", "task_ids": [task_id],
+                        "scheduler_cluster_ids": [cluster]});
+    let job = run_job(&admin, delete).await;
+    assert_eq!(mine(&job)["detail"], "deleted", "{job}");
+    let job = run_job(&admin, find).await;
+    assert_eq!(mine(&job)["detail"], "absent", "{job}");
+    let asked = holder.asked();
+    assert!(asked.contains(&format!("delete {task_id}")), "{asked:?}");
+    assert!(asked.contains(&format!("list {task_id}")), "{asked:?}");
+
+    drop(holder);
+    loop {
+        let r = admin.get(&format!("/api/v1/peers/{peer_id}/tasks")).await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(
+                r.json["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("not connected"),
+                "{}",
+                r.text
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.text);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = admin.get("/api/v1/peers/987654321/tasks").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+/// Creates a job and waits for it to succeed; returns it.
+async fn run_job(admin: &super::Api, body: serde_json::Value) -> serde_json::Value {
+    let r = admin.post("/api/v1/jobs", body.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{body}: {}", r.text);
+    let id = r.json["id"].as_i64().expect("id");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = admin.get(&format!("/api/v1/jobs/{id}")).await;
+        match r.json["state"].as_str() {
+            Some("succeeded") => return r.json,
+            Some("failed") => panic!("{body}: {}", r.text),
+            _ => {}
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.text);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
