@@ -118,15 +118,15 @@ async fn a_manager_restarted_mid_job_finishes_it_or_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn find_and_delete_jobs_reach_every_peers_cache() {
+async fn a_preheat_on_half_the_peers_is_found_there_and_deleted_everywhere() {
     let size = 4 * MIB;
     let origin = origin(size).await;
     let cluster = empty_cluster().await;
     let (m, admin, _s) = control_plane(&cluster, "").await;
     let mut seed = daemon(&cluster, &m, "seed", "127.0.0.10", &["--seed"]);
-    let mut holder = daemon(&cluster, &m, "holder", "127.0.0.11", &[]);
-    let mut bystander = daemon(&cluster, &m, "bystander", "127.0.0.12", &[]);
-    for d in [&mut seed, &mut holder, &mut bystander] {
+    let mut a = daemon(&cluster, &m, "peer-a", "127.0.0.11", &[]);
+    let mut b = daemon(&cluster, &m, "peer-b", "127.0.0.12", &[]);
+    for d in [&mut seed, &mut a, &mut b] {
         d.start().await.expect("daemon");
         d.wait_connected().await.expect("connected");
     }
@@ -135,13 +135,11 @@ async fn find_and_delete_jobs_reach_every_peers_cache() {
             v.as_array().map(Vec::len) == Some(3)
         })
         .await;
-    let url = origin.url("/blob?find-me");
-    download_within(&holder, &url, &cluster.dir.path().join("first"))
-        .await
-        .expect("download");
-    let host = |s: pollen_proto::daemon::StatResponse| s.host_id;
-    let holder_id = host(holder.stat().await.expect("stat"));
-    let bystander_id = host(bystander.stat().await.expect("stat"));
+    let ids = [
+        seed.stat().await.expect("stat").host_id,
+        a.stat().await.expect("stat").host_id,
+        b.stat().await.expect("stat").host_id,
+    ];
     let answer = |job: &serde_json::Value, host: &str| {
         job["results"]
             .as_array()
@@ -152,21 +150,42 @@ async fn find_and_delete_jobs_reach_every_peers_cache() {
             .unwrap_or_default()
     };
 
+    // Half of the two ordinary peers, rounded up: one of them, never the seed.
+    let url = origin.url("/blob?half-the-fleet");
+    let job = admin
+        .run_job(json!({"type": "preheat", "urls": [url], "peer_percentage": 50}))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let ran: Vec<&str> = job["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["host_id"].as_str())
+        .collect();
+    assert_eq!(ran.len(), 1, "{job}");
+    assert_ne!(ran[0], ids[0], "the seed was chosen: {job}");
+    let (holder, other) = if ran[0] == ids[1] {
+        (&a, &ids[2])
+    } else {
+        (&b, &ids[1])
+    };
+    let holder_id = ran[0].to_string();
+
     let job = admin
         .run_job(json!({"type": "find_task", "urls": [url]}))
         .await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["results"].as_array().map(Vec::len), Some(3), "{job}");
     assert_eq!(answer(&job, &holder_id), "complete", "{job}");
-    assert_eq!(answer(&job, &bystander_id), "absent", "{job}");
+    assert_eq!(answer(&job, other), "absent", "{job}");
 
     let job = admin
         .run_job(json!({"type": "delete_task", "urls": [url]}))
         .await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(answer(&job, &holder_id), "deleted", "{job}");
-    assert_eq!(answer(&job, &bystander_id), "absent", "{job}");
-    for d in [&seed, &holder] {
+    assert_eq!(answer(&job, other), "absent", "{job}");
+    for d in [&seed, &a, &b] {
         let held = d.stat().await.expect("stat");
         assert!(held.tasks.is_empty(), "{}: {:?}", d.name, held.tasks);
     }
@@ -174,9 +193,7 @@ async fn find_and_delete_jobs_reach_every_peers_cache() {
     // The copies are really gone: the next pull goes back to the origin, and verifies.
     let before = origin.bytes_served();
     let out = cluster.dir.path().join("again");
-    download_within(&holder, &url, &out)
-        .await
-        .expect("download");
+    download_within(holder, &url, &out).await.expect("download");
     assert_eq!(sha256_file(&out), origin.digest());
     assert!(
         origin.bytes_served() >= before + size,

@@ -347,6 +347,11 @@ function newPreheatForm() {
   const insecure = h('input', { id: 'preheat-insecure', type: 'checkbox' });
   const clusters = h('input', { id: 'preheat-clusters', type: 'text', placeholder: 'all clusters' });
   const concurrency = h('input', { id: 'preheat-concurrency', type: 'number', min: 1, max: 64, value: 4 });
+  const where = h('select', { id: 'preheat-where' },
+    h('option', { value: 'seeds' }, 'their seed peers'),
+    h('option', { value: 'count' }, 'this many ordinary peers'),
+    h('option', { value: 'percentage' }, 'this percentage of ordinary peers'));
+  const howMany = h('input', { id: 'preheat-how-many', type: 'number', min: 1, value: 1 });
   return h('form', { class: 'card', id: 'new-preheat', onsubmit: ev => {
     ev.preventDefault();
     attempt(async () => {
@@ -355,6 +360,8 @@ function newPreheatForm() {
         platform: platform.value.trim(), username: user.value.trim(), password: pass.value,
         insecure: insecure.checked, scheduler_cluster_ids: list(clusters.value).map(Number),
         concurrency: Number(concurrency.value) || 4,
+        peer_count: where.value === 'count' ? Number(howMany.value) : 0,
+        peer_percentage: where.value === 'percentage' ? Number(howMany.value) : 0,
       };
       const j = await api('POST', '/jobs', body);
       flash('Created job ' + j.id + '.', true);
@@ -368,6 +375,7 @@ function newPreheatForm() {
   field('Registry user', user), field('Registry password', pass),
   h('label', { class: 'inline' }, insecure, 'registry over plain HTTP'),
   field('Scheduler cluster ids (comma-separated)', clusters),
+  field('Run on', where), field('How many (for a count or percentage)', howMany),
   field('Fetches at once', concurrency),
   h('p', {}, h('button', { class: 'primary', type: 'submit', id: 'preheat-submit' }, 'Start preheat')));
 }

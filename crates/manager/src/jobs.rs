@@ -103,23 +103,7 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
     if units.is_empty() {
         return Err("nothing to do".into());
     }
-    // A preheat fills seed peers; a find or delete asks every active peer.
-    let filter = peers::Filter {
-        seed: (job.kind == Kind::Preheat).then_some(true),
-        active_only: true,
-        ..Default::default()
-    };
-    let chosen: Vec<String> = peers::list(pool, filter, 10_000, 0)
-        .await
-        .map_err(db)?
-        .into_iter()
-        .filter(|p| {
-            job.args.scheduler_cluster_ids.is_empty()
-                || p.scheduler_cluster_id
-                    .is_some_and(|c| job.args.scheduler_cluster_ids.contains(&c))
-        })
-        .map(|p| p.host_id)
-        .collect();
+    let chosen = choose_hosts(state, &job.args, job.kind).await.map_err(db)?;
     // A resumed job keeps the hosts it planned, even if they are not connected yet.
     let planned: HashSet<String> = job.results.iter().map(|r| r.host_id.clone()).collect();
     let hosts: Vec<String> = if planned.is_empty() {
@@ -128,13 +112,11 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
         planned.into_iter().collect()
     };
     if hosts.is_empty() {
+        let on_seeds =
+            job.kind == Kind::Preheat && job.args.peer_count == 0 && job.args.peer_percentage == 0;
         return Err(format!(
             "no active {} in {}",
-            if job.kind == Kind::Preheat {
-                "seed peer"
-            } else {
-                "peer"
-            },
+            if on_seeds { "seed peer" } else { "peer" },
             if job.args.scheduler_cluster_ids.is_empty() {
                 "any cluster".to_string()
             } else {
@@ -198,6 +180,46 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
             first.error
         )),
     }
+}
+
+/// The hosts a job runs on: for a preheat the active seed peers of its clusters, or a count
+/// or percentage of their ordinary peers chosen at random; for a find or delete every active
+/// peer.
+async fn choose_hosts(
+    state: &AppState,
+    args: &JobArgs,
+    kind: Kind,
+) -> Result<Vec<String>, sqlx::Error> {
+    let on_ordinary = args.peer_count > 0 || args.peer_percentage > 0;
+    let filter = peers::Filter {
+        seed: match kind {
+            Kind::Preheat => Some(!on_ordinary),
+            Kind::FindTask | Kind::DeleteTask => None,
+        },
+        active_only: true,
+        ..Default::default()
+    };
+    let mut hosts: Vec<String> = peers::list(&state.db.pool, filter, 100_000, 0)
+        .await?
+        .into_iter()
+        .filter(|p| {
+            args.scheduler_cluster_ids.is_empty()
+                || p.scheduler_cluster_id
+                    .is_some_and(|c| args.scheduler_cluster_ids.contains(&c))
+        })
+        .map(|p| p.host_id)
+        .collect();
+    if kind == Kind::Preheat && on_ordinary {
+        let n = if args.peer_count > 0 {
+            args.peer_count as usize
+        } else {
+            (hosts.len() * args.peer_percentage as usize).div_ceil(100)
+        };
+        use rand::seq::SliceRandom as _;
+        hosts.shuffle(&mut rand::thread_rng());
+        hosts.truncate(n);
+    }
+    Ok(hosts)
 }
 
 /// One unit of a job, run on each chosen peer.

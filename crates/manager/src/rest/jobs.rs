@@ -62,6 +62,12 @@ pub struct NewJob {
     /// (peer, target) commands at once (default 4, at most 64).
     #[serde(default)]
     pub concurrency: u32,
+    /// Preheat on this many ordinary peers, chosen at random, instead of the seed peers.
+    #[serde(default)]
+    pub peer_count: u32,
+    /// Preheat on this percentage (1 to 100) of the ordinary peers instead of the seeds.
+    #[serde(default)]
+    pub peer_percentage: u32,
 }
 
 fn check(kind: Kind, args: &JobArgs) -> ApiResult<()> {
@@ -121,6 +127,22 @@ fn check(kind: Kind, args: &JobArgs) -> ApiResult<()> {
     if args.headers.iter().any(|h| !h.contains(':')) {
         return Err(ApiError::invalid("headers must read `Name: value`"));
     }
+    if kind != Kind::Preheat && (args.peer_count > 0 || args.peer_percentage > 0) {
+        return Err(ApiError::invalid(
+            "peer_count and peer_percentage choose where a preheat runs; a find or delete asks every peer",
+        ));
+    }
+    if args.peer_count > 0 && args.peer_percentage > 0 {
+        return Err(ApiError::invalid(
+            "give peer_count or peer_percentage, not both",
+        ));
+    }
+    if args.peer_percentage > 100 {
+        return Err(ApiError::invalid("peer_percentage may be at most 100"));
+    }
+    if args.peer_count > 100_000 {
+        return Err(ApiError::invalid("peer_count may be at most 100000"));
+    }
     if args.concurrency > 64 {
         return Err(ApiError::invalid("concurrency may be at most 64"));
     }
@@ -157,6 +179,8 @@ pub async fn create(
         insecure: req.insecure,
         headers: req.headers,
         scheduler_cluster_ids: req.scheduler_cluster_ids,
+        peer_count: req.peer_count,
+        peer_percentage: req.peer_percentage,
         concurrency: if req.concurrency == 0 {
             4
         } else {

@@ -74,6 +74,12 @@ pub struct JobArgs {
     pub scheduler_cluster_ids: Vec<i64>,
     /// (peer, target) commands at once (default 4, at most 64): the job's rate limit.
     pub concurrency: u32,
+    /// Preheat: run on this many ordinary peers (chosen at random among the active ones of
+    /// the clusters) instead of the seed peers. 0: not used.
+    pub peer_count: u32,
+    /// Preheat: run on this percentage (1 to 100, rounded up) of the clusters' active
+    /// ordinary peers instead of the seed peers. 0: not used.
+    pub peer_percentage: u32,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]

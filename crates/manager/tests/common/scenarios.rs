@@ -755,6 +755,18 @@ pub async fn jobs_are_created_listed_and_fail_with_a_reason(m: &TestManager) {
         (json!({"type": "preheat"}), "urls or an image"),
         (json!({"type": "find_task"}), "urls or task_ids"),
         (
+            json!({"type": "preheat", "urls": ["http://x/"], "peer_count": 2, "peer_percentage": 10}),
+            "not both",
+        ),
+        (
+            json!({"type": "preheat", "urls": ["http://x/"], "peer_percentage": 101}),
+            "at most 100",
+        ),
+        (
+            json!({"type": "find_task", "urls": ["http://x/"], "peer_count": 1}),
+            "asks every peer",
+        ),
+        (
             json!({"type": "delete_task", "task_ids": ["abc"]}),
             "64 hex digits",
         ),
