@@ -215,7 +215,9 @@ async fn config_changes_reach_schedulers_and_a_lost_manager_leaves_the_last_in_f
         ))
         .header("cookie", &admin.cookie)
         .json(&json!({"name": "default", "is_default": true,
-                      "config": {"candidate_parent_limit": 2, "weights": {"idc": 0.7}}}))
+                      "config": {"candidate_parent_limit": 2, "weights": {"idc": 0.7},
+                                 "peer": {"upload_rate_limit": 8 * MIB,
+                                          "back_to_source_rate_limit": 0}}}))
         .send()
         .await
         .expect("put");
@@ -223,10 +225,34 @@ async fn config_changes_reach_schedulers_and_a_lost_manager_leaves_the_last_in_f
     let sched_log = cluster.dir.path().join("sched.log");
     wait_for_log(&sched_log, "candidate_limit=2").await;
 
-    let mut d = daemon(&cluster, &m, "node-1", "127.0.0.20", &[]);
+    // The daemon's own limits, until the cluster's config reaches it: the cluster sets the
+    // upload and lifts back-to-source; the download limit it does not set stays the daemon's.
+    let mut d = daemon(
+        &cluster,
+        &m,
+        "node-1",
+        "127.0.0.20",
+        &[
+            "--upload-rate-limit",
+            "1MiB",
+            "--download-rate-limit",
+            "64MiB",
+            "--back-to-source-rate-limit",
+            "2MiB",
+        ],
+    );
     d.start().await.expect("daemon");
     d.wait_connected().await.expect("connected");
     assert_eq!(placement_urls(&d), vec![s.url.clone()]);
+    let limits = |s: &pollen_proto::daemon::StatResponse| {
+        (
+            s.upload_rate_limit,
+            s.download_rate_limit,
+            s.back_to_source_rate_limit,
+        )
+    };
+    let from_cluster = (8 * MIB, 64 * MIB, 0);
+    wait_for_stat(&d, "the cluster's limits", |s| limits(s) == from_cluster).await;
 
     // The manager goes away: the scheduler keeps its config, and a restarted daemon finds
     // its scheduler from the placement it cached.
@@ -236,6 +262,8 @@ async fn config_changes_reach_schedulers_and_a_lost_manager_leaves_the_last_in_f
     d.wait_connected()
         .await
         .expect("connected without the manager");
+    let st = d.stat().await.expect("stat");
+    assert_eq!(limits(&st), from_cluster, "the cached config is in force");
     let out = cluster.dir.path().join("out");
     download_within(&d, &origin.url("/blob"), &out)
         .await
@@ -250,4 +278,21 @@ async fn config_changes_reach_schedulers_and_a_lost_manager_leaves_the_last_in_f
         last.contains("candidate_limit=2"),
         "the config in force is no longer the manager's last: {last}"
     );
+}
+
+/// Waits until `d`'s stat passes `check`.
+async fn wait_for_stat(
+    d: &pollen::cluster::DaemonProc,
+    what: &str,
+    check: impl Fn(&pollen_proto::daemon::StatResponse) -> bool,
+) {
+    let deadline = std::time::Instant::now() + HANG;
+    loop {
+        let s = d.stat().await.expect("stat");
+        if check(&s) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: last {s:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -5,6 +5,9 @@
 //! allows it. The burst is small (a twentieth of a second's worth, at least 256 KiB): enough
 //! that a 128 KiB write is not chopped up, small enough that even a short transfer is never
 //! more than a few percent faster than its limit.
+//!
+//! The rate can change while transfers run ([`RateLimiter::set_rate`], for config pushed by
+//! the manager): every clone sees the new rate at its next call.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +18,7 @@ const BURST_FLOOR: f64 = 256.0 * 1024.0;
 /// Shared byte-rate limiter; `None` rate means unlimited.
 #[derive(Clone, Debug)]
 pub struct RateLimiter {
-    inner: Option<Arc<Mutex<Bucket>>>,
+    inner: Arc<Mutex<Option<Bucket>>>,
 }
 
 #[derive(Debug)]
@@ -26,33 +29,55 @@ struct Bucket {
     last: Instant,
 }
 
-impl RateLimiter {
-    /// A limiter allowing `bytes_per_sec` (unlimited when `None` or zero).
-    pub fn new(bytes_per_sec: Option<u64>) -> Self {
-        let inner = bytes_per_sec.filter(|r| *r > 0).map(|r| {
+impl Bucket {
+    /// A full bucket for `bytes_per_sec`; none for unlimited.
+    fn of(bytes_per_sec: Option<u64>) -> Option<Self> {
+        bytes_per_sec.filter(|r| *r > 0).map(|r| {
             let rate = r as f64;
             let capacity = (rate / 20.0).max(BURST_FLOOR);
-            Arc::new(Mutex::new(Bucket {
+            Bucket {
                 rate,
                 capacity,
                 tokens: capacity,
                 last: Instant::now(),
-            }))
-        });
-        Self { inner }
+            }
+        })
+    }
+}
+
+impl RateLimiter {
+    /// A limiter allowing `bytes_per_sec` (unlimited when `None` or zero).
+    pub fn new(bytes_per_sec: Option<u64>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Bucket::of(bytes_per_sec))),
+        }
     }
 
     /// A limiter that never waits.
     pub fn unlimited() -> Self {
-        Self { inner: None }
+        Self::new(None)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Bucket>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the rate for every clone (unlimited when `None` or zero). A new limit starts
+    /// with a full burst; an unchanged one keeps its state.
+    pub fn set_rate(&self, bytes_per_sec: Option<u64>) {
+        let mut b = self.lock();
+        let wanted = bytes_per_sec.filter(|r| *r > 0);
+        if b.as_ref().map(|b| b.rate as u64) != wanted {
+            *b = Bucket::of(wanted);
+        }
     }
 
     /// Takes `bytes` tokens and returns how long the caller must wait before moving them.
     fn reserve(&self, bytes: u64) -> Duration {
-        let Some(inner) = &self.inner else {
+        let mut guard = self.lock();
+        let Some(b) = guard.as_mut() else {
             return Duration::ZERO;
         };
-        let mut b = inner.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let elapsed = now.duration_since(b.last).as_secs_f64();
         b.last = now;
@@ -75,9 +100,7 @@ impl RateLimiter {
 
     /// The configured rate, if limited.
     pub fn rate(&self) -> Option<u64> {
-        self.inner
-            .as_ref()
-            .map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).rate as u64)
+        self.lock().as_ref().map(|b| b.rate as u64)
     }
 }
 
@@ -90,6 +113,19 @@ mod tests {
         let l = RateLimiter::new(None);
         assert_eq!(l.reserve(u64::MAX / 2), Duration::ZERO);
         assert_eq!(RateLimiter::new(Some(0)).rate(), None);
+    }
+
+    #[test]
+    fn a_new_rate_reaches_every_clone() {
+        let l = RateLimiter::new(None);
+        let clone = l.clone();
+        l.set_rate(Some(4 << 20));
+        assert_eq!(clone.rate(), Some(4 << 20));
+        assert_eq!(clone.reserve(256 << 10), Duration::ZERO);
+        assert!(clone.reserve(2 << 20) > Duration::ZERO);
+        l.set_rate(Some(0));
+        assert_eq!(clone.rate(), None);
+        assert_eq!(clone.reserve(u64::MAX / 2), Duration::ZERO);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::conductor::Conductor;
 use crate::config::DaemonConfig;
 use crate::host_sessions::HostSessions;
 use crate::identity;
+use crate::live_limits::LiveLimits;
 use crate::local_api::LocalApi;
 use crate::manager_session::{CachedPlacement, ManagerSession};
 use crate::proxy::ProxyState;
@@ -153,10 +154,12 @@ impl Daemon {
         let stats = Arc::new(DaemonStats::default());
         let mut tasks = JoinSet::new();
 
+        let upload_limiter =
+            RateLimiter::new((cfg.upload_rate_limit > 0).then_some(cfg.upload_rate_limit));
         let upload = UploadServer::new(
             listener,
             Arc::new(StoreProvider::new(store.clone(), cfg.seed)),
-            RateLimiter::new((cfg.upload_rate_limit > 0).then_some(cfg.upload_rate_limit)),
+            upload_limiter.clone(),
             stats.upload.clone(),
             cfg.max_upload_connections,
         )
@@ -204,6 +207,17 @@ impl Daemon {
             )
             .with_peer_tls(peer_tls),
         );
+        let limits = Arc::new(LiveLimits::new(
+            (upload_limiter, cfg.upload_rate_limit),
+            (
+                conductor.traffic.download_limiter(),
+                cfg.download_rate_limit,
+            ),
+            (
+                conductor.traffic.back_to_source_limiter(),
+                cfg.back_to_source_rate_limit,
+            ),
+        ));
 
         if cfg.scheduler.is_some() || cfg.manager.is_some() {
             let advertise = cfg.advertise_ip.clone().unwrap_or_else(|| {
@@ -262,10 +276,12 @@ impl Daemon {
                         sessions: sessions.clone(),
                         cache: cfg.data_dir.join("placement.json"),
                         conductor: conductor.clone(),
+                        limits: limits.clone(),
                     };
                     let initial = session.cached().unwrap_or(CachedPlacement {
                         scheduler_cluster_id: 0,
                         scheduler_urls: fixed,
+                        config: None,
                     });
                     session.apply(&initial);
                     tasks.spawn(session.run(shutdown.clone()));
@@ -315,6 +331,7 @@ impl Daemon {
             conductor: conductor.clone(),
             upload_addr: upload_addr.to_string(),
             proxy_addr: proxy_addr.map(|a| a.to_string()).unwrap_or_default(),
+            limits,
         };
         let token = shutdown.clone();
         tasks.spawn(async move {

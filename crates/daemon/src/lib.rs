@@ -19,6 +19,7 @@ mod error;
 mod gc;
 mod host_sessions;
 mod identity;
+mod live_limits;
 mod local_api;
 mod manager_session;
 mod origin_fetcher;

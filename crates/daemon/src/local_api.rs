@@ -26,6 +26,7 @@ pub(crate) struct LocalApi {
     pub conductor: Arc<Conductor>,
     pub upload_addr: String,
     pub proxy_addr: String,
+    pub limits: Arc<crate::live_limits::LiveLimits>,
 }
 
 /// Fails early when the output directory does not exist or is not writable.
@@ -173,6 +174,7 @@ impl Daemon for LocalApi {
 
     async fn stat(&self, _: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
         let s = &self.conductor.stats;
+        let rates = self.limits.rates();
         let tasks = self
             .conductor
             .store
@@ -205,6 +207,9 @@ impl Daemon for LocalApi {
             upload_protocol_errors: DaemonStats::get(&s.upload.protocol_errors),
             upload_timed_out: DaemonStats::get(&s.upload.timed_out),
             tasks,
+            upload_rate_limit: rates.upload,
+            download_rate_limit: rates.download,
+            back_to_source_rate_limit: rates.back_to_source,
             scheduler_connected: s
                 .scheduler_sessions
                 .load(std::sync::atomic::Ordering::Relaxed)

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::conductor::Conductor;
 use crate::host_sessions::HostSessions;
+use crate::live_limits::{ClusterLimits, LiveLimits};
 use crate::scheduler_set::SchedulerSet;
 
 /// A placement as cached on disk.
@@ -36,6 +37,9 @@ use crate::scheduler_set::SchedulerSet;
 pub(crate) struct CachedPlacement {
     pub scheduler_cluster_id: i64,
     pub scheduler_urls: Vec<String>,
+    /// The cluster's settings for daemons, when the manager sent them.
+    #[serde(default)]
+    pub config: Option<ClusterLimits>,
 }
 
 pub(crate) struct ManagerSession {
@@ -47,6 +51,7 @@ pub(crate) struct ManagerSession {
     pub sessions: Arc<HostSessions>,
     pub cache: PathBuf,
     pub conductor: Arc<Conductor>,
+    pub limits: Arc<LiveLimits>,
 }
 
 /// Runs one command to its end.
@@ -157,8 +162,11 @@ impl ManagerSession {
         serde_json::from_str(&text).ok()
     }
 
-    /// Uses `p`'s schedulers from now on.
+    /// Uses `p`'s schedulers, and its settings if it carries any, from now on.
     pub fn apply(&self, p: &CachedPlacement) {
+        if let Some(c) = &p.config {
+            self.limits.apply(c);
+        }
         match self.set.replace(&p.scheduler_urls) {
             Ok(change) => self.sessions.apply(change),
             Err(e) => warn!(error = %e, "the manager sent an unusable scheduler URL"),
@@ -241,6 +249,12 @@ impl ManagerSession {
                                     let p = CachedPlacement {
                                         scheduler_cluster_id: p.scheduler_cluster_id,
                                         scheduler_urls: p.scheduler_urls,
+                                        // Without settings (no cluster to join), the
+                                        // last ones stay in force, now and after a restart.
+                                        config: p
+                                            .config
+                                            .map(ClusterLimits::from)
+                                            .or_else(|| self.cached().and_then(|c| c.config)),
                                     };
                                     info!(cluster = p.scheduler_cluster_id, schedulers = ?p.scheduler_urls, "placement from the manager");
                                     self.apply(&p);

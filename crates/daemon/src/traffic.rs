@@ -54,6 +54,16 @@ impl Traffic {
         }
     }
 
+    /// The host's download limiter (shared with every transfer).
+    pub fn download_limiter(&self) -> RateLimiter {
+        self.host.download.clone()
+    }
+
+    /// The host's back-to-source limiter (shared with every transfer).
+    pub fn back_to_source_limiter(&self) -> RateLimiter {
+        self.host.back_to_source.clone()
+    }
+
     /// The pacing of one new task, which starts at `priority`. A foreground task counts as
     /// running until [`Traffic::finished`] is called for it.
     pub fn pace(&self, priority: Priority) -> (Pace, watch::Sender<Priority>) {

@@ -19,8 +19,9 @@ use std::time::Duration;
 use futures::Stream;
 use pollen_proto::manager::manager_server::{Manager as ManagerRpc, ManagerServer};
 use pollen_proto::manager::{
-    daemon_message, manager_message, DaemonHello, DaemonMessage, ManagerMessage, Placement,
-    SchedulerClusterConfig as ProtoConfig, SchedulerInfo, SchedulerKeepalive, SchedulerState,
+    daemon_message, manager_message, DaemonHello, DaemonMessage, ManagerMessage, PeerConfig,
+    Placement, SchedulerClusterConfig as ProtoConfig, SchedulerInfo, SchedulerKeepalive,
+    SchedulerState,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -105,7 +106,16 @@ impl ManagerService {
                     .filter(|s| s.scheduler_cluster_id == id)
                     .map(|s| s.url.clone())
                     .collect(),
+                config: all.iter().find(|c| c.id == id).map(|c| {
+                    let p = &c.config.peer;
+                    PeerConfig {
+                        upload_rate_limit: p.upload_rate_limit,
+                        download_rate_limit: p.download_rate_limit,
+                        back_to_source_rate_limit: p.back_to_source_rate_limit,
+                    }
+                }),
             },
+            // No cluster to join: the daemon keeps the settings it last received.
             None => Placement::default(),
         })
     }

@@ -23,7 +23,8 @@ pub struct ClusterScopes {
     pub hostname_regex: String,
 }
 
-/// What schedulers of a cluster apply; fetched and refreshed by every scheduler in it.
+/// What a cluster's schedulers and daemons apply; schedulers get it with every keepalive,
+/// daemons with every placement, and both keep the last one while the manager is away.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedulerClusterConfig {
@@ -31,6 +32,8 @@ pub struct SchedulerClusterConfig {
     pub candidate_parent_limit: u32,
     /// Evaluator weights by feature name; a feature not named keeps the scheduler's default.
     pub weights: BTreeMap<String, f64>,
+    /// Settings for the cluster's daemons.
+    pub peer: PeerConfig,
 }
 
 impl Default for SchedulerClusterConfig {
@@ -38,8 +41,19 @@ impl Default for SchedulerClusterConfig {
         Self {
             candidate_parent_limit: 6,
             weights: BTreeMap::new(),
+            peer: PeerConfig::default(),
         }
     }
+}
+
+/// Daemon settings a cluster imposes, in bytes per second (0: unlimited). A setting left out
+/// (null) leaves each daemon's own (its flag or config file) in force.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerConfig {
+    pub upload_rate_limit: Option<u64>,
+    pub download_rate_limit: Option<u64>,
+    pub back_to_source_rate_limit: Option<u64>,
 }
 
 /// What seed peers of a cluster apply.
