@@ -31,10 +31,18 @@ async fn a_preheat_job_fills_the_seeds_so_the_fleet_takes_nothing_from_the_origi
     let urls: Vec<String> = (0..2)
         .map(|i| origin.url(&format!("/blob?preheat={i}")))
         .collect();
+    // The job's rate limit holds each fetch to 4 MiB/s: 8 MiB cannot arrive in much under
+    // two seconds (a lower bound on time only; a slow machine just takes longer).
+    let started = Instant::now();
     let job = admin
-        .run_job(json!({"type": "preheat", "urls": urls, "concurrency": 2}))
+        .run_job(json!({"type": "preheat", "urls": urls, "concurrency": 2, "rate_limit": 4 * MIB}))
         .await;
     assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "a rate-limited preheat took {:?}",
+        started.elapsed()
+    );
     let results = job["results"].as_array().expect("results");
     assert_eq!(results.len(), 2, "{job}");
     assert!(results.iter().all(|r| r["state"] == "succeeded"), "{job}");

@@ -70,6 +70,10 @@ pub(crate) struct TaskSpec {
     pub id: TaskId,
     pub key: TaskKey,
     pub headers: Vec<(String, String)>,
+    /// This task's own download limit in bytes per second (0: only the host's
+    /// `task_download_rate_limit`); a preheat job's rate limit. Applies when the request
+    /// starts the task, not when it joins one already running.
+    pub rate_limit: u64,
 }
 
 impl TaskSpec {
@@ -77,7 +81,12 @@ impl TaskSpec {
         let id = key
             .task_id()
             .map_err(|e| DownloadError::InvalidRequest(e.to_string()))?;
-        Ok(Self { id, key, headers })
+        Ok(Self {
+            id,
+            key,
+            headers,
+            rate_limit: 0,
+        })
     }
 
     pub fn from_proto(t: TaskRequest) -> Result<Self, DownloadError> {
@@ -318,7 +327,7 @@ impl Conductor {
         }
         let (progress_tx, progress) = watch::channel(Progress::default());
         let (result_tx, result) = watch::channel(None);
-        let (pace, priority) = self.traffic.pace(priority);
+        let (pace, priority) = self.traffic.pace(priority, spec.rate_limit);
         let priority = Arc::new(priority);
         map.insert(
             spec.id,

@@ -143,7 +143,8 @@ async fn preheat(
         cache_only: true,
         ..Default::default()
     };
-    let spec = crate::local_api::spec_of(&req).map_err(|e| e.to_string())?;
+    let mut spec = crate::local_api::spec_of(&req).map_err(|e| e.to_string())?;
+    spec.rate_limit = p.rate_limit;
     let mut watch = conductor.start(spec);
     loop {
         if let Some(r) = watch.result.borrow_and_update().clone() {

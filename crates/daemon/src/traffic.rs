@@ -64,16 +64,22 @@ impl Traffic {
         self.host.back_to_source.clone()
     }
 
-    /// The pacing of one new task, which starts at `priority`. A foreground task counts as
+    /// The pacing of one new task, which starts at `priority`, limited to the lower of the
+    /// host's per-task limit and its own `rate_limit` (0: none). A foreground task counts as
     /// running until [`Traffic::finished`] is called for it.
-    pub fn pace(&self, priority: Priority) -> (Pace, watch::Sender<Priority>) {
+    pub fn pace(&self, priority: Priority, rate_limit: u64) -> (Pace, watch::Sender<Priority>) {
         if priority == Priority::Foreground {
             self.foreground.send_modify(|n| *n += 1);
         }
         let (tx, rx) = watch::channel(priority);
         let pace = Pace {
             host: self.host.clone(),
-            task: RateLimiter::new((self.task_rate > 0).then_some(self.task_rate)),
+            task: RateLimiter::new(
+                [self.task_rate, rate_limit]
+                    .into_iter()
+                    .filter(|r| *r > 0)
+                    .min(),
+            ),
             priority: rx,
             foreground: self.foreground.subscribe(),
         };
@@ -190,8 +196,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn prefetch_waits_while_a_foreground_download_runs() {
         let t = traffic(0);
-        let (fg, fg_priority) = t.pace(Priority::Foreground);
-        let (bg, _bg_priority) = t.pace(Priority::Background);
+        let (fg, fg_priority) = t.pace(Priority::Foreground, 0);
+        let (bg, _bg_priority) = t.pace(Priority::Background, 0);
         assert!(!fg.yielding());
         assert!(bg.yielding());
         assert!(bg.try_piece_slot().is_none());
@@ -210,9 +216,9 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_promoted_prefetch_stops_yielding_and_holds_others_back() {
         let t = traffic(0);
-        let (_fg, fg_priority) = t.pace(Priority::Foreground);
-        let (bg, bg_priority) = t.pace(Priority::Background);
-        let (other, _other_priority) = t.pace(Priority::Background);
+        let (_fg, fg_priority) = t.pace(Priority::Foreground, 0);
+        let (bg, bg_priority) = t.pace(Priority::Background, 0);
+        let (other, _other_priority) = t.pace(Priority::Background, 0);
         let waiting = tokio::spawn(async move { bg.piece_slot().await });
         settle().await;
         assert!(!waiting.is_finished());
@@ -225,18 +231,44 @@ mod tests {
         assert!(!other.yielding());
     }
 
+    #[test]
+    fn a_task_takes_the_lower_of_the_hosts_per_task_limit_and_its_own() {
+        let host = Traffic::new(&DaemonConfig {
+            task_download_rate_limit: 8 << 20,
+            ..Default::default()
+        });
+        assert_eq!(
+            host.pace(Priority::Foreground, 2 << 20).0.task.rate(),
+            Some(2 << 20)
+        );
+        assert_eq!(
+            host.pace(Priority::Foreground, 0).0.task.rate(),
+            Some(8 << 20)
+        );
+        assert_eq!(
+            host.pace(Priority::Foreground, 16 << 20).0.task.rate(),
+            Some(8 << 20)
+        );
+        let free = traffic(0);
+        assert_eq!(
+            free.pace(Priority::Foreground, 3 << 20).0.task.rate(),
+            Some(3 << 20)
+        );
+        assert_eq!(free.pace(Priority::Foreground, 0).0.task.rate(), None);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn pieces_in_flight_are_capped_over_every_task() {
         let t = traffic(2);
-        let (a, _pa) = t.pace(Priority::Foreground);
-        let (b, _pb) = t.pace(Priority::Foreground);
+        let (a, _pa) = t.pace(Priority::Foreground, 0);
+        let (b, _pb) = t.pace(Priority::Foreground, 0);
         let first = a.try_piece_slot().expect("a free place");
         let _second = b.try_piece_slot().expect("a free place");
         assert!(a.try_piece_slot().is_none());
         assert!(b.try_piece_slot().is_none());
         drop(first);
         assert!(b.try_piece_slot().is_some());
-        let unlimited = traffic(0).pace(Priority::Foreground).0;
+        let unlimited = traffic(0).pace(Priority::Foreground, 0).0;
         let held: Vec<_> = (0..100)
             .filter_map(|_| unlimited.try_piece_slot())
             .collect();

@@ -347,6 +347,7 @@ function newPreheatForm() {
   const insecure = h('input', { id: 'preheat-insecure', type: 'checkbox' });
   const clusters = h('input', { id: 'preheat-clusters', type: 'text', placeholder: 'all clusters' });
   const concurrency = h('input', { id: 'preheat-concurrency', type: 'number', min: 1, max: 64, value: 4 });
+  const rate = h('input', { id: 'preheat-rate', type: 'number', min: 0, value: 0 });
   const where = h('select', { id: 'preheat-where' },
     h('option', { value: 'seeds' }, 'their seed peers'),
     h('option', { value: 'count' }, 'this many ordinary peers'),
@@ -360,6 +361,7 @@ function newPreheatForm() {
         platform: platform.value.trim(), username: user.value.trim(), password: pass.value,
         insecure: insecure.checked, scheduler_cluster_ids: list(clusters.value).map(Number),
         concurrency: Number(concurrency.value) || 4,
+        rate_limit: Math.round((Number(rate.value) || 0) * 1048576),
         peer_count: where.value === 'count' ? Number(howMany.value) : 0,
         peer_percentage: where.value === 'percentage' ? Number(howMany.value) : 0,
       };
@@ -377,6 +379,7 @@ function newPreheatForm() {
   field('Scheduler cluster ids (comma-separated)', clusters),
   field('Run on', where), field('How many (for a count or percentage)', howMany),
   field('Fetches at once', concurrency),
+  field('Rate limit per fetch, MiB/s (0: none)', rate),
   h('p', {}, h('button', { class: 'primary', type: 'submit', id: 'preheat-submit' }, 'Start preheat')));
 }
 

@@ -31,6 +31,8 @@ struct Target {
     url: String,
     headers: Vec<Header>,
     digest: String,
+    /// Bytes per second the fetch may take (0: no job limit).
+    rate_limit: u64,
 }
 
 /// Polls for jobs to run until `shutdown`.
@@ -248,6 +250,7 @@ impl Unit {
                 url: t.url.clone(),
                 headers: t.headers.clone(),
                 digest: t.digest.clone(),
+                rate_limit: t.rate_limit,
             }),
             Self::Find { task_id, .. } => command::Command::ListTasks(ListTasks {
                 task_id: task_id.clone(),
@@ -320,6 +323,7 @@ async fn targets(args: &JobArgs, password: String) -> Result<Vec<Target>, String
                 url: u.clone(),
                 headers: headers.clone(),
                 digest: String::new(),
+                rate_limit: args.rate_limit,
             })
             .collect());
     }
@@ -354,6 +358,7 @@ async fn targets(args: &JobArgs, password: String) -> Result<Vec<Target>, String
             url: registry.blob_url(&reference.repository, &b.digest),
             headers: auth.clone(),
             digest: b.digest.to_string(),
+            rate_limit: args.rate_limit,
         })
         .collect())
 }

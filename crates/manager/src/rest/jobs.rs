@@ -62,6 +62,9 @@ pub struct NewJob {
     /// (peer, target) commands at once (default 4, at most 64).
     #[serde(default)]
     pub concurrency: u32,
+    /// Preheat: bytes per second each peer's fetch may take at most (0: no job limit).
+    #[serde(default)]
+    pub rate_limit: u64,
     /// Preheat on this many ordinary peers, chosen at random, instead of the seed peers.
     #[serde(default)]
     pub peer_count: u32,
@@ -127,6 +130,11 @@ fn check(kind: Kind, args: &JobArgs) -> ApiResult<()> {
     if args.headers.iter().any(|h| !h.contains(':')) {
         return Err(ApiError::invalid("headers must read `Name: value`"));
     }
+    if kind != Kind::Preheat && args.rate_limit > 0 {
+        return Err(ApiError::invalid(
+            "rate_limit applies to a preheat's fetches",
+        ));
+    }
     if kind != Kind::Preheat && (args.peer_count > 0 || args.peer_percentage > 0) {
         return Err(ApiError::invalid(
             "peer_count and peer_percentage choose where a preheat runs; a find or delete asks every peer",
@@ -179,6 +187,7 @@ pub async fn create(
         insecure: req.insecure,
         headers: req.headers,
         scheduler_cluster_ids: req.scheduler_cluster_ids,
+        rate_limit: req.rate_limit,
         peer_count: req.peer_count,
         peer_percentage: req.peer_percentage,
         concurrency: if req.concurrency == 0 {

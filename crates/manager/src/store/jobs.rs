@@ -72,8 +72,11 @@ pub struct JobArgs {
     /// Scheduler clusters whose peers take part (default: all). A preheat runs on their
     /// seed peers, a find or delete on all their active peers.
     pub scheduler_cluster_ids: Vec<i64>,
-    /// (peer, target) commands at once (default 4, at most 64): the job's rate limit.
+    /// (peer, target) commands at once (default 4, at most 64).
     pub concurrency: u32,
+    /// Preheat: bytes per second each peer's fetch may take at most (0: no job limit; the
+    /// peers' own limits apply either way).
+    pub rate_limit: u64,
     /// Preheat: run on this many ordinary peers (chosen at random among the active ones of
     /// the clusters) instead of the seed peers. 0: not used.
     pub peer_count: u32,
