@@ -262,6 +262,39 @@ async fn the_console_signs_in_shows_the_swarm_and_runs_a_preheat_job() {
         shot.parent().unwrap_or(&shot).display()
     );
 
+    // Users and tokens: a new user, and a token whose secret is shown once.
+    b.click("nav a[href='#/users']").await;
+    b.fill("#user-name", "console-colleague").await;
+    b.fill("#user-password", "a-long-passphrase").await;
+    b.click("#new-user button[type=submit]").await;
+    b.wait_until("#users", "the new user", |t| {
+        t.contains("console-colleague")
+    })
+    .await;
+    b.click("nav a[href='#/tokens']").await;
+    b.fill("#token-name", "console-script").await;
+    b.click("#new-token button[type=submit]").await;
+    let secret = b
+        .wait_until("#token-secret", "the new secret", |t| t.starts_with("pln_"))
+        .await
+        .text()
+        .await
+        .expect("secret");
+    b.wait_until("#tokens", "the token listed", |t| {
+        t.contains("console-script")
+    })
+    .await;
+    let listed = admin.get("/api/v1/tokens").await;
+    assert!(!listed.to_string().contains(&secret), "{listed}");
+    let me = admin
+        .http
+        .get(format!("{}/api/v1/me", m.rest))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), 200, "the console's token does not work");
+
     // The API agrees, and the seed holds the file.
     let jobs = admin.get("/api/v1/jobs").await;
     let job = &jobs.as_array().expect("jobs")[0];

@@ -488,7 +488,7 @@ function viewTokens() {
   main.append(h('h1', {}, 'Access tokens'),
     h('p', { class: 'muted' }, 'For the API: send Authorization: Bearer <token>. A token is shown once, when it is made.'),
     shown, box);
-  live(box, async () => table('tokens', [
+  const render = async () => table('tokens', [
     ['ID', t => t.id, { num: true }],
     ['Name', t => t.name],
     ['Token', t => h('code', {}, t.hint)],
@@ -500,7 +500,8 @@ function viewTokens() {
       await api('DELETE', '/tokens/' + t.id);
       route();
     }) }, 'Revoke')],
-  ], await api('GET', '/tokens'), 'You have no token.'));
+  ], await api('GET', '/tokens'), 'You have no token.');
+  live(box, render);
   const name = h('input', { id: 'token-name', type: 'text', required: true });
   const days = h('input', { id: 'token-days', type: 'number', min: 1, value: 90 });
   const boxes = RESOURCES.map(r => h('input', { type: 'checkbox', value: r, checked: r !== 'users' && r !== 'audit' }));
@@ -511,8 +512,8 @@ function viewTokens() {
         name: name.value.trim(), scopes: boxes.filter(b => b.checked).map(b => b.value),
         expires_in_days: days.value ? Number(days.value) : null,
       });
-      route();
-      flash('');
+      name.value = '';
+      box.replaceChildren(await render());
       shown.replaceChildren(h('div', { class: 'card' },
         h('p', {}, 'Token ', h('strong', {}, made.token.name), ' — copy it now, it is not shown again:'),
         h('p', { class: 'secret', id: 'token-secret' }, made.secret)));
