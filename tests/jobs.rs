@@ -21,13 +21,7 @@ async fn a_preheat_job_fills_the_seeds_so_the_fleet_takes_nothing_from_the_origi
         d.start().await.expect("daemon");
         d.wait_connected().await.expect("connected");
     }
-    admin
-        .wait_for(
-            "/api/v1/peers?seed=true&active=true",
-            "the seed recorded",
-            |v| v.as_array().map(Vec::len) == Some(1),
-        )
-        .await;
+    admin.wait_for_seeds(1).await;
     let urls: Vec<String> = (0..2)
         .map(|i| origin.url(&format!("/blob?preheat={i}")))
         .collect();
@@ -83,13 +77,7 @@ async fn a_manager_restarted_mid_job_finishes_it_or_says_why() {
     );
     seed.start().await.expect("seed");
     seed.wait_connected().await.expect("connected");
-    admin
-        .wait_for(
-            "/api/v1/peers?seed=true&active=true",
-            "the seed recorded",
-            |v| v.as_array().map(Vec::len) == Some(1),
-        )
-        .await;
+    admin.wait_for_seeds(1).await;
     let url = origin.url("/blob");
     let id = admin
         .post("/api/v1/jobs", json!({"type": "preheat", "urls": [url]}))

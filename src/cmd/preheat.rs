@@ -67,12 +67,9 @@ pub(crate) async fn run(args: PreheatArgs) -> anyhow::Result<ExitCode> {
         resolved.blobs.len()
     );
     let headers: Vec<Header> = registry
-        .authorization
-        .iter()
-        .map(|a| Header {
-            name: "Authorization".into(),
-            value: a.clone(),
-        })
+        .blob_headers()
+        .into_iter()
+        .map(|(name, value)| Header { name, value })
         .collect();
     let jobs = resolved.blobs.iter().map(|blob| {
         let request = DownloadRequest {

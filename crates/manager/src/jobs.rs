@@ -344,12 +344,9 @@ async fn targets(args: &JobArgs, password: String) -> Result<Vec<Target>, String
         .await
         .map_err(|e| format!("cannot resolve {reference}: {e}"))?;
     let auth: Vec<Header> = registry
-        .authorization
-        .iter()
-        .map(|a| Header {
-            name: "Authorization".into(),
-            value: a.clone(),
-        })
+        .blob_headers()
+        .into_iter()
+        .map(|(name, value)| Header { name, value })
         .collect();
     Ok(resolved
         .blobs

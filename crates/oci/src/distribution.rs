@@ -188,6 +188,15 @@ impl Registry {
         }
     }
 
+    /// The headers a blob fetch must carry for this registry (name, value): the
+    /// `Authorization` it granted while resolving, if any.
+    pub fn blob_headers(&self) -> Vec<(String, String)> {
+        self.authorization
+            .iter()
+            .map(|a| ("Authorization".to_string(), a.clone()))
+            .collect()
+    }
+
     /// The URL a blob of `repository` is fetched from.
     pub fn blob_url(&self, repository: &str, digest: &ContentDigest) -> String {
         format!("{}/v2/{repository}/blobs/{digest}", self.base)
