@@ -32,7 +32,16 @@ pub struct Core {
     cfg: SchedulerConfig,
     rng: StdRng,
     /// Seed hosts already triggered per task (a replacement is picked among the others).
-    seeds_tried: std::collections::HashMap<String, HashSet<String>>,
+    seeds_tried: std::collections::HashMap<String, SeedsTried>,
+}
+
+/// The seed hosts asked to fetch one task.
+#[derive(Default)]
+struct SeedsTried {
+    hosts: HashSet<String>,
+    /// Set to [`Model::seed_epoch`] when every seed host had been tried: until another seed
+    /// host opens a session, asking again would only walk them all to find none.
+    exhausted_at: Option<u64>,
 }
 
 fn short(id: &str) -> &str {
@@ -74,11 +83,14 @@ impl Core {
         info!(host = %info.host_id, %ip, port = info.upload_port, seed = info.seed, "host session opened");
         if info.seed {
             self.model.seed_hosts.insert(info.host_id.clone());
+            self.model.seed_epoch += 1;
         } else {
             self.model.seed_hosts.remove(&info.host_id);
         }
-        self.model.hosts.insert(
-            info.host_id.clone(),
+        let known = self.model.hosts.contains_key(&info.host_id);
+        let host_id = info.host_id.clone();
+        let slot = self.model.hosts.insert(
+            &host_id,
             Host {
                 info,
                 ip,
@@ -88,6 +100,16 @@ impl Core {
                 load: Load::default(),
             },
         );
+        if !known {
+            // Peers that registered before their host's session get its slot now.
+            for task in self.model.tasks.values_mut() {
+                for p in task.peers.values_mut() {
+                    if p.host.is_none() && p.host_id == host_id {
+                        p.host = Some(slot);
+                    }
+                }
+            }
+        }
         session
     }
 
@@ -105,8 +127,9 @@ impl Core {
             .flat_map(|(tid, t)| {
                 t.order
                     .iter()
-                    .filter(|pid| t.peers.get(*pid).is_some_and(|p| p.host_id == host_id))
-                    .map(|pid| (tid.clone(), pid.clone()))
+                    .filter_map(|&slot| t.peers.at(slot))
+                    .filter(|p| p.host_id == host_id)
+                    .map(|p| (tid.clone(), p.id.clone()))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -124,7 +147,7 @@ impl Core {
         let orphaned: Vec<String> = self
             .seeds_tried
             .iter()
-            .filter(|(_, tried)| tried.contains(host_id))
+            .filter(|(_, tried)| tried.hosts.contains(host_id))
             .map(|(tid, _)| tid.clone())
             .filter(|tid| {
                 self.model.tasks.get(tid).is_some_and(|t| {
@@ -179,6 +202,7 @@ impl Core {
         }
         let (tid, pid) = (task_req.task_id.clone(), reg.peer_id.clone());
         let now = Instant::now();
+        let host_slot = self.model.hosts.slot_of(&reg.host_id);
         let is_seed = self
             .model
             .hosts
@@ -199,7 +223,10 @@ impl Core {
                 digest: d.clone(),
             })
             .collect();
-        let peer = task.add_peer(Peer::new(pid.clone(), reg.host_id.clone()), is_seed);
+        let peer = task.add_peer(
+            Peer::new(pid.clone(), reg.host_id.clone(), host_slot),
+            is_seed,
+        );
         peer.tx = Some(tx);
         if let Some(len) = len {
             peer.send(scheduler_event::Event::TaskInfo(TaskInfo {
@@ -359,11 +386,12 @@ impl Core {
         }
         for t in self.model.tasks.values() {
             for p in t.peers.values() {
-                for parent in &p.parents {
+                for &parent in &p.parents {
                     if let Some(host) = t
                         .peers
-                        .get(parent)
-                        .and_then(|pp| self.model.hosts.get_mut(&pp.host_id))
+                        .at(parent)
+                        .and_then(|pp| pp.host)
+                        .and_then(|h| self.model.hosts.at_mut(h))
                     {
                         host.children += 1;
                     }
@@ -377,13 +405,12 @@ impl Core {
         self.model
             .tasks
             .get(tid)
-            .and_then(|t| t.peers.get(pid))
-            .map(|p| p.parents.clone())
+            .and_then(|t| Some(t.parent_ids(t.peers.get(pid)?)))
             .unwrap_or_default()
     }
 
     /// Replaces a peer's parents, keeping each host's child count right.
-    fn set_parents(&mut self, tid: &str, pid: &str, parents: Vec<String>) {
+    fn set_parents(&mut self, tid: &str, pid: &str, parents: Vec<u32>) {
         let Some(task) = self.model.tasks.get_mut(tid) else {
             return;
         };
@@ -391,14 +418,14 @@ impl Core {
             return;
         };
         let old = std::mem::replace(&mut peer.parents, parents.clone());
-        let host_of = |id: &String| task.peers.get(id).map(|p| p.host_id.clone());
+        let host_of = |&slot: &u32| task.peers.at(slot).and_then(|p| p.host);
         for h in old.iter().filter_map(host_of) {
-            if let Some(host) = self.model.hosts.get_mut(&h) {
+            if let Some(host) = self.model.hosts.at_mut(h) {
                 host.children = host.children.saturating_sub(1);
             }
         }
         for h in parents.iter().filter_map(host_of) {
-            if let Some(host) = self.model.hosts.get_mut(&h) {
+            if let Some(host) = self.model.hosts.at_mut(h) {
                 host.children += 1;
             }
         }
@@ -425,11 +452,11 @@ impl Core {
         if !parents.is_empty() {
             let list = parents
                 .iter()
-                .filter_map(|id| {
-                    let p = task.peers.get(id)?;
-                    let h = self.model.hosts.get(&p.host_id)?;
+                .filter_map(|&slot| {
+                    let p = task.peers.at(slot)?;
+                    let h = self.model.hosts.at(p.host?)?;
                     Some(Parent {
-                        peer_id: id.clone(),
+                        peer_id: p.id.clone(),
                         ip: h.ip.to_string(),
                         port: h.info.upload_port,
                         seed: h.info.seed,
@@ -479,13 +506,28 @@ impl Core {
         let Some(task) = self.model.tasks.get(tid) else {
             return false;
         };
-        let peer_host = task.peers.get(pid).map(|p| p.host_id.clone());
-        let tried = self.seeds_tried.entry(tid.to_string()).or_default();
+        let peer_host = task.peers.get(pid).map(|p| p.host_id.as_str());
+        if !self.seeds_tried.contains_key(tid) {
+            self.seeds_tried
+                .insert(tid.to_string(), SeedsTried::default());
+        }
+        let Some(tried) = self.seeds_tried.get_mut(tid) else {
+            return false;
+        };
+        let epoch = self.model.seed_epoch;
+        if tried.exhausted_at == Some(epoch) {
+            return false;
+        }
+        let mut own_host_skipped = false;
         let mut seeds: Vec<&Host> = self
             .model
             .seed_hosts
             .iter()
-            .filter(|id| Some(*id) != peer_host.as_ref() && !tried.contains(*id))
+            .filter(|id| {
+                let own = Some(id.as_str()) == peer_host;
+                own_host_skipped |= own;
+                !own && !tried.hosts.contains(*id)
+            })
             .filter_map(|id| self.model.hosts.get(id))
             .collect();
         // Most free upload slots first, then fewest children, then id (repeatable).
@@ -495,12 +537,11 @@ impl Core {
                 .then(a.children.cmp(&b.children))
                 .then(a.info.host_id.cmp(&b.info.host_id))
         });
-        let request = task.request.clone();
         for seed in seeds {
             let cmd = HostCommand {
-                command: Some(host_command::Command::Download(request.clone())),
+                command: Some(host_command::Command::Download(task.request.clone())),
             };
-            tried.insert(seed.info.host_id.clone());
+            tried.hosts.insert(seed.info.host_id.clone());
             if seed.commands.try_send(Ok(cmd)).is_ok() {
                 info!(task = %short(tid), seed = %seed.info.host_id, "seed peer triggered");
                 if let Some(t) = self.model.tasks.get_mut(tid) {
@@ -508,6 +549,10 @@ impl Core {
                 }
                 return true;
             }
+        }
+        // Another asker may still use the seed on this one's host.
+        if !own_host_skipped {
+            tried.exhausted_at = Some(epoch);
         }
         false
     }
@@ -542,7 +587,7 @@ impl Core {
                 replan.push(o);
             }
         }
-        if let Some(host) = self.model.hosts.get_mut(&gone.host_id) {
+        if let Some(host) = gone.host.and_then(|h| self.model.hosts.at_mut(h)) {
             host.children = host.children.saturating_sub(lost_edges);
         }
         if source_lost {

@@ -18,13 +18,13 @@
 //! capacity, pieces the candidate can give, upload success rate, piece speed against the
 //! task's typical, host type, IDC and location affinity, and network proximity.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Host, Peer, PeerState, Task};
+use crate::slots::Slots;
 
 /// Upload connections one child opens to an ordinary parent (the daemon's choice, mirrored
 /// here to count slots before the host's next load report arrives).
@@ -149,21 +149,21 @@ pub fn free_slots(host: &Host) -> u32 {
 
 /// True when `candidate` is `child` or one of its descendants (reaches `child` by walking
 /// parent edges upward). Walks at most [`DAG_WALK_LIMIT`] peers; past that, answers true.
-pub fn is_descendant(task: &Task, candidate: &str, child: &str) -> bool {
+pub fn is_descendant(task: &Task, candidate: u32, child: u32) -> bool {
     let mut stack = vec![candidate];
     let mut seen = std::collections::HashSet::new();
-    while let Some(id) = stack.pop() {
-        if id == child {
+    while let Some(slot) = stack.pop() {
+        if slot == child {
             return true;
         }
-        if !seen.insert(id) {
+        if !seen.insert(slot) {
             continue;
         }
         if seen.len() > DAG_WALK_LIMIT {
             return true;
         }
-        if let Some(p) = task.peers.get(id) {
-            stack.extend(p.parents.iter().map(String::as_str));
+        if let Some(p) = task.peers.at(slot) {
+            stack.extend(p.parents.iter().copied());
         }
     }
     false
@@ -194,36 +194,36 @@ fn proximity(a: IpAddr, b: IpAddr) -> f64 {
     }
 }
 
-/// Ranked parent peer ids for `child` in `task`, best first. `rng` picks where the sample
+/// Ranked parent peer slots for `child` in `task`, best first. `rng` picks where the sample
 /// starts, so different children look at different peers.
 pub fn select_parents(
     cfg: &EvaluatorConfig,
     task: &Task,
-    hosts: &HashMap<String, Host>,
+    hosts: &Slots<Host>,
     child_id: &str,
     rng: &mut impl Rng,
-) -> Vec<String> {
+) -> Vec<u32> {
     let Some(child) = task.peers.get(child_id) else {
         return Vec::new();
     };
-    let Some(child_host) = hosts.get(&child.host_id) else {
+    let Some(child_host) = child.host.and_then(|h| hosts.at(h)) else {
         return Vec::new();
     };
     let total = task.piece_count().unwrap_or(1).max(1) as f64;
     let n = task.order.len();
     let start = if n == 0 { 0 } else { rng.gen_range(0..n) };
-    let sample = task.seeds.iter().chain(
+    let sample = task.seeds.iter().copied().chain(
         (0..n.min(cfg.sample_limit))
-            .map(|i| &task.order[(start + i) % n])
-            .filter(|id| !task.seeds.contains(id)),
+            .map(|i| task.order[(start + i) % n])
+            .filter(|slot| !task.seeds.contains(slot)),
     );
     // Whether every piece is in the swarm or on its way; computed once, if needed.
     let pieces_coming = std::cell::OnceCell::new();
-    // (score, place in the sample, id): ties go to the earlier place, which is repeatable
+    // (score, place in the sample, slot): ties go to the earlier place, which is repeatable
     // for a given random start and cheaper than comparing ids.
     let mut scored: Vec<Scored> = Vec::new();
-    for (place, id) in sample.enumerate() {
-        let Some(p) = task.peers.get(id) else {
+    for (place, slot) in sample.enumerate() {
+        let Some(p) = task.peers.at(slot) else {
             continue;
         };
         let Some(mut s) = score(
@@ -253,17 +253,17 @@ pub fn select_parents(
         .iter()
         .map(per_child)
         .fold(f64::MIN_POSITIVE, f64::max);
-    let mut good: Vec<(f64, usize, &str)> = Vec::new();
-    let mut bad: Vec<(f64, usize, &str)> = Vec::new();
+    let mut good: Vec<(f64, usize, u32)> = Vec::new();
+    let mut bad: Vec<(f64, usize, u32)> = Vec::new();
     for s in &scored {
         let total = s.score + cfg.weights.load * SHARE_PART * per_child(s) / best_per_child;
         if s.bad {
-            bad.push((total, s.place, s.id));
+            bad.push((total, s.place, s.slot));
         } else {
-            good.push((total, s.place, s.id));
+            good.push((total, s.place, s.slot));
         }
     }
-    let rank = |v: &mut Vec<(f64, usize, &str)>| {
+    let rank = |v: &mut Vec<(f64, usize, u32)>| {
         v.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     };
     rank(&mut good);
@@ -274,9 +274,9 @@ pub fn select_parents(
     // up to a candidate, which makes that candidate a descendant.
     good.into_iter()
         .chain(bad)
-        .filter(|(_, _, c)| !cfg.dag || !is_descendant(task, c, child_id))
+        .filter(|&(_, _, c)| !cfg.dag || !is_descendant(task, c, child.slot))
         .take(cfg.candidate_limit)
-        .map(|(_, _, id)| id.to_string())
+        .map(|(_, _, slot)| slot)
         .collect()
 }
 
@@ -288,8 +288,8 @@ const SHARE_PART: f64 = 0.5;
 
 /// A candidate that passed the filter: its weighted score without the upload-per-child
 /// part, which needs the other candidates to be scaled.
-struct Scored<'a> {
-    id: &'a str,
+struct Scored {
+    slot: u32,
     score: f64,
     /// The host's upload limit in bytes/s, if it has one.
     capacity: Option<f64>,
@@ -300,17 +300,22 @@ struct Scored<'a> {
 
 /// The weighted score of `p` as a parent of `child`, or `None` when it fails the filter.
 #[allow(clippy::too_many_arguments)]
-fn score<'a>(
+fn score(
     cfg: &EvaluatorConfig,
     task: &Task,
-    hosts: &HashMap<String, Host>,
+    hosts: &Slots<Host>,
     child: &Peer,
     child_host: &Host,
-    p: &'a Peer,
+    p: &Peer,
     total: f64,
     pieces_coming: &std::cell::OnceCell<bool>,
-) -> Option<Scored<'a>> {
-    if p.id == child.id || p.host_id == child.host_id || child.blocklist.contains(&p.id) {
+) -> Option<Scored> {
+    // Host slots are compared, not host ids: a candidate's host is known by slot or not
+    // offered at all, and the child's host has one (the caller found it).
+    if p.slot == child.slot || p.host == child.host {
+        return None;
+    }
+    if !child.blocklist.is_empty() && child.blocklist.contains(&p.id) {
         return None;
     }
     if p.tx.is_none() && p.state != PeerState::Succeeded {
@@ -327,7 +332,7 @@ fn score<'a>(
     {
         return None;
     }
-    let host = hosts.get(&p.host_id)?;
+    let host = hosts.at(p.host?)?;
     if host.info.upload_port == 0 {
         return None;
     }
@@ -365,7 +370,7 @@ fn score<'a>(
         + w.location * location
         + w.proximity * near;
     Some(Scored {
-        id: &p.id,
+        slot: p.slot,
         score,
         capacity: (host.info.upload_rate_limit > 0).then_some(host.info.upload_rate_limit as f64),
         children: host.children,

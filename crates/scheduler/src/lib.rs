@@ -20,6 +20,7 @@ pub mod model;
 mod piece_cost;
 pub mod piece_set;
 mod service;
+pub mod slots;
 
 pub use config::SchedulerConfig;
 pub use evaluator::{EvaluatorConfig, Weights};

@@ -5,6 +5,10 @@
 //! peers (see the evaluator), so the lock is held for microseconds whatever the swarm's size.
 //! Peer order inside a task is kept in a vector (not taken from a hash map) so that, with a
 //! seeded random source, the same inputs give the same decisions: the simulation relies on it.
+//!
+//! Hosts and peers live in [`Slots`]: a peer holds its host's slot, a task its peers' slots
+//! in join order, and a parent edge is a slot, so a decision reaches its candidates without
+//! hashing a string (see `slots.rs` for why that matters).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -18,6 +22,7 @@ use tonic::Status;
 
 use crate::piece_cost::PieceCost;
 use crate::piece_set::PieceSet;
+use crate::slots::Slots;
 
 /// Sender half of a peer's announce response stream.
 pub type PeerTx = mpsc::Sender<Result<SchedulerEvent, Status>>;
@@ -55,12 +60,17 @@ pub enum PeerState {
 /// One peer: a host's download of one task.
 pub struct Peer {
     pub id: String,
+    /// This peer's slot in its task's table (set when it is added).
+    pub slot: u32,
     pub host_id: String,
+    /// The slot of its host in [`Model::hosts`]; `None` while the host has no session.
+    pub host: Option<u32>,
     pub state: PeerState,
     pub finished: PieceSet,
     pub tx: Option<PeerTx>,
     pub blocklist: HashSet<String>,
-    pub parents: Vec<String>,
+    /// Slots of the parents last offered, in the task's table.
+    pub parents: Vec<u32>,
     pub uploads_ok: u64,
     pub uploads_failed: u64,
     /// How long this peer takes to upload a piece, as its children report it.
@@ -68,10 +78,12 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(id: String, host_id: String) -> Self {
+    pub fn new(id: String, host_id: String, host: Option<u32>) -> Self {
         Self {
             id,
+            slot: 0,
             host_id,
+            host,
             state: PeerState::Running,
             finished: PieceSet::default(),
             tx: None,
@@ -98,11 +110,11 @@ pub struct Task {
     pub content_length: Option<u64>,
     pub piece_length: u64,
     pub digests: HashMap<u32, Vec<u8>>,
-    pub peers: HashMap<String, Peer>,
-    /// Peer ids in join order (with swap-removal): the sampling order of the evaluator.
-    pub order: Vec<String>,
-    /// Peers on seed hosts, always considered as candidates.
-    pub seeds: Vec<String>,
+    pub peers: Slots<Peer>,
+    /// Peer slots in join order (with swap-removal): the sampling order of the evaluator.
+    pub order: Vec<u32>,
+    /// Slots of the peers on seed hosts, always considered as candidates.
+    pub seeds: Vec<u32>,
     /// Peers registered that had no usable parent the last time they asked (a set, so a
     /// piece report does not scan every peer to find them).
     waiters: std::collections::BTreeSet<String>,
@@ -119,7 +131,7 @@ impl Task {
             content_length: None,
             piece_length: 0,
             digests: HashMap::new(),
-            peers: HashMap::new(),
+            peers: Slots::default(),
             order: Vec::new(),
             seeds: Vec::new(),
             waiters: Default::default(),
@@ -137,37 +149,51 @@ impl Task {
 
     /// Adds a peer (no-op when it is already known).
     pub fn add_peer(&mut self, peer: Peer, seed: bool) -> &mut Peer {
-        let id = peer.id.clone();
-        if !self.peers.contains_key(&id) {
-            self.order.push(id.clone());
-            if seed {
-                self.seeds.push(id.clone());
+        let slot = match self.peers.slot_of(&peer.id) {
+            Some(slot) => slot,
+            None => {
+                let id = peer.id.clone();
+                let slot = self.peers.insert(&id, peer);
+                self.order.push(slot);
+                if seed {
+                    self.seeds.push(slot);
+                }
+                slot
             }
-            self.peers.insert(id.clone(), peer);
-        }
-        self.peers.get_mut(&id).expect("inserted above")
+        };
+        let p = self.peers.at_mut(slot).expect("slot of a known id");
+        p.slot = slot;
+        p
     }
 
-    /// Removes a peer and every edge pointing at it; returns the peer and the children that
-    /// had it as a parent, in join order.
+    /// Removes a peer and every edge pointing at it; returns the peer and the ids of the
+    /// children that had it as a parent, in join order.
     pub fn remove_peer(&mut self, id: &str) -> Option<(Peer, Vec<String>)> {
-        let peer = self.peers.remove(id)?;
-        if let Some(i) = self.order.iter().position(|x| x == id) {
+        let (slot, peer) = self.peers.remove(id)?;
+        if let Some(i) = self.order.iter().position(|&x| x == slot) {
             self.order.swap_remove(i);
         }
-        self.seeds.retain(|x| x != id);
+        self.seeds.retain(|&x| x != slot);
         self.waiters.remove(id);
         let mut orphans = Vec::new();
-        for child in &self.order {
-            if let Some(p) = self.peers.get_mut(child) {
+        for &child in &self.order {
+            if let Some(p) = self.peers.at_mut(child) {
                 let before = p.parents.len();
-                p.parents.retain(|x| x != id);
+                p.parents.retain(|&x| x != slot);
                 if p.parents.len() != before {
-                    orphans.push(child.clone());
+                    orphans.push(p.id.clone());
                 }
             }
         }
         Some((peer, orphans))
+    }
+
+    /// The ids of the parents last offered to `peer`.
+    pub fn parent_ids(&self, peer: &Peer) -> Vec<String> {
+        peer.parents
+            .iter()
+            .filter_map(|&s| self.peers.at(s).map(|p| p.id.clone()))
+            .collect()
     }
 
     /// True when some live peer is reading this task from the origin.
@@ -206,9 +232,12 @@ impl Task {
 /// The whole model.
 #[derive(Default)]
 pub struct Model {
-    pub hosts: HashMap<String, Host>,
+    pub hosts: Slots<Host>,
     /// Ids of the seed hosts among `hosts` (so finding a seed does not walk every host).
     pub seed_hosts: std::collections::BTreeSet<String>,
+    /// Counts seed host sessions opened, so a task that has tried every seed host knows when
+    /// a new one may have come.
+    pub seed_epoch: u64,
     pub tasks: HashMap<String, Task>,
     pub next_session: u64,
 }

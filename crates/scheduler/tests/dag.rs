@@ -117,7 +117,7 @@ proptest! {
                 .model
                 .tasks
                 .get("t")
-                .map(|t| t.peers.values().map(|p| (p.id.clone(), p.parents.clone())).collect())
+                .map(|t| t.peers.values().map(|p| (p.id.clone(), t.parent_ids(p))).collect())
                 .unwrap_or_default();
             prop_assert!(!has_cycle(&edges), "cycle in {edges:?}");
         }

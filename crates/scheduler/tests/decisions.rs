@@ -106,6 +106,17 @@ impl World {
         );
     }
 
+    /// Reports that `peer` failed for `reason`.
+    fn fail(&mut self, peer: &str, reason: &str) {
+        self.core.event(
+            "t",
+            peer,
+            peer_event::Event::Failed(PeerFailed {
+                reason: reason.into(),
+            }),
+        );
+    }
+
     /// A holder of every piece of an 8-piece task.
     fn holder(&mut self, peer: &str, host: &str) {
         self.seed_reading(peer, host, &(0..8).collect::<Vec<_>>());
@@ -209,25 +220,13 @@ fn a_seed_that_fails_mid_task_is_replaced_by_another_seed() {
     };
     // The triggered seed registers, is sent to the origin, then fails.
     w.join("seed-peer", first);
-    w.core.event(
-        "t",
-        "seed-peer",
-        peer_event::Event::Failed(PeerFailed {
-            reason: "origin reset the connection".into(),
-        }),
-    );
+    w.fail("seed-peer", "origin reset the connection");
     assert!(w.triggered(second), "the other seed was not triggered");
     // The child is still waiting (not sent to the origin) while the new seed works.
     assert_eq!(w.answer(s), Answer::Nothing);
     // When every seed has failed, the child goes to the origin itself.
     w.join("seed-peer-2", second);
-    w.core.event(
-        "t",
-        "seed-peer-2",
-        peer_event::Event::Failed(PeerFailed {
-            reason: "origin reset the connection".into(),
-        }),
-    );
+    w.fail("seed-peer-2", "origin reset the connection");
     assert_eq!(w.answer(s), Answer::Origin);
 }
 
@@ -279,13 +278,7 @@ fn with_the_seed_gone_a_peer_holding_nothing_useful_is_not_offered_and_the_child
     w.pieces("a-peer", &[0], "seed-peer", 100);
     w.pieces("b-peer", &[0], "seed-peer", 100);
     w.answer(a);
-    w.core.event(
-        "t",
-        "seed-peer",
-        peer_event::Event::Failed(PeerFailed {
-            reason: "origin reset the connection".into(),
-        }),
-    );
+    w.fail("seed-peer", "origin reset the connection");
     // Pieces 1..8 exist nowhere now: b-peer cannot give a-peer anything.
     w.core.event(
         "t",
@@ -309,13 +302,7 @@ fn when_the_only_source_leaves_one_peer_goes_to_the_origin_and_the_others_do_not
     for i in [a, b, c] {
         w.answer(i);
     }
-    w.core.event(
-        "t",
-        "seed-peer",
-        peer_event::Event::Failed(PeerFailed {
-            reason: "killed".into(),
-        }),
-    );
+    w.fail("seed-peer", "killed");
     // Pieces 3..8 exist nowhere: the peer holding the most reads the rest from the origin
     // at once; the others are not sent there.
     let answers = [w.answer(a), w.answer(b), w.answer(c)];
@@ -368,4 +355,52 @@ fn a_seed_that_finished_and_then_died_is_replaced_by_one_peer_at_the_origin() {
     w.core.close_host("s", w.session("s"));
     let answers = [w.answer(a), w.answer(b)];
     assert_eq!(sent_to_origin(&answers), 1, "{answers:?}");
+}
+
+#[test]
+fn a_peer_registered_before_its_host_session_is_offered_once_the_session_opens() {
+    let mut w = World::new(4);
+    w.host("child-host", "10.1.0.1", "", "", false);
+    // The daemon's announce overtook its host session: the scheduler cannot offer it yet.
+    w.holder("early", "late-host");
+    w.host("late-host", "10.1.0.2", "", "", false);
+    let child = w.join("child", "child-host");
+    assert_eq!(w.answer(child), Answer::Parents(vec!["early".into()]));
+}
+
+#[test]
+fn a_new_host_in_a_departed_hosts_slot_does_not_inherit_its_peers() {
+    let mut w = World::new(4);
+    w.host("child-host", "10.1.0.1", "", "", false);
+    w.host("gone-host", "10.1.0.2", "", "", false);
+    w.holder("gone-peer", "gone-host");
+    w.core.close_host("gone-host", w.session("gone-host"));
+    // The departed host's slot is free and the next host takes it.
+    w.host("new-host", "10.1.0.3", "", "", false);
+    w.holder("new-peer", "new-host");
+    let child = w.join("child", "child-host");
+    assert_eq!(w.answer(child), Answer::Parents(vec!["new-peer".into()]));
+    let parents = w.core.parents_of("t", "child");
+    assert_eq!(parents, vec!["new-peer".to_string()]);
+}
+
+#[test]
+fn a_seed_host_that_arrives_after_every_seed_failed_is_used_for_the_task() {
+    let mut w = World::new(4);
+    w.host("child", "10.0.0.1", "", "", false);
+    w.host("other", "10.0.0.2", "", "", false);
+    w.host("seed-1", "10.0.0.3", "", "", true);
+    let a = w.join("a-peer", "child");
+    assert!(w.triggered("seed-1"));
+    w.join("seed-peer", "seed-1");
+    w.fail("seed-peer", "origin reset the connection");
+    // Every seed was tried: the peer reads the origin and the next one fetches from it.
+    assert_eq!(w.answer(a), Answer::Origin);
+    let b = w.join("b-peer", "other");
+    assert_eq!(w.answer(b), Answer::Parents(vec!["a-peer".into()]));
+    // A new seed host comes, then the peer at the origin fails: the new seed is asked.
+    w.host("seed-2", "10.0.0.4", "", "", true);
+    w.fail("a-peer", "origin reset the connection");
+    assert!(w.triggered("seed-2"), "the new seed host was not asked");
+    assert_eq!(w.answer(b), Answer::Nothing, "b waits for the new seed");
 }
