@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Bandwidth-shaped swarm benchmark: Pollen vs BitTorrent (aria2 + opentracker) vs plain HTTP.
+"""Bandwidth-shaped swarm benchmark: Pollen vs BitTorrent (aria2 or libtorrent, with
+opentracker) vs plain HTTP.
 
 Run by hand, as root, from the repository root (not in CI):
 
@@ -7,7 +8,8 @@ Run by hand, as root, from the repository root (not in CI):
     sudo python3 bench/swarm.py --peers 8,16 --sizes 256MiB,1GiB --rate 100mbit
 
 Every node is a network namespace made by ../shared/harness/netns-up.sh, each shaped with
-`tc tbf` to RATE up and RATE down. Node hc1 is the origin: the HTTP origin, Pollen's
+`tc tbf` to RATE up and RATE down (`--down-rate` sets the download limit apart; `none`
+leaves downloads unshaped, the harness's BitTorrent setting). Node hc1 is the origin: the HTTP origin, Pollen's
 scheduler and seed peer, and the BitTorrent tracker and initial seeder all live there, so every
 system has the same origin upload O = RATE. Peers are hc2..hc(N+1).
 
@@ -34,6 +36,7 @@ HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLLEN = os.path.join(REPO, "target", "release", "pollen")
 ORIGIN = os.path.join(REPO, "target", "release", "pollen-origin")
+LT_PEER = os.path.join(REPO, "bench", "lt_peer.py")
 
 
 def size_bytes(s):
@@ -173,6 +176,7 @@ def run_pollen(args, work, data, size, n, scenario, t_min):
                    "--proxy-listen", "off"]
             if seed:
                 cmd.append("--seed")
+            cmd += args.daemon_args.split()
             p = procs.add(ns(i, *cmd, stdout=subprocess.PIPE,
                              stderr=open(os.path.join(d, "log"), "w"), text=True))
             read_line(p, r"daemon ready")
@@ -206,18 +210,7 @@ def run_pollen(args, work, data, size, n, scenario, t_min):
 def run_bittorrent(args, work, data, size, n, scenario, t_min):
     procs = Procs()
     try:
-        tdir = os.path.join(work, "tracker")
-        os.makedirs(tdir, exist_ok=True)
-        torrent = os.path.join(work, "x.torrent")
-        if os.path.exists(torrent):
-            os.remove(torrent)
-        subprocess.run(["mktorrent", "-a", f"http://{ip(1)}:6969/announce", "-l", "20", "-o", torrent, data],
-                       check=True, capture_output=True)
-        show = subprocess.run(["aria2c", "-S", torrent], capture_output=True, text=True, check=True).stdout
-        info_hash = re.search(r"Info Hash: ([0-9a-f]{40})", show).group(1)
-        with open(os.path.join(tdir, "whitelist.txt"), "w") as f:
-            f.write(info_hash + "\n")
-        os.chmod(tdir, 0o755)
+        torrent, tdir = make_torrent(work, data)
         procs.add(ns(1, "opentracker", "-i", ip(1), "-p", "6969", "-P", "6969", "-d", tdir,
                      "-w", "/whitelist.txt", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.5)
@@ -244,6 +237,56 @@ def run_bittorrent(args, work, data, size, n, scenario, t_min):
 
         times = drive(n, scenario, t_min, start, lambda k: os.path.exists(flags[k]),
                       lambda k: leech[k].send_signal(signal.SIGKILL), "bittorrent")
+        sent = tx_bytes(1) - tx0
+        return times, sent, sent
+    finally:
+        procs.stop()
+
+
+def make_torrent(work, data):
+    """A torrent of `data` with 1 MiB pieces, announced to the tracker on hc1, and a running
+    opentracker that knows it. Returns the torrent's path."""
+    tdir = os.path.join(work, "tracker")
+    os.makedirs(tdir, exist_ok=True)
+    torrent = os.path.join(work, "x.torrent")
+    if os.path.exists(torrent):
+        os.remove(torrent)
+    subprocess.run(["mktorrent", "-a", f"http://{ip(1)}:6969/announce", "-l", "20", "-o", torrent, data],
+                   check=True, capture_output=True)
+    show = subprocess.run(["aria2c", "-S", torrent], capture_output=True, text=True, check=True).stdout
+    info_hash = re.search(r"Info Hash: ([0-9a-f]{40})", show).group(1)
+    with open(os.path.join(tdir, "whitelist.txt"), "w") as f:
+        f.write(info_hash + "\n")
+    os.chmod(tdir, 0o755)
+    return torrent, tdir
+
+
+def run_libtorrent(args, work, data, size, n, scenario, t_min):
+    procs = Procs()
+    try:
+        torrent, tdir = make_torrent(work, data)
+        procs.add(ns(1, "opentracker", "-i", ip(1), "-p", "6969", "-P", "6969", "-d", tdir,
+                     "-w", "/whitelist.txt", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.5)
+        peer = ["/usr/bin/python3", LT_PEER, torrent]
+        procs.add(ns(1, *peer, os.path.dirname(data), os.path.join(work, "lt-seed-done"), "--seed",
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(2.0)
+        tx0 = tx_bytes(1)
+        leech = [None] * n
+        flags = [os.path.join(work, f"lt-done-{k}") for k in range(n)]
+
+        def start(k):
+            d = os.path.join(work, f"lt-{k}")
+            os.makedirs(d)
+            leech[k] = procs.add(ns(k + 2, *peer, d, flags[k],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        def finished(k):
+            return os.path.exists(flags[k]) or exited_ok(leech[k], f"libtorrent peer {k}")
+
+        times = drive(n, scenario, t_min, start, finished,
+                      lambda k: leech[k].send_signal(signal.SIGKILL), "libtorrent")
         sent = tx_bytes(1) - tx0
         return times, sent, sent
     finally:
@@ -277,10 +320,15 @@ def main():
     ap.add_argument("--peers", default="8,16", help="swarm sizes, comma separated")
     ap.add_argument("--sizes", default="256MiB,1GiB", help="file sizes, comma separated")
     ap.add_argument("--rate", default="100mbit", help="tbf rate of every node, up and down")
+    ap.add_argument("--down-rate", default=None,
+                    help="download tbf rate of every node if not --rate; `none` leaves downloads unshaped")
     ap.add_argument("--scenarios", default="together,staggered,kill")
-    ap.add_argument("--systems", default="pollen,bittorrent,http")
+    ap.add_argument("--systems", default="pollen,bittorrent,http",
+                    help="any of pollen, bittorrent (aria2), libtorrent (python3-libtorrent), http")
     ap.add_argument("--http-scenarios", default="together",
                     help="scenarios plain HTTP runs in (it takes N x S / O each)")
+    ap.add_argument("--daemon-args", default="",
+                    help="extra flags for every Pollen daemon, e.g. '--max-concurrent-upload-pieces 2'")
     ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -288,10 +336,15 @@ def main():
     for tool in ["ip", "tc", "curl", "aria2c", "mktorrent", "opentracker"]:
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: apt-get install -y aria2 mktorrent opentracker curl iproute2")
+    if "libtorrent" in args.systems.split(","):
+        if subprocess.run(["/usr/bin/python3", "-c", "import libtorrent"], capture_output=True).returncode:
+            raise SystemExit("libtorrent is missing: apt-get install -y python3-libtorrent")
     for b in [POLLEN, ORIGIN]:
         if not os.path.exists(b):
             raise SystemExit(f"{b} is missing: cargo build --release -p pollen -p pollen-bench")
     rate = rate_bytes(args.rate)
+    down = args.down_rate or args.rate
+    down_rate = float("inf") if down == "none" else rate_bytes(down)
     peers = [int(x) for x in args.peers.split(",")]
     sizes = [size_bytes(x) for x in args.sizes.split(",")]
     rows = []
@@ -299,6 +352,13 @@ def main():
     for n in peers:
         subprocess.run(["bash", os.path.join(HARNESS, "netns-down.sh"), str(n + 1)], capture_output=True)
         subprocess.run(["bash", os.path.join(HARNESS, "netns-up.sh"), str(n + 1), args.rate], check=True)
+        if down != args.rate:
+            # netns-up.sh shapes a node's download on the bridge side of its veth.
+            for i in range(1, n + 2):
+                cmd = (["tc", "qdisc", "del", "dev", f"hcv{i}", "root"] if down == "none" else
+                       ["tc", "qdisc", "replace", "dev", f"hcv{i}", "root", "tbf", "rate", down,
+                        "burst", "256kb", "latency", "50ms"])
+                subprocess.run(cmd, check=True)
         try:
             for size in sizes:
                 work = tempfile.mkdtemp(prefix="pollen-swarm-")
@@ -312,10 +372,11 @@ def main():
                         f.write(os.urandom(chunk))
                         left -= chunk
                 try:
-                    # Every node has upload U = download D = O = rate.
-                    t_min = max(size / rate, size / rate, n * size / (rate + n * rate))
+                    # Every node has upload U = O = rate and download D = down_rate.
+                    t_min = max(size / rate, size / down_rate, n * size / (rate + n * rate))
                     for system in args.systems.split(","):
-                        runner = {"pollen": run_pollen, "bittorrent": run_bittorrent, "http": run_http}[system]
+                        runner = {"pollen": run_pollen, "bittorrent": run_bittorrent,
+                                  "libtorrent": run_libtorrent, "http": run_http}[system]
                         for scenario in args.scenarios.split(","):
                             if system == "http" and scenario not in args.http_scenarios.split(","):
                                 continue
@@ -328,6 +389,9 @@ def main():
                                 times, origin_bytes, node_tx = runner(args, run_dir, data, size, n, scenario, t_min)
                             finally:
                                 shutil.rmtree(run_dir, ignore_errors=True)
+                            # Per peer, in start order (a diagnosis aid; not in the table).
+                            print("  per peer / T_min:", " ".join(f"{t / t_min:.2f}" for t in times),
+                                  file=sys.stderr, flush=True)
                             first, med, last = summarize(times, t_min)
                             row = (system, n, size, scenario, t_min, first, med, last,
                                    origin_bytes / size, node_tx / size)
@@ -347,8 +411,10 @@ def main():
     if args.write:
         with open(os.path.join(REPO, "docs", "BENCHMARKS.md"), "a") as f:
             f.write(f"\n### Shaped swarm run of {started}\n\n`sudo python3 bench/swarm.py "
-                    f"--peers {args.peers} --sizes {args.sizes} --rate {args.rate} "
-                    f"--scenarios {args.scenarios} --systems {args.systems}`\n\n" + table)
+                    f"--peers {args.peers} --sizes {args.sizes} --rate {args.rate} --down-rate {down} "
+                    f"--scenarios {args.scenarios} --systems {args.systems}"
+                    + (f" --daemon-args '{args.daemon_args}'" if args.daemon_args else "")
+                    + "`\n\n" + table)
 
 
 if __name__ == "__main__":
