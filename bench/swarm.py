@@ -210,10 +210,7 @@ def run_pollen(args, work, data, size, n, scenario, t_min):
 def run_bittorrent(args, work, data, size, n, scenario, t_min):
     procs = Procs()
     try:
-        torrent, tdir = make_torrent(work, data)
-        procs.add(ns(1, "opentracker", "-i", ip(1), "-p", "6969", "-P", "6969", "-d", tdir,
-                     "-w", "/whitelist.txt", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.5)
+        torrent = start_tracker(procs, work, data)
         common = ["aria2c", "--enable-dht=false", "--bt-enable-lpd=false", "--enable-peer-exchange=true",
                   "--file-allocation=none", "--seed-ratio=0.0", "--console-log-level=warn",
                   "--summary-interval=0", "--bt-tracker-interval=1"]
@@ -243,9 +240,9 @@ def run_bittorrent(args, work, data, size, n, scenario, t_min):
         procs.stop()
 
 
-def make_torrent(work, data):
-    """A torrent of `data` with 1 MiB pieces, announced to the tracker on hc1, and a running
-    opentracker that knows it. Returns the torrent's path."""
+def start_tracker(procs, work, data):
+    """Makes a torrent of `data` with 1 MiB pieces, announced to the tracker on hc1, and
+    starts an opentracker there that knows it. Returns the torrent's path."""
     tdir = os.path.join(work, "tracker")
     os.makedirs(tdir, exist_ok=True)
     torrent = os.path.join(work, "x.torrent")
@@ -258,16 +255,16 @@ def make_torrent(work, data):
     with open(os.path.join(tdir, "whitelist.txt"), "w") as f:
         f.write(info_hash + "\n")
     os.chmod(tdir, 0o755)
-    return torrent, tdir
+    procs.add(ns(1, "opentracker", "-i", ip(1), "-p", "6969", "-P", "6969", "-d", tdir,
+                 "-w", "/whitelist.txt", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(0.5)
+    return torrent
 
 
 def run_libtorrent(args, work, data, size, n, scenario, t_min):
     procs = Procs()
     try:
-        torrent, tdir = make_torrent(work, data)
-        procs.add(ns(1, "opentracker", "-i", ip(1), "-p", "6969", "-P", "6969", "-d", tdir,
-                     "-w", "/whitelist.txt", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.5)
+        torrent = start_tracker(procs, work, data)
         peer = ["/usr/bin/python3", LT_PEER, torrent]
         procs.add(ns(1, *peer, os.path.dirname(data), os.path.join(work, "lt-seed-done"), "--seed",
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
