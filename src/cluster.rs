@@ -258,7 +258,7 @@ pub struct ManagerProc {
 impl ManagerProc {
     /// `host:port` of the REST API and of the gRPC service.
     pub fn addrs(&self) -> (String, String) {
-        let strip = |u: &str| u.trim_start_matches("http://").to_string();
+        let strip = |u: &str| u.split_once("://").map_or(u, |(_, a)| a).to_string();
         (strip(&self.rest), strip(&self.grpc))
     }
 
@@ -538,7 +538,8 @@ impl Cluster {
     }
 
     /// Starts `pollen manager` on loopback with a SQLite database in the cluster's
-    /// directory, `admin_password` for its admin, and `config` as its TOML config.
+    /// directory, `admin_password` for its admin, and `config` as its TOML config; with the
+    /// cluster's certificates, its gRPC port demands them (an `https://` URL).
     pub async fn start_manager(
         &self,
         admin_password: &str,
@@ -568,6 +569,14 @@ impl Cluster {
             .arg("--config")
             .arg(&config_path)
             .env("POLLEN_ADMIN_PASSWORD", admin_password);
+        if let Some(c) = &self.certs {
+            cmd.args(tls_flags(&c.ca_cert, &c.manager));
+        }
+        let scheme = if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let log = self.dir.path().join("manager.log");
         let (child, line) = launch(cmd, &log, "the manager").await?;
         // "manager (DB) gRPC on ADDR REST listening on ADDR"
@@ -580,7 +589,7 @@ impl Cluster {
         match (grpc, rest) {
             (Some(g), Some(r)) => Ok(ManagerProc {
                 rest: format!("http://{r}"),
-                grpc: format!("http://{g}"),
+                grpc: format!("{scheme}://{g}"),
                 log,
                 child,
             }),

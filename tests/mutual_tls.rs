@@ -1,12 +1,14 @@
 //! Mutual TLS between every role: a cluster with it on moves the file peer to peer and
 //! verified; a daemon without the cluster's certificates can neither register with the
-//! scheduler nor fetch pieces from a daemon, and still gets its file from the origin.
+//! scheduler nor fetch pieces from a daemon, and still gets its file from the origin; with a
+//! manager, only schedulers and daemons holding the certificates reach its gRPC port.
 
 mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
+use common::manager::*;
 use common::*;
 use pollen::cluster::{tls_flags, Cluster, ClusterSpec, DaemonProc};
 use pollen::origin::Origin;
@@ -97,6 +99,133 @@ async fn with_mutual_tls_only_daemons_holding_the_cluster_certificates_take_part
     // A daemon with no certificates pointed at the https:// scheduler is stopped at start
     // with a clear message.
     let mut bare = cluster.stranger("bare", Vec::new());
+    assert!(bare.start().await.is_err(), "started without certificates");
+    assert!(
+        bare.log_text().contains("[tls] is not set"),
+        "unclear error: {}",
+        bare.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_only_roles_holding_the_cluster_certificates_reach_the_manager() {
+    let size = 8 * MIB;
+    let origin = origin(size).await;
+    let mut spec = ClusterSpec::standalone(bin(), 0);
+    spec.tls = true;
+    let cluster = Cluster::start(spec)
+        .await
+        .expect("cluster with certificates");
+    let certs = cluster.certs.clone().expect("certificates");
+    let m = cluster
+        .start_manager(ADMIN_PASSWORD, "keepalive_timeout = \"3s\"\n")
+        .await
+        .expect("manager with mutual TLS");
+    assert!(m.grpc.starts_with("https://"), "{}", m.grpc);
+    let admin = Admin::sign_in(&m).await;
+
+    // A scheduler and two daemons with the cluster's certificates: placed by the manager,
+    // connected to the scheduler, peer to peer. (The scheduler listens where its certificate
+    // is valid: 127.0.0.1.)
+    let mut args = scheduler_args(&m, 0);
+    args.extend(tls_flags(&certs.ca_cert, &certs.scheduler));
+    let sched = cluster
+        .start_scheduler("sched", "127.0.0.1:0", &args)
+        .await
+        .expect("scheduler");
+    admin
+        .wait_for("/api/v1/schedulers?active=true", "the scheduler", |v| {
+            v.as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    let ours = tls_flags(&certs.ca_cert, &certs.daemon);
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    let mut a = daemon(&cluster, &m, "member-a", "127.0.1.5", &ours);
+    let mut b = daemon(&cluster, &m, "member-b", "127.0.1.6", &ours);
+    for d in [&mut a, &mut b] {
+        d.start().await.expect("daemon starts");
+    }
+    for d in [&a, &b] {
+        d.wait_connected().await.expect("placed and connected");
+        let urls = placement_urls(d);
+        assert_eq!(urls.len(), 1, "{urls:?}");
+        assert!(urls[0].starts_with("https://127.0.0.1:"), "{urls:?}");
+    }
+    let url = origin.url("/blob");
+    assert_all_verified(
+        &get_all(&[&a], &url, cluster.dir.path()).await,
+        origin.digest(),
+    );
+    assert_all_verified(
+        &get_all(&[&b], &url, cluster.dir.path()).await,
+        origin.digest(),
+    );
+    let s = b.stat().await.expect("stat");
+    assert_eq!(
+        s.p2p_download_bytes, size,
+        "member-b did not fetch from member-a"
+    );
+    drop(sched);
+
+    // Outsiders: a daemon and a scheduler with another CA's certificates, a daemon speaking
+    // plain HTTP/2 to the TLS port. None is recorded by the manager; the daemons get no
+    // placement.
+    let other = make_dev_certs(&cluster.dir.path().join("other-ca"), &[]).expect("certs");
+    let theirs = tls_flags(&other.ca_cert, &other.daemon);
+    let theirs: Vec<&str> = theirs.iter().map(String::as_str).collect();
+    let mut foreign = daemon(&cluster, &m, "foreign", "127.0.1.7", &theirs);
+    let plain_url = m.grpc.replacen("https://", "http://", 1);
+    let mut plain = cluster.stranger(
+        "plain",
+        vec![
+            "--manager".into(),
+            plain_url,
+            "--upload-listen".into(),
+            "127.0.1.8:0".into(),
+        ],
+    );
+    for d in [&mut foreign, &mut plain] {
+        d.start().await.expect("an outsider daemon starts");
+    }
+    let mut args = scheduler_args(&m, 0);
+    args.extend(tls_flags(&other.ca_cert, &other.scheduler));
+    let _foreign_sched = cluster
+        .start_scheduler("foreign-sched", "127.0.0.3:0", &args)
+        .await
+        .expect("a foreign scheduler starts");
+    // The daemons' sessions and the scheduler's registration retry with backoff: give them
+    // several tries, then check what each one saw.
+    wait_for_log(&foreign.log, "cannot reach the manager").await;
+    wait_for_log(&plain.log, "cannot reach the manager").await;
+    wait_for_log(
+        &cluster.dir.path().join("foreign-sched.log"),
+        "cannot register with the manager",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peers = admin.get("/api/v1/peers").await;
+    let mut names: Vec<&str> = peers
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["hostname"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["member-a", "member-b"], "an outsider was recorded");
+    let schedulers = admin.get("/api/v1/schedulers").await;
+    assert_eq!(
+        schedulers.as_array().map(Vec::len),
+        Some(1),
+        "a foreign scheduler registered: {schedulers}"
+    );
+    for d in [&foreign, &plain] {
+        assert!(placement_urls(d).is_empty(), "{} got a placement", d.name);
+        let s = d.stat().await.expect("stat");
+        assert!(!s.scheduler_connected, "{} reached a scheduler", d.name);
+    }
+
+    // No certificates at all, pointed at the https:// manager: stopped at start, saying why.
+    let mut bare = cluster.stranger("bare", vec!["--manager".into(), m.grpc.clone()]);
     assert!(bare.start().await.is_err(), "started without certificates");
     assert!(
         bare.log_text().contains("[tls] is not set"),

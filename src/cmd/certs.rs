@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 /// `pollen certs` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum CertsCommand {
-    /// Write a new CA, a scheduler certificate and a daemon certificate (valid 90 days) for
-    /// a test cluster. Not for production: issue those from your own PKI.
+    /// Write a new CA and certificates for the manager, schedulers and daemons (valid 90
+    /// days) for a test cluster. Not for production: issue those from your own PKI.
     Dev(DevArgs),
 }
 
@@ -32,10 +32,20 @@ pub(crate) async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
     let CertsCommand::Dev(args) = cmd;
     let certs = pollen_tls::make_dev_certs(&args.out, &args.hosts)
         .with_context(|| format!("cannot write certificates to {}", args.out.display()))?;
-    let (ca, s, d) = (certs.ca_cert.display(), &certs.scheduler, &certs.daemon);
+    let (ca, m, s, d) = (
+        certs.ca_cert.display(),
+        &certs.manager,
+        &certs.scheduler,
+        &certs.daemon,
+    );
     println!(
         "wrote a throwaway CA and certificates to {}",
         args.out.display()
+    );
+    println!(
+        "manager:   pollen manager --tls-ca {ca} --tls-cert {} --tls-key {}",
+        m.0.display(),
+        m.1.display()
     );
     println!(
         "scheduler: pollen scheduler --tls-ca {ca} --tls-cert {} --tls-key {}",
@@ -43,7 +53,7 @@ pub(crate) async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
         s.1.display()
     );
     println!(
-        "daemon:    pollen daemon --scheduler https://SCHEDULER:8002 --tls-ca {ca} --tls-cert {} --tls-key {}",
+        "daemon:    pollen daemon --scheduler https://SCHEDULER:8002 (or --manager https://MANAGER:65003) --tls-ca {ca} --tls-cert {} --tls-key {}",
         d.0.display(),
         d.1.display()
     );

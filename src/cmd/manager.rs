@@ -41,6 +41,9 @@ pub struct ManagerArgs {
     /// DATA_DIR/initial-admin-password.
     #[arg(long, env = "POLLEN_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// Mutual TLS on the gRPC port (the REST port stays plain HTTP).
+    #[command(flatten)]
+    pub tls: super::tls_args::TlsArgs,
 }
 
 impl ManagerArgs {
@@ -52,6 +55,7 @@ impl ManagerArgs {
         if let Some(d) = &self.data_dir {
             cfg.data_dir = d.clone();
         }
+        cfg.tls = self.tls.apply(cfg.tls.take())?;
         Ok(cfg)
     }
 }
@@ -76,8 +80,13 @@ pub(crate) async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.grpc_listen))?;
     // The REST address stays the last word: scripts and the cluster helper read it there.
+    let how = if manager.grpc_tls() {
+        " (mutual TLS)"
+    } else {
+        ""
+    };
     println!(
-        "manager ({db}) gRPC on {} REST listening on {addr}",
+        "manager ({db}) gRPC on {}{how} REST listening on {addr}",
         grpc.local_addr()?
     );
     let shutdown = CancellationToken::new();

@@ -85,8 +85,17 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
             ),
             None => format!("{scheme}://{addr}"),
         };
+        let client_tls = match &cfg.tls {
+            Some(t) => Some(
+                pollen_tls::Material::load(t)
+                    .map(|m| m.tonic_client())
+                    .context("cannot set up mutual TLS to the manager")?,
+            ),
+            None => None,
+        };
         let link = pollen_scheduler::ManagerLink {
             url: url.clone(),
+            endpoint: pollen_tls::grpc_endpoint("manager", url, client_tls)?,
             info: pollen_proto::manager::SchedulerInfo {
                 scheduler_cluster_id: args.cluster_id,
                 hostname: pollen_core::host::hostname(),
@@ -97,14 +106,6 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
                 location: String::new(),
             },
             keepalive_interval: args.keepalive_interval,
-            tls: match &cfg.tls {
-                Some(t) if url.starts_with("https://") => Some(
-                    pollen_tls::Material::load(t)
-                        .map(|m| m.tonic_client())
-                        .context("cannot set up mutual TLS to the manager")?,
-                ),
-                _ => None,
-            },
         };
         tokio::spawn(link.run(service.clone(), shutdown.clone()));
     }

@@ -101,6 +101,7 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let scheduler = SchedulerService::new(SchedulerConfig::default());
     let link = ManagerLink {
         url: grpc_url.clone(),
+        endpoint: pollen_tls::grpc_endpoint("manager", &grpc_url, None)?,
         info: pollen_proto::manager::SchedulerInfo {
             scheduler_cluster_id: 0,
             hostname: "standalone".into(),
@@ -111,7 +112,6 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
             location: String::new(),
         },
         keepalive_interval: Duration::from_secs(5),
-        tls: None,
     };
     tokio::spawn(link.run(scheduler.clone(), shutdown.clone()));
     let sched_task = tokio::spawn(scheduler.serve(sched, shutdown.clone()));

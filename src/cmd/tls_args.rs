@@ -1,4 +1,5 @@
-//! The `--tls-*` flags the scheduler and the daemon share, merged over a config's `[tls]`.
+//! The `--tls-*` flags the manager, the scheduler and the daemon share, merged over a config's
+//! `[tls]`.
 
 use std::path::PathBuf;
 

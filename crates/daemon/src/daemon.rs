@@ -254,9 +254,11 @@ impl Daemon {
                     sessions.apply(change);
                 }
                 Some(url) => {
+                    let endpoint = pollen_tls::grpc_endpoint("manager", url, client_tls.clone())
+                        .map_err(|e| DaemonStartError::Config(e.to_string()))?;
                     let session = ManagerSession {
                         url: url.clone(),
-                        tls: client_tls.clone(),
+                        endpoint,
                         connect_timeout: cfg.connect_timeout,
                         hello: pollen_proto::manager::DaemonHello {
                             host_id: host_id.clone(),

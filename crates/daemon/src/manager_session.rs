@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
 use crate::conductor::Conductor;
@@ -44,7 +44,8 @@ pub(crate) struct CachedPlacement {
 
 pub(crate) struct ManagerSession {
     pub url: String,
-    pub tls: Option<ClientTlsConfig>,
+    /// The manager's endpoint, TLS applied ([`pollen_tls::grpc_endpoint`]).
+    pub endpoint: Endpoint,
     pub connect_timeout: Duration,
     pub hello: DaemonHello,
     pub set: Arc<SchedulerSet>,
@@ -187,26 +188,12 @@ impl ManagerSession {
 
     /// Holds the session until `shutdown`, re-opening it with backoff when it breaks.
     pub async fn run(self, shutdown: CancellationToken) {
-        let endpoint = match Endpoint::from_shared(self.url.clone()) {
-            Ok(e) => e
-                .connect_timeout(self.connect_timeout)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(10)),
-            Err(e) => {
-                warn!(manager = %self.url, error = %e, "invalid manager URL; keeping the cached placement");
-                return;
-            }
-        };
-        let endpoint = match (&self.tls, self.url.starts_with("https://")) {
-            (Some(tls), true) => match endpoint.tls_config(tls.clone()) {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(error = %e, "manager TLS; keeping the cached placement");
-                    return;
-                }
-            },
-            _ => endpoint,
-        };
+        let endpoint = self
+            .endpoint
+            .clone()
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
         let client = ManagerClient::new(endpoint.connect_lazy());
         let mut backoff = Duration::from_millis(200);
         loop {

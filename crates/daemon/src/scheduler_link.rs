@@ -16,7 +16,7 @@ use pollen_proto::scheduler::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::Streaming;
 use tracing::{info, warn};
 
@@ -59,28 +59,8 @@ impl SchedulerLink {
         connect_timeout: Duration,
         tls: Option<ClientTlsConfig>,
     ) -> Result<Self, String> {
-        let mut endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("invalid scheduler URL {url:?}: {e}"))?;
-        let https = endpoint.uri().scheme_str() == Some("https");
-        match tls {
-            Some(tls) if https => {
-                endpoint = endpoint
-                    .tls_config(tls)
-                    .map_err(|e| format!("scheduler TLS: {e}"))?;
-            }
-            Some(_) => {
-                return Err(format!(
-                    "with [tls] set, the scheduler URL must start with https:// (got {url:?})"
-                ))
-            }
-            None if https => {
-                return Err(format!(
-                    "scheduler URL {url:?} is https:// but [tls] is not set: give the \
-                     daemon the cluster's ca_cert, cert and key"
-                ))
-            }
-            None => {}
-        }
+        let endpoint =
+            pollen_tls::grpc_endpoint("scheduler", url, tls).map_err(|e| e.to_string())?;
         let endpoint = endpoint
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)

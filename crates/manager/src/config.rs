@@ -33,6 +33,18 @@ pub struct ManagerConfig {
     /// Longest a peer may take over one fetch of a job (default 1h).
     #[serde(with = "pollen_core::duration::humane")]
     pub job_command_timeout: Duration,
+    /// Connections held at once on the gRPC port (default 10000; every daemon and scheduler
+    /// keeps one).
+    pub grpc_max_connections: usize,
+    /// A gRPC client must send the HTTP/2 preface (with TLS: finish its handshake) within
+    /// this time or be disconnected (default 10s).
+    #[serde(with = "pollen_core::duration::humane")]
+    pub connection_setup_timeout: Duration,
+    /// Mutual TLS on the gRPC port (`[tls]` table: `ca_cert`, `cert`, `key`): with it, only
+    /// schedulers and daemons presenting a certificate signed by `ca_cert` are let in, and
+    /// they reach the manager at an `https://` URL. Default: none (plain HTTP/2). The REST
+    /// port is not affected: put it behind a TLS terminator.
+    pub tls: Option<pollen_tls::TlsConfig>,
 }
 
 impl Default for ManagerConfig {
@@ -46,6 +58,9 @@ impl Default for ManagerConfig {
             header_read_timeout: Duration::from_secs(10),
             job_peer_grace: Duration::from_secs(30),
             job_command_timeout: Duration::from_secs(3600),
+            grpc_max_connections: 10_000,
+            connection_setup_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }

@@ -6,8 +6,10 @@
 //! that cluster's active schedulers) at once and again whenever clusters or schedulers
 //! change. When the session ends, the daemon is marked inactive.
 //!
-//! Bounds: messages are small (64 KiB at most), a session must say hello within 10 s, and
-//! strings in a hello are length-checked before they reach the database.
+//! Bounds: connections are admitted as on the scheduler's port ([`pollen_tls::incoming`]:
+//! a cap, a setup deadline, mutual TLS when configured), messages are small (64 KiB at
+//! most), a session must say hello within 10 s, and strings in a hello are length-checked
+//! before they reach the database.
 
 #![allow(clippy::result_large_err)] // tonic::Status is the error type of every RPC.
 
@@ -25,7 +27,7 @@ use pollen_proto::manager::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -331,11 +333,22 @@ impl ManagerService {
 }
 
 /// Serves the gRPC service on `listener` until `shutdown`.
+/// Serves the service on `listener` until `shutdown`, over TLS when `tls` is given (a
+/// config that demands client certificates and offers ALPN `h2`), admitting connections
+/// under the config's bounds.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
+    tls: Option<Arc<pollen_tls::rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let incoming = pollen_tls::incoming::admit(
+        listener,
+        tls,
+        state.cfg.grpc_max_connections,
+        state.cfg.connection_setup_timeout,
+        shutdown.clone(),
+    );
     let svc = ManagerService {
         state,
         shutdown: shutdown.clone(),
@@ -348,6 +361,6 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(4 * 1024 * 1024),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }

@@ -46,11 +46,14 @@ pub enum ManagerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("mutual TLS on the gRPC port: {0}")]
+    Tls(#[from] pollen_tls::TlsError),
 }
 
-/// An opened manager: database migrated, first admin in place.
+/// An opened manager: database migrated, first admin in place, certificates loaded.
 pub struct Manager {
     state: Arc<AppState>,
+    grpc_tls: Option<Arc<pollen_tls::rustls::ServerConfig>>,
 }
 
 impl Manager {
@@ -59,6 +62,11 @@ impl Manager {
         cfg: ManagerConfig,
         admin_password: Option<&str>,
     ) -> Result<(Self, FirstAdmin), ManagerError> {
+        // Certificates first: a bad file is reported before anything is written.
+        let grpc_tls = match &cfg.tls {
+            Some(t) => Some(pollen_tls::Material::load(t)?.server_config(&[b"h2"])?),
+            None => None,
+        };
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ManagerError::DataDir {
             path: cfg.data_dir.clone(),
             source,
@@ -80,18 +88,28 @@ impl Manager {
             hub: Default::default(),
             jobs_added: Default::default(),
         });
-        Ok((Self { state }, first))
+        Ok((Self { state, grpc_tls }, first))
     }
 
     pub fn db(&self) -> &Db {
         &self.state.db
     }
 
+    /// Whether the gRPC port demands client certificates.
+    pub fn grpc_tls(&self) -> bool {
+        self.grpc_tls.is_some()
+    }
+
     /// Serves the REST API on `rest` and the gRPC service on `grpc` until `shutdown`, with
     /// the background sweeper.
     pub async fn serve(self, rest: TcpListener, grpc: TcpListener, shutdown: CancellationToken) {
         let sweeper = tokio::spawn(sweep(self.state.clone(), shutdown.clone()));
-        let rpc = tokio::spawn(grpc::serve(self.state.clone(), grpc, shutdown.clone()));
+        let rpc = tokio::spawn(grpc::serve(
+            self.state.clone(),
+            grpc,
+            self.grpc_tls,
+            shutdown.clone(),
+        ));
         let runner = tokio::spawn(jobs::run(self.state.clone(), shutdown.clone()));
         let router = rest::router(self.state.clone());
         server::serve_http(

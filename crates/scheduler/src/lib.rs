@@ -14,7 +14,6 @@
 mod config;
 pub mod core;
 pub mod evaluator;
-mod incoming;
 pub mod manager_link;
 pub mod model;
 mod piece_cost;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use pollen_proto::manager::manager_client::ManagerClient;
 use pollen_proto::manager::{SchedulerClusterConfig, SchedulerInfo, SchedulerKeepalive};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
 use crate::{EvaluatorConfig, SchedulerService};
@@ -17,13 +17,14 @@ use crate::{EvaluatorConfig, SchedulerService};
 /// Where the manager is and what to tell it.
 #[derive(Clone, Debug)]
 pub struct ManagerLink {
-    /// The manager's gRPC URL.
+    /// The manager's gRPC URL (for logs).
     pub url: String,
+    /// The manager's endpoint, TLS applied ([`pollen_tls::grpc_endpoint`]).
+    pub endpoint: Endpoint,
     /// This scheduler's registration (cluster id 0: the default cluster).
     pub info: SchedulerInfo,
     /// Time between keepalives.
     pub keepalive_interval: Duration,
-    pub tls: Option<ClientTlsConfig>,
 }
 
 /// The evaluator config `base` with the manager's overrides applied.
@@ -44,22 +45,10 @@ impl ManagerLink {
     /// Registers and keeps alive until `shutdown`, applying config changes to `service`.
     pub async fn run(self, service: SchedulerService, shutdown: CancellationToken) {
         let base = service.evaluator();
-        let mut endpoint = match Endpoint::from_shared(self.url.clone()) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(5)),
-            Err(e) => {
-                warn!(url = %self.url, error = %e, "invalid manager URL; running without it");
-                return;
-            }
-        };
-        if let Some(tls) = self.tls.clone() {
-            endpoint = match endpoint.tls_config(tls) {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(error = %e, "manager TLS; running without the manager");
-                    return;
-                }
-            };
-        }
+        let endpoint = self
+            .endpoint
+            .clone()
+            .connect_timeout(Duration::from_secs(5));
         let mut client = ManagerClient::new(endpoint.connect_lazy());
         let mut applied: Option<SchedulerClusterConfig> = None;
         let mut backoff = Duration::from_millis(200);

@@ -72,13 +72,7 @@ impl SchedulerService {
             let c = core.config();
             (c.max_connections, c.connection_setup_timeout)
         };
-        let incoming = crate::incoming::admit(
-            listener,
-            tls.map(tokio_rustls::TlsAcceptor::from),
-            max,
-            setup,
-            shutdown.clone(),
-        );
+        let incoming = pollen_tls::incoming::admit(listener, tls, max, setup, shutdown.clone());
         tonic::transport::Server::builder()
             // A client that stops answering pings (gone, or a socket held open on purpose)
             // gives its place back.

@@ -1,5 +1,6 @@
 //! A throwaway CA and certificates for a test cluster (`pollen certs dev`): one certificate
-//! for schedulers and one shared by every daemon, each valid as a TLS server and client.
+//! for the manager, one for schedulers and one shared by every daemon, each valid as a TLS
+//! server and client.
 //! For production, issue certificates from your own PKI with the same names.
 
 use std::io::Write as _;
@@ -24,6 +25,8 @@ pub struct DevCerts {
     pub ca_cert: PathBuf,
     /// The CA's key (kept to sign more certificates by hand; no role needs it).
     pub ca_key: PathBuf,
+    /// Manager certificate and key.
+    pub manager: (PathBuf, PathBuf),
     /// Scheduler certificate and key.
     pub scheduler: (PathBuf, PathBuf),
     /// Daemon certificate and key (shared by every daemon of the test cluster).
@@ -31,6 +34,15 @@ pub struct DevCerts {
 }
 
 impl DevCerts {
+    /// The `[tls]` table for the manager.
+    pub fn manager_config(&self) -> TlsConfig {
+        TlsConfig::new(
+            self.ca_cert.clone(),
+            self.manager.0.clone(),
+            self.manager.1.clone(),
+        )
+    }
+
     /// The `[tls]` table for a scheduler.
     pub fn scheduler_config(&self) -> TlsConfig {
         TlsConfig::new(
@@ -100,10 +112,10 @@ pub fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
     f.write_all(text.as_bytes()).map_err(io)
 }
 
-/// Writes a new CA and certificates for schedulers and daemons into `dir` (created if
-/// missing; existing files are never overwritten). Both certificates name `localhost`,
-/// `127.0.0.1`, `::1` and every entry of `hosts` (names or IP addresses, e.g. the
-/// scheduler's); the daemon's also names `pollen-peer`, which daemons check on parents.
+/// Writes a new CA and certificates for the manager, schedulers and daemons into `dir`
+/// (created if missing; existing files are never overwritten). Every certificate names
+/// `localhost`, `127.0.0.1`, `::1` and every entry of `hosts` (names or IP addresses, e.g.
+/// the scheduler's); the daemon's also names `pollen-peer`, which daemons check on parents.
 pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError> {
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
         path: dir.to_path_buf(),
@@ -113,6 +125,7 @@ pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError
     let files = DevCerts {
         ca_cert: dir.join("ca.pem"),
         ca_key: dir.join("ca.key"),
+        manager: (dir.join("manager.pem"), dir.join("manager.key")),
         scheduler: (dir.join("scheduler.pem"), dir.join("scheduler.key")),
         daemon: (dir.join("daemon.pem"), dir.join("daemon.key")),
     };
@@ -122,6 +135,7 @@ pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     names.extend(hosts.iter().cloned());
     for (role, (cert_path, key_path), extra) in [
+        ("manager", &files.manager, None),
         ("scheduler", &files.scheduler, None),
         ("daemon", &files.daemon, Some(DEFAULT_PEER_NAME)),
     ] {
@@ -159,6 +173,7 @@ mod tests {
     fn dev_certs_load_and_are_never_overwritten() {
         let dir = tempfile::tempdir().expect("tmp");
         let certs = make_dev_certs(dir.path(), &["10.0.0.7".into()]).expect("made");
+        Material::load(&certs.manager_config()).expect("manager certs load");
         Material::load(&certs.scheduler_config()).expect("scheduler certs load");
         Material::load(&certs.daemon_config()).expect("daemon certs load");
         let mode = std::os::unix::fs::PermissionsExt::mode(

@@ -1,13 +1,18 @@
 //! Mutual TLS between Pollen's roles: one place that turns certificate files into rustls and
-//! tonic configurations, so the scheduler's gRPC port, the daemons' data plane and their
-//! clients all check the same thing in the same way — the other side presents a certificate
-//! signed by the cluster's CA — and a throwaway CA for test clusters (`pollen certs dev`).
+//! tonic configurations, so the manager's and the scheduler's gRPC ports, the daemons' data
+//! plane and their clients all check the same thing in the same way — the other side presents
+//! a certificate signed by the cluster's CA — and a throwaway CA for test clusters (`pollen
+//! certs dev`). The gRPC servers' connection admission lives here too, since under TLS the
+//! handshake is what a connection must finish in time.
 
 mod config;
 mod dev;
+mod endpoint;
+pub mod incoming;
 mod material;
 
 pub use config::{TlsConfig, DEFAULT_PEER_NAME};
 pub use dev::{make_dev_certs, new_ca, write_new, DevCerts};
+pub use endpoint::{grpc_endpoint, LinkError};
 pub use material::{Material, TlsError};
 pub use rustls;

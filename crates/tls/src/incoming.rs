@@ -1,8 +1,8 @@
-//! The connections the gRPC server takes: at most `max_connections` at once, and each must
-//! prove it is a client within `connection_setup_timeout` — the whole HTTP/2 preface on plain
-//! TCP, a finished handshake under TLS — or it is closed. So a flood of idle or trickling
-//! sockets is cut off and cannot hold the places that daemons need; a daemon keeps one
-//! connection for its life.
+//! The connections a gRPC server (the scheduler's, the manager's) takes: at most
+//! `max_connections` at once, and each must prove it is a client within `setup_timeout` —
+//! the whole HTTP/2 preface on plain TCP, a finished handshake under TLS — or it is closed.
+//! So a flood of idle or trickling sockets is cut off and cannot hold the places that daemons
+//! need; a daemon keeps one connection for its life.
 
 use std::io;
 use std::pin::Pin;
@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A connection admitted to the server; its place is given back when it closes.
-pub(crate) struct Admitted {
+pub struct Admitted {
     stream: Stream,
     _place: OwnedSemaphorePermit,
 }
@@ -104,14 +104,16 @@ async fn preface_arrived(stream: &TcpStream) -> io::Result<()> {
     }
 }
 
-/// Accepts on `listener` until `shutdown` and yields the connections that set up in time.
-pub(crate) fn admit(
+/// Accepts on `listener` until `shutdown` and yields the connections that set up in time;
+/// with `tls` (a config that demands client certificates, offering ALPN `h2`), over TLS.
+pub fn admit(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     max_connections: usize,
     setup_timeout: Duration,
     shutdown: CancellationToken,
 ) -> ReceiverStream<io::Result<Admitted>> {
+    let tls = tls.map(TlsAcceptor::from);
     let (tx, rx) = mpsc::channel(64);
     let places = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::spawn(async move {
