@@ -143,18 +143,14 @@ impl ParentJob {
         client.request_bitfield(task).await?;
         inflight.push_back(Expect::Bitfield);
         loop {
-            if inflight.is_empty() {
-                if self.claims.all_present() {
-                    return Ok(());
-                }
-                idle += 1;
-                if idle > IDLE_POLLS {
-                    return Ok(());
-                }
-                tokio::select! {
-                    _ = self.claims.changed.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
+            // Registered before looking for work, so a change (a digest published, a piece
+            // released) that lands while this pass finds nothing still wakes the wait below.
+            let changed = self.claims.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if last_bitfield.elapsed() >= BITFIELD_REFRESH
+                && !inflight.iter().any(|e| matches!(e, Expect::Bitfield))
+            {
                 client.request_bitfield(task).await?;
                 inflight.push_back(Expect::Bitfield);
                 last_bitfield = Instant::now();
@@ -163,13 +159,6 @@ impl ParentJob {
                 .iter()
                 .filter(|e| matches!(e, Expect::Piece(..)))
                 .count();
-            if last_bitfield.elapsed() >= BITFIELD_REFRESH
-                && !inflight.iter().any(|e| matches!(e, Expect::Bitfield))
-            {
-                client.request_bitfield(task).await?;
-                inflight.push_back(Expect::Bitfield);
-                last_bitfield = Instant::now();
-            }
             for asked in pieces_inflight..self.depth {
                 // With no piece in flight this fetcher may wait for a place (it holds none);
                 // otherwise it takes one only if free, and reads what it asked for first.
@@ -192,6 +181,25 @@ impl ParentJob {
                 claimed.push(n);
                 client.request_piece(task, n).await?;
                 inflight.push_back(Expect::Piece(n, d, Instant::now(), slot));
+            }
+            if inflight.is_empty() {
+                // Nothing to ask this parent for now: wait for a change here or poll its
+                // bitfield again shortly; give up on a parent that stays idle.
+                if self.claims.all_present() {
+                    return Ok(());
+                }
+                idle += 1;
+                if idle > IDLE_POLLS {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = changed => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                client.request_bitfield(task).await?;
+                inflight.push_back(Expect::Bitfield);
+                last_bitfield = Instant::now();
+                continue;
             }
             let Some(expect) = inflight.pop_front() else {
                 continue;

@@ -10,11 +10,12 @@
 //! cluster CA and carry the peers' name, and this side presents its own certificate.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pollen_core::{Bitfield, TaskId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::ClientConfig;
@@ -157,9 +158,18 @@ impl PieceClient {
         }
     }
 
-    /// Reads exactly `buf.len()` payload bytes.
+    /// Reads exactly `buf.len()` payload bytes: what is already buffered is copied, the rest
+    /// goes from the socket straight into `buf` (no second copy through the read buffer).
     pub async fn read_payload(&mut self, buf: &mut [u8]) -> Result<(), WireError> {
-        self.reader.read_exact(buf).await.map_err(|e| {
+        let buffered = self.reader.buffer();
+        let head = buffered.len().min(buf.len());
+        buf[..head].copy_from_slice(&buffered[..head]);
+        Pin::new(&mut self.reader).consume(head);
+        let rest = &mut buf[head..];
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.reader.get_mut().read_exact(rest).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 WireError::Truncated
             } else {
