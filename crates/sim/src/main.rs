@@ -30,6 +30,22 @@ struct Args {
     /// Scheduler TOML config (as for `pollen scheduler --config`), e.g. other weights.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// Pieces in the task (256 of 4 MiB: 1 GiB; 64: 256 MiB).
+    #[arg(long, default_value_t = 256)]
+    pieces: u32,
+    /// Bytes per piece, in MiB (DESIGN.md's minimum is 4).
+    #[arg(long, default_value_t = 4.0)]
+    piece_mib: f64,
+    /// The origin's (and seed's) upload in Mbit/s.
+    #[arg(long, default_value_t = 1000.0)]
+    origin_mbit: f64,
+    /// Give every peer this upload and download in Mbit/s instead of the three classes
+    /// (the shaped real swarm of bench/swarm.py: every node at the same rate).
+    #[arg(long)]
+    uniform_mbit: Option<f64>,
+    /// Fraction of peers that join late (over the first half of T_min).
+    #[arg(long, default_value_t = 0.2)]
+    late_fraction: f64,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -47,6 +63,17 @@ fn main() -> anyhow::Result<()> {
             spec.scheduler = toml::from_str(&std::fs::read_to_string(path)?)?;
         }
         spec.rng_seed = args.seed;
+        spec.pieces = args.pieces;
+        spec.piece_bytes = args.piece_mib * (1u64 << 20) as f64;
+        spec.origin = args.origin_mbit * 1e6 / 8.0;
+        spec.late_fraction = args.late_fraction;
+        if let Some(mbit) = args.uniform_mbit {
+            spec.classes = vec![pollen_sim::PeerClass {
+                upload: mbit * 1e6 / 8.0,
+                download: mbit * 1e6 / 8.0,
+                share: 1.0,
+            }];
+        }
         spec.scheduler.evaluator.dag |= args.dag;
         spec.max_parents = args.max_parents;
         spec.pieces_per_parent = args.pieces_per_parent;
