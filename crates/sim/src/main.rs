@@ -46,6 +46,14 @@ struct Args {
     /// Fraction of peers that join late (over the first half of T_min).
     #[arg(long, default_value_t = 0.2)]
     late_fraction: f64,
+    /// Pieces a parent uploads at once (0: no cap); a child finding a parent at its cap
+    /// asks its other parents instead of queueing.
+    #[arg(long, default_value_t = 0)]
+    upload_cap: usize,
+    /// Without --upload-cap: a parent uploads at once as many pieces as its upload holds at
+    /// this many Mbit/s each (0: no cap).
+    #[arg(long, default_value_t = 0.0)]
+    upload_cap_mbit: f64,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -64,6 +72,8 @@ fn main() -> anyhow::Result<()> {
         }
         spec.rng_seed = args.seed;
         spec.pieces = args.pieces;
+        spec.upload_cap = args.upload_cap;
+        spec.upload_cap_rate = args.upload_cap_mbit * 1e6 / 8.0;
         spec.piece_bytes = args.piece_mib * (1u64 << 20) as f64;
         spec.origin = args.origin_mbit * 1e6 / 8.0;
         spec.late_fraction = args.late_fraction;

@@ -39,6 +39,12 @@ pub struct SimSpec {
     pub max_parents: usize,
     pub pieces_per_parent: usize,
     pub idle_drop: f64,
+    /// Pieces a parent uploads at once (0: no cap); a child finding a parent at its cap
+    /// asks its other parents instead of queueing.
+    pub upload_cap: usize,
+    /// With `upload_cap` 0: a parent uploads at once as many pieces as its upload holds at
+    /// this many bytes per second each (at least one); 0: no cap.
+    pub upload_cap_rate: f64,
 }
 
 impl SimSpec {
@@ -77,6 +83,8 @@ impl SimSpec {
             max_parents: 6,
             pieces_per_parent: 2,
             idle_drop: 3.0,
+            upload_cap: 0,
+            upload_cap_rate: 0.0,
         }
     }
 

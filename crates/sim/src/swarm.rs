@@ -91,6 +91,8 @@ pub struct Outcome {
     pub origin_bytes_over_size: f64,
     pub unfinished: usize,
     pub virtual_seconds: f64,
+    /// Most pieces any peer (the seed included) uploaded at once.
+    pub peak_uploads_per_parent: usize,
 }
 
 impl Outcome {
@@ -122,6 +124,8 @@ pub struct Swarm {
     rng: StdRng,
     now: f64,
     origin_bytes: f64,
+    /// Most pieces any peer (the seed included) uploaded at once.
+    peak_uploads: usize,
     seed_commands: mpsc::Receiver<Result<pollen_proto::scheduler::HostCommand, tonic::Status>>,
     /// Keeps the other hosts' command channels open.
     _host_commands:
@@ -203,6 +207,7 @@ impl Swarm {
             transfers: Vec::new(),
             now: 0.0,
             origin_bytes: 0.0,
+            peak_uploads: 0,
             seed_commands,
             _host_commands: keep,
         }
@@ -320,9 +325,12 @@ impl Swarm {
 
     fn start_transfers(&mut self) {
         let mut busy: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut uploading: HashMap<usize, usize> = HashMap::new();
         for t in &self.transfers {
             *busy.entry((t.child, t.parent)).or_default() += 1;
+            *uploading.entry(t.parent).or_default() += 1;
         }
+        let cap = self.spec.upload_cap;
         for c in 0..self.peers.len() {
             let peer = &self.peers[c];
             if !peer.joined || peer.done_at.is_some() {
@@ -342,11 +350,19 @@ impl Swarm {
                 let (p, seed) = (self.peers[c].links[li].parent, self.peers[c].links[li].seed);
                 let limit = if seed { 1 } else { self.spec.pieces_per_parent };
                 let mut running = busy.get(&(c, p)).copied().unwrap_or(0);
-                while running < limit {
+                let cap = match (cap, self.spec.upload_cap_rate) {
+                    (0, r) if r > 0.0 && p != ORIGIN => {
+                        ((self.peers[p].up / r).round() as usize).max(1)
+                    }
+                    (c, _) => c,
+                };
+                while running < limit && (cap == 0 || uploading.get(&p).copied().unwrap_or(0) < cap)
+                {
                     match self.pick(c, p, seed) {
                         Some(n) => {
                             self.begin(c, p, n);
                             running += 1;
+                            *uploading.entry(p).or_default() += 1;
                         }
                         None => break,
                     }
@@ -363,6 +379,13 @@ impl Swarm {
                 .links
                 .retain(|l| l.idle_since.is_none_or(|t| now - t < drop_after));
         }
+        let peak = uploading
+            .iter()
+            .filter(|(p, _)| **p != ORIGIN)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        self.peak_uploads = self.peak_uploads.max(peak);
     }
 
     fn begin(&mut self, child: usize, parent: usize, piece: u32) {
@@ -588,6 +611,7 @@ impl Swarm {
             ratios,
             origin_bytes_over_size: self.origin_bytes / self.spec.size(),
             virtual_seconds: self.now,
+            peak_uploads_per_parent: self.peak_uploads,
         }
     }
 }

@@ -23,3 +23,18 @@ fn the_same_seed_gives_the_same_run() {
     let b = Swarm::new(SimSpec::standard(30)).run(10.0);
     assert_eq!(a.ratios, b.ratios);
 }
+
+#[test]
+fn a_capped_parent_never_uploads_more_pieces_at_once_and_the_swarm_still_finishes() {
+    let uncapped = Swarm::new(SimSpec::standard(30)).run(10.0);
+    assert!(uncapped.peak_uploads_per_parent > 2, "{uncapped:?}");
+    let mut spec = SimSpec::standard(30);
+    spec.upload_cap = 2;
+    let capped = Swarm::new(spec).run(10.0);
+    assert_eq!(capped.unfinished, 0, "{capped:?}");
+    assert!(capped.peak_uploads_per_parent <= 2, "{capped:?}");
+    assert!(
+        (capped.origin_bytes_over_size - 1.0).abs() < 0.05,
+        "{capped:?}"
+    );
+}
