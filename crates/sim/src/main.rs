@@ -54,6 +54,10 @@ struct Args {
     /// this many Mbit/s each (0: no cap).
     #[arg(long, default_value_t = 0.0)]
     upload_cap_mbit: f64,
+    /// Turn off the seed's spreading (it offers only the pieces it has handed out least
+    /// often, as the daemon's seed does), to measure what it brings.
+    #[arg(long)]
+    no_seed_spread: bool,
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         spec.rng_seed = args.seed;
         spec.pieces = args.pieces;
         spec.upload_cap = args.upload_cap;
+        spec.seed_spread = !args.no_seed_spread;
         spec.upload_cap_rate = args.upload_cap_mbit * 1e6 / 8.0;
         spec.piece_bytes = args.piece_mib * (1u64 << 20) as f64;
         spec.origin = args.origin_mbit * 1e6 / 8.0;

@@ -45,6 +45,9 @@ pub struct SimSpec {
     /// With `upload_cap` 0: a parent uploads at once as many pieces as its upload holds at
     /// this many bytes per second each (at least one); 0: no cap.
     pub upload_cap_rate: f64,
+    /// A seed offers only the pieces it has handed out least often (the daemon's
+    /// super-seeding, `upload_provider.rs`); off only to measure what it brings.
+    pub seed_spread: bool,
 }
 
 impl SimSpec {
@@ -85,6 +88,7 @@ impl SimSpec {
             idle_drop: 3.0,
             upload_cap: 0,
             upload_cap_rate: 0.0,
+            seed_spread: true,
         }
     }
 

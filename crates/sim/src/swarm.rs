@@ -5,7 +5,8 @@
 //! upload and its child's download (progressive filling in a few rounds, so capacity one
 //! transfer cannot use goes to the others). The node stage follows the daemon: a peer keeps
 //! up to `max_parents` parents, takes rarest pieces first among them (ties at random), asks a
-//! seed parent only for pieces no other parent holds, duplicates in-flight pieces only in
+//! seed parent only for pieces no other parent holds (and the seed offers only the pieces it
+//! has handed out least often, as the daemon's seed does), duplicates in-flight pieces only in
 //! the endgame, drops a parent that has had nothing to give for `idle_drop`, and asks the
 //! scheduler for more parents once a second while it has fewer than `max_parents`.
 
@@ -126,6 +127,8 @@ pub struct Swarm {
     origin_bytes: f64,
     /// Most pieces any peer (the seed included) uploaded at once.
     peak_uploads: usize,
+    /// Per seed, how many times each piece has been handed out.
+    seed_sent: HashMap<usize, Vec<u32>>,
     seed_commands: mpsc::Receiver<Result<pollen_proto::scheduler::HostCommand, tonic::Status>>,
     /// Keeps the other hosts' command channels open.
     _host_commands:
@@ -208,6 +211,7 @@ impl Swarm {
             now: 0.0,
             origin_bytes: 0.0,
             peak_uploads: 0,
+            seed_sent: HashMap::new(),
             seed_commands,
             _host_commands: keep,
         }
@@ -284,8 +288,18 @@ impl Swarm {
         let mut best: Option<(usize, u32)> = None;
         let mut ties = 0u32;
         let mut endgame: Vec<u32> = Vec::new();
+        // A seed offers only the pieces it has handed out least often, as the daemon's
+        // upload provider does.
+        let sent = self.seed_sent.get(&p);
+        let count = |n: u32| sent.map_or(0, |s| s[n as usize]);
+        let least = (seed && self.spec.seed_spread)
+            .then(|| parent.has.iter().map(count).min())
+            .flatten();
         for n in parent.has.iter() {
             if child.has.contains(n) {
+                continue;
+            }
+            if least.is_some_and(|m| count(n) > m) {
                 continue;
             }
             if let Some(&copies) = child.in_flight.get(&n) {
@@ -389,6 +403,12 @@ impl Swarm {
     }
 
     fn begin(&mut self, child: usize, parent: usize, piece: u32) {
+        if parent != ORIGIN && self.peers[parent].seed {
+            let pieces = self.spec.pieces as usize;
+            self.seed_sent
+                .entry(parent)
+                .or_insert_with(|| vec![0; pieces])[piece as usize] += 1;
+        }
         *self.peers[child].in_flight.entry(piece).or_default() += 1;
         self.transfers.push(Transfer {
             child,
