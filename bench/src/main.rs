@@ -42,6 +42,10 @@ struct Args {
     /// Run only these measurements (letters a, b, f (b on --fast-dir), w, c, d, m).
     #[arg(long, default_value = "abfwcdm")]
     only: String,
+    /// Extra flags for every daemon of (b), space separated (e.g. `--config F` to try other
+    /// data-plane settings).
+    #[arg(long, default_value = "")]
+    daemon_args: String,
     /// Daemons (and concurrent pulls) for the mirror measurement (m).
     #[arg(long, default_value_t = 8)]
     mirror_peers: usize,
@@ -179,6 +183,11 @@ async fn p2p(args: &Args, bin: &Path, dir: Option<&Path>) -> anyhow::Result<(f64
         // to touch, so later runs would measure the hypervisor rather than Pollen.
         let mut spec = ClusterSpec::new(bin, 2);
         spec.seed = false;
+        spec.daemon_args = args
+            .daemon_args
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         let tmp = match dir {
             Some(d) => tempfile::tempdir_in(d)?,
             None => tempfile::tempdir()?,

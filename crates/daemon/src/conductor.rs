@@ -40,11 +40,6 @@ use crate::scheduler_set::SchedulerSet;
 use crate::stats::DaemonStats;
 use crate::traffic::{Pace, Priority, Traffic};
 
-/// Data-plane connections opened to each ordinary parent; a seed parent gets one connection
-/// with one request in flight, because its upload is the swarm's scarcest resource and a
-/// piece queued behind others there is a piece no one else can fetch meanwhile.
-const CONNECTIONS_PER_PARENT: usize = 2;
-
 /// After every parent offered so far has failed, how long the scheduler gets to offer a
 /// working one before the download goes to the origin (rather than the whole `parent_wait`:
 /// peers that cannot be reached must not slow a pull down by much).
@@ -579,10 +574,13 @@ impl Conductor {
                                 continue;
                             };
                             info!(parent = %parent.peer_id, addr = %SocketAddr::new(ip, port), seed = parent.seed, "downloading from parent");
+                            // A seed parent gets one connection with one request in flight:
+                            // its upload is the swarm's scarcest resource, and a piece queued
+                            // behind others there is a piece no one else can fetch meanwhile.
                             let (conns, depth) = if parent.seed {
                                 (1, 1)
                             } else {
-                                (CONNECTIONS_PER_PARENT, self.cfg.pipeline_depth.max(1))
+                                (self.cfg.connections_per_parent.max(1), self.cfg.pipeline_depth.max(1))
                             };
                             for _ in 0..conns {
                                 let job = ParentJob {

@@ -72,6 +72,11 @@ pub struct DaemonConfig {
     /// Piece requests kept in flight per parent connection. Default 2 (pieces are at least
     /// 4 MiB, so two keep a connection busy without tying pieces to a slow parent).
     pub pipeline_depth: usize,
+    /// Data-plane connections opened to each ordinary parent (a seed parent always gets one).
+    /// Default 2: on a fast LAN or loopback one connection cannot keep up with the disk; on
+    /// slow links 1 (with `pipeline_depth = 1`) lets each piece arrive sooner and be passed
+    /// on sooner (see docs/BENCHMARKS.md).
+    pub connections_per_parent: usize,
     /// How long a download waits for a usable parent before going to the origin itself.
     /// Default 15s.
     #[serde(with = "pollen_core::duration::humane")]
@@ -243,6 +248,7 @@ impl Default for DaemonConfig {
             upload_idle_timeout: Duration::from_secs(120),
             max_parents: 6,
             pipeline_depth: 2,
+            connections_per_parent: 2,
             parent_wait: Duration::from_secs(15),
             parent_stall_timeout: Duration::from_secs(15),
             output_hardlink: true,
@@ -268,6 +274,10 @@ mod tests {
         assert!(c.seed);
         assert_eq!(c.parent_wait, Duration::from_secs(2));
         assert_eq!(c.max_upload_connections, 64);
+        assert_eq!(c.connections_per_parent, 2);
+        let c: DaemonConfig =
+            toml::from_str("connections_per_parent = 1\npipeline_depth = 1").expect("valid");
+        assert_eq!((c.connections_per_parent, c.pipeline_depth), (1, 1));
         assert!(toml::from_str::<DaemonConfig>("sed = true").is_err());
         assert!(parse_duration("5 parsecs").is_err());
     }
