@@ -1,9 +1,11 @@
 //! Pollen core: the vocabulary every role shares.
 //!
 //! Task identity, content and piece digests, piece math, the piece bitfield, human-readable
-//! sizes and the byte-rate limiter. Nothing here does I/O beyond the rate limiter's sleeps, so
-//! every other crate can depend on it without pulling a runtime into its own design.
+//! sizes, the byte-rate limiter, and the capped accept step every server shares. Nothing here
+//! does I/O beyond the rate limiter's sleeps and that accept, so every other crate can depend
+//! on it without pulling a runtime into its own design.
 
+pub mod accept;
 pub mod bitfield;
 pub mod digest;
 pub mod duration;

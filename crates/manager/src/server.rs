@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// Largest request head (line and headers) read.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -26,25 +26,9 @@ pub async fn serve_http(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "manager accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((permit, stream, peer)) =
+        pollen_core::accept::next_connection(&listener, &slots, &shutdown).await
+    {
         let router = router.clone();
         let token = shutdown.clone();
         tokio::spawn(async move {

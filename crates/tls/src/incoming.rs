@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// What every HTTP/2 connection starts with (RFC 9113, section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -117,22 +117,9 @@ pub fn admit(
     let (tx, rx) = mpsc::channel(64);
     let places = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::spawn(async move {
-        loop {
-            let place = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                p = places.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((place, stream, peer)) =
+            pollen_core::accept::next_connection(&listener, &places, &shutdown).await
+        {
             let _ = stream.set_nodelay(true);
             let (tls, tx) = (tls.clone(), tx.clone());
             tokio::spawn(async move {

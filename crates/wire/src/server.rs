@@ -141,18 +141,9 @@ impl UploadServer {
     /// Accepts connections until `shutdown` fires.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut conns = tokio::task::JoinSet::new();
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => { warn!(error = %e, "accept failed"); continue; }
-                },
-            };
+        while let Some((permit, stream, peer)) =
+            pollen_core::accept::next_connection(&self.listener, &self.permits, &shutdown).await
+        {
             let _ = stream.set_nodelay(true);
             let conn = Connection {
                 provider: self.provider.clone(),
