@@ -347,38 +347,42 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The data plane alone: one client fetching every piece of a file held in `dir` from an
+/// The data plane alone: one client fetching every slice of a file held in `dir` from an
 /// upload server over loopback (sendfile on the server, pipelined requests on 2 connections),
-/// verifying each piece with BLAKE3 and discarding it, so no disk write is involved.
+/// verifying each slice with BLAKE3 and discarding it, so no disk write is involved.
 mod wire_only {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use pollen_core::{Bitfield, PieceDigest, PieceLayout, RateLimiter, TaskId};
+    use pollen_core::slice::{piece_root, slice_hashes, SliceHasher};
+    use pollen_core::TaskId;
+    use pollen_core::{Bitfield, PieceDigest, PieceLayout, RateLimiter, SliceHash, SliceLayout};
     use pollen_wire::{
-        ClientTls, PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer,
+        ClientTls, PieceClient, PieceProvider, PieceResponse, ServedSlice, UploadServer,
         UploadStats,
     };
     use tokio_util::sync::CancellationToken;
 
     struct OneFile {
         file: Arc<std::fs::File>,
-        layout: PieceLayout,
-        digests: Vec<PieceDigest>,
+        slices: SliceLayout,
+        hashes: Vec<Arc<[SliceHash]>>,
     }
 
     impl PieceProvider for OneFile {
         fn bitfield(&self, _: &TaskId) -> Option<Bitfield> {
-            let mut b = Bitfield::new(self.layout.piece_count());
-            (0..self.layout.piece_count()).for_each(|n| b.set(n));
+            let mut b = Bitfield::new(self.slices.count());
+            (0..self.slices.count()).for_each(|n| b.set(n));
             Some(b)
         }
-        fn piece(&self, _: &TaskId, n: u32) -> Option<ServedPiece> {
-            Some(ServedPiece {
+        fn slice(&self, _: &TaskId, n: u32) -> Option<ServedSlice> {
+            let spot = self.slices.spot(n)?;
+            Some(ServedSlice {
                 file: self.file.clone(),
-                offset: self.layout.offset(n),
-                length: self.layout.length(n) as u32,
-                digest: *self.digests.get(n as usize)?,
+                offset: spot.offset,
+                length: spot.length as u32,
+                piece: spot.piece,
+                hashes: Some(self.hashes.get(spot.piece as usize)?.clone()),
             })
         }
     }
@@ -397,19 +401,26 @@ mod wire_only {
         };
         let data = pollen::origin::random_data(size as usize);
         let layout = PieceLayout::for_content(size);
-        let digests = (0..layout.piece_count())
+        let slices = SliceLayout::new(layout);
+        let hashes: Vec<Arc<[SliceHash]>> = (0..layout.piece_count())
+            .map(|n| {
+                let (a, l) = (layout.offset(n) as usize, layout.length(n) as usize);
+                slice_hashes(&data[a..a + l]).into()
+            })
+            .collect();
+        let digests: Vec<PieceDigest> = (0..layout.piece_count())
             .map(|n| {
                 let (a, l) = (layout.offset(n) as usize, layout.length(n) as usize);
                 PieceDigest::of(&data[a..a + l])
             })
-            .collect::<Vec<_>>();
+            .collect();
         let path = dir.join("wire-only.bin");
         std::fs::write(&path, &data)?;
         drop(data);
         let provider = Arc::new(OneFile {
             file: Arc::new(std::fs::File::open(&path)?),
-            layout,
-            digests: digests.clone(),
+            slices,
+            hashes,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -435,21 +446,27 @@ mod wire_only {
             conns.push(tokio::spawn(async move {
                 let mut client =
                     PieceClient::connect_with(addr, Duration::from_secs(3), tls.as_ref()).await?;
-                let mine: Vec<u32> = (0..layout.piece_count()).filter(|n| n % 2 == c).collect();
+                let mine: Vec<u32> = (0..slices.count()).filter(|n| n % 2 == c).collect();
                 let mut buf = vec![0u8; 1 << 20];
                 let mut next = 0;
                 let mut inflight = std::collections::VecDeque::new();
                 while next < mine.len() || !inflight.is_empty() {
-                    while inflight.len() < 2 && next < mine.len() {
-                        client.request_piece(task, mine[next]).await?;
+                    while inflight.len() < 4 && next < mine.len() {
+                        client.request_slice(task, mine[next]).await?;
                         inflight.push_back(mine[next]);
                         next += 1;
                     }
                     let n = inflight.pop_front().expect("in flight");
-                    let PieceResponse::Piece(h) = client.next_response().await? else {
-                        anyhow::bail!("piece {n} missing");
+                    let PieceResponse::Slice { header: h, hashes } = client.next_response().await?
+                    else {
+                        anyhow::bail!("slice {n} missing");
                     };
-                    let mut hasher = blake3::Hasher::new();
+                    let spot = slices.spot(n).expect("slice in range");
+                    let piece_len = layout.length(spot.piece);
+                    if piece_root(&hashes, piece_len) != Some(digests[spot.piece as usize]) {
+                        anyhow::bail!("slice hashes of piece {} do not add up", spot.piece);
+                    }
+                    let mut hasher = SliceHasher::new(piece_len, spot.index);
                     let mut left = h.length as usize;
                     while left > 0 {
                         let take = left.min(buf.len());
@@ -457,8 +474,8 @@ mod wire_only {
                         hasher.update(&buf[..take]);
                         left -= take;
                     }
-                    if PieceDigest::from(hasher.finalize()) != digests[n as usize] {
-                        anyhow::bail!("piece {n} failed verification");
+                    if hasher.finish() != [hashes[spot.index as usize]] {
+                        anyhow::bail!("slice {n} failed verification");
                     }
                 }
                 Ok::<_, anyhow::Error>(())

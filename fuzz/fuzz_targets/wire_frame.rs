@@ -16,11 +16,11 @@ fuzz_target!(|data: &[u8]| {
         if !matches!(msg, Message::Error { .. }) {
             assert_eq!(&again[..used], &rest[..used], "re-encoding differs");
         }
-        if let Message::Bitfield { piece_count, bits, .. } = &msg {
-            let _ = Bitfield::from_bytes(*piece_count, bits);
+        if let Message::Bitfield { count, bits, .. } = &msg {
+            let _ = Bitfield::from_bytes(*count, bits);
         }
         rest = &rest[used..];
-        if let Message::Piece(h) = msg {
+        if let Message::Slice(h) = msg {
             // The payload follows the headers; skip it as a receiver would read it.
             rest = rest.get(h.length as usize..).unwrap_or(&[]);
         }

@@ -184,9 +184,10 @@ impl OriginJob {
                         if pos == layout.offset(n) && !claims.entry.bitfield().get(n) {
                             slot = Some(self.pace.piece_slot().await);
                         }
-                        let ours = pos == layout.offset(n) && claims.claim(n);
-                        let writer =
-                            ours.then(|| PieceWriter::new(claims.entry.content().clone(), pos));
+                        let ours = pos == layout.offset(n) && claims.claim_piece(n);
+                        let writer = ours.then(|| {
+                            PieceWriter::new(claims.entry.content().clone(), pos, layout.length(n))
+                        });
                         current = Some((n, writer));
                     }
                     let take = ((piece_end - pos) as usize).min(data.len());
@@ -215,7 +216,7 @@ impl OriginJob {
         }
         .await;
         if let Some((n, Some(_))) = current.take() {
-            claims.release(n, "");
+            claims.release_piece(n);
         }
         while let Some(done) = commits.join_next().await {
             match done {
@@ -236,10 +237,10 @@ impl OriginJob {
         w: PieceWriter,
         commits: &mut JoinSet<Result<(), DownloadError>>,
     ) -> Result<(), FetchFail> {
-        let digest = match w.finish().await {
+        let (digest, hashes) = match w.finish().await {
             Ok(d) => d,
             Err(e) => {
-                claims.release(n, "");
+                claims.release_piece(n);
                 return Err(FetchFail::Other(e.into()));
             }
         };
@@ -247,16 +248,17 @@ impl OriginJob {
             .expected(n)
             .is_some_and(|expected| expected != digest)
         {
-            claims.release(n, "");
+            claims.release_piece(n);
             return Err(FetchFail::Other(DownloadError::Origin(format!(
                 "piece {n} read from the origin differs from the digest other peers published; the origin content changed"
             ))));
         }
         if !claims.begin_commit(n) {
             // A parent's endgame copy of this piece got there first.
-            claims.release(n, "");
+            claims.release_piece(n);
             return Ok(());
         }
+        claims.entry.set_slice_hashes(n, hashes.into());
         let (store, claims, stats, reports) = (
             self.store.clone(),
             claims.clone(),
@@ -265,7 +267,7 @@ impl OriginJob {
         );
         commits.spawn(async move {
             let committed = store.commit_piece(&claims.entry, n, digest).await;
-            claims.release(n, "");
+            claims.release_piece(n);
             committed?;
             claims.add_expected([(n, digest)]);
             DaemonStats::add(&stats.pieces_from_origin, 1);

@@ -1,18 +1,21 @@
-//! Downloads pieces from one parent over one data-plane connection.
+//! Downloads slices from one parent over one data-plane connection.
 //!
-//! Keeps up to `depth` piece requests in flight, choosing pieces the parent has and nobody
-//! else is fetching. Every piece is streamed to disk while hashed and checked against the
-//! scheduler's digest before it is committed; a bad piece ends the fetcher with
-//! [`FetchError::BadPiece`] so the conductor blocklists the parent. When the parent has nothing
-//! more for us for a while, the fetcher ends quietly and the conductor asks for other parents.
+//! Keeps up to `depth` slice requests in flight, choosing slices the parent has and nobody
+//! else is fetching. The slice hashes that come with a slice must add up to the scheduler's
+//! digest of its piece, and every slice is streamed to disk while hashed and checked against
+//! its hash before it counts (and is served to others); the fetcher that verifies a piece's
+//! last slice commits the piece. A bad slice ends the fetcher with [`FetchError::BadPiece`]
+//! so the conductor blocklists the parent. When the parent has nothing more for us for a
+//! while, the fetcher ends quietly and the conductor asks for other parents.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pollen_core::PieceDigest;
-use pollen_storage::{PieceWriter, Store, WRITE_CHUNK};
+use pollen_core::slice::piece_root;
+use pollen_core::{PieceDigest, SliceHash};
+use pollen_storage::{PieceWriter, SliceMark, Store, WRITE_CHUNK};
 use pollen_wire::{ClientTls, PieceClient, PieceResponse, WireError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -36,8 +39,8 @@ pub(crate) enum FetchError {
     /// The connection or protocol failed: the parent is at fault or gone.
     #[error("parent connection failed: {0}")]
     Wire(#[from] WireError),
-    /// The parent sent a piece whose digest is wrong.
-    #[error("piece {0} failed verification")]
+    /// The parent sent a slice (or slice hashes) that do not match the piece's digest.
+    #[error("slice {0} failed verification")]
     BadPiece(u32),
     /// The parent answered with something we did not ask for.
     #[error("parent protocol violation: {0}")]
@@ -70,8 +73,8 @@ pub(crate) struct ParentJob {
 
 enum Expect {
     Bitfield,
-    /// A piece, its digest, when it was requested, and its place among the host's pieces
-    /// in flight.
+    /// A slice, its piece's digest, when it was requested, and its place among the host's
+    /// pieces in flight.
     Piece(u32, PieceDigest, Instant, PieceSlot),
 }
 
@@ -93,13 +96,12 @@ impl ParentJob {
         result
     }
 
-    /// Commits a verified piece in the background, so the connection moves on to the next
-    /// piece while the metadata is made durable; the claim ends when the commit does.
+    /// Commits a piece whose every slice is verified in the background, so the connection
+    /// moves on while the metadata is made durable.
     fn commit(
         &self,
         n: u32,
         digest: PieceDigest,
-        len: u64,
         cost: Duration,
         commits: &mut JoinSet<Result<(), DownloadError>>,
     ) {
@@ -111,10 +113,8 @@ impl ParentJob {
             self.parent_id.clone(),
         );
         commits.spawn(async move {
-            let committed = store.commit_piece(&claims.entry, n, digest).await;
-            claims.release(n, &parent);
-            committed?;
-            DaemonStats::add(&stats.p2p_download_bytes, len);
+            store.commit_piece(&claims.entry, n, digest).await?;
+            claims.changed.notify_waiters();
             DaemonStats::add(&stats.pieces_from_peers, 1);
             let _ = reports
                 .send(Report::Piece {
@@ -136,6 +136,7 @@ impl ParentJob {
             PieceClient::connect_with(self.addr, self.connect_timeout, self.tls.as_ref()).await?;
         let task = self.claims.entry.id;
         let layout = self.claims.entry.layout();
+        let slices = self.claims.entry.slices();
         let mut inflight: VecDeque<Expect> = VecDeque::new();
         let mut idle = 0u32;
         let mut last_bitfield = Instant::now();
@@ -179,7 +180,7 @@ impl ParentJob {
                     break;
                 };
                 claimed.push(n);
-                client.request_piece(task, n).await?;
+                client.request_slice(task, n).await?;
                 inflight.push_back(Expect::Piece(n, d, Instant::now(), slot));
             }
             if inflight.is_empty() {
@@ -207,7 +208,7 @@ impl ParentJob {
             let response = self.within(client.next_response()).await??;
             match (response, expect) {
                 (PieceResponse::Bitfield(b), Expect::Bitfield) => {
-                    if b.len() == layout.piece_count() {
+                    if b.len() == slices.count() {
                         self.claims.set_parent_bitfield(&self.parent_id, b);
                     }
                 }
@@ -215,19 +216,24 @@ impl ParentJob {
                     self.claims.refused(&self.parent_id, n);
                     self.release(claimed, n);
                 }
-                (PieceResponse::Piece(h), Expect::Piece(n, expected, asked, _slot)) => {
-                    if h.number != n
-                        || h.offset != layout.offset(n)
-                        || u64::from(h.length) != layout.length(n)
-                    {
+                (
+                    PieceResponse::Slice { header: h, hashes },
+                    Expect::Piece(n, expected, asked, _slot),
+                ) => {
+                    let spot = slices.spot(n).filter(|s| {
+                        h.slice == n && h.offset == s.offset && u64::from(h.length) == s.length
+                    });
+                    let Some(spot) = spot else {
                         return Err(FetchError::Protocol(format!(
-                            "asked for piece {n}, got piece {} at {} of {} bytes",
-                            h.number, h.offset, h.length
+                            "asked for slice {n}, got slice {} at {} of {} bytes",
+                            h.slice, h.offset, h.length
                         )));
-                    }
+                    };
+                    let piece_len = layout.length(spot.piece);
+                    let hashes = self.checked_hashes(n, spot.piece, piece_len, hashes, expected)?;
                     idle = 0;
                     let mut writer =
-                        PieceWriter::new(self.claims.entry.content().clone(), h.offset);
+                        PieceWriter::slice(self.claims.entry.content().clone(), spot, piece_len);
                     let mut left = h.length as usize;
                     while left > 0 {
                         let take = left.min(WRITE_CHUNK);
@@ -240,28 +246,56 @@ impl ParentJob {
                             .map_err(|e| FetchError::Local(e.into()))?;
                         left -= take;
                     }
-                    let digest = writer
-                        .finish()
+                    let got = writer
+                        .finish_slices()
                         .await
                         .map_err(|e| FetchError::Local(e.into()))?;
-                    if digest != expected {
+                    if got.as_slice() != [hashes[spot.index as usize]] {
                         DaemonStats::add(&self.stats.pieces_rejected, 1);
                         return Err(FetchError::BadPiece(n));
                     }
                     self.claims.record_piece_time(asked.elapsed());
-                    if !self.claims.begin_commit(n) {
-                        // The endgame twin finished first; nothing to commit or report.
-                        self.release(claimed, n);
-                        continue;
+                    let mark = self.claims.entry.mark_slice(n);
+                    if mark != SliceMark::Already {
+                        DaemonStats::add(&self.stats.p2p_download_bytes, u64::from(h.length));
                     }
-                    claimed.retain(|c| *c != n);
-                    self.commit(n, digest, u64::from(h.length), asked.elapsed(), commits);
+                    // Verified: the slice is served from now on and nobody claims it again.
+                    self.release(claimed, n);
+                    if mark == SliceMark::PieceDone && self.claims.begin_commit(spot.piece) {
+                        // A piece's time from this parent, as the scheduler compares them.
+                        let cost = asked.elapsed() * slices.slices_of(spot.piece);
+                        self.commit(spot.piece, expected, cost, commits);
+                    }
                 }
                 (other, _) => {
                     return Err(FetchError::Protocol(format!("unexpected answer {other:?}")))
                 }
             }
         }
+    }
+
+    /// The slice hashes of a piece, as the parent sent them, once they add up to the piece's
+    /// published digest (a list seen before for this piece is not checked again).
+    fn checked_hashes(
+        &self,
+        n: u32,
+        piece: u32,
+        piece_len: u64,
+        hashes: Vec<SliceHash>,
+        expected: PieceDigest,
+    ) -> Result<Arc<[SliceHash]>, FetchError> {
+        if let Some(known) = self.claims.entry.slice_hashes(piece) {
+            if *known == *hashes {
+                return Ok(known);
+            }
+        }
+        if piece_root(&hashes, piece_len) != Some(expected) {
+            DaemonStats::add(&self.stats.pieces_rejected, 1);
+            return Err(FetchError::BadPiece(n));
+        }
+        let hashes: Arc<[SliceHash]> = hashes.into();
+        self.claims.entry.set_slice_hashes(piece, hashes.clone());
+        Ok(hashes)
     }
 
     /// Runs a read from the parent, failing it when nothing arrives within the stall timeout.

@@ -1,12 +1,13 @@
 //! Shared state of one task's download: which pieces are expected with which digest, and
-//! which are being fetched right now, so two parents never fetch the same piece.
+//! which slices are being fetched right now, so two parents never fetch the same slice.
 //!
-//! Invariant: a piece is claimed by at most one fetcher, except in the endgame (nothing left
-//! unclaimed), or when a piece is stuck (in flight for four times the usual piece time, and
-//! at least two seconds): then a second parent may fetch it too, so one slow parent cannot
-//! hold up a download; the first verified copy is committed and the second write rewrites
-//! the same bytes. A claim ends (by `release`) when the piece is
-//! committed or its fetch failed. Waiters are woken on every change.
+//! Parents are asked for slices (see `pollen_core::slice`); the origin reader claims whole
+//! pieces (every slice of one). Invariant: a slice is claimed by at most one fetcher, except
+//! in the endgame (nothing left unclaimed), or when a slice is stuck (in flight for four
+//! times the usual slice time, and at least two seconds): then a second parent may fetch it
+//! too, so one slow parent cannot hold up a download; the first verified copy counts and the
+//! second write rewrites the same bytes. A claim ends (by `release`) when the slice is
+//! verified or its fetch failed. Waiters are woken on every change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,24 +26,23 @@ pub(crate) struct PieceClaims {
 
 struct Inner {
     expected: HashMap<u32, PieceDigest>,
-    /// The parents (empty string: the origin) whose fetchers work on each claimed piece:
+    /// The parents (empty string: the origin) whose fetchers work on each claimed slice:
     /// one, or two in the endgame.
     claimed: HashMap<u32, Vec<String>>,
-    /// The last bitfield seen from each parent, for rarest-first choices.
+    /// The last slice bitfield seen from each parent, for rarest-first choices.
     parents: HashMap<String, Bitfield>,
-    /// Pieces a parent answered "missing" for since its last bitfield (a seed spreading its
+    /// Slices a parent answered "missing" for since its last bitfield (a seed spreading its
     /// upload does that); not asked of it again until the next bitfield.
     refused: HashMap<String, std::collections::HashSet<u32>>,
-    /// Pieces whose first verified copy is being committed (the endgame twin must not
-    /// commit, count or report it again).
+    /// Pieces whose commit has begun (nobody else must commit, count or report them).
     committing: std::collections::HashSet<u32>,
-    /// When each claimed piece was first claimed.
+    /// When each claimed slice was first claimed.
     since: HashMap<u32, Instant>,
-    /// Moving mean of how long a piece takes from a parent, in seconds.
+    /// Moving mean of how long a slice takes from a parent, in seconds.
     piece_secs: Option<f64>,
 }
 
-/// A piece in flight longer than this many usual piece times is stuck.
+/// A slice in flight longer than this many usual slice times is stuck.
 const STUCK_FACTOR: f64 = 4.0;
 /// ... and never before this long.
 const STUCK_FLOOR: Duration = Duration::from_secs(2);
@@ -70,12 +70,12 @@ impl PieceClaims {
     }
 
     /// True for the first caller with a verified copy of piece `n`: it commits the piece.
-    /// Later callers (an endgame twin) drop theirs.
+    /// Later callers (the origin reader and a parent both finishing it) drop theirs.
     pub fn begin_commit(&self, n: u32) -> bool {
         self.entry.piece_digest(n).is_none() && self.lock().committing.insert(n)
     }
 
-    /// Records how long a verified piece took from a parent.
+    /// Records how long a verified slice took from a parent.
     pub fn record_piece_time(&self, took: Duration) {
         let mut g = self.lock();
         let t = took.as_secs_f64();
@@ -100,14 +100,14 @@ impl PieceClaims {
         self.lock().expected.get(&n).copied()
     }
 
-    /// Records what a parent holds now.
+    /// Records the slices a parent holds now.
     pub fn set_parent_bitfield(&self, parent: &str, has: Bitfield) {
         let mut g = self.lock();
         g.refused.remove(parent);
         g.parents.insert(parent.to_string(), has);
     }
 
-    /// Records that `parent` answered "missing" for piece `n`.
+    /// Records that `parent` answered "missing" for slice `n`.
     pub fn refused(&self, parent: &str, n: u32) {
         self.lock()
             .refused
@@ -123,12 +123,15 @@ impl PieceClaims {
         g.refused.remove(parent);
     }
 
-    /// Claims a piece `parent` has, we lack, nobody fetches, and whose digest is known:
-    /// the one fewest of our other parents hold (rarest first), ties broken at random so
-    /// different peers fetch different pieces and can trade them. A seed parent is asked only
-    /// for pieces no other parent holds, so its upload goes to pieces nobody else can give.
+    /// Claims a slice `parent` has, we lack, nobody fetches, and whose piece's digest is
+    /// known: the one fewest of our other parents hold (rarest first), ties broken at random
+    /// so different peers fetch different slices and can trade them. A seed parent is asked
+    /// only for slices no other parent holds, so its upload goes to what nobody else can give.
+    /// Returns the slice and its piece's digest.
     pub fn claim_from(&self, parent: &str, seed: bool) -> Option<(u32, PieceDigest)> {
-        let present = self.entry.bitfield();
+        let present = self.entry.slice_bitfield();
+        let slices = self.entry.slices();
+        let piece_of = |n: u32| n / slices.per_piece();
         let mut g = self.lock();
         let has = g.parents.get(parent)?;
         let others: Vec<&Bitfield> = g
@@ -143,7 +146,7 @@ impl PieceClaims {
             .filter(|n| {
                 !present.get(*n)
                     && !g.claimed.contains_key(n)
-                    && g.expected.contains_key(n)
+                    && g.expected.contains_key(&piece_of(*n))
                     && !refused.is_some_and(|r| r.contains(n))
             })
             .map(|n| (others.iter().filter(|b| b.get(n)).count(), n))
@@ -158,7 +161,7 @@ impl PieceClaims {
             Some(n) => n,
             None if seed => return None,
             None => {
-                // Endgame (every missing piece is claimed) or a stuck piece: help with one
+                // Endgame (every missing slice is claimed) or a stuck slice: help with one
                 // that only a different parent is fetching.
                 let unclaimed_left =
                     (0..present.len()).any(|n| !present.get(n) && !g.claimed.contains_key(&n));
@@ -184,23 +187,33 @@ impl PieceClaims {
         };
         g.claimed.entry(n).or_default().push(parent.to_string());
         g.since.entry(n).or_insert_with(Instant::now);
-        g.expected.get(&n).map(|d| (n, *d))
+        g.expected.get(&piece_of(n)).map(|d| (n, *d))
     }
 
-    /// Claims piece `n` for the origin reader if nobody else has it.
-    pub fn claim(&self, n: u32) -> bool {
+    /// Claims every slice of piece `n` for the origin reader if nobody fetches any of them.
+    pub fn claim_piece(&self, n: u32) -> bool {
         if self.entry.bitfield().get(n) {
             return false;
         }
+        let range = self.entry.slices().range_of(n);
         let mut g = self.lock();
-        if g.claimed.contains_key(&n) {
+        if range.clone().any(|s| g.claimed.contains_key(&s)) {
             return false;
         }
-        g.claimed.insert(n, vec![String::new()]);
+        for s in range {
+            g.claimed.insert(s, vec![String::new()]);
+        }
         true
     }
 
-    /// Ends the claim `parent` (empty: the origin) holds on piece `n`.
+    /// Ends the origin reader's claim on piece `n`.
+    pub fn release_piece(&self, n: u32) {
+        for s in self.entry.slices().range_of(n) {
+            self.release(s, "");
+        }
+    }
+
+    /// Ends the claim `parent` (empty: the origin) holds on slice `n`.
     pub fn release(&self, n: u32, parent: &str) {
         let mut g = self.lock();
         if let Some(by) = g.claimed.get_mut(&n) {

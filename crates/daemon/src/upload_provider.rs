@@ -1,26 +1,28 @@
-//! Serves the upload server from the piece store: only committed, verified pieces.
+//! Serves the upload server from the piece store: only verified slices, of committed pieces
+//! or of pieces still arriving.
 //!
-//! A seed peer spreads its upload ("super-seeding"): it advertises only the pieces it has
-//! handed out least often, so children ask it for pieces nobody has had from it yet and get
+//! A seed peer spreads its upload ("super-seeding"): it advertises only the slices it has
+//! handed out least often, so children ask it for slices nobody has had from it yet and get
 //! the others from each other. The seed's upload is the swarm's scarcest resource: when it is
-//! no faster than a peer's, every piece it sends twice delays the whole swarm by a piece.
-//! A request for a piece handed out more often than the least-served one is answered
-//! "missing" (the child asks another parent or another piece). Both rules hold only while
-//! children keep asking: after a second with no piece request for the task, the whole
-//! bitfield is advertised and served again, so a child that needs a piece nobody else has
+//! no faster than a peer's, every slice it sends twice delays the whole swarm by a slice.
+//! A request for a slice handed out more often than the least-served one is answered
+//! "missing" (the child asks another parent or another slice). Both rules hold only while
+//! children keep asking: after a second with no slice request for the task, the whole
+//! bitfield is advertised and served again, so a child that needs a slice nobody else has
 //! (its first recipient died) gets it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pollen_core::{Bitfield, TaskId};
+use pollen_core::{Bitfield, SliceHash, TaskId};
 use pollen_storage::Store;
-use pollen_wire::{PieceProvider, ServedPiece};
+use pollen_wire::{PieceProvider, ServedSlice};
+use tracing::warn;
 
 pub(crate) struct StoreProvider {
     store: Arc<Store>,
-    /// Per task, how many times each piece was handed out and when the last one was asked
+    /// Per task, how many times each slice was handed out and when the last one was asked
     /// for; `None` for ordinary peers.
     spread: Option<Mutex<HashMap<TaskId, Handouts>>>,
 }
@@ -30,7 +32,7 @@ struct Handouts {
     last: Instant,
 }
 
-/// With no piece request for this long, the whole bitfield is advertised again.
+/// With no slice request for this long, the whole bitfield is advertised again.
 const QUIET: Duration = Duration::from_secs(1);
 
 impl StoreProvider {
@@ -43,7 +45,7 @@ impl StoreProvider {
     }
 }
 
-/// The held pieces handed out the fewest times.
+/// The held slices handed out the fewest times.
 fn least_served(held: &Bitfield, counts: &[u32]) -> Bitfield {
     let count = |n: u32| counts.get(n as usize).copied().unwrap_or(0);
     let Some(min) = held.iter_set().map(count).min() else {
@@ -57,8 +59,18 @@ fn least_served(held: &Bitfield, counts: &[u32]) -> Bitfield {
 }
 
 impl PieceProvider for StoreProvider {
+    fn slice_hashes(&self, task: &TaskId, piece: u32) -> Option<Arc<[SliceHash]>> {
+        match self.store.get(task)?.load_slice_hashes(piece) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(task = %task, piece, error = %e, "cannot serve a piece");
+                None
+            }
+        }
+    }
+
     fn bitfield(&self, task: &TaskId) -> Option<Bitfield> {
-        let held = self.store.get(task)?.bitfield();
+        let held = self.store.get(task)?.slice_bitfield();
         let Some(spread) = &self.spread else {
             return Some(held);
         };
@@ -69,10 +81,13 @@ impl PieceProvider for StoreProvider {
         })
     }
 
-    fn piece(&self, task: &TaskId, number: u32) -> Option<ServedPiece> {
+    fn slice(&self, task: &TaskId, number: u32) -> Option<ServedSlice> {
         let entry = self.store.get(task)?;
-        let digest = entry.piece_digest(number)?;
-        let layout = entry.layout();
+        let spot = entry.slices().spot(number)?;
+        if !entry.has_slice(number) {
+            return None;
+        }
+        let hashes = entry.slice_hashes(spot.piece);
         if let Some(spread) = &self.spread {
             let mut map = spread.lock().unwrap_or_else(|e| e.into_inner());
             if !map.contains_key(task) {
@@ -80,14 +95,19 @@ impl PieceProvider for StoreProvider {
                 map.retain(|t, _| self.store.get(t).is_some());
             }
             let h = map.entry(*task).or_insert_with(|| Handouts {
-                counts: vec![0; layout.piece_count() as usize],
+                counts: vec![0; entry.slices().count() as usize],
                 last: Instant::now(),
             });
             let busy = h.last.elapsed() < QUIET;
             h.last = Instant::now();
             let count = |n: u32| h.counts.get(n as usize).copied().unwrap_or(0);
             if busy {
-                let min = entry.bitfield().iter_set().map(count).min().unwrap_or(0);
+                let min = entry
+                    .slice_bitfield()
+                    .iter_set()
+                    .map(count)
+                    .min()
+                    .unwrap_or(0);
                 if count(number) > min {
                     return None;
                 }
@@ -96,11 +116,12 @@ impl PieceProvider for StoreProvider {
                 *c = c.saturating_add(1);
             }
         }
-        Some(ServedPiece {
+        Some(ServedSlice {
             file: entry.content().file().clone(),
-            offset: layout.offset(number),
-            length: u32::try_from(layout.length(number)).ok()?,
-            digest,
+            offset: spot.offset,
+            length: u32::try_from(spot.length).ok()?,
+            piece: spot.piece,
+            hashes,
         })
     }
 }
@@ -108,6 +129,43 @@ impl PieceProvider for StoreProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pollen_core::slice::{slice_hashes, SLICE_LENGTH};
+    use pollen_storage::TaskMeta;
+
+    #[test]
+    fn verified_slices_of_an_unfinished_piece_are_offered_and_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let task = TaskId([9; 32]);
+        let len = 4 * SLICE_LENGTH;
+        let meta = TaskMeta {
+            content_length: len,
+            piece_length: len,
+            ..Default::default()
+        };
+        let entry = store.ensure_task(task, meta).expect("task");
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        entry.content().write_at(&data, 0).expect("write");
+        entry.set_slice_hashes(0, slice_hashes(&data).into());
+        entry.mark_slice(2);
+        let provider = StoreProvider::new(store, false);
+        let offered = provider.bitfield(&task).expect("known task");
+        assert_eq!(offered.iter_set().collect::<Vec<_>>(), vec![2]);
+        let served = provider
+            .slice(&task, 2)
+            .expect("a verified slice is served");
+        assert_eq!(
+            (served.offset, served.length),
+            (2 * SLICE_LENGTH, SLICE_LENGTH as u32)
+        );
+        let hashes = served.hashes.expect("hashes known");
+        assert_eq!(&*hashes, slice_hashes(&data).as_slice());
+        assert!(
+            provider.slice(&task, 1).is_none(),
+            "an unverified slice is not"
+        );
+        assert!(provider.slice(&task, 4).is_none(), "nor one past the end");
+    }
 
     #[test]
     fn only_the_least_served_held_pieces_are_advertised() {

@@ -7,17 +7,20 @@
 //! Invariant: a piece is present only after its bytes were written to the content file *and*
 //! its metadata row was committed (in that order, through [`committer`]). After a crash,
 //! pieces whose commit did not happen are simply absent and are fetched again; a present piece
-//! always has its digest, so any reader can re-verify it.
+//! always has its digest, so any reader can re-verify it. Verified slices of unfinished pieces
+//! are known only in memory (module `slices`).
 
 mod committer;
 mod content;
 mod error;
 mod meta;
 mod piece_writer;
+mod slices;
 mod store;
 
 pub use content::{preallocate, ContentFile};
 pub use error::StoreError;
 pub use meta::TaskMeta;
 pub use piece_writer::{PieceWriter, WRITE_CHUNK};
+pub use slices::SliceMark;
 pub use store::{Store, TaskEntry, TaskSnapshot};

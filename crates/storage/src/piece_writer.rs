@@ -1,4 +1,5 @@
-//! Streams one piece into its content file while hashing it, off the async runtime.
+//! Streams one piece, or one slice of a piece, into its content file while hashing it, off
+//! the async runtime.
 //!
 //! Bytes arrive in chunks (from a parent's socket or the origin's body). Small chunks are
 //! gathered into a 128 KiB buffer; each full buffer is hashed and then written at its offset
@@ -7,9 +8,11 @@
 //! the two on different threads, the kernel's copy into the page cache read the buffer cold
 //! and cost about five times as much per byte (see docs/BENCHMARKS.md). One flush is in flight
 //! at a time, so the hash sees the bytes in order. No piece is ever held whole in memory and
-//! the runtime threads never do file I/O or hashing. The digest is known when the last chunk
-//! is in; the caller compares it with the expected digest before committing the piece.
+//! the runtime threads never do file I/O or hashing. The slice hashes (and from them the piece
+//! digest) are known when the last chunk is in; the caller compares them with what it expects
+//! before it counts the bytes as verified.
 
+use pollen_core::slice::{piece_root, SliceHash, SliceHasher, SliceSpot};
 use pollen_core::PieceDigest;
 use tokio::task::JoinHandle;
 
@@ -21,25 +24,36 @@ pub const WRITE_CHUNK: usize = 128 << 10;
 
 /// A flush in flight: one blocking task that hashes the buffer, then writes it while it is
 /// still in that core's cache, and hands both back.
-type Flush = JoinHandle<(Box<blake3::Hasher>, Vec<u8>, Result<(), StoreError>)>;
+type Flush = JoinHandle<(Box<SliceHasher>, Vec<u8>, Result<(), StoreError>)>;
 
-/// Writes one piece chunk by chunk.
+/// Writes one piece, or one slice, chunk by chunk.
 pub struct PieceWriter {
     file: ContentFile,
     next_offset: u64,
-    hasher: Option<Box<blake3::Hasher>>,
+    piece_length: u64,
+    hasher: Option<Box<SliceHasher>>,
     in_flight: Option<Flush>,
     buf: Vec<u8>,
     accepted: u64,
 }
 
 impl PieceWriter {
-    /// Starts a piece at `offset`.
-    pub fn new(file: ContentFile, offset: u64) -> Self {
+    /// Starts a whole piece of `piece_length` bytes at `offset`.
+    pub fn new(file: ContentFile, offset: u64, piece_length: u64) -> Self {
+        Self::starting(file, offset, piece_length, 0)
+    }
+
+    /// Starts one slice of a piece of `piece_length` bytes.
+    pub fn slice(file: ContentFile, spot: SliceSpot, piece_length: u64) -> Self {
+        Self::starting(file, spot.offset, piece_length, spot.index)
+    }
+
+    fn starting(file: ContentFile, offset: u64, piece_length: u64, index: u32) -> Self {
         Self {
             file,
             next_offset: offset,
-            hasher: Some(Box::new(blake3::Hasher::new())),
+            piece_length,
+            hasher: Some(Box::new(SliceHasher::new(piece_length, index))),
             in_flight: None,
             buf: Vec::new(),
             accepted: 0,
@@ -109,8 +123,8 @@ impl PieceWriter {
         Ok(())
     }
 
-    /// Writes what is still buffered and returns the digest of everything written.
-    pub async fn finish(mut self) -> Result<PieceDigest, StoreError> {
+    /// Writes what is still buffered and returns the hashes of the slices written.
+    pub async fn finish_slices(mut self) -> Result<Vec<SliceHash>, StoreError> {
         if !self.buf.is_empty() {
             let pending = std::mem::take(&mut self.buf);
             self.flush(pending).await?;
@@ -118,8 +132,21 @@ impl PieceWriter {
         self.settle().await?;
         self.hasher
             .take()
-            .map(|h| PieceDigest::from(h.finalize()))
+            .map(|h| h.finish())
             .ok_or(StoreError::Closed)
+    }
+
+    /// For a writer of a whole piece: writes what is still buffered and returns the digest
+    /// of everything written, with the slice hashes it is made of. A piece shorter or
+    /// longer than announced gets a digest that matches nothing.
+    pub async fn finish(self) -> Result<(PieceDigest, Vec<SliceHash>), StoreError> {
+        let (len, announced) = (self.accepted, self.piece_length);
+        let hashes = self.finish_slices().await?;
+        let digest = match piece_root(&hashes, announced) {
+            Some(d) if len == announced => d,
+            _ => PieceDigest([0; 32]),
+        };
+        Ok((digest, hashes))
     }
 }
 
@@ -134,7 +161,7 @@ mod tests {
             .map(|i| (i * 7 % 256) as u8)
             .collect();
         let file = ContentFile::open(&dir.path().join("c"), data.len() as u64 + 10).expect("open");
-        let mut w = PieceWriter::new(file.clone(), 10);
+        let mut w = PieceWriter::new(file.clone(), 10, data.len() as u64);
         w.write(&data[..100]).await.expect("small");
         let spare = w
             .write_owned(data[100..WRITE_CHUNK + 100].to_vec())
@@ -145,7 +172,9 @@ mod tests {
             w.write(part).await.expect("chunk");
         }
         assert_eq!(w.written(), data.len() as u64);
-        assert_eq!(w.finish().await.expect("digest"), PieceDigest::of(&data));
+        let (digest, hashes) = w.finish().await.expect("digest");
+        assert_eq!(digest, PieceDigest::of(&data));
+        assert_eq!(hashes, pollen_core::slice::slice_hashes(&data));
         let mut back = vec![0u8; data.len()];
         file.read_at(&mut back, 10).expect("read");
         assert_eq!(back, data);

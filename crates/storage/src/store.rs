@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pollen_core::{Bitfield, PieceDigest, PieceLayout, TaskId};
+use pollen_core::{Bitfield, PieceDigest, PieceLayout, SliceLayout, TaskId};
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
@@ -16,6 +16,7 @@ use crate::committer::{self, PieceCommit};
 use crate::content::ContentFile;
 use crate::error::StoreError;
 use crate::meta::TaskMeta;
+use crate::slices::SliceBook;
 
 pub(crate) const TASKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tasks");
 pub(crate) const PIECES: TableDefinition<([u8; 32], u32), [u8; 32]> =
@@ -37,6 +38,7 @@ pub struct TaskEntry {
     content: ContentFile,
     layout: PieceLayout,
     state: RwLock<TaskState>,
+    pub(crate) slice_book: Mutex<SliceBook>,
 }
 
 struct TaskState {
@@ -199,6 +201,7 @@ impl Store {
                         present,
                         digests,
                     }),
+                    slice_book: Mutex::new(SliceBook::new(SliceLayout::new(layout))),
                 }),
             );
         }
@@ -268,6 +271,7 @@ impl Store {
                 present: Bitfield::new(layout.piece_count()),
                 digests: vec![None; layout.piece_count() as usize],
             }),
+            slice_book: Mutex::new(SliceBook::new(SliceLayout::new(layout))),
         });
         let mut map = self.tasks.write().unwrap_or_else(|e| e.into_inner());
         Ok(map.entry(id).or_insert(entry).clone())
@@ -316,6 +320,7 @@ impl Store {
             }
             s.meta.complete = false;
         }
+        entry.forget_slices(numbers);
         let txn = self.db.begin_write()?;
         {
             let mut pieces = txn.open_table(PIECES)?;
@@ -435,14 +440,16 @@ mod tests {
             for n in [0u32, 2] {
                 let range =
                     layout.offset(n) as usize..(layout.offset(n) + layout.length(n)) as usize;
-                let mut w = PieceWriter::new(entry.content().clone(), layout.offset(n));
+                let mut w =
+                    PieceWriter::new(entry.content().clone(), layout.offset(n), layout.length(n));
                 w.write(&data[range.clone()]).await.expect("write");
-                let d = w.finish().await.expect("digest");
+                let (d, _) = w.finish().await.expect("digest");
                 assert_eq!(d, PieceDigest::of(&data[range]));
                 store.commit_piece(&entry, n, d).await.expect("commit");
             }
             // Piece 1 is written but never committed: it must not count after a restart.
-            let mut w = PieceWriter::new(entry.content().clone(), layout.offset(1));
+            let mut w =
+                PieceWriter::new(entry.content().clone(), layout.offset(1), layout.length(1));
             w.write_owned(vec![0u8; 16]).await.expect("write");
         }
         let store = Store::open(dir.path()).expect("reopen");

@@ -1,10 +1,11 @@
 //! Piece client: one connection to a parent, with pipelined requests.
 //!
-//! The caller writes requests with [`PieceClient::request_piece`] and
+//! The caller writes requests with [`PieceClient::request_slice`] and
 //! [`PieceClient::request_bitfield`] and reads the answers, in request order, with
-//! [`PieceClient::next_response`]. After a [`PieceResponse::Piece`], the payload must be read
+//! [`PieceClient::next_response`]. After a [`PieceResponse::Slice`], the payload must be read
 //! with [`PieceClient::read_payload`] before the next response. Bytes are not verified here:
-//! the receiver checks each piece against the digest the scheduler published.
+//! the receiver checks the slice hashes against the piece digest the scheduler published and
+//! each slice against its hash.
 //!
 //! With a [`ClientTls`], the connection is TLS: the parent's certificate must chain to the
 //! cluster CA and carry the peers' name, and this side presents its own certificate.
@@ -14,21 +15,26 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pollen_core::{Bitfield, TaskId};
+use pollen_core::{Bitfield, SliceHash, TaskId};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
 
-use crate::codec::{read_message, Message, PieceHeader, WireError};
+use crate::codec::{read_message, Message, SliceHeader, WireError};
 
 /// One answer from a parent.
 #[derive(Debug)]
 pub enum PieceResponse {
-    /// A piece follows; read its payload next.
-    Piece(PieceHeader),
-    /// The parent does not have the piece.
+    /// A slice follows; read its payload next.
+    Slice {
+        /// Where the slice lies.
+        header: SliceHeader,
+        /// The parent's hashes of every slice of the slice's piece (unverified).
+        hashes: Vec<SliceHash>,
+    },
+    /// The parent does not have the slice, or will not send it now.
     Missing(u32),
     /// The parent's bitfield for the task (empty when it does not know the task).
     Bitfield(Bitfield),
@@ -127,26 +133,37 @@ impl PieceClient {
         self.send(Message::BitfieldRequest { task }).await
     }
 
-    /// Asks for piece `number` of `task`.
-    pub async fn request_piece(&mut self, task: TaskId, number: u32) -> Result<(), WireError> {
-        self.send(Message::PieceRequest { task, number }).await
+    /// Asks for slice `slice` (counted across the task) of `task`.
+    pub async fn request_slice(&mut self, task: TaskId, slice: u32) -> Result<(), WireError> {
+        self.send(Message::SliceRequest { task, slice }).await
+    }
+
+    async fn next_message(&mut self) -> Result<Message, WireError> {
+        read_message(&mut self.reader, &mut self.scratch)
+            .await?
+            .ok_or(WireError::Truncated)
     }
 
     /// Reads the next answer.
     pub async fn next_response(&mut self) -> Result<PieceResponse, WireError> {
-        let msg = read_message(&mut self.reader, &mut self.scratch)
-            .await?
-            .ok_or(WireError::Truncated)?;
-        match msg {
-            Message::Piece(h) => Ok(PieceResponse::Piece(h)),
-            Message::PieceMissing { number, .. } => Ok(PieceResponse::Missing(number)),
-            Message::Bitfield {
-                piece_count, bits, ..
-            } => Bitfield::from_bytes(piece_count, &bits)
+        match self.next_message().await? {
+            Message::SliceHashes { hashes, .. } => match self.next_message().await? {
+                Message::Slice(header) => Ok(PieceResponse::Slice { header, hashes }),
+                _ => Err(WireError::Malformed {
+                    tag: 0x06,
+                    reason: "slice hashes not followed by their slice",
+                }),
+            },
+            Message::Slice(_) => Err(WireError::Malformed {
+                tag: 0x04,
+                reason: "slice sent without its piece's slice hashes",
+            }),
+            Message::SliceMissing { slice, .. } => Ok(PieceResponse::Missing(slice)),
+            Message::Bitfield { count, bits, .. } => Bitfield::from_bytes(count, &bits)
                 .map(PieceResponse::Bitfield)
                 .ok_or(WireError::Malformed {
                     tag: 0x02,
-                    reason: "bits set past the piece count",
+                    reason: "bits set past the slice count",
                 }),
             Message::Error { message } => Err(WireError::Io(std::io::Error::other(format!(
                 "parent refused: {message}"

@@ -1,29 +1,33 @@
 //! Frame codec: encoding and bounded decoding of data-plane messages.
 //!
-//! Layout of each frame: `tag: u8 | length: u32 BE | value`. A piece response frame's value is
-//! a 44-byte header followed by the piece bytes; the codec decodes only the header and leaves
-//! the bytes for the caller to stream to disk, so a piece is never buffered whole.
+//! Layout of each frame: `tag: u8 | length: u32 BE | value`. The unit of transfer is the
+//! slice (see `pollen_core::slice`): bitfields count slices, and a request asks for one. A
+//! slice response is a frame of the piece's slice hashes, then a slice frame whose value is a
+//! 12-byte header followed by the slice bytes; the codec decodes only the header and leaves
+//! the bytes for the caller to stream to disk, so a slice is never buffered whole.
 //!
 //! Invariants: no length read from the wire is used to allocate before it is checked against
 //! [`MAX_CONTROL_FRAME`] or [`MAX_PIECE_PAYLOAD`]; unknown tags are errors, not skipped.
 
-use pollen_core::{PieceDigest, TaskId};
+use pollen_core::slice::{SliceHash, MAX_SLICES_PER_PIECE, SLICE_LENGTH};
+use pollen_core::TaskId;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Largest value of any frame but a piece: 1 MiB (a bitfield for 8 Mi pieces).
+/// Largest value of any frame but a slice: 1 MiB (a bitfield for 8 Mi slices).
 pub const MAX_CONTROL_FRAME: u32 = 1 << 20;
-/// Largest piece payload: the largest piece length.
-pub const MAX_PIECE_PAYLOAD: u32 = pollen_core::piece::MAX_PIECE_LENGTH as u32;
+/// Largest slice payload: the slice length.
+pub const MAX_SLICE_PAYLOAD: u32 = SLICE_LENGTH as u32;
 /// Size of the frame header (tag + length).
 pub const FRAME_HEADER: usize = 5;
-/// Size of a piece response's own header inside its frame.
-pub const PIECE_HEADER: usize = 4 + 8 + 32;
+/// Size of a slice response's own header inside its frame.
+pub const SLICE_HEADER: usize = 4 + 8;
 
 const TAG_BITFIELD_REQUEST: u8 = 0x01;
 const TAG_BITFIELD: u8 = 0x02;
-const TAG_PIECE_REQUEST: u8 = 0x03;
-const TAG_PIECE: u8 = 0x04;
-const TAG_PIECE_MISSING: u8 = 0x05;
+const TAG_SLICE_REQUEST: u8 = 0x03;
+const TAG_SLICE: u8 = 0x04;
+const TAG_SLICE_MISSING: u8 = 0x05;
+const TAG_SLICE_HASHES: u8 = 0x06;
 const TAG_ERROR: u8 = 0x7f;
 
 /// Why a frame could not be read or decoded.
@@ -59,51 +63,56 @@ pub enum WireError {
     Io(#[from] std::io::Error),
 }
 
-/// Header of a piece response; `length` payload bytes follow it on the connection.
+/// Header of a slice response; `length` payload bytes follow it on the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PieceHeader {
-    /// Piece number.
-    pub number: u32,
-    /// Byte offset of the piece in the content.
+pub struct SliceHeader {
+    /// Slice number, counted across the task.
+    pub slice: u32,
+    /// Byte offset of the slice in the content.
     pub offset: u64,
     /// Payload length.
     pub length: u32,
-    /// The sender's digest of the piece (informational: receivers check the scheduler's).
-    pub digest: PieceDigest,
 }
 
 /// One data-plane message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    /// "Which pieces of this task do you have?"
+    /// "Which slices of this task do you have?"
     BitfieldRequest {
         /// The task.
         task: TaskId,
     },
-    /// The answer: piece count and bits (zero pieces when the task is unknown).
+    /// The answer: slice count and bits (zero slices when the task is unknown).
     Bitfield {
         /// The task.
         task: TaskId,
-        /// Number of pieces the bits describe.
-        piece_count: u32,
+        /// Number of slices the bits describe.
+        count: u32,
         /// Bitfield bytes, most significant bit first.
         bits: Vec<u8>,
     },
-    /// "Send me this piece."
-    PieceRequest {
+    /// "Send me this slice."
+    SliceRequest {
         /// The task.
         task: TaskId,
-        /// Piece number.
-        number: u32,
+        /// Slice number, counted across the task.
+        slice: u32,
     },
-    /// A piece follows (payload not included in this value).
-    Piece(PieceHeader),
-    /// The sender does not (or no longer) have the piece.
-    PieceMissing {
+    /// The hashes of every slice of a piece, sent just before a slice of it.
+    SliceHashes {
+        /// Piece number.
+        piece: u32,
+        /// One hash per slice of the piece, in order.
+        hashes: Vec<SliceHash>,
+    },
+    /// A slice follows (payload not included in this value).
+    Slice(SliceHeader),
+    /// The sender does not (or no longer, or not now) have the slice.
+    SliceMissing {
         /// The task.
         task: TaskId,
-        /// Piece number.
-        number: u32,
+        /// Slice number.
+        slice: u32,
     },
     /// The sender refuses the connection's last request; the connection closes after this.
     Error {
@@ -113,38 +122,40 @@ pub enum Message {
 }
 
 impl Message {
-    /// Appends the encoded frame to `out`. For [`Message::Piece`] only the frame and piece
+    /// Appends the encoded frame to `out`. For [`Message::Slice`] only the frame and slice
     /// headers are written; the caller sends `length` payload bytes next.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let (tag, value_len) = match self {
             Message::BitfieldRequest { .. } => (TAG_BITFIELD_REQUEST, 32),
             Message::Bitfield { bits, .. } => (TAG_BITFIELD, 36 + bits.len()),
-            Message::PieceRequest { .. } => (TAG_PIECE_REQUEST, 36),
-            Message::Piece(h) => (TAG_PIECE, PIECE_HEADER + h.length as usize),
-            Message::PieceMissing { .. } => (TAG_PIECE_MISSING, 36),
+            Message::SliceRequest { .. } => (TAG_SLICE_REQUEST, 36),
+            Message::SliceHashes { hashes, .. } => (TAG_SLICE_HASHES, 4 + 32 * hashes.len()),
+            Message::Slice(h) => (TAG_SLICE, SLICE_HEADER + h.length as usize),
+            Message::SliceMissing { .. } => (TAG_SLICE_MISSING, 36),
             Message::Error { message } => (TAG_ERROR, message.len().min(4096)),
         };
         out.push(tag);
         out.extend_from_slice(&(value_len as u32).to_be_bytes());
         match self {
             Message::BitfieldRequest { task } => out.extend_from_slice(&task.0),
-            Message::Bitfield {
-                task,
-                piece_count,
-                bits,
-            } => {
+            Message::Bitfield { task, count, bits } => {
                 out.extend_from_slice(&task.0);
-                out.extend_from_slice(&piece_count.to_be_bytes());
+                out.extend_from_slice(&count.to_be_bytes());
                 out.extend_from_slice(bits);
             }
-            Message::PieceRequest { task, number } | Message::PieceMissing { task, number } => {
+            Message::SliceRequest { task, slice } | Message::SliceMissing { task, slice } => {
                 out.extend_from_slice(&task.0);
-                out.extend_from_slice(&number.to_be_bytes());
+                out.extend_from_slice(&slice.to_be_bytes());
             }
-            Message::Piece(h) => {
-                out.extend_from_slice(&h.number.to_be_bytes());
+            Message::SliceHashes { piece, hashes } => {
+                out.extend_from_slice(&piece.to_be_bytes());
+                for h in hashes {
+                    out.extend_from_slice(h);
+                }
+            }
+            Message::Slice(h) => {
+                out.extend_from_slice(&h.slice.to_be_bytes());
                 out.extend_from_slice(&h.offset.to_be_bytes());
-                out.extend_from_slice(&h.digest.0);
             }
             Message::Error { message } => {
                 let mut end = message.len().min(4096);
@@ -160,11 +171,12 @@ impl Message {
 }
 
 /// Checks a frame header and returns how many value bytes to read before decoding (for a
-/// piece: only its header; the payload length is returned separately).
+/// slice: only its header; the payload length is returned separately).
 pub fn check_header(tag: u8, len: u32) -> Result<(usize, u32), WireError> {
     let max = match tag {
-        TAG_PIECE => MAX_PIECE_PAYLOAD + PIECE_HEADER as u32,
-        TAG_BITFIELD_REQUEST | TAG_BITFIELD | TAG_PIECE_REQUEST | TAG_PIECE_MISSING | TAG_ERROR => {
+        TAG_SLICE => MAX_SLICE_PAYLOAD + SLICE_HEADER as u32,
+        TAG_SLICE_HASHES => 4 + 32 * MAX_SLICES_PER_PIECE,
+        TAG_BITFIELD_REQUEST | TAG_BITFIELD | TAG_SLICE_REQUEST | TAG_SLICE_MISSING | TAG_ERROR => {
             MAX_CONTROL_FRAME
         }
         other => return Err(WireError::UnknownTag(other)),
@@ -172,14 +184,14 @@ pub fn check_header(tag: u8, len: u32) -> Result<(usize, u32), WireError> {
     if len > max {
         return Err(WireError::TooLong { tag, len, max });
     }
-    if tag == TAG_PIECE {
+    if tag == TAG_SLICE {
         let payload = len
-            .checked_sub(PIECE_HEADER as u32)
+            .checked_sub(SLICE_HEADER as u32)
             .ok_or(WireError::Malformed {
                 tag,
-                reason: "piece frame shorter than its header",
+                reason: "slice frame shorter than its header",
             })?;
-        return Ok((PIECE_HEADER, payload));
+        return Ok((SLICE_HEADER, payload));
     }
     Ok((len as usize, 0))
 }
@@ -194,7 +206,7 @@ fn u32_at(v: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]])
 }
 
-/// Decodes a value whose header was accepted by [`check_header`]. `payload` is the piece
+/// Decodes a value whose header was accepted by [`check_header`]. `payload` is the slice
 /// payload length (zero for other frames).
 pub fn decode_value(tag: u8, value: &[u8], payload: u32) -> Result<Message, WireError> {
     let malformed = |reason| WireError::Malformed { tag, reason };
@@ -211,41 +223,57 @@ pub fn decode_value(tag: u8, value: &[u8], payload: u32) -> Result<Message, Wire
             if value.len() < 36 {
                 return Err(malformed("bitfield shorter than 36 bytes"));
             }
-            let piece_count = u32_at(value, 32);
+            let count = u32_at(value, 32);
             let bits = value[36..].to_vec();
-            if bits.len() != (piece_count as usize).div_ceil(8) {
-                return Err(malformed("bitfield length does not match piece count"));
+            if bits.len() != (count as usize).div_ceil(8) {
+                return Err(malformed("bitfield length does not match slice count"));
             }
             Ok(Message::Bitfield {
                 task: task_at(value),
-                piece_count,
+                count,
                 bits,
             })
         }
-        TAG_PIECE_REQUEST | TAG_PIECE_MISSING => {
+        TAG_SLICE_REQUEST | TAG_SLICE_MISSING => {
             if value.len() != 36 {
-                return Err(malformed("piece request must be 36 bytes"));
+                return Err(malformed("slice request must be 36 bytes"));
             }
-            let (task, number) = (task_at(value), u32_at(value, 32));
-            Ok(if tag == TAG_PIECE_REQUEST {
-                Message::PieceRequest { task, number }
+            let (task, slice) = (task_at(value), u32_at(value, 32));
+            Ok(if tag == TAG_SLICE_REQUEST {
+                Message::SliceRequest { task, slice }
             } else {
-                Message::PieceMissing { task, number }
+                Message::SliceMissing { task, slice }
             })
         }
-        TAG_PIECE => {
-            if value.len() != PIECE_HEADER {
-                return Err(malformed("piece header must be 44 bytes"));
+        TAG_SLICE_HASHES => {
+            if value.len() < 4 + 32 || !(value.len() - 4).is_multiple_of(32) {
+                return Err(malformed(
+                    "slice hashes must be a piece number and 32-byte hashes",
+                ));
+            }
+            let hashes = value[4..]
+                .chunks_exact(32)
+                .map(|c| {
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(c);
+                    h
+                })
+                .collect();
+            Ok(Message::SliceHashes {
+                piece: u32_at(value, 0),
+                hashes,
+            })
+        }
+        TAG_SLICE => {
+            if value.len() != SLICE_HEADER {
+                return Err(malformed("slice header must be 12 bytes"));
             }
             let mut offset = [0u8; 8];
             offset.copy_from_slice(&value[4..12]);
-            let mut digest = [0u8; 32];
-            digest.copy_from_slice(&value[12..44]);
-            Ok(Message::Piece(PieceHeader {
-                number: u32_at(value, 0),
+            Ok(Message::Slice(SliceHeader {
+                slice: u32_at(value, 0),
                 offset: u64::from_be_bytes(offset),
                 length: payload,
-                digest: PieceDigest(digest),
             }))
         }
         TAG_ERROR => Ok(Message::Error {
@@ -256,7 +284,7 @@ pub fn decode_value(tag: u8, value: &[u8], payload: u32) -> Result<Message, Wire
 }
 
 /// Decodes one frame from the start of `buf`: the message and the number of bytes consumed
-/// (a piece frame consumes only its headers). `Ok(None)` means more bytes are needed.
+/// (a slice frame consumes only its headers). `Ok(None)` means more bytes are needed.
 pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
     if buf.len() < FRAME_HEADER {
         return Ok(None);
@@ -273,7 +301,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
     )))
 }
 
-/// Reads one message from `r`. `Ok(None)` is a clean close between frames. For a piece, the
+/// Reads one message from `r`. `Ok(None)` is a clean close between frames. For a slice, the
 /// payload is left unread on `r`.
 pub async fn read_message<R: AsyncRead + Unpin>(
     r: &mut R,
@@ -320,27 +348,27 @@ mod tests {
                 proptest::collection::vec(any::<u8>(), (n as usize).div_ceil(8)).prop_map(
                     move |bits| Message::Bitfield {
                         task,
-                        piece_count: n,
+                        count: n,
                         bits,
                     },
                 )
             }),
             (arb_task(), any::<u32>())
-                .prop_map(|(task, number)| Message::PieceRequest { task, number }),
+                .prop_map(|(task, slice)| Message::SliceRequest { task, slice }),
             (arb_task(), any::<u32>())
-                .prop_map(|(task, number)| Message::PieceMissing { task, number }),
+                .prop_map(|(task, slice)| Message::SliceMissing { task, slice }),
             (
                 any::<u32>(),
-                any::<u64>(),
-                0..=MAX_PIECE_PAYLOAD,
-                any::<[u8; 32]>()
+                proptest::collection::vec(any::<[u8; 32]>(), 1..=MAX_SLICES_PER_PIECE as usize)
             )
-                .prop_map(|(number, offset, length, d)| Message::Piece(PieceHeader {
-                    number,
+                .prop_map(|(piece, hashes)| Message::SliceHashes { piece, hashes }),
+            (any::<u32>(), any::<u64>(), 0..=MAX_SLICE_PAYLOAD).prop_map(
+                |(slice, offset, length)| Message::Slice(SliceHeader {
+                    slice,
                     offset,
                     length,
-                    digest: PieceDigest(d),
-                })),
+                })
+            ),
             "[a-z ]{0,64}".prop_map(|message| Message::Error { message }),
         ]
     }
@@ -376,12 +404,22 @@ mod tests {
             decode_frame(&frame),
             Err(WireError::TooLong { .. })
         ));
-        let frame = [TAG_PIECE, 0xff, 0xff, 0xff, 0xff];
+        let frame = [TAG_SLICE, 0xff, 0xff, 0xff, 0xff];
         assert!(matches!(
             decode_frame(&frame),
             Err(WireError::TooLong { .. })
         ));
-        let frame = [TAG_PIECE, 0, 0, 0, 3];
+        let frame = [TAG_SLICE_HASHES, 0, 0, 0x08, 0x05];
+        assert!(matches!(
+            decode_frame(&frame),
+            Err(WireError::TooLong { .. })
+        ));
+        let frame = [TAG_SLICE_HASHES, 0, 0, 0, 4, 0, 0, 0, 1];
+        assert!(matches!(
+            decode_frame(&frame),
+            Err(WireError::Malformed { .. })
+        ));
+        let frame = [TAG_SLICE, 0, 0, 0, 3];
         assert!(matches!(
             decode_frame(&frame),
             Err(WireError::Malformed { .. })
@@ -395,9 +433,9 @@ mod tests {
     #[tokio::test]
     async fn read_message_reports_truncation_and_clean_close() {
         let mut buf = Vec::new();
-        Message::PieceRequest {
+        Message::SliceRequest {
             task: TaskId([7; 32]),
-            number: 3,
+            slice: 3,
         }
         .encode(&mut buf);
         let mut scratch = Vec::new();

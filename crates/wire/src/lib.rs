@@ -1,10 +1,10 @@
-//! Pollen's data plane: the framed binary protocol peers use to move pieces.
+//! Pollen's data plane: the framed binary protocol peers use to move pieces, slice by slice.
 //!
 //! Goals: move piece bytes with as few copies as the OS allows (`sendfile` on the sending
 //! side), pipeline requests on one connection, and be paranoid about untrusted input (every
 //! length is bounded before anything is allocated). Optional mutual TLS authenticates both
 //! ends. Non-goals: discovery and integrity — the scheduler publishes piece digests and
-//! receivers verify every piece.
+//! receivers verify every slice against them.
 //!
 //! Frames are `tag: u8 | length: u32 BE | value`; see [`codec`] for the messages.
 
@@ -13,5 +13,5 @@ pub mod codec;
 pub mod server;
 
 pub use client::{ClientTls, PieceClient, PieceResponse};
-pub use codec::{Message, PieceHeader, WireError};
-pub use server::{PieceProvider, ServedPiece, UploadServer, UploadStats};
+pub use codec::{Message, SliceHeader, WireError};
+pub use server::{PieceProvider, ServedSlice, UploadServer, UploadStats};

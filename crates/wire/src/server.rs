@@ -1,11 +1,11 @@
-//! Upload server: answers other peers' bitfield and piece requests.
+//! Upload server: answers other peers' bitfield and slice requests.
 //!
 //! One task per connection (a semaphore caps how many), requests answered strictly in order so
-//! a client may pipeline them. Piece bytes go from the content file to the socket with
+//! a client may pipeline them. Slice bytes go from the content file to the socket with
 //! `sendfile`, paced by the host's upload rate limiter, without passing through user space.
 //! A malformed frame gets an error frame and the connection is closed; nothing panics.
 //! With TLS on ([`UploadServer::with_tls`]), only clients presenting a certificate the
-//! config accepts get past the handshake, and pieces are read into a buffer and encrypted
+//! config accepts get past the handshake, and slices are read into a buffer and encrypted
 //! instead of sent with `sendfile`.
 //!
 //! A connection must send its first request within `first_request_timeout` (10 s by default)
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId};
+use pollen_core::{Bitfield, RateLimiter, SliceHash, TaskId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Interest, WriteHalf};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -33,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
-use crate::codec::{read_message, Message, PieceHeader, WireError};
+use crate::codec::{read_message, Message, SliceHeader, WireError};
 
 /// Bytes handed to `sendfile` per rate-limiter grant.
 const SEND_CHUNK: u64 = 1 << 20;
@@ -43,35 +43,44 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a connection may stay silent between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A piece the provider can serve, with everything needed to send it.
-pub struct ServedPiece {
+/// A slice the provider can serve, with everything needed to send it.
+pub struct ServedSlice {
     /// The task's content file.
     pub file: Arc<File>,
-    /// Offset of the piece in the file.
+    /// Offset of the slice in the file.
     pub offset: u64,
-    /// Piece length.
+    /// Slice length.
     pub length: u32,
-    /// Verified digest of the piece.
-    pub digest: PieceDigest,
+    /// The slice's piece.
+    pub piece: u32,
+    /// The hashes of every slice of that piece; `None` when they must first be computed
+    /// (the server then calls [`PieceProvider::slice_hashes`] off the async runtime).
+    pub hashes: Option<Arc<[SliceHash]>>,
 }
 
 /// What the upload server serves from: the daemon's piece store.
 pub trait PieceProvider: Send + Sync + 'static {
-    /// The pieces held for a task, or `None` if the task is unknown.
+    /// The slices held for a task, or `None` if the task is unknown.
     fn bitfield(&self, task: &TaskId) -> Option<Bitfield>;
-    /// A verified piece, or `None` if it is not held.
-    fn piece(&self, task: &TaskId, number: u32) -> Option<ServedPiece>;
-    /// Called when a piece was sent in full (for last-access and accounting).
+    /// A verified slice (numbered across the task), or `None` if it is not held or not
+    /// offered now. Must not block.
+    fn slice(&self, task: &TaskId, slice: u32) -> Option<ServedSlice>;
+    /// The slice hashes of a held piece, computed from its bytes if need be. May block: the
+    /// server calls it off the async runtime.
+    fn slice_hashes(&self, _task: &TaskId, _piece: u32) -> Option<Arc<[SliceHash]>> {
+        None
+    }
+    /// Called when a slice was sent in full (for last-access and accounting).
     fn served(&self, _task: &TaskId, _bytes: u64) {}
 }
 
 /// Counters of one upload server.
 #[derive(Debug, Default)]
 pub struct UploadStats {
-    /// Piece bytes sent.
+    /// Slice bytes sent.
     pub bytes: AtomicU64,
-    /// Pieces sent in full.
-    pub pieces: AtomicU64,
+    /// Slices sent in full.
+    pub slices: AtomicU64,
     /// Connections open now.
     pub connections: AtomicUsize,
     /// Connections dropped for protocol errors.
@@ -87,7 +96,7 @@ pub struct UploadServer {
     limiter: RateLimiter,
     stats: Arc<UploadStats>,
     permits: Arc<Semaphore>,
-    /// Places for pieces being sent, over every connection; `None` without a cap.
+    /// Places for slices being sent, over every connection; `None` without a cap.
     pieces: Option<Arc<Semaphore>>,
     first_request_timeout: Duration,
     idle_timeout: Duration,
@@ -131,8 +140,8 @@ impl UploadServer {
         self
     }
 
-    /// Sends at most `max` pieces at once over every connection (0: no cap). A request
-    /// past the cap waits for a piece to finish; its connection reads nothing meanwhile.
+    /// Sends at most `max` slices at once over every connection (0: no cap). A request
+    /// past the cap waits for a slice to finish; its connection reads nothing meanwhile.
     pub fn with_piece_limit(mut self, max: usize) -> Self {
         self.pieces = (max > 0).then(|| Arc::new(Semaphore::new(max)));
         self
@@ -184,13 +193,13 @@ struct Connection {
     idle_timeout: Duration,
 }
 
-/// Where piece bytes go: from the file with `sendfile` on plain TCP, through a buffer and
+/// Where slice bytes go: from the file with `sendfile` on plain TCP, through a buffer and
 /// the cipher under TLS.
 trait PieceOut: AsyncWrite + Unpin + Send {
     fn send_piece<'a>(
         &'a mut self,
         conn: &'a Connection,
-        piece: &'a ServedPiece,
+        piece: &'a ServedSlice,
     ) -> impl Future<Output = io::Result<()>> + Send + 'a;
 }
 
@@ -198,7 +207,7 @@ impl PieceOut for OwnedWriteHalf {
     fn send_piece<'a>(
         &'a mut self,
         conn: &'a Connection,
-        piece: &'a ServedPiece,
+        piece: &'a ServedSlice,
     ) -> impl Future<Output = io::Result<()>> + Send + 'a {
         let shared: &'a OwnedWriteHalf = self;
         conn.send_file_range(shared.as_ref(), piece)
@@ -209,7 +218,7 @@ impl PieceOut for WriteHalf<TlsStream<TcpStream>> {
     fn send_piece<'a>(
         &'a mut self,
         conn: &'a Connection,
-        piece: &'a ServedPiece,
+        piece: &'a ServedSlice,
     ) -> impl Future<Output = io::Result<()>> + Send + 'a {
         conn.send_buffered(self, piece)
     }
@@ -278,36 +287,58 @@ impl Connection {
                     let field = self.provider.bitfield(&task).unwrap_or_default();
                     Message::Bitfield {
                         task,
-                        piece_count: field.len(),
+                        count: field.len(),
                         bits: field.as_bytes().to_vec(),
                     }
                     .encode(&mut out);
                     write_half.write_all(&out).await?;
                     write_half.flush().await?;
                 }
-                Message::PieceRequest { task, number } => {
+                Message::SliceRequest { task, slice } => {
                     let _place = match &self.pieces {
                         Some(s) => Some(s.clone().acquire_owned().await.map_err(|_| {
                             WireError::Io(io::Error::other("upload server closing"))
                         })?),
                         None => None,
                     };
-                    let Some(piece) = self.provider.piece(&task, number) else {
-                        Message::PieceMissing { task, number }.encode(&mut out);
+                    let found = match self.provider.slice(&task, slice) {
+                        Some(mut s) if s.hashes.is_none() => {
+                            let provider = self.provider.clone();
+                            let piece = s.piece;
+                            s.hashes = tokio::task::spawn_blocking(move || {
+                                provider.slice_hashes(&task, piece)
+                            })
+                            .await
+                            .map_err(|_| {
+                                WireError::Io(io::Error::other("upload server closing"))
+                            })?;
+                            s.hashes.is_some().then_some(s)
+                        }
+                        other => other,
+                    };
+                    let Some((piece, hashes)) = found.and_then(|s| {
+                        let h = s.hashes.clone()?;
+                        Some((s, h))
+                    }) else {
+                        Message::SliceMissing { task, slice }.encode(&mut out);
                         write_half.write_all(&out).await?;
                         write_half.flush().await?;
                         continue;
                     };
-                    Message::Piece(PieceHeader {
-                        number,
+                    Message::SliceHashes {
+                        piece: piece.piece,
+                        hashes: hashes.to_vec(),
+                    }
+                    .encode(&mut out);
+                    Message::Slice(SliceHeader {
+                        slice,
                         offset: piece.offset,
                         length: piece.length,
-                        digest: piece.digest,
                     })
                     .encode(&mut out);
                     write_half.write_all(&out).await?;
                     write_half.send_piece(self, &piece).await?;
-                    self.stats.pieces.fetch_add(1, Ordering::Relaxed);
+                    self.stats.slices.fetch_add(1, Ordering::Relaxed);
                     self.provider.served(&task, u64::from(piece.length));
                 }
                 other => {
@@ -330,7 +361,7 @@ impl Connection {
     async fn send_buffered<W: AsyncWrite + Unpin>(
         &self,
         out: &mut W,
-        piece: &ServedPiece,
+        piece: &ServedSlice,
     ) -> io::Result<()> {
         let mut offset = piece.offset;
         let end = piece.offset + u64::from(piece.length);
@@ -353,7 +384,7 @@ impl Connection {
     }
 
     /// Sends `piece` from its file with `sendfile`, one rate-limited chunk at a time.
-    async fn send_file_range(&self, sock: &TcpStream, piece: &ServedPiece) -> io::Result<()> {
+    async fn send_file_range(&self, sock: &TcpStream, piece: &ServedSlice) -> io::Result<()> {
         let mut offset = piece.offset as i64;
         let end = piece.offset + u64::from(piece.length);
         while (offset as u64) < end {
@@ -376,7 +407,7 @@ impl Connection {
                     Ok(0) => {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
-                            "content file shorter than the piece",
+                            "content file shorter than the slice",
                         ))
                     }
                     Ok(n) => {

@@ -1,4 +1,4 @@
-//! The upload server's cap on pieces sent at once holds over every connection.
+//! The upload server's cap on slices sent at once holds over every connection.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId};
 use pollen_wire::{
-    PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer, UploadStats,
+    PieceClient, PieceProvider, PieceResponse, ServedSlice, UploadServer, UploadStats,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -28,14 +28,15 @@ impl PieceProvider for Counting {
         Some(b)
     }
 
-    fn piece(&self, _task: &TaskId, number: u32) -> Option<ServedPiece> {
+    fn slice(&self, _task: &TaskId, number: u32) -> Option<ServedSlice> {
         let now = self.sending.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
-        Some(ServedPiece {
+        Some(ServedSlice {
             file: self.file.clone(),
             offset: u64::from(number) * PIECE as u64,
             length: PIECE as u32,
-            digest: self.digest,
+            piece: number,
+            hashes: Some(vec![self.digest.0].into()),
         })
     }
 
@@ -80,12 +81,12 @@ async fn most_at_once(limit: usize) -> usize {
                 .expect("connect");
             let task = TaskId([1; 32]);
             for n in 0..PIECES {
-                c.request_piece(task, n).await.expect("request");
+                c.request_slice(task, n).await.expect("request");
             }
             let mut buf = vec![0u8; PIECE];
             for n in 0..PIECES {
                 match c.next_response().await.expect("response") {
-                    PieceResponse::Piece(h) => assert_eq!(h.number, n),
+                    PieceResponse::Slice { header: h, .. } => assert_eq!(h.slice, n),
                     other => panic!("expected piece {n}, got {other:?}"),
                 }
                 c.read_payload(&mut buf).await.expect("payload");

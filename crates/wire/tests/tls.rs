@@ -9,7 +9,7 @@ use std::time::Duration;
 use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId};
 use pollen_tls::{make_dev_certs, Material};
 use pollen_wire::{
-    ClientTls, PieceClient, PieceProvider, PieceResponse, ServedPiece, UploadServer, UploadStats,
+    ClientTls, PieceClient, PieceProvider, PieceResponse, ServedSlice, UploadServer, UploadStats,
 };
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -17,8 +17,8 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_util::sync::CancellationToken;
 
 // Larger than one send chunk, so the buffered TLS path loops.
-const PIECE: usize = 1536 * 1024;
-const PIECES: u32 = 2;
+const PIECE: usize = 1024 * 1024;
+const PIECES: u32 = 3;
 
 struct OneFile {
     file: Arc<std::fs::File>,
@@ -31,12 +31,13 @@ impl PieceProvider for OneFile {
         Some(b)
     }
 
-    fn piece(&self, _task: &TaskId, number: u32) -> Option<ServedPiece> {
-        (number < PIECES).then(|| ServedPiece {
+    fn slice(&self, _task: &TaskId, number: u32) -> Option<ServedSlice> {
+        (number < PIECES).then(|| ServedSlice {
             file: self.file.clone(),
             offset: u64::from(number) * PIECE as u64,
             length: PIECE as u32,
-            digest: PieceDigest::of(b""),
+            piece: number,
+            hashes: Some(vec![PieceDigest::of(b"").0].into()),
         })
     }
 }
@@ -103,11 +104,11 @@ async fn fetch_all(s: &Setup, tls: Option<&ClientTls>) -> Result<Vec<u8>, String
     }
     let mut got = Vec::new();
     for n in 0..PIECES {
-        c.request_piece(task, n).await.map_err(|e| e.to_string())?;
+        c.request_slice(task, n).await.map_err(|e| e.to_string())?;
     }
     for n in 0..PIECES {
         match c.next_response().await.map_err(|e| e.to_string())? {
-            PieceResponse::Piece(h) => assert_eq!(h.number, n),
+            PieceResponse::Slice { header: h, .. } => assert_eq!(h.slice, n),
             other => return Err(format!("expected piece {n}, got {other:?}")),
         }
         let mut buf = vec![0u8; PIECE];
