@@ -503,6 +503,7 @@ impl Conductor {
             }
         }
         let mut last_progress = Instant::now();
+        let mut slices_seen = 0u32;
         let mut last_parent_failure: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -687,6 +688,14 @@ impl Conductor {
                     if pace.yielding() {
                         // Prefetch standing aside for a foreground download is not stuck.
                         last_progress = Instant::now();
+                    }
+                    // Verified slices are progress too, before their pieces are whole.
+                    if let Some(c) = &claims {
+                        let slices = c.entry.slice_bitfield().count();
+                        if slices > slices_seen {
+                            slices_seen = slices;
+                            last_progress = Instant::now();
+                        }
                     }
                     let idle = active.is_empty();
                     let waited = last_progress.elapsed() >= self.cfg.parent_wait;

@@ -69,12 +69,12 @@ pub struct DaemonConfig {
     pub upload_idle_timeout: Duration,
     /// Most parents downloaded from at once per task. Default 6.
     pub max_parents: usize,
-    /// Piece requests kept in flight per parent connection. Default 2 (pieces are at least
-    /// 4 MiB, so two keep a connection busy without tying pieces to a slow parent).
+    /// Slice requests (1 MiB each) kept in flight per parent connection. Default 2: enough
+    /// to keep a connection busy without tying slices to a slow parent.
     pub pipeline_depth: usize,
     /// Data-plane connections opened to each ordinary parent (a seed parent always gets one).
     /// Default 2: on a fast LAN or loopback one connection cannot keep up with the disk; on
-    /// slow links 1 (with `pipeline_depth = 1`) lets each piece arrive sooner and be passed
+    /// slow links 1 (with `pipeline_depth = 1`) lets each slice arrive sooner and be passed
     /// on sooner (see docs/BENCHMARKS.md).
     pub connections_per_parent: usize,
     /// How long a download waits for a usable parent before going to the origin itself.

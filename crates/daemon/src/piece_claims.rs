@@ -124,7 +124,8 @@ impl PieceClaims {
     }
 
     /// Claims a slice `parent` has, we lack, nobody fetches, and whose piece's digest is
-    /// known: the one fewest of our other parents hold (rarest first), ties broken at random
+    /// known: one of a piece already begun here if any, then the one fewest of our other
+    /// parents hold (rarest first), ties broken at random
     /// so different peers fetch different slices and can trade them. A seed parent is asked
     /// only for slices no other parent holds, so its upload goes to what nobody else can give.
     /// Returns the slice and its piece's digest.
@@ -141,7 +142,12 @@ impl PieceClaims {
             .map(|(_, b)| b)
             .collect();
         let refused = g.refused.get(parent);
-        let mut candidates: Vec<(usize, u32)> = has
+        // Pieces begun here (a slice verified or in flight) come first, so pieces are
+        // finished, committed and reported one after another rather than all at the end.
+        let mut started: std::collections::HashSet<u32> =
+            g.claimed.keys().map(|n| piece_of(*n)).collect();
+        started.extend(present.iter_set().map(piece_of));
+        let mut candidates: Vec<(bool, usize, u32)> = has
             .iter_set()
             .filter(|n| {
                 !present.get(*n)
@@ -149,14 +155,17 @@ impl PieceClaims {
                     && g.expected.contains_key(&piece_of(*n))
                     && !refused.is_some_and(|r| r.contains(n))
             })
-            .map(|n| (others.iter().filter(|b| b.get(n)).count(), n))
-            .filter(|(holders, _)| !seed || *holders == 0)
+            .map(|n| {
+                let holders = others.iter().filter(|b| b.get(n)).count();
+                (!started.contains(&piece_of(n)), holders, n)
+            })
+            .filter(|(_, holders, _)| !seed || *holders == 0)
             .collect();
         candidates.shuffle(&mut rand::thread_rng());
         let pick = candidates
             .iter()
-            .min_by_key(|(holders, _)| *holders)
-            .map(|(_, n)| *n);
+            .min_by_key(|(fresh, holders, _)| (*fresh, *holders))
+            .map(|(_, _, n)| *n);
         let n = match pick {
             Some(n) => n,
             None if seed => return None,
@@ -232,5 +241,52 @@ impl PieceClaims {
     /// True when every piece is present.
     pub fn all_present(&self) -> bool {
         self.entry.bitfield().is_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pollen_core::slice::SLICE_LENGTH;
+    use pollen_core::TaskId;
+    use pollen_storage::{Store, TaskMeta};
+
+    #[test]
+    fn slices_of_a_begun_piece_are_claimed_first_and_the_origin_claims_whole_pieces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let meta = TaskMeta {
+            content_length: 8 * SLICE_LENGTH,
+            piece_length: 4 * SLICE_LENGTH,
+            ..Default::default()
+        };
+        let entry = store.ensure_task(TaskId([5; 32]), meta).expect("task");
+        entry.mark_slice(5);
+        let claims = PieceClaims::new(entry);
+        claims.add_expected([(0, PieceDigest([1; 32])), (1, PieceDigest([2; 32]))]);
+        let mut all = Bitfield::new(8);
+        (0..8).for_each(|n| all.set(n));
+        claims.set_parent_bitfield("a", all);
+        // Slices 0..4 are held only by "a" (rarer), but piece 1 is begun here.
+        let mut most = Bitfield::new(8);
+        (0..4).for_each(|n| most.set(n));
+        claims.set_parent_bitfield("b", most);
+        for _ in 0..3 {
+            let (n, d) = claims.claim_from("a", false).expect("a slice");
+            assert!(
+                (4..8).contains(&n) && n != 5,
+                "slice {n} is not of the begun piece"
+            );
+            assert_eq!(d, PieceDigest([2; 32]));
+        }
+        let (n, _) = claims.claim_from("a", false).expect("then piece 0");
+        assert!(n < 4);
+        // The origin gets a piece only when none of its slices is claimed.
+        assert!(!claims.claim_piece(0) && !claims.claim_piece(1));
+        claims.release(n, "a");
+        assert!(claims.claim_piece(0));
+        assert!(!claims.claim_piece(0), "claimed once");
+        claims.release_piece(0);
+        assert!(claims.claim_piece(0), "released whole");
     }
 }
