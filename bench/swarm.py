@@ -163,8 +163,14 @@ def drive(n, scenario, t_min, start, finished, kill, name):
 def run_pollen(args, work, data, size, n, scenario, t_min):
     procs = Procs()
     try:
+        # With --keep-logs the scheduler logs its decisions (debug) where keep_logs finds them.
+        sched_log = subprocess.DEVNULL
+        if args.keep_logs:
+            os.makedirs(os.path.join(work, "pollen-scheduler"))
+            sched_log = open(os.path.join(work, "pollen-scheduler", "log"), "w")
         sched = procs.add(ns(1, POLLEN, "scheduler", "--listen", f"{ip(1)}:0",
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+                             stdout=subprocess.PIPE, stderr=sched_log, text=True,
+                             env={**os.environ, "POLLEN_LOG": "info,pollen_scheduler=debug"}))
         url_s = "http://" + read_line(sched, r"listening on (\S+)").group(1)
         blob, stats = start_origin(procs, work, data)
 
@@ -307,6 +313,15 @@ def run_http(args, work, data, size, n, scenario, t_min):
         procs.stop()
 
 
+def keep_logs(run_dir, dest):
+    """Copies the daemons' logs of a run (pollen-<node>/log) to dest/<node>.log."""
+    for d in sorted(os.listdir(run_dir)):
+        log = os.path.join(run_dir, d, "log")
+        if d.startswith("pollen-") and os.path.exists(log):
+            os.makedirs(dest, exist_ok=True)
+            shutil.copy(log, os.path.join(dest, d.removeprefix("pollen-") + ".log"))
+
+
 def summarize(times, t_min):
     times = sorted(times)
     return times[0] / t_min, statistics.median(times) / t_min, times[-1] / t_min
@@ -326,6 +341,8 @@ def main():
                     help="scenarios plain HTTP runs in (it takes N x S / O each)")
     ap.add_argument("--daemon-args", default="",
                     help="extra flags for every Pollen daemon, e.g. '--max-concurrent-upload-pieces 2'")
+    ap.add_argument("--keep-logs", metavar="DIR",
+                    help="copy every Pollen daemon's log of each run to DIR/<system>-<N>-<S>-<scenario>/")
     ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -385,6 +402,9 @@ def main():
                             try:
                                 times, origin_bytes, node_tx = runner(args, run_dir, data, size, n, scenario, t_min)
                             finally:
+                                if args.keep_logs:
+                                    keep_logs(run_dir, os.path.join(
+                                        args.keep_logs, f"{system}-{n}-{size >> 20}MiB-{scenario}"))
                                 shutil.rmtree(run_dir, ignore_errors=True)
                             # Per peer, in start order (a diagnosis aid; not in the table).
                             print("  per peer / T_min:", " ".join(f"{t / t_min:.2f}" for t in times),

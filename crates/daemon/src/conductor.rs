@@ -439,6 +439,7 @@ impl Conductor {
             stats: self.stats.clone(),
             pace: pace.clone(),
             reports,
+            slices_in_flight: self.cfg.slices_in_flight,
         };
         tokio::spawn(job.run().in_current_span())
     }
@@ -465,7 +466,7 @@ impl Conductor {
         let mut claims = self
             .store
             .get(&spec.id)
-            .map(|e| Arc::new(PieceClaims::new(e)));
+            .map(|e| Arc::new(PieceClaims::new(e, self.cfg.slices_in_flight)));
         if let Some(c) = &claims {
             progress.send_replace(progress_of(c));
         }
@@ -544,7 +545,7 @@ impl Conductor {
                             match entry {
                                 Ok(entry) => {
                                     reported.extend(entry.bitfield().iter_set());
-                                    let c = Arc::new(PieceClaims::new(entry));
+                                    let c = Arc::new(PieceClaims::new(entry, self.cfg.slices_in_flight));
                                     c.add_expected(pending_digests.drain(..));
                                     progress.send_replace(progress_of(&c));
                                     claims = Some(c);

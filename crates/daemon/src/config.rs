@@ -67,15 +67,25 @@ pub struct DaemonConfig {
     /// An upload connection silent this long between requests is closed. Default 120s.
     #[serde(with = "pollen_core::duration::humane")]
     pub upload_idle_timeout: Duration,
-    /// Most parents downloaded from at once per task. Default 6.
+    /// Most parents downloaded from at once per task. Default 16: a peer that joins early
+    /// must be able to take later peers as parents too (they hold slices the seed gave
+    /// them), and with `slices_in_flight` each extra parent costs one slice in flight.
     pub max_parents: usize,
+    /// Slices (1 MiB each) one download keeps in flight, spread over its parents: each is
+    /// asked for at most this many divided by the number of parents (at least one), and
+    /// never more than `connections_per_parent` x `pipeline_depth`. With one or two parents
+    /// each gets a deep pipeline (loopback and LAN speed); with many, one slice each, so no
+    /// slice waits behind another at a busy parent while other parents sit idle. Default 8;
+    /// 0 gives every parent its whole pipeline.
+    pub slices_in_flight: usize,
     /// Slice requests (1 MiB each) kept in flight per parent connection. Default 2: enough
     /// to keep a connection busy without tying slices to a slow parent.
     pub pipeline_depth: usize,
     /// Data-plane connections opened to each ordinary parent (a seed parent always gets one).
-    /// Default 2: on a fast LAN or loopback one connection cannot keep up with the disk; on
-    /// slow links 1 (with `pipeline_depth = 1`) lets each slice arrive sooner and be passed
-    /// on sooner (see docs/BENCHMARKS.md).
+    /// Default 2: on a fast LAN or loopback one connection cannot keep up with the disk.
+    /// With many parents `slices_in_flight` leaves each one slice at a time anyway, which is
+    /// what lets each slice arrive, and be passed on, soonest on slow links (see
+    /// docs/BENCHMARKS.md).
     pub connections_per_parent: usize,
     /// How long a download waits for a usable parent before going to the origin itself.
     /// Default 15s.
@@ -246,7 +256,8 @@ impl Default for DaemonConfig {
             max_upload_connections: 64,
             upload_first_request_timeout: Duration::from_secs(10),
             upload_idle_timeout: Duration::from_secs(120),
-            max_parents: 6,
+            max_parents: 16,
+            slices_in_flight: 8,
             pipeline_depth: 2,
             connections_per_parent: 2,
             parent_wait: Duration::from_secs(15),

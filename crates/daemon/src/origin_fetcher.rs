@@ -38,6 +38,9 @@ pub(crate) struct OriginJob {
     /// The task's traffic control: limiters, the cap on pieces in flight, prefetch yield.
     pub pace: Pace,
     pub reports: mpsc::Sender<Report>,
+    /// Slices the download keeps in flight over its parents, for the claims this job makes
+    /// when it is the first to learn the content length.
+    pub slices_in_flight: usize,
 }
 
 /// The pause before retry `attempt` (1-based): 300 ms doubling each time, plus up to half
@@ -106,7 +109,7 @@ impl OriginJob {
         let entry = tokio::task::spawn_blocking(move || store.ensure_task(task, meta))
             .await
             .map_err(|_| DownloadError::ShuttingDown)??;
-        let claims = Arc::new(PieceClaims::new(entry));
+        let claims = Arc::new(PieceClaims::new(entry, self.slices_in_flight));
         self.claims = Some(claims.clone());
         let _ = self.reports.send(Report::Created(claims.clone())).await;
         Ok(claims)

@@ -40,6 +40,9 @@ struct Inner {
     since: HashMap<u32, Instant>,
     /// Moving mean of how long a slice takes from a parent, in seconds.
     piece_secs: Option<f64>,
+    /// Slices to keep in flight over all parents (0: no limit per parent); see
+    /// `DaemonConfig::slices_in_flight`.
+    in_flight: usize,
 }
 
 /// A slice in flight longer than this many usual slice times is stuck.
@@ -48,7 +51,9 @@ const STUCK_FACTOR: f64 = 4.0;
 const STUCK_FLOOR: Duration = Duration::from_secs(2);
 
 impl PieceClaims {
-    pub fn new(entry: Arc<TaskEntry>) -> Self {
+    /// Claims for a download of `entry` keeping `in_flight` slices in flight, spread over
+    /// its parents (0: each parent's fetchers take what their pipelines hold).
+    pub fn new(entry: Arc<TaskEntry>, in_flight: usize) -> Self {
         let expected = entry.present_digests().into_iter().collect();
         Self {
             entry,
@@ -60,6 +65,7 @@ impl PieceClaims {
                 committing: std::collections::HashSet::new(),
                 since: HashMap::new(),
                 piece_secs: None,
+                in_flight,
             }),
             changed: Notify::new(),
         }
@@ -124,7 +130,7 @@ impl PieceClaims {
     }
 
     /// Claims a slice `parent` has, we lack, nobody fetches, and whose piece's digest is
-    /// known: one of a piece already begun here if any, then the one fewest of our other
+    /// known, unless `parent` already has its share of the slices in flight: one of a piece already begun here if any, then the one fewest of our other
     /// parents hold (rarest first), ties broken at random
     /// so different peers fetch different slices and can trade them. A seed parent is asked
     /// only for slices no other parent holds, so its upload goes to what nobody else can give.
@@ -135,6 +141,17 @@ impl PieceClaims {
         let piece_of = |n: u32| n / slices.per_piece();
         let mut g = self.lock();
         let has = g.parents.get(parent)?;
+        if g.in_flight > 0 {
+            let share = (g.in_flight / g.parents.len().max(1)).max(1);
+            let asked = g
+                .claimed
+                .values()
+                .filter(|by| by.iter().any(|p| p == parent))
+                .count();
+            if asked >= share {
+                return None;
+            }
+        }
         let others: Vec<&Bitfield> = g
             .parents
             .iter()
@@ -251,22 +268,37 @@ mod tests {
     use pollen_core::TaskId;
     use pollen_storage::{Store, TaskMeta};
 
-    #[test]
-    fn slices_of_a_begun_piece_are_claimed_first_and_the_origin_claims_whole_pieces() {
+    /// Claims for a new task of `slices` 1 MiB slices in pieces of four, every digest
+    /// published, each parent in `parents` holding every slice; the store's directory lives
+    /// as long as the returned guard.
+    fn new_claims(
+        slices: u64,
+        in_flight: usize,
+        parents: &[&str],
+    ) -> (tempfile::TempDir, PieceClaims) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
         let meta = TaskMeta {
-            content_length: 8 * SLICE_LENGTH,
+            content_length: slices * SLICE_LENGTH,
             piece_length: 4 * SLICE_LENGTH,
             ..Default::default()
         };
         let entry = store.ensure_task(TaskId([5; 32]), meta).expect("task");
-        entry.mark_slice(5);
-        let claims = PieceClaims::new(entry);
-        claims.add_expected([(0, PieceDigest([1; 32])), (1, PieceDigest([2; 32]))]);
-        let mut all = Bitfield::new(8);
-        (0..8).for_each(|n| all.set(n));
-        claims.set_parent_bitfield("a", all);
+        let claims = PieceClaims::new(entry, in_flight);
+        let pieces = slices.div_ceil(4) as u32;
+        claims.add_expected((0..pieces).map(|n| (n, PieceDigest([n as u8 + 1; 32]))));
+        let mut all = Bitfield::new(slices as u32);
+        (0..slices as u32).for_each(|n| all.set(n));
+        for p in parents {
+            claims.set_parent_bitfield(p, all.clone());
+        }
+        (dir, claims)
+    }
+
+    #[test]
+    fn slices_of_a_begun_piece_are_claimed_first_and_the_origin_claims_whole_pieces() {
+        let (_dir, claims) = new_claims(8, 0, &["a"]);
+        claims.entry.mark_slice(5);
         // Slices 0..4 are held only by "a" (rarer), but piece 1 is begun here.
         let mut most = Bitfield::new(8);
         (0..4).for_each(|n| most.set(n));
@@ -288,5 +320,36 @@ mod tests {
         assert!(!claims.claim_piece(0), "claimed once");
         claims.release_piece(0);
         assert!(claims.claim_piece(0), "released whole");
+    }
+
+    #[test]
+    fn slices_in_flight_are_spread_over_the_parents() {
+        let (_dir, claims) = new_claims(32, 4, &[]);
+        let mut all = Bitfield::new(32);
+        (0..32).for_each(|n| all.set(n));
+        // One parent takes the whole budget.
+        claims.set_parent_bitfield("a", all.clone());
+        let a: Vec<u32> = (0..4)
+            .map(|_| claims.claim_from("a", false).expect("a slice").0)
+            .collect();
+        assert!(claims.claim_from("a", false).is_none(), "a has its 4");
+        // With four parents, each gets one at a time: a keeps what it asked for but gets no
+        // more until it has fewer than one in flight.
+        for p in ["b", "c", "d"] {
+            claims.set_parent_bitfield(p, all.clone());
+        }
+        for p in ["b", "c", "d"] {
+            assert!(claims.claim_from(p, false).is_some(), "{p} gets one");
+            assert!(claims.claim_from(p, false).is_none(), "{p} gets only one");
+        }
+        for n in &a[..3] {
+            claims.release(*n, "a");
+        }
+        assert!(claims.claim_from("a", false).is_none(), "a still has one");
+        claims.release(a[3], "a");
+        assert!(claims.claim_from("a", false).is_some(), "a's turn again");
+        // Without a budget, a parent takes what it asks for.
+        let (_dir, claims) = new_claims(32, 0, &["a"]);
+        assert!((0..10).all(|_| claims.claim_from("a", false).is_some()));
     }
 }

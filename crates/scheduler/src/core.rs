@@ -450,7 +450,7 @@ impl Core {
             &mut self.rng,
         );
         if !parents.is_empty() {
-            let list = parents
+            let list: Vec<Parent> = parents
                 .iter()
                 .filter_map(|&slot| {
                     let p = task.peers.at(slot)?;
@@ -463,6 +463,7 @@ impl Core {
                     })
                 })
                 .collect();
+            debug!(task = %short(tid), peer = pid, finished = peer.finished.len(), parents = ?list.iter().map(|p: &Parent| p.peer_id.as_str()).collect::<Vec<_>>(), "parents offered");
             peer.send(scheduler_event::Event::Parents(Parents { parents: list }));
             self.set_parents(tid, pid, parents);
             self.set_waiting(tid, pid, false);
