@@ -137,6 +137,7 @@ impl PieceClaims {
     /// Returns the slice and its piece's digest.
     pub fn claim_from(&self, parent: &str, seed: bool) -> Option<(u32, PieceDigest)> {
         let present = self.entry.slice_bitfield();
+        let begun = self.entry.begun_pieces();
         let slices = self.entry.slices();
         let piece_of = |n: u32| n / slices.per_piece();
         let mut g = self.lock();
@@ -163,7 +164,7 @@ impl PieceClaims {
         // finished, committed and reported one after another rather than all at the end.
         let mut started: std::collections::HashSet<u32> =
             g.claimed.keys().map(|n| piece_of(*n)).collect();
-        started.extend(present.iter_set().map(piece_of));
+        started.extend(begun);
         let mut candidates: Vec<(bool, usize, u32)> = has
             .iter_set()
             .filter(|n| {

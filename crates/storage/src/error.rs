@@ -30,6 +30,14 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
+    /// A piece writer was given more or fewer bytes than its piece holds.
+    #[error("a piece of {announced} bytes was given {written}")]
+    PieceLength {
+        /// Bytes the piece holds.
+        announced: u64,
+        /// Bytes written.
+        written: u64,
+    },
 }
 
 impl StoreError {

@@ -138,15 +138,14 @@ impl PieceWriter {
 
     /// For a writer of a whole piece: writes what is still buffered and returns the digest
     /// of everything written, with the slice hashes it is made of. A piece shorter or
-    /// longer than announced gets a digest that matches nothing.
+    /// longer than announced is [`StoreError::PieceLength`].
     pub async fn finish(self) -> Result<(PieceDigest, Vec<SliceHash>), StoreError> {
-        let (len, announced) = (self.accepted, self.piece_length);
+        let (written, announced) = (self.accepted, self.piece_length);
         let hashes = self.finish_slices().await?;
-        let digest = match piece_root(&hashes, announced) {
-            Some(d) if len == announced => d,
-            _ => PieceDigest([0; 32]),
-        };
-        Ok((digest, hashes))
+        match piece_root(&hashes, announced) {
+            Some(d) if written == announced => Ok((d, hashes)),
+            _ => Err(StoreError::PieceLength { announced, written }),
+        }
     }
 }
 
@@ -178,5 +177,19 @@ mod tests {
         let mut back = vec![0u8; data.len()];
         file.read_at(&mut back, 10).expect("read");
         assert_eq!(back, data);
+    }
+
+    #[tokio::test]
+    async fn a_piece_given_fewer_bytes_than_it_holds_has_no_digest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = ContentFile::open(&dir.path().join("c"), 4096).expect("open");
+        let mut w = PieceWriter::new(file, 0, 4096);
+        w.write(&[7u8; 1000]).await.expect("write");
+        match w.finish().await {
+            Err(StoreError::PieceLength { announced, written }) => {
+                assert_eq!((announced, written), (4096, 1000))
+            }
+            other => panic!("expected a length error, got {other:?}"),
+        }
     }
 }

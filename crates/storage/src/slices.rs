@@ -8,7 +8,7 @@
 //! [`crate::Store::commit_piece`]; a verified slice is never more than that: verified bytes
 //! in the content file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use pollen_core::slice::{piece_root, SliceHasher};
@@ -23,14 +23,25 @@ const HASH_READ: usize = 1 << 20;
 /// The slices of one task.
 pub(crate) struct SliceBook {
     hashes: HashMap<u32, Arc<[SliceHash]>>,
-    verified: Bitfield,
+    /// Slices that can be served: every slice of a present piece and every verified slice
+    /// of an unfinished one. Kept up to date as slices are verified and pieces committed or
+    /// dropped, so nothing is derived per request.
+    held: Bitfield,
+    /// Unfinished pieces with a verified slice.
+    begun: HashSet<u32>,
 }
 
 impl SliceBook {
-    pub(crate) fn new(layout: SliceLayout) -> Self {
+    /// The book of a task whose pieces `present` are held.
+    pub(crate) fn new(layout: SliceLayout, present: &Bitfield) -> Self {
+        let mut held = Bitfield::new(layout.count());
+        for n in present.iter_set() {
+            layout.range_of(n).for_each(|g| held.set(g));
+        }
         Self {
             hashes: HashMap::new(),
-            verified: Bitfield::new(layout.count()),
+            held,
+            begun: HashSet::new(),
         }
     }
 }
@@ -55,23 +66,17 @@ impl TaskEntry {
     /// The slices this task can serve: every slice of a present piece and every verified
     /// slice of an unfinished one.
     pub fn slice_bitfield(&self) -> Bitfield {
-        let present = self.bitfield();
-        let slices = self.slices();
-        let mut out = self.book().verified.clone();
-        for n in present.iter_set() {
-            for g in slices.range_of(n) {
-                out.set(g);
-            }
-        }
-        out
+        self.book().held.clone()
     }
 
     /// True when slice `g` can be served.
     pub fn has_slice(&self, g: u32) -> bool {
-        match self.slices().spot(g) {
-            Some(spot) => self.bitfield().get(spot.piece) || self.book().verified.get(g),
-            None => false,
-        }
+        self.book().held.get(g)
+    }
+
+    /// Unfinished pieces of which a slice is verified.
+    pub fn begun_pieces(&self) -> Vec<u32> {
+        self.book().begun.iter().copied().collect()
     }
 
     /// The known slice hashes of piece `n`.
@@ -91,15 +96,25 @@ impl TaskEntry {
             return SliceMark::Already;
         };
         let mut book = self.book();
-        if book.verified.get(g) {
+        if book.held.get(g) {
             return SliceMark::Already;
         }
-        book.verified.set(g);
-        if slices.range_of(spot.piece).all(|s| book.verified.get(s)) {
+        book.held.set(g);
+        if slices.range_of(spot.piece).all(|s| book.held.get(s)) {
+            book.begun.remove(&spot.piece);
             SliceMark::PieceDone
         } else {
+            book.begun.insert(spot.piece);
             SliceMark::Added
         }
+    }
+
+    /// Marks every slice of piece `n` held (it was committed).
+    pub(crate) fn hold_piece_slices(&self, n: u32) {
+        let slices = self.slices();
+        let mut book = self.book();
+        slices.range_of(n).for_each(|g| book.held.set(g));
+        book.begun.remove(&n);
     }
 
     /// Forgets what is known of the slices of pieces found bad.
@@ -108,8 +123,9 @@ impl TaskEntry {
         let mut book = self.book();
         for &n in numbers {
             book.hashes.remove(&n);
+            book.begun.remove(&n);
             for g in slices.range_of(n) {
-                book.verified.clear(g);
+                book.held.clear(g);
             }
         }
     }
@@ -172,8 +188,10 @@ mod tests {
         let entry = store.ensure_task(TaskId([4; 32]), meta).expect("task");
         let s = entry.slices();
         assert_eq!(s.count(), 6);
+        assert!(entry.begun_pieces().is_empty());
         assert_eq!(entry.mark_slice(1), SliceMark::Added);
         assert_eq!(entry.mark_slice(1), SliceMark::Already);
+        assert_eq!(entry.begun_pieces(), vec![0]);
         assert!(entry.has_slice(1) && !entry.has_slice(0));
         assert_eq!(
             entry.slice_bitfield().iter_set().collect::<Vec<_>>(),
@@ -183,6 +201,7 @@ mod tests {
             assert_eq!(entry.mark_slice(g), SliceMark::Added);
         }
         assert_eq!(entry.mark_slice(3), SliceMark::PieceDone);
+        assert!(entry.begun_pieces().is_empty(), "piece 0 is whole");
         assert_eq!(entry.mark_slice(9), SliceMark::Already, "past the end");
         // Piece 1 (two slices) committed whole: all its slices count.
         let data: Vec<u8> = (0..len - 4 * SLICE_LENGTH).map(|i| i as u8).collect();
@@ -195,6 +214,11 @@ mod tests {
             .await
             .expect("commit");
         assert_eq!(entry.slice_bitfield().count(), 6);
+        assert_eq!(
+            entry.mark_slice(5),
+            SliceMark::Already,
+            "of a committed piece"
+        );
         // Its slice hashes were never recorded: they are computed from the bytes.
         let hashes = entry.load_slice_hashes(1).expect("read").expect("present");
         assert_eq!(&*hashes, slice_hashes(&data).as_slice());
@@ -202,5 +226,14 @@ mod tests {
         store.drop_pieces(&entry, &[0]).expect("drop");
         assert!(!entry.has_slice(2));
         assert_eq!(entry.load_slice_hashes(0).expect("read"), None);
+        // After a restart, the slices of the committed piece are held again.
+        drop(entry);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let entry = store.get(&TaskId([4; 32])).expect("task");
+        assert_eq!(
+            entry.slice_bitfield().iter_set().collect::<Vec<_>>(),
+            vec![4, 5]
+        );
     }
 }

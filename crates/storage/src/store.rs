@@ -190,6 +190,7 @@ impl Store {
                     digests[n as usize] = Some(PieceDigest(v.value()));
                 }
             }
+            let slice_book = Mutex::new(SliceBook::new(SliceLayout::new(layout), &present));
             map.insert(
                 id,
                 Arc::new(TaskEntry {
@@ -201,7 +202,7 @@ impl Store {
                         present,
                         digests,
                     }),
-                    slice_book: Mutex::new(SliceBook::new(SliceLayout::new(layout))),
+                    slice_book,
                 }),
             );
         }
@@ -271,7 +272,10 @@ impl Store {
                 present: Bitfield::new(layout.piece_count()),
                 digests: vec![None; layout.piece_count() as usize],
             }),
-            slice_book: Mutex::new(SliceBook::new(SliceLayout::new(layout))),
+            slice_book: Mutex::new(SliceBook::new(
+                SliceLayout::new(layout),
+                &Bitfield::new(layout.piece_count()),
+            )),
         });
         let mut map = self.tasks.write().unwrap_or_else(|e| e.into_inner());
         Ok(map.entry(id).or_insert(entry).clone())
@@ -299,6 +303,8 @@ impl Store {
             })
             .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)??;
+        // Slices first: a piece is never present while a slice of it is not servable.
+        entry.hold_piece_slices(number);
         let mut s = entry.state.write().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = s.digests.get_mut(number as usize) {
             *slot = Some(digest);
