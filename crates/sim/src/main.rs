@@ -22,11 +22,16 @@ struct Args {
     #[arg(long)]
     candidate_limit: Option<usize>,
     /// Parents a peer downloads from at once (the daemon's `max_parents`).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 16)]
     max_parents: usize,
-    /// Concurrent pieces per ordinary parent.
+    /// Most concurrent pieces per ordinary parent.
     #[arg(long, default_value_t = 2)]
     pieces_per_parent: usize,
+    /// Pieces a peer keeps in flight, spread over its parents: each gets this over their
+    /// number, at least one and at most --pieces-per-parent (the daemon's
+    /// `slices_in_flight`); 0 gives each parent --pieces-per-parent.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
     /// Scheduler TOML config (as for `pollen scheduler --config`), e.g. other weights.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
@@ -92,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         spec.scheduler.evaluator.dag |= args.dag;
         spec.max_parents = args.max_parents;
         spec.pieces_per_parent = args.pieces_per_parent;
+        spec.in_flight = args.in_flight;
         if let Some(k) = args.candidate_limit {
             spec.scheduler.evaluator.candidate_limit = k;
         }

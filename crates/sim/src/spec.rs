@@ -34,10 +34,13 @@ pub struct SimSpec {
     pub rng_seed: u64,
     /// The scheduler's configuration (the real evaluator runs).
     pub scheduler: SchedulerConfig,
-    /// Node stage, as in the daemon: most parents at once, concurrent pieces per ordinary
-    /// parent (a seed parent gets one), and how long a parent with nothing to give is kept.
+    /// Node stage, as in the daemon: most parents at once, most concurrent pieces per
+    /// ordinary parent (a seed parent gets one), pieces in flight spread over the parents
+    /// (each gets `in_flight` over their number, at least one; 0: `pieces_per_parent`
+    /// each), and how long a parent with nothing to give is kept.
     pub max_parents: usize,
     pub pieces_per_parent: usize,
+    pub in_flight: usize,
     pub idle_drop: f64,
     /// Pieces a parent uploads at once (0: no cap); a child finding a parent at its cap
     /// asks its other parents instead of queueing.
@@ -83,8 +86,9 @@ impl SimSpec {
             dt: 0.02,
             rng_seed: 1,
             scheduler: SchedulerConfig::default(),
-            max_parents: 6,
+            max_parents: 16,
             pieces_per_parent: 2,
+            in_flight: 8,
             idle_drop: 3.0,
             upload_cap: 0,
             upload_cap_rate: 0.0,

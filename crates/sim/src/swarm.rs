@@ -4,7 +4,8 @@
 //! Link model: fluid, piece-level. Every step, each transfer gets a share of its parent's
 //! upload and its child's download (progressive filling in a few rounds, so capacity one
 //! transfer cannot use goes to the others). The node stage follows the daemon: a peer keeps
-//! up to `max_parents` parents, takes rarest pieces first among them (ties at random), asks a
+//! up to `max_parents` parents, spreads its pieces in flight over them (`in_flight` over the
+//! number of parents each, at least one), takes rarest pieces first (ties at random), asks a
 //! seed parent only for pieces no other parent holds (and the seed offers only the pieces it
 //! has handed out least often, as the daemon's seed does), duplicates in-flight pieces only in
 //! the endgame, drops a parent that has had nothing to give for `idle_drop`, and asks the
@@ -360,9 +361,14 @@ impl Swarm {
                 }
                 continue;
             }
-            for li in 0..self.peers[c].links.len() {
+            let links = self.peers[c].links.len();
+            let share = match self.spec.in_flight {
+                0 => self.spec.pieces_per_parent,
+                f => (f / links.max(1)).clamp(1, self.spec.pieces_per_parent.max(1)),
+            };
+            for li in 0..links {
                 let (p, seed) = (self.peers[c].links[li].parent, self.peers[c].links[li].seed);
-                let limit = if seed { 1 } else { self.spec.pieces_per_parent };
+                let limit = if seed { 1 } else { share };
                 let mut running = busy.get(&(c, p)).copied().unwrap_or(0);
                 let cap = match (cap, self.spec.upload_cap_rate) {
                     (0, r) if r > 0.0 && p != ORIGIN => {
