@@ -130,11 +130,12 @@ impl PieceClaims {
     }
 
     /// Claims a slice `parent` has, we lack, nobody fetches, and whose piece's digest is
-    /// known, unless `parent` already has its share of the slices in flight: one of a piece already begun here if any, then the one fewest of our other
-    /// parents hold (rarest first), ties broken at random
-    /// so different peers fetch different slices and can trade them. A seed parent is asked
-    /// only for slices no other parent holds, so its upload goes to what nobody else can give.
-    /// Returns the slice and its piece's digest.
+    /// known, unless `parent` already has its share of the slices in flight (`in_flight`
+    /// over the number of parents, at least one): one of a piece already begun here if
+    /// any, then the one fewest of our other parents hold (rarest first), ties broken at
+    /// random so different peers fetch different slices and can trade them. A seed parent
+    /// is asked only for slices no other parent holds, so its upload goes to what nobody
+    /// else can give. Returns the slice and its piece's digest.
     pub fn claim_from(&self, parent: &str, seed: bool) -> Option<(u32, PieceDigest)> {
         let present = self.entry.slice_bitfield();
         let begun = self.entry.begun_pieces();
