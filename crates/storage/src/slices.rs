@@ -69,6 +69,11 @@ impl TaskEntry {
         self.book().held.clone()
     }
 
+    /// How many slices this task can serve (without copying the bitfield).
+    pub fn held_slice_count(&self) -> u32 {
+        self.book().held.count()
+    }
+
     /// True when slice `g` can be served.
     pub fn has_slice(&self, g: u32) -> bool {
         self.book().held.get(g)
