@@ -182,6 +182,7 @@ def run_pollen(args, work, data, size, n, scenario, t_min):
                    "--proxy-listen", "off"]
             if seed:
                 cmd.append("--seed")
+                cmd += args.seed_args.split()
             cmd += args.daemon_args.split()
             p = procs.add(ns(i, *cmd, stdout=subprocess.PIPE,
                              stderr=open(os.path.join(d, "log"), "w"), text=True))
@@ -341,6 +342,8 @@ def main():
                     help="scenarios plain HTTP runs in (it takes N x S / O each)")
     ap.add_argument("--daemon-args", default="",
                     help="extra flags for every Pollen daemon, e.g. '--max-concurrent-upload-pieces 2'")
+    ap.add_argument("--seed-args", default="",
+                    help="extra flags for Pollen's seed peer only (before --daemon-args)")
     ap.add_argument("--keep-logs", metavar="DIR",
                     help="copy every Pollen daemon's log of each run to DIR/<system>-<N>-<S>-<scenario>/")
     ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
@@ -431,6 +434,7 @@ def main():
                     f"--peers {args.peers} --sizes {args.sizes} --rate {args.rate} --down-rate {down} "
                     f"--scenarios {args.scenarios} --systems {args.systems}"
                     + (f" --daemon-args '{args.daemon_args}'" if args.daemon_args else "")
+                    + (f" --seed-args '{args.seed_args}'" if args.seed_args else "")
                     + "`\n\n" + table)
 
 

@@ -10,7 +10,6 @@
 //! `parent_wait`. In every case the daemon logs why.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use pollen_storage::{Store, TaskEntry};
 use pollen_wire::ClientTls;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tracing::{info, info_span, warn, Instrument};
@@ -33,7 +32,8 @@ use crate::config::DaemonConfig;
 use crate::content_check;
 use crate::error::DownloadError;
 use crate::origin_fetcher::OriginJob;
-use crate::parent_fetcher::{FetchError, ParentJob};
+use crate::parent_fetcher::FetchError;
+use crate::parent_pool::ParentPool;
 use crate::piece_claims::PieceClaims;
 use crate::scheduler_link::Announce;
 use crate::scheduler_set::SchedulerSet;
@@ -439,7 +439,7 @@ impl Conductor {
             stats: self.stats.clone(),
             pace: pace.clone(),
             reports,
-            slices_in_flight: self.cfg.slices_in_flight,
+            cfg: self.cfg.clone(),
         };
         tokio::spawn(job.run().in_current_span())
     }
@@ -466,7 +466,7 @@ impl Conductor {
         let mut claims = self
             .store
             .get(&spec.id)
-            .map(|e| Arc::new(PieceClaims::new(e, self.cfg.slices_in_flight)));
+            .map(|e| PieceClaims::for_download(e, &self.cfg));
         if let Some(c) = &claims {
             progress.send_replace(progress_of(c));
         }
@@ -476,9 +476,14 @@ impl Conductor {
             None => (None, None),
         };
         let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
-        let mut fetchers: JoinSet<(String, Result<(), FetchError>)> = JoinSet::new();
-        let mut active: HashMap<String, usize> = HashMap::new();
-        let mut blocklist: HashSet<String> = HashSet::new();
+        let mut parents = ParentPool::new(
+            self.cfg.clone(),
+            self.store.clone(),
+            self.stats.clone(),
+            pace.clone(),
+            report_tx.clone(),
+            self.peer_tls.clone(),
+        );
         let mut origin: Option<JoinHandle<Result<(), DownloadError>>> = None;
         let mut back_to_source = false;
         let mut pending_digests: Vec<(u32, PieceDigest)> = Vec::new();
@@ -545,9 +550,10 @@ impl Conductor {
                             match entry {
                                 Ok(entry) => {
                                     reported.extend(entry.bitfield().iter_set());
-                                    let c = Arc::new(PieceClaims::new(entry, self.cfg.slices_in_flight));
+                                    let c = PieceClaims::for_download(entry, &self.cfg);
                                     c.add_expected(pending_digests.drain(..));
                                     progress.send_replace(progress_of(&c));
+                                    parents.task_known(&c);
                                     claims = Some(c);
                                 }
                                 Err(e) => break Err(e.into()),
@@ -564,46 +570,7 @@ impl Conductor {
                         }
                     }
                     Some(scheduler_event::Event::Parents(p)) => {
-                        let Some(c) = &claims else { continue };
-                        for parent in p.parents {
-                            if blocklist.contains(&parent.peer_id)
-                                || active.contains_key(&parent.peer_id)
-                                || active.len() >= self.cfg.max_parents
-                            {
-                                continue;
-                            }
-                            let (Ok(ip), Ok(port)) = (parent.ip.parse::<IpAddr>(), u16::try_from(parent.port)) else {
-                                continue;
-                            };
-                            info!(parent = %parent.peer_id, addr = %SocketAddr::new(ip, port), seed = parent.seed, "downloading from parent");
-                            // A seed parent gets one connection with one request in flight:
-                            // its upload is the swarm's scarcest resource, and a piece queued
-                            // behind others there is a piece no one else can fetch meanwhile.
-                            let (conns, depth) = if parent.seed {
-                                (1, 1)
-                            } else {
-                                (self.cfg.connections_per_parent.max(1), self.cfg.pipeline_depth.max(1))
-                            };
-                            for _ in 0..conns {
-                                let job = ParentJob {
-                                    parent_id: parent.peer_id.clone(),
-                                    seed: parent.seed,
-                                    addr: SocketAddr::new(ip, port),
-                                    claims: c.clone(),
-                                    store: self.store.clone(),
-                                    stats: self.stats.clone(),
-                                    pace: pace.clone(),
-                                    reports: report_tx.clone(),
-                                    depth,
-                                    connect_timeout: self.cfg.connect_timeout,
-                                    tls: self.peer_tls.clone(),
-                                    stall_timeout: self.cfg.parent_stall_timeout,
-                                };
-                                let id = parent.peer_id.clone();
-                                fetchers.spawn(async move { (id, job.run().await) }.in_current_span());
-                            }
-                            active.insert(parent.peer_id, conns);
-                        }
+                        parents.offer(p.parents, claims.as_ref());
                     }
                     Some(scheduler_event::Event::BackToSource(b)) => {
                         if origin.is_none() {
@@ -614,7 +581,7 @@ impl Conductor {
                     }
                     None => {
                         events_rx = None;
-                        if origin.is_none() && active.is_empty() {
+                        if origin.is_none() && parents.idle() {
                             warn!("lost the scheduler and no parent is working; downloading from the origin");
                             back_to_source = true;
                             origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
@@ -632,6 +599,7 @@ impl Conductor {
                         }));
                         c.add_expected(pending_digests.drain(..));
                         progress.send_replace(progress_of(&c));
+                        parents.task_known(&c);
                         claims = Some(c);
                     }
                     Report::Piece { number, digest, parent } => {
@@ -643,14 +611,13 @@ impl Conductor {
                         }
                     }
                 },
-                Some(joined) = fetchers.join_next(), if !fetchers.is_empty() => {
+                Some(joined) = parents.join_next(), if parents.fetching() => {
                     let Ok((parent, outcome)) = joined else { continue };
-                    let left = active.get(&parent).copied().unwrap_or(1).saturating_sub(1);
                     match outcome {
                         Err(FetchError::Local(e)) => break Err(e),
                         Err(e) => {
                             last_parent_failure = Some(Instant::now());
-                            if blocklist.insert(parent.clone()) {
+                            if parents.block(&parent) {
                                 warn!(%parent, error = %e, "parent failed; asking the scheduler for another");
                                 announce(&events_tx, peer_event::Event::ParentFailed(ParentFailed {
                                     parent_peer_id: parent.clone(),
@@ -662,14 +629,7 @@ impl Conductor {
                         // fast path to the origin is for parents that all failed.
                         Ok(()) => last_parent_failure = None,
                     }
-                    if left == 0 {
-                        if let Some(c) = &claims {
-                            c.forget_parent(&parent);
-                        }
-                        active.remove(&parent);
-                    } else {
-                        active.insert(parent, left);
-                    }
+                    parents.connection_ended(&parent, claims.as_ref());
                 }
                 joined = async { match origin.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
                     origin = None;
@@ -698,7 +658,7 @@ impl Conductor {
                             last_progress = Instant::now();
                         }
                     }
-                    let idle = active.is_empty();
+                    let idle = parents.idle();
                     let waited = last_progress.elapsed() >= self.cfg.parent_wait;
                     let all_failed = last_parent_failure
                         .is_some_and(|t| t.elapsed() >= AFTER_PARENTS_FAILED.min(self.cfg.parent_wait));
@@ -706,7 +666,7 @@ impl Conductor {
                         if !back_to_source && waited {
                             warn!(waited = ?self.cfg.parent_wait, "no progress from parents in time; downloading from the origin");
                         } else if !back_to_source {
-                            warn!(failed = blocklist.len(), "every parent offered failed and no other came; downloading from the origin");
+                            warn!(failed = parents.failed(), "every parent offered failed and no other came; downloading from the origin");
                         }
                         back_to_source = true;
                         origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
@@ -715,7 +675,7 @@ impl Conductor {
                 _ = self.shutdown.cancelled() => break Err(DownloadError::ShuttingDown),
             }
         };
-        fetchers.abort_all();
+        parents.abort_all();
         if let Some(o) = origin {
             o.abort();
         }
@@ -731,6 +691,7 @@ impl Conductor {
                 announce(&events_tx, pieces_event([(number, digest, parent)]));
             }
         }
+        let duplicates = claims.as_ref().map_or(0, |c| c.duplicates());
         let result = match (result, claims) {
             (Ok(()), Some(c)) => self.complete(&spec, c).await,
             (Ok(()), None) => Err(DownloadError::Storage(
@@ -740,7 +701,7 @@ impl Conductor {
         };
         match &result {
             Ok(()) => {
-                info!("download complete");
+                info!(duplicate_slices = duplicates, "download complete");
                 announce(&events_tx, peer_event::Event::Finished(PeerFinished {}));
             }
             Err(e) => announce(

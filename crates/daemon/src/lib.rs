@@ -25,6 +25,7 @@ mod manager_session;
 mod origin_fetcher;
 mod output_writer;
 mod parent_fetcher;
+mod parent_pool;
 mod piece_claims;
 mod proxy;
 mod scheduler_link;

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::conductor::Report;
+use crate::config::DaemonConfig;
 use crate::error::DownloadError;
 use crate::piece_claims::PieceClaims;
 use crate::stats::DaemonStats;
@@ -38,9 +39,9 @@ pub(crate) struct OriginJob {
     /// The task's traffic control: limiters, the cap on pieces in flight, prefetch yield.
     pub pace: Pace,
     pub reports: mpsc::Sender<Report>,
-    /// Slices the download keeps in flight over its parents, for the claims this job makes
-    /// when it is the first to learn the content length.
-    pub slices_in_flight: usize,
+    /// The daemon's settings, for the claims this job makes when it is the first to learn
+    /// the content length.
+    pub cfg: Arc<DaemonConfig>,
 }
 
 /// The pause before retry `attempt` (1-based): 300 ms doubling each time, plus up to half
@@ -109,7 +110,7 @@ impl OriginJob {
         let entry = tokio::task::spawn_blocking(move || store.ensure_task(task, meta))
             .await
             .map_err(|_| DownloadError::ShuttingDown)??;
-        let claims = Arc::new(PieceClaims::new(entry, self.slices_in_flight));
+        let claims = PieceClaims::for_download(entry, &self.cfg);
         self.claims = Some(claims.clone());
         let _ = self.reports.send(Report::Created(claims.clone())).await;
         Ok(claims)

@@ -256,7 +256,9 @@ impl ParentJob {
                     }
                     self.claims.record_piece_time(asked.elapsed());
                     let mark = self.claims.entry.mark_slice(n);
-                    if mark != SliceMark::Already {
+                    if mark == SliceMark::Already {
+                        self.claims.count_duplicate();
+                    } else {
                         DaemonStats::add(&self.stats.p2p_download_bytes, u64::from(h.length));
                     }
                     // Verified: the slice is served from now on and nobody claims it again.

@@ -10,6 +10,7 @@
 //! verified or its fetch failed. Waiters are woken on every change.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,10 +19,15 @@ use pollen_storage::TaskEntry;
 use rand::seq::SliceRandom;
 use tokio::sync::Notify;
 
+use crate::config::DaemonConfig;
+
 pub(crate) struct PieceClaims {
     pub entry: Arc<TaskEntry>,
     inner: Mutex<Inner>,
     pub changed: Notify,
+    /// Slices that arrived after another parent's copy was verified (the price of the
+    /// endgame and of re-fetching stuck slices).
+    duplicates: AtomicU32,
 }
 
 struct Inner {
@@ -68,7 +74,23 @@ impl PieceClaims {
                 in_flight,
             }),
             changed: Notify::new(),
+            duplicates: AtomicU32::new(0),
         }
+    }
+
+    /// Claims for a download of `entry` with the daemon's settings.
+    pub fn for_download(entry: Arc<TaskEntry>, cfg: &DaemonConfig) -> Arc<Self> {
+        Arc::new(Self::new(entry, cfg.slices_in_flight))
+    }
+
+    /// Books a slice that arrived when another copy was already verified.
+    pub fn count_duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Slices that arrived twice in this download.
+    pub fn duplicates(&self) -> u32 {
+        self.duplicates.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
