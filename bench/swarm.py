@@ -183,6 +183,8 @@ def run_pollen(args, work, data, size, n, scenario, t_min):
             if seed:
                 cmd.append("--seed")
                 cmd += args.seed_args.split()
+            else:
+                cmd += args.peer_args.split()
             cmd += args.daemon_args.split()
             p = procs.add(ns(i, *cmd, stdout=subprocess.PIPE,
                              stderr=open(os.path.join(d, "log"), "w"), text=True))
@@ -344,6 +346,8 @@ def main():
                     help="extra flags for every Pollen daemon, e.g. '--max-concurrent-upload-pieces 2'")
     ap.add_argument("--seed-args", default="",
                     help="extra flags for Pollen's seed peer only (before --daemon-args)")
+    ap.add_argument("--peer-args", default="",
+                    help="extra flags for Pollen's peers only, not the seed (before --daemon-args)")
     ap.add_argument("--keep-logs", metavar="DIR",
                     help="copy every Pollen daemon's log of each run to DIR/<system>-<N>-<S>-<scenario>/")
     ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
@@ -435,6 +439,7 @@ def main():
                     f"--scenarios {args.scenarios} --systems {args.systems}"
                     + (f" --daemon-args '{args.daemon_args}'" if args.daemon_args else "")
                     + (f" --seed-args '{args.seed_args}'" if args.seed_args else "")
+                    + (f" --peer-args '{args.peer_args}'" if args.peer_args else "")
                     + "`\n\n" + table)
 
 

@@ -356,7 +356,7 @@ async fn a_host_with_every_upload_slot_in_use_is_not_offered_as_a_parent() {
     busy.load(0).await;
     let mut offered_again = false;
     while Instant::now() < deadline && !offered_again {
-        tx.send(ev(peer_event::Event::NeedParents(NeedParents {})))
+        tx.send(ev(peer_event::Event::NeedParents(NeedParents::default())))
             .await
             .expect("send");
         offered_again = next_parents(&mut rx)

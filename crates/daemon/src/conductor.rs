@@ -641,7 +641,9 @@ impl Conductor {
                 }
                 _ = tick.tick() => {
                     if events_rx.is_some() && !back_to_source {
-                        announce(&events_tx, peer_event::Event::NeedParents(NeedParents {}));
+                        announce(&events_tx, peer_event::Event::NeedParents(NeedParents {
+                            parents: parents.ids(),
+                        }));
                     }
                     // No progress for `parent_wait` sends the download to the origin even
                     // with parents connected: parents that hold nothing we lack (the pieces

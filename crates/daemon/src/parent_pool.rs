@@ -166,6 +166,11 @@ impl ParentPool {
         self.blocked.insert(parent.to_string())
     }
 
+    /// The parents connected now.
+    pub fn ids(&self) -> Vec<String> {
+        self.active.keys().cloned().collect()
+    }
+
     /// No parent connected.
     pub fn idle(&self) -> bool {
         self.active.is_empty()

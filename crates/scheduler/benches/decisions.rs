@@ -101,7 +101,7 @@ fn decide(core: &mut Core, i: usize) {
         core.event(
             &format!("t{}", p % TASKS),
             &format!("p{p}"),
-            peer_event::Event::NeedParents(NeedParents {}),
+            peer_event::Event::NeedParents(NeedParents::default()),
         );
     }
 }

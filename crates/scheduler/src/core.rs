@@ -327,7 +327,7 @@ impl Core {
                 }
                 self.schedule(tid, pid);
             }
-            peer_event::Event::NeedParents(_) => self.schedule(tid, pid),
+            peer_event::Event::NeedParents(n) => self.schedule_more(tid, pid, &n.parents),
             peer_event::Event::Finished(_) => {
                 if let Some(p) = task.peers.get_mut(pid) {
                     p.state = PeerState::Succeeded;
@@ -433,6 +433,13 @@ impl Core {
 
     /// Finds parents for a peer, or decides it waits or goes back to the origin.
     pub fn schedule(&mut self, tid: &str, pid: &str) {
+        self.schedule_more(tid, pid, &[]);
+    }
+
+    /// Finds parents for a peer other than those it already `has` (peer ids). With none to
+    /// add, a peer that has parents keeps them; one that has none waits or goes back to the
+    /// origin.
+    fn schedule_more(&mut self, tid: &str, pid: &str, has: &[String]) {
         let Some(task) = self.model.tasks.get(tid) else {
             return;
         };
@@ -442,13 +449,18 @@ impl Core {
         if peer.state != PeerState::Running {
             return;
         }
+        let has: Vec<u32> = has.iter().filter_map(|id| task.peers.slot_of(id)).collect();
         let parents = select_parents(
             &self.cfg.evaluator,
             task,
             &self.model.hosts,
             pid,
+            &has,
             &mut self.rng,
         );
+        if parents.is_empty() && !has.is_empty() {
+            return;
+        }
         if !parents.is_empty() {
             let list: Vec<Parent> = parents
                 .iter()

@@ -194,13 +194,15 @@ fn proximity(a: IpAddr, b: IpAddr) -> f64 {
     }
 }
 
-/// Ranked parent peer slots for `child` in `task`, best first. `rng` picks where the sample
-/// starts, so different children look at different peers.
+/// Ranked parent peer slots for `child` in `task`, best first, leaving out the parents it
+/// `has` already. `rng` picks where the sample starts, so different children look at
+/// different peers.
 pub fn select_parents(
     cfg: &EvaluatorConfig,
     task: &Task,
     hosts: &Slots<Host>,
     child_id: &str,
+    has: &[u32],
     rng: &mut impl Rng,
 ) -> Vec<u32> {
     let Some(child) = task.peers.get(child_id) else {
@@ -223,6 +225,9 @@ pub fn select_parents(
     // for a given random start and cheaper than comparing ids.
     let mut scored: Vec<Scored> = Vec::new();
     for (place, slot) in sample.enumerate() {
+        if has.contains(&slot) {
+            continue;
+        }
         let Some(p) = task.peers.at(slot) else {
             continue;
         };

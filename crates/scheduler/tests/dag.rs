@@ -108,7 +108,7 @@ proptest! {
                 Op::Piece(h, n) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::PiecesFinished(PiecesFinished {
                     pieces: vec![FinishedPiece { number: n, digest: vec![n as u8; 32], ..Default::default() }],
                 })),
-                Op::NeedParents(h) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::NeedParents(NeedParents {})),
+                Op::NeedParents(h) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::NeedParents(NeedParents::default())),
                 Op::Finish(h) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::Finished(PeerFinished {})),
                 Op::Leave(h) if joined.remove(&h) => core.disconnect("t", &pid(h)),
                 _ => {}

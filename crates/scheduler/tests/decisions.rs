@@ -3,7 +3,7 @@
 
 use pollen_proto::scheduler::{
     host_command, peer_event, scheduler_event, ContentInfo, FinishedPiece, HostCommand, HostInfo,
-    PeerFailed, PiecesFinished, Register, SchedulerEvent, TaskRequest,
+    NeedParents, PeerFailed, PiecesFinished, Register, SchedulerEvent, TaskRequest,
 };
 use pollen_scheduler::core::Core;
 use pollen_scheduler::SchedulerConfig;
@@ -403,4 +403,45 @@ fn a_seed_host_that_arrives_after_every_seed_failed_is_used_for_the_task() {
     w.fail("a-peer", "origin reset the connection");
     assert!(w.triggered("seed-2"), "the new seed host was not asked");
     assert_eq!(w.answer(b), Answer::Nothing, "b waits for the new seed");
+}
+
+#[test]
+fn a_peer_naming_its_parents_is_offered_others_and_keeps_its_own_when_none_are_left() {
+    let mut w = World::new(2);
+    for (i, h) in ["child", "p1", "p2", "p3"].into_iter().enumerate() {
+        w.host(h, &format!("10.8.{i}.1"), "", "", false);
+    }
+    for p in ["p1", "p2", "p3"] {
+        w.holder(&format!("{p}-peer"), p);
+    }
+    let s = w.join("child-peer", "child");
+    let Answer::Parents(first) = w.answer(s) else {
+        panic!("no parents offered at registration");
+    };
+    assert_eq!(first.len(), 2);
+    let need = |w: &mut World, parents: Vec<String>| {
+        w.core.event(
+            "t",
+            "child-peer",
+            peer_event::Event::NeedParents(NeedParents { parents }),
+        );
+    };
+    // Naming the two it has, it is offered the third and only the third.
+    need(&mut w, first.clone());
+    let Answer::Parents(more) = w.answer(s) else {
+        panic!("no parents offered");
+    };
+    assert_eq!(more.len(), 1, "{more:?}");
+    assert!(
+        !first.contains(&more[0]),
+        "{first:?} offered again: {more:?}"
+    );
+    // With every holder named, nothing is left to offer, and the peer is not sent to the
+    // origin: it keeps the parents it has.
+    let all: Vec<String> = first.into_iter().chain(more).collect();
+    need(&mut w, all);
+    assert_eq!(w.answer(s), Answer::Nothing);
+    // Naming none, it is offered the best ones again.
+    need(&mut w, Vec::new());
+    assert!(matches!(w.answer(s), Answer::Parents(p) if p.len() == 2));
 }

@@ -568,7 +568,13 @@ impl Swarm {
                 && !p.seed
                 && p.links.len() < self.spec.max_parents
             {
-                self.event(i, peer_event::Event::NeedParents(NeedParents {}));
+                // Like the daemon, it names the parents it has, and is offered others.
+                let parents = p
+                    .links
+                    .iter()
+                    .map(|l| self.peers[l.parent].id.clone())
+                    .collect();
+                self.event(i, peer_event::Event::NeedParents(NeedParents { parents }));
             }
         }
     }
