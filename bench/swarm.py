@@ -22,6 +22,7 @@ The table is printed and, with --write, appended to docs/BENCHMARKS.md.
 """
 
 import argparse
+import fcntl
 import os
 import re
 import shutil
@@ -307,7 +308,7 @@ def run_http(args, work, data, size, n, scenario, t_min):
         curls = [None] * n
 
         def start(k):
-            curls[k] = ns(k + 2, "curl", "-sf", "-o", os.path.join(work, f"http-{k}"), blob)
+            curls[k] = procs.add(ns(k + 2, "curl", "-sf", "-o", os.path.join(work, f"http-{k}"), blob))
 
         times = drive(n, scenario, t_min, start, lambda k: exited_ok(curls[k], f"curl on peer {k}"), lambda k: curls[k].kill(), "http")
         time.sleep(0.3)
@@ -352,6 +353,12 @@ def main():
                     help="copy every Pollen daemon's log of each run to DIR/<system>-<N>-<S>-<scenario>/")
     ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
     args = ap.parse_args()
+    # Runs share the namespaces hc1..hcN: a second run would tear down the first one's.
+    lock = open("/tmp/pollen-swarm.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit("another bench/swarm.py run is using the namespaces; wait for it to end")
     if os.geteuid() != 0:
         raise SystemExit("run as root: network namespaces and tc need it")
     for tool in ["ip", "tc", "curl", "aria2c", "mktorrent", "opentracker"]:
