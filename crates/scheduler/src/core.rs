@@ -23,7 +23,7 @@ use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::config::SchedulerConfig;
-use crate::evaluator::{free_slots, select_parents};
+use crate::evaluator::{free_slots, kept_parents, select_parents};
 use crate::model::{Host, HostTx, Load, Model, Peer, PeerState, PeerTx, Task};
 
 /// The model plus the rules that change it.
@@ -43,6 +43,10 @@ struct SeedsTried {
     /// host opens a session, asking again would only walk them all to find none.
     exhausted_at: Option<u64>,
 }
+
+/// Most parents read from one `NeedParents` list; a daemon holds far fewer, and the list
+/// is walked once per candidate, so a longer one is cut rather than trusted.
+const MAX_NAMED_PARENTS: usize = 256;
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
@@ -449,7 +453,11 @@ impl Core {
         if peer.state != PeerState::Running {
             return;
         }
-        let has: Vec<u32> = has.iter().filter_map(|id| task.peers.slot_of(id)).collect();
+        let has: Vec<u32> = has
+            .iter()
+            .take(MAX_NAMED_PARENTS)
+            .filter_map(|id| task.peers.slot_of(id))
+            .collect();
         let parents = select_parents(
             &self.cfg.evaluator,
             task,
@@ -458,7 +466,12 @@ impl Core {
             &has,
             &mut self.rng,
         );
+        // The peer keeps the parents it has, so they are its edges too (they count on their
+        // hosts' child totals). With the DAG rule on, one that is now a descendant is left
+        // out of the record, which keeps the recorded graph, on which the rule walks, acyclic.
+        let kept = kept_parents(&self.cfg.evaluator, task, pid, &has);
         if parents.is_empty() && !has.is_empty() {
+            self.set_parents(tid, pid, kept);
             return;
         }
         if !parents.is_empty() {
@@ -477,7 +490,9 @@ impl Core {
                 .collect();
             debug!(task = %short(tid), peer = pid, finished = peer.finished.len(), parents = ?list.iter().map(|p: &Parent| p.peer_id.as_str()).collect::<Vec<_>>(), "parents offered");
             peer.send(scheduler_event::Event::Parents(Parents { parents: list }));
-            self.set_parents(tid, pid, parents);
+            let mut edges = kept;
+            edges.extend(parents);
+            self.set_parents(tid, pid, edges);
             self.set_waiting(tid, pid, false);
             return;
         }

@@ -169,6 +169,25 @@ pub fn is_descendant(task: &Task, candidate: u32, child: u32) -> bool {
     false
 }
 
+/// The parents a child says it `has` (slots), as its recorded edges: each once, never the
+/// child itself, and with the DAG rule on, none that is now a descendant of the child.
+pub fn kept_parents(cfg: &EvaluatorConfig, task: &Task, child: &str, has: &[u32]) -> Vec<u32> {
+    let Some(child) = task.peers.slot_of(child) else {
+        return Vec::new();
+    };
+    let mut kept: Vec<u32> = Vec::with_capacity(has.len());
+    for &slot in has {
+        if slot == child || kept.contains(&slot) {
+            continue;
+        }
+        if cfg.dag && is_descendant(task, slot, child) {
+            continue;
+        }
+        kept.push(slot);
+    }
+    kept
+}
+
 fn location_affinity(a: &str, b: &str) -> f64 {
     if a.is_empty() || b.is_empty() {
         return 0.0;

@@ -1,11 +1,13 @@
 //! With the DAG rule on, no sequence of joins, piece reports, parent requests, finishes and
-//! departures ever leaves a cycle in the parent graph.
+//! departures ever leaves a cycle in the parent graph the scheduler records. Each peer acts
+//! like a daemon: it keeps every parent it was offered (until that parent leaves) and names
+//! them when it asks for more.
 
 use std::collections::{HashMap, HashSet};
 
 use pollen_proto::scheduler::{
-    peer_event, ContentInfo, FinishedPiece, HostInfo, NeedParents, PeerFinished, PiecesFinished,
-    Register, TaskRequest,
+    peer_event, scheduler_event, ContentInfo, FinishedPiece, HostInfo, NeedParents, PeerFinished,
+    PiecesFinished, Register, TaskRequest,
 };
 use pollen_scheduler::core::Core;
 use pollen_scheduler::SchedulerConfig;
@@ -88,12 +90,16 @@ proptest! {
             );
         }
         let mut joined: HashSet<usize> = HashSet::new();
+        // Per peer: its announce answers, and the parents it holds (as a daemon would).
+        let mut answers: HashMap<usize, PeerRx> = HashMap::new();
+        let mut held: HashMap<usize, HashSet<String>> = HashMap::new();
         for op in ops {
             let pid = |h: usize| format!("p{h}");
             match op {
                 Op::Join(h) if !joined.contains(&h) => {
                     let (tx, rx) = mpsc::channel(1024);
-                    keep_peer(rx);
+                    answers.insert(h, rx);
+                    held.insert(h, HashSet::new());
                     core.register(Register {
                         peer_id: pid(h),
                         host_id: format!("h{h}"),
@@ -108,10 +114,31 @@ proptest! {
                 Op::Piece(h, n) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::PiecesFinished(PiecesFinished {
                     pieces: vec![FinishedPiece { number: n, digest: vec![n as u8; 32], ..Default::default() }],
                 })),
-                Op::NeedParents(h) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::NeedParents(NeedParents::default())),
+                Op::NeedParents(h) if joined.contains(&h) => {
+                    let mut parents: Vec<String> = held[&h].iter().cloned().collect();
+                    parents.sort();
+                    core.event("t", &pid(h), peer_event::Event::NeedParents(NeedParents { parents }));
+                }
                 Op::Finish(h) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::Finished(PeerFinished {})),
-                Op::Leave(h) if joined.remove(&h) => core.disconnect("t", &pid(h)),
+                Op::Leave(h) if joined.remove(&h) => {
+                    core.disconnect("t", &pid(h));
+                    if let Some(rx) = answers.remove(&h) {
+                        keep_peer(rx);
+                    }
+                    held.remove(&h);
+                    for parents in held.values_mut() {
+                        parents.remove(&pid(h));
+                    }
+                }
                 _ => {}
+            }
+            for (h, rx) in &mut answers {
+                while let Ok(Ok(ev)) = rx.try_recv() {
+                    if let Some(scheduler_event::Event::Parents(p)) = ev.event {
+                        let set = held.entry(*h).or_default();
+                        set.extend(p.parents.into_iter().map(|p| p.peer_id));
+                    }
+                }
             }
             let edges: HashMap<String, Vec<String>> = core
                 .model
@@ -124,8 +151,10 @@ proptest! {
     }
 }
 
+type PeerRx = mpsc::Receiver<Result<pollen_proto::scheduler::SchedulerEvent, tonic::Status>>;
+
 /// Keeps a peer's answer channel open for the rest of the process (the scheduler would
 /// forget a peer whose stream closed, which is not what this test is about).
-fn keep_peer(rx: mpsc::Receiver<Result<pollen_proto::scheduler::SchedulerEvent, tonic::Status>>) {
+fn keep_peer(rx: PeerRx) {
     std::mem::forget(rx);
 }

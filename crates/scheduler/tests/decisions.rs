@@ -436,11 +436,20 @@ fn a_peer_naming_its_parents_is_offered_others_and_keeps_its_own_when_none_are_l
         !first.contains(&more[0]),
         "{first:?} offered again: {more:?}"
     );
+    // The scheduler's record holds all three: the two kept and the one added.
+    let mut all: Vec<String> = first.into_iter().chain(more).collect();
+    all.sort();
+    let recorded = |w: &World| {
+        let mut r = w.core.parents_of("t", "child-peer");
+        r.sort();
+        r
+    };
+    assert_eq!(recorded(&w), all);
     // With every holder named, nothing is left to offer, and the peer is not sent to the
-    // origin: it keeps the parents it has.
-    let all: Vec<String> = first.into_iter().chain(more).collect();
-    need(&mut w, all);
+    // origin: it keeps the parents it has, and they stay its recorded edges.
+    need(&mut w, all.clone());
     assert_eq!(w.answer(s), Answer::Nothing);
+    assert_eq!(recorded(&w), all);
     // Naming none, it is offered the best ones again.
     need(&mut w, Vec::new());
     assert!(matches!(w.answer(s), Answer::Parents(p) if p.len() == 2));
