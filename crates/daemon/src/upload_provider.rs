@@ -9,7 +9,10 @@
 //! "missing" (the child asks another parent or another slice). Both rules hold only while
 //! children keep asking: after a second with no slice request for the task, the whole
 //! bitfield is advertised and served again, so a child that needs a slice nobody else has
-//! (its first recipient died) gets it.
+//! (its first recipient died) gets it. A slice whose sending failed, or that went out just
+//! before its connection ended, is taken back (no longer counted as handed out): its only
+//! recipient may have died before passing it on, and without this it would wait for the
+//! seed's next pass over every slice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,6 +63,24 @@ impl Handouts {
             self.levels.resize(was + 2, 0);
         }
         self.levels[was + 1] += 1;
+    }
+
+    /// Undoes one [`hand_out`](Self::hand_out) of slice `n`.
+    fn take_back(&mut self, n: u32) {
+        let Some(c) = self.counts.get_mut(n as usize) else {
+            return;
+        };
+        if *c == 0 {
+            return;
+        }
+        let was = *c as usize;
+        *c -= 1;
+        if let Some(l) = self.levels.get_mut(was) {
+            *l = l.saturating_sub(1);
+        }
+        if let Some(l) = self.levels.get_mut(was - 1) {
+            *l += 1;
+        }
     }
 
     /// The fewest hand-outs of a held slice, of `held` slices held, without walking them:
@@ -159,6 +180,18 @@ impl PieceProvider for StoreProvider {
             hashes,
         })
     }
+
+    fn not_delivered(&self, task: &TaskId, slices: &[u32]) {
+        let Some(spread) = &self.spread else {
+            return;
+        };
+        let mut map = spread.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = map.get_mut(task) {
+            for &n in slices {
+                h.take_back(n);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -167,22 +200,33 @@ mod tests {
     use pollen_core::slice::{slice_hashes, SLICE_LENGTH};
     use pollen_storage::TaskMeta;
 
-    #[test]
-    fn verified_slices_of_an_unfinished_piece_are_offered_and_served() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    const TASK: TaskId = TaskId([9; 32]);
+
+    /// A store holding `TASK`: one piece of `slices` slices, written and hashed, with the
+    /// `verified` slices marked. Returns the piece's bytes too.
+    fn store_with(dir: &tempfile::TempDir, slices: u64, verified: &[u32]) -> (Arc<Store>, Vec<u8>) {
         let store = Store::open(dir.path()).expect("store");
-        let task = TaskId([9; 32]);
-        let len = 4 * SLICE_LENGTH;
+        let len = slices * SLICE_LENGTH;
         let meta = TaskMeta {
             content_length: len,
             piece_length: len,
             ..Default::default()
         };
-        let entry = store.ensure_task(task, meta).expect("task");
+        let entry = store.ensure_task(TASK, meta).expect("task");
         let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
         entry.content().write_at(&data, 0).expect("write");
         entry.set_slice_hashes(0, slice_hashes(&data).into());
-        entry.mark_slice(2);
+        for &n in verified {
+            entry.mark_slice(n);
+        }
+        (store, data)
+    }
+
+    #[test]
+    fn verified_slices_of_an_unfinished_piece_are_offered_and_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, data) = store_with(&dir, 4, &[2]);
+        let task = TASK;
         let provider = StoreProvider::new(store, false);
         let offered = provider.bitfield(&task).expect("known task");
         assert_eq!(offered.iter_set().collect::<Vec<_>>(), vec![2]);
@@ -200,6 +244,28 @@ mod tests {
             "an unverified slice is not"
         );
         assert!(provider.slice(&task, 4).is_none(), "nor one past the end");
+    }
+
+    #[test]
+    fn a_seed_serves_a_slice_again_once_it_is_taken_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = store_with(&dir, 2, &[0, 1]);
+        let task = TASK;
+        let seed = StoreProvider::new(store, true);
+        assert!(seed.slice(&task, 0).is_some());
+        assert!(
+            seed.slice(&task, 0).is_none(),
+            "a second copy while slice 1 was never handed out"
+        );
+        seed.not_delivered(&task, &[0]);
+        assert!(
+            seed.slice(&task, 0).is_some(),
+            "taken back, slice 0 counts as never handed out"
+        );
+        // Taking back more than was handed out, or an unknown slice, changes nothing.
+        seed.not_delivered(&task, &[1, 1, 9]);
+        assert!(seed.slice(&task, 0).is_none());
+        assert!(seed.slice(&task, 1).is_some());
     }
 
     #[test]
@@ -222,20 +288,22 @@ mod tests {
 
     proptest::proptest! {
         /// The seed's running tally of hand-outs gives the same least-served count as a walk
-        /// over the held slices, as slices arrive and are handed out in any order.
+        /// over the held slices, as slices arrive, are handed out and are taken back in any
+        /// order.
         #[test]
         fn handout_levels_match_a_walk_over_the_held_slices(
             slices in 1u32..64,
-            steps in proptest::collection::vec((proptest::bool::ANY, 0u32..64), 0..200),
+            steps in proptest::collection::vec((0u8..3, 0u32..64), 0..200),
         ) {
             let mut h = Handouts::new(slices);
             let mut held = Bitfield::new(slices);
-            for (arrive, n) in steps {
+            for (what, n) in steps {
                 let n = n % slices;
-                if arrive {
-                    held.set(n);
-                } else if held.get(n) {
-                    h.hand_out(n);
+                match what {
+                    0 => held.set(n),
+                    1 if held.get(n) => h.hand_out(n),
+                    2 => h.take_back(n),
+                    _ => {}
                 }
                 let walked = held.iter_set().map(|s| h.count(s)).min().unwrap_or(0);
                 proptest::prop_assert_eq!(h.least(held.count()), walked);

@@ -8,12 +8,18 @@
 //! config accepts get past the handshake, and slices are read into a buffer and encrypted
 //! instead of sent with `sendfile`.
 //!
+//! Slices that may never have reached a live child are reported back to the provider
+//! ([`PieceProvider::not_delivered`]): one whose sending failed, and those sent in the last
+//! second of a connection that then ended (the child may have died before passing them
+//! on). A seed uses that to hand them out again.
+//!
 //! A connection must send its first request within `first_request_timeout` (10 s by default)
 //! and then never stay silent longer than `idle_timeout` (120 s), so sockets opened and left
 //! idle (a connection flood, a slowloris) cannot hold the connection slots that real
 //! children need. Real children ask for a bitfield as soon as they connect and poll at least
 //! every few seconds.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -21,7 +27,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pollen_core::{Bitfield, RateLimiter, SliceHash, TaskId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Interest, WriteHalf};
@@ -42,6 +48,11 @@ const SEND_CHUNK: u64 = 1 << 20;
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a connection may stay silent between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Slices sent this shortly before their connection ended are reported as maybe not
+/// delivered: a child passes a slice on within about a second (it refreshes its parents'
+/// bitfields every 300 ms), so one that died sooner after may have taken the only copy.
+pub const RECENT: Duration = Duration::from_secs(1);
 
 /// A slice the provider can serve, with everything needed to send it.
 pub struct ServedSlice {
@@ -72,6 +83,46 @@ pub trait PieceProvider: Send + Sync + 'static {
     }
     /// Called when a slice was sent in full (for last-access and accounting).
     fn served(&self, _task: &TaskId, _bytes: u64) {}
+    /// Slices that [`slice`](Self::slice) handed out but that may not have reached a live
+    /// peer: sending failed, or the connection ended within [`RECENT`] of sending them.
+    fn not_delivered(&self, _task: &TaskId, _slices: &[u32]) {}
+}
+
+/// The slices one connection sent in the last [`RECENT`], oldest first.
+#[derive(Default)]
+struct RecentSlices(VecDeque<(Instant, TaskId, u32)>);
+
+impl RecentSlices {
+    fn push(&mut self, task: TaskId, slice: u32) {
+        let now = Instant::now();
+        self.forget_older(now);
+        self.0.push_back((now, task, slice));
+    }
+
+    fn forget_older(&mut self, now: Instant) {
+        while self
+            .0
+            .front()
+            .is_some_and(|(at, _, _)| now.duration_since(*at) > RECENT)
+        {
+            self.0.pop_front();
+        }
+    }
+
+    /// Reports what is still recent to `provider`, one call per task.
+    fn report(mut self, provider: &dyn PieceProvider) {
+        self.forget_older(Instant::now());
+        while let Some((_, task, _)) = self.0.front().copied() {
+            let slices: Vec<u32> = self
+                .0
+                .iter()
+                .filter(|(_, t, _)| *t == task)
+                .map(|(_, _, n)| *n)
+                .collect();
+            self.0.retain(|(_, t, _)| *t != task);
+            provider.not_delivered(&task, &slices);
+        }
+    }
 }
 
 /// Counters of one upload server.
@@ -247,7 +298,27 @@ impl Connection {
         self.answer(read_half, write_half).await
     }
 
-    async fn answer<R, W>(&self, read_half: R, mut write_half: W) -> Result<(), WireError>
+    /// Answers requests until the connection ends, then reports the slices it sent just
+    /// before (see [`RECENT`]).
+    async fn answer<R, W>(&self, read_half: R, write_half: W) -> Result<(), WireError>
+    where
+        R: AsyncRead + Unpin + Send,
+        W: PieceOut,
+    {
+        let mut recent = RecentSlices::default();
+        let result = self
+            .answer_until_end(read_half, write_half, &mut recent)
+            .await;
+        recent.report(self.provider.as_ref());
+        result
+    }
+
+    async fn answer_until_end<R, W>(
+        &self,
+        read_half: R,
+        mut write_half: W,
+        recent: &mut RecentSlices,
+    ) -> Result<(), WireError>
     where
         R: AsyncRead + Unpin + Send,
         W: PieceOut,
@@ -301,7 +372,9 @@ impl Connection {
                         })?),
                         None => None,
                     };
-                    let found = match self.provider.slice(&task, slice) {
+                    let handed_out = self.provider.slice(&task, slice);
+                    let was_handed_out = handed_out.is_some();
+                    let found = match handed_out {
                         Some(mut s) if s.hashes.is_none() => {
                             let provider = self.provider.clone();
                             let piece = s.piece;
@@ -320,6 +393,10 @@ impl Connection {
                         let h = s.hashes.clone()?;
                         Some((s, h))
                     }) else {
+                        if was_handed_out {
+                            // Handed out, but its hashes could not be had: not sent.
+                            self.provider.not_delivered(&task, &[slice]);
+                        }
                         Message::SliceMissing { task, slice }.encode(&mut out);
                         write_half.write_all(&out).await?;
                         write_half.flush().await?;
@@ -336,10 +413,17 @@ impl Connection {
                         length: piece.length,
                     })
                     .encode(&mut out);
-                    write_half.write_all(&out).await?;
-                    write_half.send_piece(self, &piece).await?;
+                    let sent = match write_half.write_all(&out).await {
+                        Ok(()) => write_half.send_piece(self, &piece).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = sent {
+                        self.provider.not_delivered(&task, &[slice]);
+                        return Err(e.into());
+                    }
                     self.stats.slices.fetch_add(1, Ordering::Relaxed);
                     self.provider.served(&task, u64::from(piece.length));
+                    recent.push(task, slice);
                 }
                 other => {
                     self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
