@@ -32,7 +32,7 @@ use crate::config::DaemonConfig;
 use crate::content_check;
 use crate::error::DownloadError;
 use crate::origin_fetcher::OriginJob;
-use crate::parent_fetcher::FetchError;
+use crate::parent_fetcher::{FetchContext, FetchError};
 use crate::parent_pool::ParentPool;
 use crate::piece_claims::PieceClaims;
 use crate::scheduler_link::Announce;
@@ -476,14 +476,14 @@ impl Conductor {
             None => (None, None),
         };
         let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
-        let mut parents = ParentPool::new(
-            self.cfg.clone(),
-            self.store.clone(),
-            self.stats.clone(),
-            pace.clone(),
-            report_tx.clone(),
-            self.peer_tls.clone(),
-        );
+        let mut parents = ParentPool::new(FetchContext {
+            cfg: self.cfg.clone(),
+            store: self.store.clone(),
+            stats: self.stats.clone(),
+            pace: pace.clone(),
+            reports: report_tx.clone(),
+            tls: self.peer_tls.clone(),
+        });
         let mut origin: Option<JoinHandle<Result<(), DownloadError>>> = None;
         let mut back_to_source = false;
         let mut pending_digests: Vec<(u32, PieceDigest)> = Vec::new();

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::conductor::Report;
+use crate::config::DaemonConfig;
 use crate::error::DownloadError;
 use crate::piece_claims::PieceClaims;
 use crate::stats::DaemonStats;
@@ -58,17 +59,22 @@ pub(crate) struct ParentJob {
     pub seed: bool,
     pub addr: SocketAddr,
     pub claims: Arc<PieceClaims>,
+    pub ctx: FetchContext,
+    pub depth: usize,
+}
+
+/// What every fetcher of one download shares.
+#[derive(Clone)]
+pub(crate) struct FetchContext {
+    /// The daemon's settings (connect and stall timeouts among them).
+    pub cfg: Arc<DaemonConfig>,
     pub store: Arc<Store>,
     pub stats: Arc<DaemonStats>,
     /// The task's traffic control: limiters, the cap on pieces in flight, prefetch yield.
     pub pace: Pace,
     pub reports: mpsc::Sender<Report>,
-    pub depth: usize,
-    pub connect_timeout: Duration,
-    /// TLS towards the parent, when mutual TLS is on.
+    /// TLS towards parents, when mutual TLS is on.
     pub tls: Option<ClientTls>,
-    /// A parent that sends nothing for this long is given up.
-    pub stall_timeout: Duration,
 }
 
 enum Expect {
@@ -106,10 +112,10 @@ impl ParentJob {
         commits: &mut JoinSet<Result<(), DownloadError>>,
     ) {
         let (store, claims, stats, reports, parent) = (
-            self.store.clone(),
+            self.ctx.store.clone(),
             self.claims.clone(),
-            self.stats.clone(),
-            self.reports.clone(),
+            self.ctx.stats.clone(),
+            self.ctx.reports.clone(),
             self.parent_id.clone(),
         );
         commits.spawn(async move {
@@ -132,8 +138,12 @@ impl ParentJob {
         claimed: &mut Vec<u32>,
         commits: &mut JoinSet<Result<(), DownloadError>>,
     ) -> Result<(), FetchError> {
-        let mut client =
-            PieceClient::connect_with(self.addr, self.connect_timeout, self.tls.as_ref()).await?;
+        let mut client = PieceClient::connect_with(
+            self.addr,
+            self.ctx.cfg.connect_timeout,
+            self.ctx.tls.as_ref(),
+        )
+        .await?;
         let task = self.claims.entry.id;
         let layout = self.claims.entry.layout();
         let slices = self.claims.entry.slices();
@@ -166,12 +176,12 @@ impl ParentJob {
                 let slot = if asked == 0 {
                     // A long wait (prefetch behind a foreground download) is cut so the
                     // connection polls the parent's bitfield and is not closed as idle.
-                    match tokio::time::timeout(SLOT_WAIT, self.pace.piece_slot()).await {
+                    match tokio::time::timeout(SLOT_WAIT, self.ctx.pace.piece_slot()).await {
                         Ok(s) => s,
                         Err(_) => break,
                     }
                 } else {
-                    match self.pace.try_piece_slot() {
+                    match self.ctx.pace.try_piece_slot() {
                         Some(s) => s,
                         None => break,
                     }
@@ -238,7 +248,7 @@ impl ParentJob {
                     while left > 0 {
                         let take = left.min(WRITE_CHUNK);
                         buf.resize(take, 0);
-                        self.pace.take(take as u64, false).await;
+                        self.ctx.pace.take(take as u64, false).await;
                         self.within(client.read_payload(&mut buf)).await??;
                         buf = writer
                             .write_owned(std::mem::take(&mut buf))
@@ -251,7 +261,7 @@ impl ParentJob {
                         .await
                         .map_err(|e| FetchError::Local(e.into()))?;
                     if got.as_slice() != [hashes[spot.index as usize]] {
-                        DaemonStats::add(&self.stats.pieces_rejected, 1);
+                        DaemonStats::add(&self.ctx.stats.pieces_rejected, 1);
                         return Err(FetchError::BadPiece(n));
                     }
                     self.claims.record_piece_time(asked.elapsed());
@@ -259,7 +269,7 @@ impl ParentJob {
                     if mark == SliceMark::Already {
                         self.claims.count_duplicate();
                     } else {
-                        DaemonStats::add(&self.stats.p2p_download_bytes, u64::from(h.length));
+                        DaemonStats::add(&self.ctx.stats.p2p_download_bytes, u64::from(h.length));
                     }
                     // Verified: the slice is served from now on and nobody claims it again.
                     self.release(claimed, n);
@@ -292,7 +302,7 @@ impl ParentJob {
             }
         }
         if piece_root(&hashes, piece_len) != Some(expected) {
-            DaemonStats::add(&self.stats.pieces_rejected, 1);
+            DaemonStats::add(&self.ctx.stats.pieces_rejected, 1);
             return Err(FetchError::BadPiece(n));
         }
         let hashes: Arc<[SliceHash]> = hashes.into();
@@ -302,9 +312,10 @@ impl ParentJob {
 
     /// Runs a read from the parent, failing it when nothing arrives within the stall timeout.
     async fn within<T>(&self, read: impl std::future::Future<Output = T>) -> Result<T, FetchError> {
-        tokio::time::timeout(self.stall_timeout, read)
+        let stall = self.ctx.cfg.parent_stall_timeout;
+        tokio::time::timeout(stall, read)
             .await
-            .map_err(|_| FetchError::Stalled(self.stall_timeout))
+            .map_err(|_| FetchError::Stalled(stall))
     }
 
     fn release(&self, claimed: &mut Vec<u32>, n: u32) {

@@ -11,30 +11,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use pollen_proto::scheduler::Parent;
-use pollen_storage::Store;
-use pollen_wire::ClientTls;
-use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 use tracing::{info, Instrument};
 
-use crate::conductor::Report;
-use crate::config::DaemonConfig;
-use crate::parent_fetcher::{FetchError, ParentJob};
+use crate::parent_fetcher::{FetchContext, FetchError, ParentJob};
 use crate::piece_claims::PieceClaims;
-use crate::stats::DaemonStats;
-use crate::traffic::Pace;
 
 /// What a fetcher task returns: its parent and how the connection ended.
 pub(crate) type Ended = (String, Result<(), FetchError>);
 
 /// One download's parents and their fetcher tasks.
 pub(crate) struct ParentPool {
-    cfg: Arc<DaemonConfig>,
-    store: Arc<Store>,
-    stats: Arc<DaemonStats>,
-    pace: Pace,
-    reports: mpsc::Sender<Report>,
-    tls: Option<ClientTls>,
+    ctx: FetchContext,
     fetchers: JoinSet<Ended>,
     /// Connected parents and their connections still open.
     active: HashMap<String, usize>,
@@ -45,21 +33,9 @@ pub(crate) struct ParentPool {
 }
 
 impl ParentPool {
-    pub fn new(
-        cfg: Arc<DaemonConfig>,
-        store: Arc<Store>,
-        stats: Arc<DaemonStats>,
-        pace: Pace,
-        reports: mpsc::Sender<Report>,
-        tls: Option<ClientTls>,
-    ) -> Self {
+    pub fn new(ctx: FetchContext) -> Self {
         Self {
-            cfg,
-            store,
-            stats,
-            pace,
-            reports,
-            tls,
+            ctx,
             fetchers: JoinSet::new(),
             active: HashMap::new(),
             blocked: HashSet::new(),
@@ -87,7 +63,7 @@ impl ParentPool {
         for parent in parents {
             if self.blocked.contains(&parent.peer_id)
                 || self.active.contains_key(&parent.peer_id)
-                || self.active.len() >= self.cfg.max_parents
+                || self.active.len() >= self.ctx.cfg.max_parents
             {
                 continue;
             }
@@ -104,8 +80,8 @@ impl ParentPool {
                 (1, 1)
             } else {
                 (
-                    self.cfg.connections_per_parent.max(1),
-                    self.cfg.pipeline_depth.max(1),
+                    self.ctx.cfg.connections_per_parent.max(1),
+                    self.ctx.cfg.pipeline_depth.max(1),
                 )
             };
             for _ in 0..conns {
@@ -114,14 +90,8 @@ impl ParentPool {
                     seed: parent.seed,
                     addr,
                     claims: claims.clone(),
-                    store: self.store.clone(),
-                    stats: self.stats.clone(),
-                    pace: self.pace.clone(),
-                    reports: self.reports.clone(),
+                    ctx: self.ctx.clone(),
                     depth,
-                    connect_timeout: self.cfg.connect_timeout,
-                    tls: self.tls.clone(),
-                    stall_timeout: self.cfg.parent_stall_timeout,
                 };
                 let id = parent.peer_id.clone();
                 self.fetchers
@@ -190,11 +160,14 @@ impl ParentPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DaemonConfig;
+    use crate::stats::DaemonStats;
     use crate::traffic::{Priority, Traffic};
     use pollen_core::TaskId;
-    use pollen_storage::TaskMeta;
+    use pollen_storage::{Store, TaskMeta};
     use std::time::Duration;
     use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
 
     fn parent(id: &str, addr: SocketAddr) -> Parent {
         Parent {
@@ -221,7 +194,14 @@ mod tests {
         let entry = store.ensure_task(TaskId([7; 32]), meta).expect("task");
         let claims = PieceClaims::for_download(entry, &cfg);
         let stats = Arc::new(DaemonStats::default());
-        let pool = ParentPool::new(cfg, store, stats, pace, reports, None);
+        let pool = ParentPool::new(FetchContext {
+            cfg,
+            store,
+            stats,
+            pace,
+            reports,
+            tls: None,
+        });
         (dir, pool, claims)
     }
 
