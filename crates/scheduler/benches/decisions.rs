@@ -3,7 +3,8 @@
 //! through the real scheduler core, on one thread.
 //!
 //! Criterion reports the mean time per decision; a second pass times 200,000 decisions one by
-//! one and prints decisions per second and the p50 / p99 / max latency.
+//! one and prints decisions per second and the p50 / p99 / max latency. Both run with the
+//! default settings, then again with the DAG rule on (`evaluator.dag`, off by default).
 //! Run: `cargo bench -p pollen-scheduler --bench decisions`.
 
 use std::time::{Duration, Instant};
@@ -37,10 +38,10 @@ fn register(core: &mut Core, task: usize, peer: usize, host: usize) {
     core.register(reg, tx).expect("valid register");
 }
 
-/// A scheduler holding `PEERS` peers spread over `TASKS` tasks, each peer on its own host
-/// and holding a random part of its task.
-fn populated() -> Core {
-    let mut core = Core::new(SchedulerConfig::default(), 7);
+/// A scheduler with `cfg` holding `PEERS` peers spread over `TASKS` tasks, each peer on its
+/// own host and holding a random part of its task.
+fn populated(cfg: &SchedulerConfig) -> Core {
+    let mut core = Core::new(cfg.clone(), 7);
     let mut rng = StdRng::seed_from_u64(11);
     for h in 0..PEERS + TASKS {
         let (tx, rx) = mpsc::channel(8);
@@ -107,34 +108,38 @@ fn decide(core: &mut Core, i: usize) {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut core = populated();
-    let mut i = 0usize;
-    c.bench_function("decision (5,000 peers, 100 tasks)", |b| {
-        b.iter(|| {
-            decide(&mut core, i);
-            i += 1;
-        })
-    });
+    let mut dag = SchedulerConfig::default();
+    dag.evaluator.dag = true;
+    for (name, cfg) in [("default", SchedulerConfig::default()), ("dag", dag)] {
+        let mut core = populated(&cfg);
+        let mut i = 0usize;
+        c.bench_function(&format!("decision (5,000 peers, 100 tasks, {name})"), |b| {
+            b.iter(|| {
+                decide(&mut core, i);
+                i += 1;
+            })
+        });
 
-    let mut core = populated();
-    let n = 200_000;
-    let mut lat: Vec<Duration> = Vec::with_capacity(n);
-    let start = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        decide(&mut core, i);
-        lat.push(t.elapsed());
+        let mut core = populated(&cfg);
+        let n = 200_000;
+        let mut lat: Vec<Duration> = Vec::with_capacity(n);
+        let start = Instant::now();
+        for i in 0..n {
+            let t = Instant::now();
+            decide(&mut core, i);
+            lat.push(t.elapsed());
+        }
+        let total = start.elapsed();
+        lat.sort();
+        let q = |f: f64| lat[((n - 1) as f64 * f) as usize];
+        println!(
+            "decisions ({name}): {n} in {total:.2?} = {:.0}/s on one thread; latency p50 {:?}, p99 {:?}, max {:?}",
+            n as f64 / total.as_secs_f64(),
+            q(0.5),
+            q(0.99),
+            lat[n - 1]
+        );
     }
-    let total = start.elapsed();
-    lat.sort();
-    let q = |f: f64| lat[((n - 1) as f64 * f) as usize];
-    println!(
-        "decisions: {n} in {total:.2?} = {:.0}/s on one thread; latency p50 {:?}, p99 {:?}, max {:?}",
-        n as f64 / total.as_secs_f64(),
-        q(0.5),
-        q(0.99),
-        lat[n - 1]
-    );
 }
 
 criterion_group! {

@@ -418,10 +418,10 @@ impl Core {
         let Some(task) = self.model.tasks.get_mut(tid) else {
             return;
         };
-        let Some(peer) = task.peers.get_mut(pid) else {
+        let Some(slot) = task.peers.slot_of(pid) else {
             return;
         };
-        let old = std::mem::replace(&mut peer.parents, parents.clone());
+        let old = task.set_parents(slot, parents.clone());
         let host_of = |&slot: &u32| task.peers.at(slot).and_then(|p| p.host);
         for h in old.iter().filter_map(host_of) {
             if let Some(host) = self.model.hosts.at_mut(h) {

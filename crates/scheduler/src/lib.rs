@@ -13,6 +13,7 @@
 
 mod config;
 pub mod core;
+pub mod dag;
 pub mod evaluator;
 pub mod manager_link;
 pub mod model;

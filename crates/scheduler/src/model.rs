@@ -69,8 +69,13 @@ pub struct Peer {
     pub finished: PieceSet,
     pub tx: Option<PeerTx>,
     pub blocklist: HashSet<String>,
-    /// Slots of the parents last offered, in the task's table.
+    /// Slots of the parents recorded for this peer (those it keeps and those last offered),
+    /// in the task's table. Changed only through [`Task::set_parents`], which keeps
+    /// `children` its inverse.
     pub parents: Vec<u32>,
+    /// Slots of the peers that record this one as a parent: the DAG rule walks down these
+    /// from a child, which has few or none, instead of up from every candidate.
+    pub children: Vec<u32>,
     pub uploads_ok: u64,
     pub uploads_failed: u64,
     /// How long this peer takes to upload a piece, as its children report it.
@@ -89,6 +94,7 @@ impl Peer {
             tx: None,
             blocklist: HashSet::new(),
             parents: Vec::new(),
+            children: Vec::new(),
             uploads_ok: 0,
             uploads_failed: 0,
             upload_cost: PieceCost::default(),
@@ -178,6 +184,7 @@ impl Task {
         let mut orphans = Vec::new();
         for &child in &self.order {
             if let Some(p) = self.peers.at_mut(child) {
+                p.children.retain(|&x| x != slot);
                 let before = p.parents.len();
                 p.parents.retain(|&x| x != slot);
                 if p.parents.len() != before {
@@ -186,6 +193,28 @@ impl Task {
             }
         }
         Some((peer, orphans))
+    }
+
+    /// Replaces the recorded parents of the peer at `slot` and returns the old ones; every
+    /// parent's `children` follows.
+    pub fn set_parents(&mut self, slot: u32, parents: Vec<u32>) -> Vec<u32> {
+        let Some(peer) = self.peers.at_mut(slot) else {
+            return Vec::new();
+        };
+        let old = std::mem::replace(&mut peer.parents, parents.clone());
+        for &p in &old {
+            if let Some(parent) = self.peers.at_mut(p) {
+                if let Some(i) = parent.children.iter().position(|&c| c == slot) {
+                    parent.children.swap_remove(i);
+                }
+            }
+        }
+        for &p in &parents {
+            if let Some(parent) = self.peers.at_mut(p) {
+                parent.children.push(slot);
+            }
+        }
+        old
     }
 
     /// The ids of the parents last offered to `peer`.

@@ -1,7 +1,8 @@
 //! With the DAG rule on, no sequence of joins, piece reports, parent requests, finishes and
 //! departures ever leaves a cycle in the parent graph the scheduler records. Each peer acts
 //! like a daemon: it keeps every parent it was offered (until that parent leaves) and names
-//! them when it asks for more.
+//! them when it asks for more. Every peer's recorded children stay the inverse of the
+//! parent edges.
 
 use std::collections::{HashMap, HashSet};
 
@@ -147,6 +148,18 @@ proptest! {
                 .map(|t| t.peers.values().map(|p| (p.id.clone(), t.parent_ids(p))).collect())
                 .unwrap_or_default();
             prop_assert!(!has_cycle(&edges), "cycle in {edges:?}");
+            // The child lists the rule walks down are the inverse of the parent edges.
+            if let Some(t) = core.model.tasks.get("t") {
+                for p in t.peers.values() {
+                    let mut children = p.children.clone();
+                    children.sort_unstable();
+                    let mut expected: Vec<u32> = t.peers.values()
+                        .flat_map(|c| c.parents.iter().filter(|&&x| x == p.slot).map(|_| c.slot))
+                        .collect();
+                    expected.sort_unstable();
+                    prop_assert_eq!(children, expected, "children of {}", p.id);
+                }
+            }
         }
     }
 }
