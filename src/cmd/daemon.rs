@@ -98,6 +98,10 @@ pub struct DaemonArgs {
     /// Most concurrent upload connections [default: 64].
     #[arg(long, env = "POLLEN_MAX_UPLOAD_CONNECTIONS")]
     pub max_upload_connections: Option<usize>,
+    /// TCP congestion control of upload connections (Linux, e.g. `cubic`); empty keeps the
+    /// system's [default: empty].
+    #[arg(long, env = "POLLEN_UPLOAD_CONGESTION_CONTROL")]
+    pub upload_congestion_control: Option<String>,
     /// Extra CA certificate (PEM file) trusted for HTTPS origins; repeatable.
     #[arg(long = "origin-ca-cert", env = "POLLEN_ORIGIN_CA_CERT")]
     pub origin_ca_certs: Vec<PathBuf>,
@@ -176,6 +180,9 @@ impl DaemonArgs {
         }
         if let Some(v) = self.max_concurrent_download_pieces {
             cfg.max_concurrent_download_pieces = v;
+        }
+        if let Some(v) = self.upload_congestion_control.clone() {
+            cfg.upload_congestion_control = v;
         }
         if let Some(v) = self.max_concurrent_upload_pieces {
             cfg.max_concurrent_upload_pieces = v;

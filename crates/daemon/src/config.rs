@@ -60,6 +60,15 @@ pub struct DaemonConfig {
     pub max_concurrent_upload_pieces: usize,
     /// Most concurrent upload connections. Default 64.
     pub max_upload_connections: usize,
+    /// TCP congestion control of the upload connections (Linux `TCP_CONGESTION`, e.g.
+    /// "cubic"); empty keeps the system's default. Default empty. A host's uplink carries
+    /// one or two connections per child; where the system's default is BBR (v1) and the
+    /// uplink's bottleneck is a plain FIFO (no `fq`/`fq_codel` there), BBR shares it very
+    /// unevenly and the starved children finish last, and "cubic" shares it evenly. But
+    /// CUBIC collapses on a lossy link (20 % loss: 107 s against BBR's 8.5 s in
+    /// `tests/resilience.rs`), so the system's choice stands unless set here
+    /// (docs/BENCHMARKS.md). A name the kernel refuses is logged and the default is used.
+    pub upload_congestion_control: String,
     /// An upload connection that sends no complete request this long after opening is
     /// closed, so idle sockets (a flood) cannot hold the slots children need. Default 10s.
     #[serde(with = "pollen_core::duration::humane")]
@@ -253,6 +262,7 @@ impl Default for DaemonConfig {
             prefetch_rate_limit: 0,
             max_concurrent_download_pieces: 0,
             max_concurrent_upload_pieces: 0,
+            upload_congestion_control: String::new(),
             max_upload_connections: 64,
             upload_first_request_timeout: Duration::from_secs(10),
             upload_idle_timeout: Duration::from_secs(120),

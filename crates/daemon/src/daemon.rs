@@ -164,6 +164,7 @@ impl Daemon {
             cfg.max_upload_connections,
         )
         .with_piece_limit(cfg.max_concurrent_upload_pieces)
+        .with_congestion_control(&cfg.upload_congestion_control)
         .with_timeouts(cfg.upload_first_request_timeout, cfg.upload_idle_timeout);
         let tls_error =
             |e: pollen_tls::TlsError| DaemonStartError::Config(format!("mutual TLS: {e}"));

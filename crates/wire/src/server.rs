@@ -20,6 +20,7 @@
 //! every few seconds.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -140,6 +141,23 @@ pub struct UploadStats {
     pub timed_out: AtomicU64,
 }
 
+/// Sets the TCP congestion control of one connection (Linux `TCP_CONGESTION`).
+fn set_congestion_control(stream: &TcpStream, name: &OsString) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{setsockopt, sockopt::TcpCongestion};
+        setsockopt(stream, TcpCongestion, name).map_err(io::Error::from)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (stream, name);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "per-connection congestion control is Linux only",
+        ))
+    }
+}
+
 /// The upload server of one daemon.
 pub struct UploadServer {
     listener: TcpListener,
@@ -152,6 +170,8 @@ pub struct UploadServer {
     first_request_timeout: Duration,
     idle_timeout: Duration,
     tls: Option<TlsAcceptor>,
+    /// TCP congestion control set on every accepted connection; `None` keeps the system's.
+    congestion: Option<OsString>,
 }
 
 impl UploadServer {
@@ -173,7 +193,17 @@ impl UploadServer {
             first_request_timeout: FIRST_REQUEST_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             tls: None,
+            congestion: None,
         }
+    }
+
+    /// Sends over every accepted connection with the TCP congestion control `name` (Linux
+    /// `TCP_CONGESTION`, e.g. "cubic"); empty keeps the system's default. A name the
+    /// kernel refuses (not built, or not in `net.ipv4.tcp_allowed_congestion_control`) is
+    /// logged once and the system's default is used.
+    pub fn with_congestion_control(mut self, name: &str) -> Self {
+        self.congestion = (!name.is_empty()).then(|| OsString::from(name));
+        self
     }
 
     /// Speaks TLS with `config`; a client must finish its handshake within the first
@@ -201,10 +231,19 @@ impl UploadServer {
     /// Accepts connections until `shutdown` fires.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut conns = tokio::task::JoinSet::new();
+        let mut congestion_refused = false;
         while let Some((permit, stream, peer)) =
             pollen_core::accept::next_connection(&self.listener, &self.permits, &shutdown).await
         {
             let _ = stream.set_nodelay(true);
+            if let Some(name) = &self.congestion {
+                if let Err(e) = set_congestion_control(&stream, name) {
+                    if !congestion_refused {
+                        warn!(algorithm = ?name, error = %e, "cannot set the upload connections' TCP congestion control; keeping the system's");
+                    }
+                    congestion_refused = true;
+                }
+            }
             let conn = Connection {
                 provider: self.provider.clone(),
                 limiter: self.limiter.clone(),
@@ -503,5 +542,35 @@ impl Connection {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ends of a loopback TCP connection.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.expect("connect"), accepted.expect("accept").0)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_connection_gets_the_congestion_control_asked_for() {
+        use nix::sys::socket::{getsockopt, sockopt::TcpCongestion};
+        let (_client, accepted) = pair().await;
+        // Reno is built into every Linux kernel and always allowed.
+        set_congestion_control(&accepted, &OsString::from("reno")).expect("reno");
+        let now = getsockopt(&accepted, TcpCongestion).expect("getsockopt");
+        assert_eq!(now.to_string_lossy().trim_end_matches('\0'), "reno");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_congestion_control_is_an_error_not_a_panic() {
+        let (_client, accepted) = pair().await;
+        assert!(set_congestion_control(&accepted, &OsString::from("no-such-algorithm")).is_err());
     }
 }
