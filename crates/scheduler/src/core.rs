@@ -23,6 +23,7 @@ use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::config::SchedulerConfig;
+use crate::dag::Descendants;
 use crate::evaluator::{free_slots, kept_parents, select_parents};
 use crate::model::{Host, HostTx, Load, Model, Peer, PeerState, PeerTx, Task};
 
@@ -458,18 +459,25 @@ impl Core {
             .take(MAX_NAMED_PARENTS)
             .filter_map(|id| task.peers.slot_of(id))
             .collect();
+        // With the DAG rule on, the child's descendants, gathered once for both uses below.
+        let below = self
+            .cfg
+            .evaluator
+            .dag
+            .then(|| Descendants::of(task, peer.slot));
         let parents = select_parents(
             &self.cfg.evaluator,
             task,
             &self.model.hosts,
             pid,
             &has,
+            below.as_ref(),
             &mut self.rng,
         );
         // The peer keeps the parents it has, so they are its edges too (they count on their
         // hosts' child totals). With the DAG rule on, one that is now a descendant is left
         // out of the record, which keeps the recorded graph, on which the rule walks, acyclic.
-        let kept = kept_parents(&self.cfg.evaluator, task, pid, &has);
+        let kept = kept_parents(task, peer.slot, &has, below.as_ref());
         if parents.is_empty() && !has.is_empty() {
             self.set_parents(tid, pid, kept);
             return;

@@ -144,19 +144,16 @@ pub fn free_slots(host: &Host) -> u32 {
     max.saturating_sub(host.load.upload_connections.max(assigned))
 }
 
-/// The parents a child says it `has` (slots), as its recorded edges: each once, never the
-/// child itself, and with the DAG rule on, none that is now a descendant of the child.
-pub fn kept_parents(cfg: &EvaluatorConfig, task: &Task, child: &str, has: &[u32]) -> Vec<u32> {
-    let Some(child) = task.peers.slot_of(child) else {
-        return Vec::new();
-    };
-    let below = cfg.dag.then(|| Descendants::of(task, child));
+/// The parents a child (slot) says it `has` (slots), as its recorded edges: each once, never
+/// the child itself, and with the DAG rule on (`below`: the child's descendants), none that
+/// is now a descendant of the child.
+pub fn kept_parents(task: &Task, child: u32, has: &[u32], below: Option<&Descendants>) -> Vec<u32> {
     let mut kept: Vec<u32> = Vec::with_capacity(has.len());
     for &slot in has {
         if slot == child || kept.contains(&slot) {
             continue;
         }
-        if below.as_ref().is_some_and(|d| d.contains(task, slot)) {
+        if below.is_some_and(|d| d.contains(task, slot)) {
             continue;
         }
         kept.push(slot);
@@ -190,7 +187,8 @@ fn proximity(a: IpAddr, b: IpAddr) -> f64 {
 }
 
 /// Ranked parent peer slots for `child` in `task`, best first, leaving out the parents it
-/// `has` already. `rng` picks where the sample starts, so different children look at
+/// `has` already and, with the DAG rule on (`below`: the child's descendants), any
+/// descendant. `rng` picks where the sample starts, so different children look at
 /// different peers.
 pub fn select_parents(
     cfg: &EvaluatorConfig,
@@ -198,6 +196,7 @@ pub fn select_parents(
     hosts: &Slots<Host>,
     child_id: &str,
     has: &[u32],
+    below: Option<&Descendants>,
     rng: &mut impl Rng,
 ) -> Vec<u32> {
     let Some(child) = task.peers.get(child_id) else {
@@ -272,10 +271,9 @@ pub fn select_parents(
     // non-descendants to the child cannot close a cycle among themselves: any new cycle
     // would have to pass through the child and then up to a candidate, which makes that
     // candidate a descendant.
-    let below = cfg.dag.then(|| Descendants::of(task, child.slot));
     good.into_iter()
         .chain(bad)
-        .filter(|&(_, _, c)| !below.as_ref().is_some_and(|d| d.contains(task, c)))
+        .filter(|&(_, _, c)| !below.is_some_and(|d| d.contains(task, c)))
         .take(cfg.candidate_limit)
         .map(|(_, _, slot)| slot)
         .collect()
