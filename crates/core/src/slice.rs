@@ -1,4 +1,4 @@
-//! Slices: the data plane's unit of transfer, 1 MiB pieces of a piece that each can be
+//! Slices: the data plane's unit of transfer, 256 KiB pieces of a piece that each can be
 //! verified on its own.
 //!
 //! A piece is the unit of digest, storage and scheduling (4 MiB at least), but a peer that
@@ -26,8 +26,11 @@ use blake3::hazmat::{
 
 use crate::{PieceDigest, PieceLayout};
 
-/// Length of every slice but possibly the last of a piece: 1 MiB.
-pub const SLICE_LENGTH: u64 = 1 << 20;
+/// Length of every slice but possibly the last of a piece: 256 KiB. Each hop of the swarm
+/// forwards a slice only once it is whole and verified, so this is what every hop waits
+/// for; 1 MiB cost N = 16 shaped swarms about 0.1 x T_min (docs/BENCHMARKS.md, "Slices of
+/// 256 KiB").
+pub const SLICE_LENGTH: u64 = 1 << 18;
 /// Most slices a piece of the largest length has.
 pub const MAX_SLICES_PER_PIECE: u32 = (crate::piece::MAX_PIECE_LENGTH / SLICE_LENGTH) as u32;
 

@@ -80,14 +80,14 @@ pub struct DaemonConfig {
     /// must be able to take later peers as parents too (they hold slices the seed gave
     /// them), and with `slices_in_flight` each extra parent costs one slice in flight.
     pub max_parents: usize,
-    /// Slices (1 MiB each) one download keeps in flight, spread over its parents: each is
+    /// Slices (256 KiB each) one download keeps in flight, spread over its parents: each is
     /// asked for at most this many divided by the number of parents (at least one), and
     /// never more than `connections_per_parent` x `pipeline_depth`. With one or two parents
     /// each gets a deep pipeline (loopback and LAN speed); with many, one slice each, so no
     /// slice waits behind another at a busy parent while other parents sit idle. Default 8;
     /// 0 gives every parent its whole pipeline.
     pub slices_in_flight: usize,
-    /// Slice requests (1 MiB each) kept in flight per parent connection. Default 2: enough
+    /// Slice requests (256 KiB each) kept in flight per parent connection. Default 2: enough
     /// to keep a connection busy without tying slices to a slow parent.
     pub pipeline_depth: usize,
     /// Data-plane connections opened to each ordinary parent (a seed parent always gets one).

@@ -292,7 +292,7 @@ mod tests {
     use pollen_core::TaskId;
     use pollen_storage::{Store, TaskMeta};
 
-    /// Claims for a new task of `slices` 1 MiB slices in pieces of four, every digest
+    /// Claims for a new task of `slices` slices in pieces of four, every digest
     /// published, each parent in `parents` holding every slice; the store's directory lives
     /// as long as the returned guard.
     fn new_claims(

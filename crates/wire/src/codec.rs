@@ -13,8 +13,9 @@ use pollen_core::slice::{SliceHash, MAX_SLICES_PER_PIECE, SLICE_LENGTH};
 use pollen_core::TaskId;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Largest value of any frame but a slice: 1 MiB (a bitfield for 8 Mi slices).
-pub const MAX_CONTROL_FRAME: u32 = 1 << 20;
+/// Largest value of any frame but a slice: 4 MiB (a bitfield for 32 Mi slices, a task of
+/// 8 TiB).
+pub const MAX_CONTROL_FRAME: u32 = 4 << 20;
 /// Largest slice payload: the slice length.
 pub const MAX_SLICE_PAYLOAD: u32 = SLICE_LENGTH as u32;
 /// Size of the frame header (tag + length).
@@ -409,7 +410,8 @@ mod tests {
             decode_frame(&frame),
             Err(WireError::TooLong { .. })
         ));
-        let frame = [TAG_SLICE_HASHES, 0, 0, 0x08, 0x05];
+        let mut frame = vec![TAG_SLICE_HASHES];
+        frame.extend_from_slice(&(4 + 32 * MAX_SLICES_PER_PIECE + 1).to_be_bytes());
         assert!(matches!(
             decode_frame(&frame),
             Err(WireError::TooLong { .. })

@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pollen_core::{Bitfield, RateLimiter, SliceHash, TaskId};
+use pollen_core::{Bitfield, RateLimiter, SliceHash, TaskId, SLICE_LENGTH};
 use pollen_wire::{
     PieceClient, PieceProvider, PieceResponse, ServedSlice, UploadServer, UploadStats,
 };
 use tokio_util::sync::CancellationToken;
 
 const TASK: TaskId = TaskId([3; 32]);
+/// Slices the served file holds.
+const SLICES: u32 = 256;
 
 /// Serves slices of `length` bytes (zeros from a sparse file) and records what the server
 /// reports.
@@ -59,7 +61,8 @@ async fn server(length: u32) -> Server {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("content");
     let file = std::fs::File::create(&path).expect("create");
-    file.set_len(64 * u64::from(length)).expect("sparse file");
+    file.set_len(u64::from(SLICES) * u64::from(length))
+        .expect("sparse file");
     let provider = Arc::new(Recording {
         file: Arc::new(std::fs::File::open(&path).expect("open")),
         length,
@@ -134,10 +137,10 @@ async fn slices_sent_just_before_a_connection_ends_are_reported_when_it_ends() {
 
 #[tokio::test]
 async fn a_slice_whose_sending_fails_is_reported_and_not_counted_as_served() {
-    // 64 slices of 1 MiB asked for at once, far more than the socket buffers hold: the
-    // server is still sending one of them when the child goes.
-    const ASKED: u32 = 64;
-    let s = server(1 << 20).await;
+    // Every slice of the largest length asked for at once (64 MiB), far more than the
+    // socket buffers hold: the server is still sending one of them when the child goes.
+    const ASKED: u32 = SLICES;
+    let s = server(SLICE_LENGTH as u32).await;
     let mut c = PieceClient::connect(s.addr, Duration::from_secs(5))
         .await
         .expect("connect");

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId};
+use pollen_core::{Bitfield, PieceDigest, RateLimiter, TaskId, SLICE_LENGTH};
 use pollen_tls::{make_dev_certs, Material};
 use pollen_wire::{
     ClientTls, PieceClient, PieceProvider, PieceResponse, ServedSlice, UploadServer, UploadStats,
@@ -17,7 +17,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_util::sync::CancellationToken;
 
 // Larger than one send chunk, so the buffered TLS path loops.
-const PIECE: usize = 1024 * 1024;
+const PIECE: usize = SLICE_LENGTH as usize;
 const PIECES: u32 = 3;
 
 struct OneFile {
