@@ -16,7 +16,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_util::sync::CancellationToken;
 
-// Larger than one send chunk, so the buffered TLS path loops.
+// Slices of the full length, the largest a client accepts.
 const PIECE: usize = SLICE_LENGTH as usize;
 const PIECES: u32 = 3;
 
