@@ -13,7 +13,6 @@ use pollen_proto::scheduler::{
     peer_event, scheduler_event, ContentInfo, FinishedPiece, HostInfo, HostLoad, NeedParents,
     PeerEvent, PeerFinished, PiecesFinished, Register, SchedulerEvent, TaskRequest,
 };
-use pollen_scheduler::task_facts::expected_task_id;
 use pollen_scheduler::{SchedulerConfig, SchedulerService};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -237,13 +236,10 @@ impl FakeHost {
         tx.send(ev(peer_event::Event::Register(Register {
             peer_id: peer.into(),
             host_id: self.id.clone(),
-            task: Some({
-                let mut req = TaskRequest {
-                    url: "http://origin/blob".into(),
-                    ..Default::default()
-                };
-                req.task_id = expected_task_id(&req).expect("task id");
-                req
+            task: Some(TaskRequest {
+                task_id: "t1".into(),
+                url: "http://origin/blob".into(),
+                ..Default::default()
             }),
         })))
         .await

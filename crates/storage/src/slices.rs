@@ -26,11 +26,9 @@ pub(crate) struct SliceBook {
     /// Slices that can be served: every slice of a present piece and every verified slice
     /// of an unfinished one. Kept up to date as slices are verified and pieces committed or
     /// dropped, so nothing is derived per request.
-    pub(crate) held: Bitfield,
+    held: Bitfield,
     /// Unfinished pieces with a verified slice.
     begun: HashSet<u32>,
-    /// Slices a writer is writing right now (see `crate::slice_write`).
-    pub(crate) writing: HashSet<u32>,
 }
 
 impl SliceBook {
@@ -44,7 +42,6 @@ impl SliceBook {
             hashes: HashMap::new(),
             held,
             begun: HashSet::new(),
-            writing: HashSet::new(),
         }
     }
 }
@@ -97,9 +94,7 @@ impl TaskEntry {
         self.book().hashes.entry(n).or_insert(hashes);
     }
 
-    /// Marks slice `g` verified (its bytes written and checked against its hash). Only
-    /// [`TaskEntry::put_verified_slice`] should call it outside tests: that is what makes
-    /// "held" mean "verified bytes on disk".
+    /// Marks slice `g` verified (its bytes written and checked against its hash).
     pub fn mark_slice(&self, g: u32) -> SliceMark {
         let slices = self.slices();
         let Some(spot) = slices.spot(g) else {
@@ -172,7 +167,7 @@ impl TaskEntry {
         Ok(Some(hashes))
     }
 
-    pub(crate) fn book(&self) -> std::sync::MutexGuard<'_, SliceBook> {
+    fn book(&self) -> std::sync::MutexGuard<'_, SliceBook> {
         self.slice_book.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
