@@ -203,32 +203,119 @@ async fn a_completed_task_survives_a_restart_and_is_served_from_the_cache_and_to
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_output_edited_in_place_never_comes_back_from_the_cache() {
+/// The edits a user may make to a downloaded file: append, cut short, rewrite in place.
+fn edit_output(path: &std::path::Path, how: &str) {
+    use std::io::Write;
     use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open output");
+    match how {
+        "append" => (&f).write_all(b"an edit at the end").expect("append"),
+        "truncate" => f.set_len(100).expect("truncate"),
+        "rewrite" => f.write_all_at(b"tampered", 5 * MIB).expect("rewrite"),
+        other => panic!("no edit {other}"),
+    }
+}
+
+/// How often the daemon logged that it dropped a changed cached copy.
+fn drops(d: &pollen::cluster::DaemonProc) -> usize {
+    d.log_text()
+        .matches("the cached copy was changed on disk")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downloaded_file_is_the_users_own_and_editing_it_never_changes_the_cache() {
+    use std::os::unix::fs::MetadataExt;
     let size = 12 * MIB;
     let origin = origin(size).await;
     let expected = origin.digest();
-    let cluster = lone_daemon(&[]).await;
+    let mut spec = ClusterSpec::new(bin(), 2);
+    spec.seed = false;
+    let cluster = Cluster::start(spec).await.expect("cluster");
     let d = &cluster.peers[0];
     let url = origin.url("/blob");
     let first = cluster.dir.path().join("first");
     d.download(&url, &first, None).await.expect("first get");
-    // Same filesystem as the data dir: the output may share storage with the cache.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&first)
-        .expect("open")
-        .write_all_at(b"tampered", 5 * MIB)
-        .expect("edit in place");
-    let second = cluster.dir.path().join("second");
-    d.download(&url, &second, None).await.expect("second get");
     assert_eq!(
-        sha256_file(&second),
-        expected,
-        "the edited copy was handed out again"
+        std::fs::metadata(&first).expect("meta").nlink(),
+        1,
+        "a copy, not a link"
     );
-    assert!(d.log_text().contains("the cached copy was modified"));
+    for how in ["append", "truncate", "rewrite"] {
+        edit_output(&first, how);
+        let out = cluster.dir.path().join(format!("out-{how}"));
+        d.download(&url, &out, None).await.expect("get again");
+        assert_eq!(sha256_file(&out), expected, "after {how}");
+    }
+    assert_eq!(
+        origin.bytes_served(),
+        size,
+        "every later get came from the cache"
+    );
+    assert_eq!(drops(d), 0, "the cache never saw the edits");
+    let other = cluster.dir.path().join("other");
+    cluster.peers[1]
+        .download(&url, &other, None)
+        .await
+        .expect("second node");
+    assert_eq!(sha256_file(&other), expected);
+    assert_eq!(
+        origin.bytes_served(),
+        size,
+        "the second node got it from the first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_hard_linked_output_is_dropped_from_the_cache_and_fetched_again() {
+    use std::os::unix::fs::MetadataExt;
+    let size = 12 * MIB;
+    let origin = origin(size).await;
+    let expected = origin.digest();
+    let mut spec = ClusterSpec::new(bin(), 2);
+    spec.seed = false;
+    spec.daemon_args = vec!["--output-hardlink".into(), "true".into()];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let d = &cluster.peers[0];
+    let url = origin.url("/blob");
+    let mut last = cluster.dir.path().join("first");
+    d.download(&url, &last, None).await.expect("first get");
+    assert_eq!(
+        std::fs::metadata(&last).expect("meta").nlink(),
+        2,
+        "linked, as asked"
+    );
+    for (i, how) in ["append", "truncate", "rewrite"].into_iter().enumerate() {
+        edit_output(&last, how);
+        let out = cluster.dir.path().join(format!("out-{how}"));
+        d.download(&url, &out, None).await.expect("get again");
+        assert_eq!(
+            sha256_file(&out),
+            expected,
+            "the copy handed out after {how}"
+        );
+        assert_eq!(
+            drops(d),
+            i + 1,
+            "the log says the copy was dropped after {how}"
+        );
+        assert_eq!(
+            origin.bytes_served(),
+            (i as u64 + 2) * size,
+            "fetched again after {how}"
+        );
+        last = out;
+    }
+    // What the first node serves now is intact.
+    let other = cluster.dir.path().join("other");
+    cluster.peers[1]
+        .download(&url, &other, None)
+        .await
+        .expect("second node");
+    assert_eq!(sha256_file(&other), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use pollen_proto::scheduler::{
     peer_event, scheduler_event, ContentInfo, FinishedPiece, HostInfo, HostLoad, NeedParents,
     PeerEvent, PeerFinished, PiecesFinished, Register, SchedulerEvent, TaskRequest,
 };
+use pollen_scheduler::task_facts::expected_task_id;
 use pollen_scheduler::{SchedulerConfig, SchedulerService};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -236,10 +237,13 @@ impl FakeHost {
         tx.send(ev(peer_event::Event::Register(Register {
             peer_id: peer.into(),
             host_id: self.id.clone(),
-            task: Some(TaskRequest {
-                task_id: "t1".into(),
-                url: "http://origin/blob".into(),
-                ..Default::default()
+            task: Some({
+                let mut req = TaskRequest {
+                    url: "http://origin/blob".into(),
+                    ..Default::default()
+                };
+                req.task_id = expected_task_id(&req).expect("task id");
+                req
             }),
         })))
         .await

@@ -121,6 +121,11 @@ pub struct DaemonArgs {
     /// How long to wait for a usable parent before fetching from the origin (e.g. 15s).
     #[arg(long, env = "POLLEN_PARENT_WAIT", value_parser = parse_duration)]
     pub parent_wait: Option<Duration>,
+    /// Hard-link finished downloads to their output instead of copying them (same
+    /// filesystem only). The output then IS the cached copy: editing it changes what the
+    /// cache holds, which is found and fetched again on the next use [default: false].
+    #[arg(long, env = "POLLEN_OUTPUT_HARDLINK")]
+    pub output_hardlink: Option<bool>,
     /// Data centre of this host; the scheduler prefers parents in the same one.
     #[arg(long, env = "POLLEN_IDC")]
     pub idc: Option<String>,
@@ -192,6 +197,9 @@ impl DaemonArgs {
         }
         if let Some(v) = self.parent_wait {
             cfg.parent_wait = v;
+        }
+        if let Some(v) = self.output_hardlink {
+            cfg.output_hardlink = v;
         }
         if let Some(v) = self.origin_read_timeout {
             cfg.origin_read_timeout = v;

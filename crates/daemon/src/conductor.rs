@@ -357,24 +357,18 @@ impl Conductor {
         }
     }
 
-    /// A complete task held here is handed out only after its pieces re-verify; one that
-    /// fails is dropped and downloaded again.
+    /// A complete task held here is handed out only if its file is as it was stored (see
+    /// `content_check::keep_complete`); one that changed is dropped and downloaded again.
     async fn serve_from_cache(&self, spec: &TaskSpec) -> Result<bool, DownloadError> {
         let Some(entry) = self.store.get(&spec.id).filter(|e| e.is_complete()) else {
             return Ok(false);
         };
-        if content_check::verify_pieces(entry.clone()).await? {
-            let store = self.store.clone();
-            let _ = tokio::task::spawn_blocking(move || store.touch(&entry)).await;
-            return Ok(true);
+        if !content_check::keep_complete(&self.store, entry.clone()).await? {
+            return Ok(false);
         }
-        warn!("the cached copy was modified; downloading it again");
         let store = self.store.clone();
-        let id = spec.id;
-        tokio::task::spawn_blocking(move || store.remove_task(&id))
-            .await
-            .map_err(|_| DownloadError::ShuttingDown)??;
-        Ok(false)
+        let _ = tokio::task::spawn_blocking(move || store.touch(&entry)).await;
+        Ok(true)
     }
 
     /// Before resuming a partial task, re-reads the pieces it holds: a piece whose metadata
@@ -430,9 +424,8 @@ impl Conductor {
     ) -> JoinHandle<Result<(), DownloadError>> {
         let job = OriginJob {
             task: spec.id,
-            url: spec.key.url.clone(),
+            key: spec.key.clone(),
             headers: spec.headers.clone(),
-            digest: spec.key.digest.map(|d| d.to_string()),
             claims,
             source: self.source.clone(),
             store: self.store.clone(),
@@ -535,13 +528,11 @@ impl Conductor {
                 ev = next_event(&mut events_rx) => match ev {
                     Some(scheduler_event::Event::TaskInfo(info)) => {
                         if claims.is_none() {
-                            let meta = pollen_storage::TaskMeta {
-                                url: spec.key.url.clone(),
-                                content_length: info.content_length,
-                                piece_length: info.piece_length,
-                                digest: spec.key.digest.map(|d| d.to_string()),
-                                ..Default::default()
-                            };
+                            let meta = crate::origin_fetcher::task_meta(
+                                &spec.key,
+                                info.content_length,
+                                info.piece_length,
+                            );
                             let store = self.store.clone();
                             let id = spec.id;
                             let entry = tokio::task::spawn_blocking(move || store.ensure_task(id, meta))
@@ -734,6 +725,9 @@ impl Conductor {
                     task_id: entry.id.hex(),
                     url: meta.url.clone(),
                     digest: meta.digest.clone().unwrap_or_default(),
+                    tag: meta.tag.clone(),
+                    application: meta.application.clone(),
+                    filtered_query: meta.filtered_query.clone(),
                     ..Default::default()
                 }),
             };

@@ -105,8 +105,11 @@ pub struct DaemonConfig {
     #[serde(with = "pollen_core::duration::humane")]
     pub parent_stall_timeout: Duration,
     /// Hard-link finished downloads to their output path when it is on the data directory's
-    /// filesystem, instead of copying them. Default true. The output then shares storage with
-    /// the cache; the cache re-verifies a task's pieces before handing it out again.
+    /// filesystem, instead of copying them. Default false: the output is a copy (a
+    /// copy-on-write clone where the filesystem makes `copy_file_range` one, as btrfs and XFS
+    /// do), the user's own to edit. With true the output is the cached copy itself: an edit
+    /// changes its size or modification time, and the cache then re-reads it before handing it
+    /// out or serving it, and drops and fetches it again if it changed.
     pub output_hardlink: bool,
     /// Extra CA certificates (PEM files) trusted for HTTPS origins, beside the built-in web
     /// PKI roots. Default none.
@@ -272,7 +275,7 @@ impl Default for DaemonConfig {
             connections_per_parent: 2,
             parent_wait: Duration::from_secs(15),
             parent_stall_timeout: Duration::from_secs(15),
-            output_hardlink: true,
+            output_hardlink: false,
             origin_ca_certs: Vec::new(),
             origin_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),

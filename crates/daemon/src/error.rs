@@ -66,6 +66,9 @@ impl From<StoreError> for DownloadError {
             StoreError::DiskFull => {
                 DownloadError::DiskFull("storing pieces in the data directory".into())
             }
+            e @ StoreError::OriginChanged { .. } => DownloadError::Origin(format!(
+                "{e}; the origin content changed since other peers read it"
+            )),
             other => DownloadError::Storage(other.to_string()),
         }
     }

@@ -3,7 +3,9 @@
 //! Every `interval`: tasks unused for longer than `task_ttl` go; then, while the cache holds
 //! more than `quota` bytes or the data directory's filesystem is fuller than
 //! `disk_high_watermark` percent, the least recently used tasks go until it is under the quota
-//! and `disk_low_watermark`. A task being downloaded is never evicted. (A piece being uploaded
+//! and `disk_low_watermark`. A task being downloaded is never evicted. Each round also re-reads
+//! the complete tasks whose content file changed on disk, and drops those no longer intact
+//! (`content_check::keep_complete`), so a tampered copy stops being announced and served. (A piece being uploaded
 //! when its task goes still completes: its file stays open until the transfer ends.)
 
 use std::collections::HashSet;
@@ -106,6 +108,17 @@ pub(crate) async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        for entry in store.tasks() {
+            if !entry.is_complete()
+                || entry.content_unchanged()
+                || conductor.busy().contains(&entry.id)
+            {
+                continue;
+            }
+            if let Err(e) = crate::content_check::keep_complete(&store, entry).await {
+                warn!(error = %e, "could not re-read a changed cached copy");
+            }
         }
         let held: Vec<Held> = store
             .tasks()

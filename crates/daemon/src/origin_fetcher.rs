@@ -2,14 +2,15 @@
 //!
 //! One streaming GET from the first missing piece onwards (a Range request when resuming), so
 //! a fresh download costs the origin one request, like `curl`. Pieces another fetcher holds or
-//! is fetching are read past, not written. The BLAKE3 digest of each piece read here is what
+//! is fetching are read past, not written, and so are slices verified here already (see
+//! `pollen_storage::PieceWriter`). The BLAKE3 digest of each piece read here is what
 //! the scheduler publishes to every other peer. A connection that breaks early is retried from
 //! the first missing piece a few times before the download fails.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use pollen_core::{PieceLayout, TaskId};
+use pollen_core::{PieceLayout, TaskId, TaskKey};
 use pollen_source::{HttpSource, SourceError};
 use pollen_storage::{PieceWriter, Store, TaskMeta};
 use rand::Rng;
@@ -29,9 +30,9 @@ const RETRIES: u32 = 3;
 
 pub(crate) struct OriginJob {
     pub task: TaskId,
-    pub url: String,
+    /// What was asked for (the URL among it).
+    pub key: TaskKey,
     pub headers: Vec<(String, String)>,
-    pub digest: Option<String>,
     pub claims: Option<Arc<PieceClaims>>,
     pub source: HttpSource,
     pub store: Arc<Store>,
@@ -60,7 +61,7 @@ impl OriginJob {
                 Err(FetchFail::Source(e)) if e.is_retryable() && attempt < RETRIES => {
                     attempt += 1;
                     let pause = retry_pause(attempt);
-                    warn!(url = %self.url, error = %e, attempt, ?pause, "origin transfer failed; retrying from the first missing piece");
+                    warn!(url = %self.key.url, error = %e, attempt, ?pause, "origin transfer failed; retrying from the first missing piece");
                     tokio::time::sleep(pause).await;
                 }
                 Err(FetchFail::Source(e)) => return Err(e.into()),
@@ -97,13 +98,9 @@ impl OriginJob {
         }
         let layout = PieceLayout::for_content(total);
         let meta = TaskMeta {
-            url: self.url.clone(),
-            content_length: total,
-            piece_length: layout.piece_length(),
-            digest: self.digest.clone(),
             etag,
             last_modified,
-            ..Default::default()
+            ..task_meta(&self.key, total, layout.piece_length())
         };
         let store = self.store.clone();
         let task = self.task;
@@ -131,7 +128,7 @@ impl OriginJob {
             .and_then(|m| m.etag.clone().or_else(|| m.last_modified.clone()));
         let mut resp = self
             .source
-            .fetch(&self.url, &self.headers, start, validator.as_deref())
+            .fetch(&self.key.url, &self.headers, start, validator.as_deref())
             .await?;
         if let Some(old) = recorded.filter(|m| content_changed(m, &resp)) {
             // Held pieces are of the old content: mixing them with the new would make a copy
@@ -140,7 +137,7 @@ impl OriginJob {
             let _ = tokio::task::spawn_blocking(move || store.remove_task(&id)).await;
             return Err(FetchFail::Other(DownloadError::Origin(format!(
                 "the content at {} changed since this download started (ETag {} → {}); the pieces held were discarded, run it again",
-                self.url,
+                self.key.url,
                 old.etag.as_deref().unwrap_or("none"),
                 resp.etag.as_deref().unwrap_or("none"),
             ))));
@@ -153,7 +150,7 @@ impl OriginJob {
             )
             .await?;
         let layout = claims.entry.layout();
-        info!(url = %self.url, from = resp.start, total = resp.total_length, "reading from the origin");
+        info!(url = %self.key.url, from = resp.start, total = resp.total_length, "reading from the origin");
         let mut pos = resp.start;
         let mut current: Option<(u32, Option<PieceWriter>)> = None;
         let mut slot: Option<PieceSlot> = None;
@@ -189,9 +186,7 @@ impl OriginJob {
                             slot = Some(self.pace.piece_slot().await);
                         }
                         let ours = pos == layout.offset(n) && claims.claim_piece(n);
-                        let writer = ours.then(|| {
-                            PieceWriter::new(claims.entry.content().clone(), pos, layout.length(n))
-                        });
+                        let writer = ours.then(|| PieceWriter::new(claims.entry.clone(), n));
                         current = Some((n, writer));
                     }
                     let take = ((piece_end - pos) as usize).min(data.len());
@@ -285,6 +280,20 @@ impl OriginJob {
             Ok(())
         });
         Ok(())
+    }
+}
+
+/// The metadata of a new task of `content_length` bytes asked for by `key`.
+pub(crate) fn task_meta(key: &TaskKey, content_length: u64, piece_length: u64) -> TaskMeta {
+    TaskMeta {
+        url: key.url.clone(),
+        content_length,
+        piece_length,
+        digest: key.digest.map(|d| d.to_string()),
+        tag: key.tag.clone(),
+        application: key.application.clone(),
+        filtered_query: key.filtered_query.clone(),
+        ..Default::default()
     }
 }
 

@@ -1,18 +1,20 @@
 //! Writes a download to the user's output path.
 //!
-//! When the output is on the same filesystem as the data directory (and `output_hardlink` is
-//! on, the default), the finished, verified content file is hard-linked to a temporary name
-//! and renamed onto the output: no byte is written twice. The output then shares storage with
-//! the cache, so the cache re-verifies a task's pieces before handing it out again (see
-//! `content_check::verify_pieces`), and peers verify every piece they receive anyway.
-//!
-//! Otherwise pieces are copied from the task's content file into a hidden temporary sibling of the
-//! output as soon as they are present (verified and committed), with `copy_file_range` where
-//! the kernel allows and a plain read/write loop otherwise, so the copy overlaps the transfer
-//! instead of following it. Only after the download succeeded (every piece present and the
-//! whole content checked when its digest is known) is the temporary file renamed onto the
-//! output path: the path holds either nothing new or the whole verified file. On failure the
+//! By default pieces are copied from the task's content file into a hidden temporary sibling
+//! of the output as soon as they are present (verified and committed), with `copy_file_range`
+//! where the kernel allows (on btrfs and XFS, within one filesystem, that shares extents
+//! copy-on-write instead of copying bytes) and a plain read/write loop otherwise, so the copy
+//! overlaps the transfer instead of following it. The output is the user's: editing it never
+//! touches the cache. Only after the download succeeded (every piece present and the whole
+//! content checked when its digest is known) is the temporary file renamed onto the output
+//! path: the path holds either nothing new or the whole verified file. On failure the
 //! temporary file is removed.
+//!
+//! With `output_hardlink` (asked for explicitly) and the output on the data directory's
+//! filesystem, the finished content file is hard-linked to a temporary name and renamed onto
+//! the output instead: no byte is written twice, but output and cache are one file. An edit of
+//! the output then changes the cache's file; its size or modification time moves, and the
+//! cache re-reads it before using it again (see `content_check::keep_complete`).
 
 use std::fs::File;
 use std::io;

@@ -2,10 +2,11 @@
 //!
 //! Keeps up to `depth` slice requests in flight, choosing slices the parent has and nobody
 //! else is fetching. The slice hashes that come with a slice must add up to the scheduler's
-//! digest of its piece, and every slice is streamed to disk while hashed and checked against
-//! its hash before it counts (and is served to others); the fetcher that verifies a piece's
-//! last slice commits the piece. A bad slice ends the fetcher with [`FetchError::BadPiece`]
-//! so the conductor blocklists the parent. When the parent has nothing more for us for a
+//! digest of its piece, and every slice is read whole into memory and checked against its hash
+//! before any of it is written (the check and write of one slice overlap the read of the
+//! next); the fetcher that verifies a piece's last slice commits the piece. A bad slice ends
+//! the fetcher with [`FetchError::BadSlice`] (the hashes as evidence) so the conductor
+//! blocklists the parent and reports it to the scheduler. When the parent has nothing more for us for a
 //! while, the fetcher ends quietly and the conductor asks for other parents.
 
 use std::collections::VecDeque;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use pollen_core::slice::piece_root;
 use pollen_core::{PieceDigest, SliceHash};
-use pollen_storage::{PieceWriter, SliceMark, Store, WRITE_CHUNK};
+use pollen_storage::{SliceMark, SliceSink, Store, VerifiedPut, WRITE_CHUNK};
 use pollen_wire::{ClientTls, PieceClient, PieceResponse, WireError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -40,9 +41,19 @@ pub(crate) enum FetchError {
     /// The connection or protocol failed: the parent is at fault or gone.
     #[error("parent connection failed: {0}")]
     Wire(#[from] WireError),
-    /// The parent sent a slice (or slice hashes) that do not match the piece's digest.
-    #[error("slice {0} failed verification")]
+    /// The parent sent slice hashes that do not add up to the piece's published digest.
+    #[error("the slice hashes sent with slice {0} do not match its piece's published digest")]
     BadPiece(u32),
+    /// The parent sent a slice whose bytes do not match its hash; nothing of it was written.
+    #[error("slice {slice} failed verification: its hash is {got}, the published one {expected}")]
+    BadSlice {
+        /// The slice, numbered across the task.
+        slice: u32,
+        /// The hash it should have (hex).
+        expected: String,
+        /// The hash its bytes have (hex).
+        got: String,
+    },
     /// The parent answered with something we did not ask for.
     #[error("parent protocol violation: {0}")]
     Protocol(String),
@@ -77,6 +88,21 @@ pub(crate) struct FetchContext {
     pub tls: Option<ClientTls>,
 }
 
+/// A slice read whole and handed to the sink: what acting on its outcome needs.
+pub(crate) struct Received {
+    slice: u32,
+    piece: u32,
+    length: u32,
+    /// The piece's published digest.
+    digest: PieceDigest,
+    /// The slice's hash, from the list checked against that digest.
+    hash: SliceHash,
+    /// From request to the last byte read.
+    took: Duration,
+    /// Its place among the host's pieces in flight, held until it is written.
+    _slot: PieceSlot,
+}
+
 enum Expect {
     Bitfield,
     /// A slice, its piece's digest, when it was requested, and its place among the host's
@@ -88,7 +114,19 @@ impl ParentJob {
     pub async fn run(self) -> Result<(), FetchError> {
         let mut claimed = Vec::new();
         let mut commits = JoinSet::new();
-        let result = self.fetch(&mut claimed, &mut commits).await;
+        let mut sink = SliceSink::new(self.claims.entry.clone());
+        let mut result = self.fetch(&mut claimed, &mut commits, &mut sink).await;
+        // The last slice read is acted on whatever ended the connection: it may be the one
+        // that completes a piece.
+        let last = self
+            .settle_sink(&mut sink, &mut claimed, &mut commits)
+            .await;
+        // A forged last slice is the verdict on this parent, whatever else ended it.
+        match last {
+            Err(e @ FetchError::BadSlice { .. }) => result = Err(e),
+            Err(e) if result.is_ok() => result = Err(e),
+            _ => {}
+        }
         for n in claimed {
             self.claims.release(n, &self.parent_id);
         }
@@ -133,10 +171,66 @@ impl ParentJob {
         });
     }
 
+    /// Acts on a slice once the sink checked and wrote it: a forged one ends the fetcher
+    /// with the evidence; a verified one is released, counted, and commits its piece when
+    /// it was the piece's last slice.
+    fn settled(
+        &self,
+        r: Received,
+        put: VerifiedPut,
+        claimed: &mut Vec<u32>,
+        commits: &mut JoinSet<Result<(), DownloadError>>,
+    ) -> Result<(), FetchError> {
+        let mark = match put {
+            VerifiedPut::Mismatch { got } => {
+                DaemonStats::add(&self.ctx.stats.pieces_rejected, 1);
+                return Err(FetchError::BadSlice {
+                    slice: r.slice,
+                    expected: hex::encode(r.hash),
+                    got: hex::encode(got),
+                });
+            }
+            VerifiedPut::Duplicate => SliceMark::Already,
+            VerifiedPut::Stored(mark) => mark,
+        };
+        self.claims.record_piece_time(r.took);
+        if mark == SliceMark::Already {
+            self.claims.count_duplicate();
+        } else {
+            DaemonStats::add(&self.ctx.stats.p2p_download_bytes, u64::from(r.length));
+        }
+        // Verified: the slice is served from now on and nobody claims it again.
+        self.release(claimed, r.slice);
+        if mark == SliceMark::PieceDone && self.claims.begin_commit(r.piece) {
+            // A piece's time from this parent, as the scheduler compares them.
+            let cost = r.took * self.claims.entry.slices().slices_of(r.piece);
+            self.commit(r.piece, r.digest, cost, commits);
+        }
+        Ok(())
+    }
+
+    /// Waits for the slice being written, if any, and acts on it; true if there was one.
+    async fn settle_sink(
+        &self,
+        sink: &mut SliceSink<Received>,
+        claimed: &mut Vec<u32>,
+        commits: &mut JoinSet<Result<(), DownloadError>>,
+    ) -> Result<bool, FetchError> {
+        match sink
+            .settle()
+            .await
+            .map_err(|e| FetchError::Local(e.into()))?
+        {
+            Some((r, put)) => self.settled(r, put, claimed, commits).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     async fn fetch(
         &self,
         claimed: &mut Vec<u32>,
         commits: &mut JoinSet<Result<(), DownloadError>>,
+        sink: &mut SliceSink<Received>,
     ) -> Result<(), FetchError> {
         let mut client = PieceClient::connect_with(
             self.addr,
@@ -150,7 +244,6 @@ impl ParentJob {
         let mut inflight: VecDeque<Expect> = VecDeque::new();
         let mut idle = 0u32;
         let mut last_bitfield = Instant::now();
-        let mut buf = Vec::with_capacity(WRITE_CHUNK);
         client.request_bitfield(task).await?;
         inflight.push_back(Expect::Bitfield);
         loop {
@@ -174,11 +267,23 @@ impl ParentJob {
                 // With no piece in flight this fetcher may wait for a place (it holds none);
                 // otherwise it takes one only if free, and reads what it asked for first.
                 let slot = if asked == 0 {
+                    // The slice being written holds a place: settle it before waiting for one.
+                    let free = match self.ctx.pace.try_piece_slot() {
+                        Some(s) => Some(s),
+                        None => {
+                            self.settle_sink(sink, claimed, commits).await?;
+                            None
+                        }
+                    };
                     // A long wait (prefetch behind a foreground download) is cut so the
                     // connection polls the parent's bitfield and is not closed as idle.
-                    match tokio::time::timeout(SLOT_WAIT, self.ctx.pace.piece_slot()).await {
-                        Ok(s) => s,
-                        Err(_) => break,
+                    let wait = tokio::time::timeout(SLOT_WAIT, self.ctx.pace.piece_slot());
+                    match free {
+                        Some(s) => s,
+                        None => match wait.await {
+                            Ok(s) => s,
+                            Err(_) => break,
+                        },
                     }
                 } else {
                     match self.ctx.pace.try_piece_slot() {
@@ -194,6 +299,10 @@ impl ParentJob {
                 inflight.push_back(Expect::Piece(n, d, Instant::now(), slot));
             }
             if inflight.is_empty() {
+                // Nothing is coming: act on the slice being written before waiting.
+                if self.settle_sink(sink, claimed, commits).await? {
+                    continue;
+                }
                 // Nothing to ask this parent for now: wait for a change here or poll its
                 // bitfield again shortly; give up on a parent that stays idle.
                 if self.claims.all_present() {
@@ -228,7 +337,7 @@ impl ParentJob {
                 }
                 (
                     PieceResponse::Slice { header: h, hashes },
-                    Expect::Piece(n, expected, asked, _slot),
+                    Expect::Piece(n, expected, asked, slot),
                 ) => {
                     let spot = slices.spot(n).filter(|s| {
                         h.slice == n && h.offset == s.offset && u64::from(h.length) == s.length
@@ -242,41 +351,29 @@ impl ParentJob {
                     let piece_len = layout.length(spot.piece);
                     let hashes = self.checked_hashes(n, spot.piece, piece_len, hashes, expected)?;
                     idle = 0;
-                    let mut writer =
-                        PieceWriter::slice(self.claims.entry.content().clone(), spot, piece_len);
-                    let mut left = h.length as usize;
-                    while left > 0 {
-                        let take = left.min(WRITE_CHUNK);
-                        buf.resize(take, 0);
-                        self.ctx.pace.take(take as u64, false).await;
-                        self.within(client.read_payload(&mut buf)).await??;
-                        buf = writer
-                            .write_owned(std::mem::take(&mut buf))
-                            .await
-                            .map_err(|e| FetchError::Local(e.into()))?;
-                        left -= take;
+                    // The whole slice is read into memory and verified before any of it is
+                    // written (pollen_storage::slice_write).
+                    let mut buf = sink.buffer(h.length as usize);
+                    for part in buf.chunks_mut(WRITE_CHUNK) {
+                        self.ctx.pace.take(part.len() as u64, false).await;
+                        self.within(client.read_payload(part)).await??;
                     }
-                    let got = writer
-                        .finish_slices()
+                    let received = Received {
+                        slice: n,
+                        piece: spot.piece,
+                        length: h.length,
+                        digest: expected,
+                        hash: hashes[spot.index as usize],
+                        took: asked.elapsed(),
+                        _slot: slot,
+                    };
+                    let hash = received.hash;
+                    let before = sink
+                        .submit(n, buf, hash, received)
                         .await
                         .map_err(|e| FetchError::Local(e.into()))?;
-                    if got.as_slice() != [hashes[spot.index as usize]] {
-                        DaemonStats::add(&self.ctx.stats.pieces_rejected, 1);
-                        return Err(FetchError::BadPiece(n));
-                    }
-                    self.claims.record_piece_time(asked.elapsed());
-                    let mark = self.claims.entry.mark_slice(n);
-                    if mark == SliceMark::Already {
-                        self.claims.count_duplicate();
-                    } else {
-                        DaemonStats::add(&self.ctx.stats.p2p_download_bytes, u64::from(h.length));
-                    }
-                    // Verified: the slice is served from now on and nobody claims it again.
-                    self.release(claimed, n);
-                    if mark == SliceMark::PieceDone && self.claims.begin_commit(spot.piece) {
-                        // A piece's time from this parent, as the scheduler compares them.
-                        let cost = asked.elapsed() * slices.slices_of(spot.piece);
-                        self.commit(spot.piece, expected, cost, commits);
+                    if let Some((r, put)) = before {
+                        self.settled(r, put, claimed, commits)?;
                     }
                 }
                 (other, _) => {

@@ -1,5 +1,6 @@
 //! Serves the upload server from the piece store: only verified slices, of committed pieces
-//! or of pieces still arriving.
+//! or of pieces still arriving. A complete task whose content file changed since it was
+//! stored (see `content_check::keep_complete`) is served to nobody until it was re-read.
 //!
 //! A seed peer spreads its upload ("super-seeding"): it advertises only the slices it has
 //! handed out least often, so children ask it for slices nobody has had from it yet and get
@@ -19,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pollen_core::{Bitfield, SliceHash, TaskId};
-use pollen_storage::Store;
+use pollen_storage::{Store, TaskEntry};
 use pollen_wire::{PieceProvider, ServedSlice};
-use tracing::warn;
+use tracing::{debug, warn};
 
 pub(crate) struct StoreProvider {
     store: Arc<Store>,
@@ -113,6 +114,18 @@ impl StoreProvider {
     }
 }
 
+impl StoreProvider {
+    /// The task, unless it is complete and its content file changed since it was stored.
+    fn servable(&self, task: &TaskId) -> Option<Arc<TaskEntry>> {
+        let entry = self.store.get(task)?;
+        if entry.is_complete() && !entry.content_unchanged() {
+            debug!(task = %task, "not serving a cached copy whose file changed on disk");
+            return None;
+        }
+        Some(entry)
+    }
+}
+
 /// The held slices handed out the fewest times.
 fn least_served(held: &Bitfield, counts: &[u32]) -> Bitfield {
     let count = |n: u32| counts.get(n as usize).copied().unwrap_or(0);
@@ -138,7 +151,8 @@ impl PieceProvider for StoreProvider {
     }
 
     fn bitfield(&self, task: &TaskId) -> Option<Bitfield> {
-        let held = self.store.get(task)?.slice_bitfield();
+        let entry = self.servable(task)?;
+        let held = entry.slice_bitfield();
         let Some(spread) = &self.spread else {
             return Some(held);
         };
@@ -150,7 +164,7 @@ impl PieceProvider for StoreProvider {
     }
 
     fn slice(&self, task: &TaskId, number: u32) -> Option<ServedSlice> {
-        let entry = self.store.get(task)?;
+        let entry = self.servable(task)?;
         let spot = entry.slices().spot(number)?;
         if !entry.has_slice(number) {
             return None;

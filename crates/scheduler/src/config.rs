@@ -34,9 +34,24 @@ pub struct SchedulerConfig {
     /// within this long, or it is closed. Default 10s.
     #[serde(with = "pollen_core::duration::humane")]
     pub connection_setup_timeout: Duration,
+    /// Longest task content accepted from a peer reading the origin, in bytes; a longer
+    /// report is refused (every peer of the task would allocate it). Default 4 TiB.
+    pub max_content_length: u64,
+    /// Most pieces a task may have (at most 65536). Default 65536.
+    pub max_pieces: u32,
     /// Mutual TLS (`[tls]` table: `ca_cert`, `cert`, `key`): with it, only daemons presenting
     /// a certificate signed by `ca_cert` can connect. Default: off (plain gRPC).
     pub tls: Option<pollen_tls::TlsConfig>,
+}
+
+impl SchedulerConfig {
+    /// The caps on what one task may make peers allocate.
+    pub fn caps(&self) -> crate::task_facts::Caps {
+        crate::task_facts::Caps {
+            max_content_length: self.max_content_length,
+            max_pieces: self.max_pieces,
+        }
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -49,6 +64,8 @@ impl Default for SchedulerConfig {
             gc_interval: Duration::from_secs(10),
             max_connections: 10_000,
             connection_setup_timeout: Duration::from_secs(10),
+            max_content_length: 4 << 40,
+            max_pieces: crate::piece_set::MAX_PIECES,
             tls: None,
         }
     }

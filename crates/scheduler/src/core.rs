@@ -199,6 +199,10 @@ impl Core {
                 "register needs a task id and a peer id",
             ));
         }
+        if let Err(e) = crate::task_facts::check_task_id(&task_req) {
+            warn!(host = %reg.host_id, peer = %reg.peer_id, error = %e, "register refused");
+            return Err(Status::invalid_argument(e.to_string()));
+        }
         if !self.model.hosts.contains_key(&reg.host_id) {
             // Daemons open their host session before any announce. Without one the peer is
             // never offered as a parent (its address is unknown) and gets no parents itself:
@@ -244,8 +248,8 @@ impl Core {
         }
         info!(task = %short(&tid), peer = %pid, seed = is_seed, "peer registered");
         if is_seed {
-            peer.state = PeerState::BackToSource;
-            peer.send(back_to_source("seed peers read new tasks from the origin"));
+            // A seed host's peer reads the origin (or holds the whole task): its facts count.
+            self.send_to_origin(&tid, &pid, "seed peers read new tasks from the origin");
         } else {
             self.schedule(&tid, &pid);
         }
@@ -262,37 +266,66 @@ impl Core {
         match ev {
             peer_event::Event::Register(_) => debug!(peer = pid, "duplicate register ignored"),
             peer_event::Event::ContentInfo(info) => {
-                if task.content_length.is_none() && info.piece_length > 0 {
-                    task.content_length = Some(info.content_length);
-                    task.piece_length = info.piece_length;
-                    let ev = scheduler_event::Event::TaskInfo(TaskInfo {
-                        content_length: info.content_length,
-                        piece_length: info.piece_length,
-                    });
-                    for p in task.peers.values().filter(|p| p.id != pid) {
-                        p.send(ev.clone());
+                let caps = self.cfg.caps();
+                let Some(reporter) = task.peers.get_mut(pid) else {
+                    return;
+                };
+                if !reporter.reads_origin {
+                    debug!(task = %short(tid), peer = pid, "content length from a peer not reading the origin; ignored");
+                    return;
+                }
+                match task.content_length {
+                    None => match crate::task_facts::check_layout(&info, caps) {
+                        Ok(_) => {
+                            task.content_length = Some(info.content_length);
+                            task.piece_length = info.piece_length;
+                            let ev = scheduler_event::Event::TaskInfo(TaskInfo {
+                                content_length: info.content_length,
+                                piece_length: info.piece_length,
+                            });
+                            for p in task.peers.values().filter(|p| p.id != pid) {
+                                p.send(ev.clone());
+                            }
+                        }
+                        Err(e) => {
+                            warn!(task = %short(tid), peer = pid, error = %e, "task length refused; the reporter is distrusted");
+                            reporter.distrusted = true;
+                        }
+                    },
+                    Some(len)
+                        if len != info.content_length || task.piece_length != info.piece_length =>
+                    {
+                        warn!(task = %short(tid), peer = pid, "peer reports another length than the one published; it is distrusted");
+                        reporter.distrusted = true;
                     }
-                } else if task.content_length != Some(info.content_length) {
-                    warn!(task = %short(tid), peer = pid, "peer reports a different content length; ignored");
+                    Some(_) => {}
                 }
             }
             peer_event::Event::PiecesFinished(done) => {
                 let count = task.piece_count().unwrap_or(crate::piece_set::MAX_PIECES);
+                let trusted = task.peers.get(pid).is_some_and(|p| p.reads_origin);
                 let mut fresh = Vec::new();
                 for piece in &done.pieces {
                     if piece.digest.len() != 32 || piece.number >= count {
                         continue;
                     }
                     match task.digests.get(&piece.number) {
-                        None => {
+                        None if trusted => {
                             task.digests.insert(piece.number, piece.digest.clone());
                             fresh.push(PieceDigest {
                                 number: piece.number,
                                 digest: piece.digest.clone(),
                             });
                         }
+                        // Only a peer reading the origin publishes a digest. Another's claim
+                        // to hold the piece still shapes scheduling: its children verify
+                        // every byte against the digest published later.
+                        None => {}
                         Some(d) if *d != piece.digest => {
-                            warn!(task = %short(tid), peer = pid, piece = piece.number, "conflicting piece digest ignored");
+                            warn!(task = %short(tid), peer = pid, piece = piece.number, "conflicting piece digest ignored; the reporter is distrusted");
+                            if let Some(p) = task.peers.get_mut(pid) {
+                                p.distrusted = true;
+                            }
                             continue;
                         }
                         Some(_) => {}
@@ -465,15 +498,22 @@ impl Core {
             .evaluator
             .dag
             .then(|| Descendants::of(task, peer.slot));
-        let parents = select_parents(
-            &self.cfg.evaluator,
-            task,
-            &self.model.hosts,
-            pid,
-            &has,
-            below.as_ref(),
-            &mut self.rng,
-        );
+        // Parents are no use before the task's length and digests are known, and only a
+        // peer chosen to read the origin can publish them: while the scheduler has chosen
+        // none (peers announcing a task they hold, after a restart), this peer needs a source.
+        let parents = if task.content_length.is_none() && !task.origin_reader {
+            Vec::new()
+        } else {
+            select_parents(
+                &self.cfg.evaluator,
+                task,
+                &self.model.hosts,
+                pid,
+                &has,
+                below.as_ref(),
+                &mut self.rng,
+            )
+        };
         // The peer keeps the parents it has, so they are its edges too (they count on their
         // hosts' child totals). With the DAG rule on, one that is now a descendant is left
         // out of the record, which keeps the recorded graph, on which the rule walks, acyclic.
@@ -517,23 +557,32 @@ impl Core {
             return;
         }
         self.set_waiting(tid, pid, false);
-        if let Some(p) = self.peer_mut(tid, pid) {
-            info!(task = %short(tid), peer = pid, "no parent and no seed peer: back to source");
-            p.state = PeerState::BackToSource;
-            p.send(back_to_source(
-                "no peer holds the task and no seed peer is available",
-            ));
-        }
+        info!(task = %short(tid), peer = pid, "no parent and no seed peer: back to source");
+        self.send_to_origin(
+            tid,
+            pid,
+            "no peer holds the task and no seed peer is available",
+        );
+    }
+
+    /// Sends a peer to the origin: from now on its reports of the task's facts count.
+    fn send_to_origin(&mut self, tid: &str, pid: &str, reason: &str) {
+        let Some(task) = self.model.tasks.get_mut(tid) else {
+            return;
+        };
+        let Some(p) = task.peers.get_mut(pid) else {
+            return;
+        };
+        p.state = PeerState::BackToSource;
+        p.reads_origin = true;
+        p.send(back_to_source(reason));
+        task.origin_reader = true;
     }
 
     fn set_waiting(&mut self, tid: &str, pid: &str, waiting: bool) {
         if let Some(t) = self.model.tasks.get_mut(tid) {
             t.set_waiting(pid, waiting);
         }
-    }
-
-    fn peer_mut(&mut self, tid: &str, pid: &str) -> Option<&mut Peer> {
-        self.model.tasks.get_mut(tid)?.peers.get_mut(pid)
     }
 
     /// Asks the least-loaded seed host not yet tried for this task (and not the asking peer's
@@ -666,12 +715,11 @@ impl Core {
         if self.trigger_seed(tid, &best) {
             return;
         }
-        if let Some(p) = self.peer_mut(tid, &best) {
-            info!(task = %short(tid), peer = %best, "the task's source left and no seed peer is available: this peer reads the rest from the origin");
-            p.state = PeerState::BackToSource;
-            p.send(back_to_source(
-                "the peer reading the origin left and no seed peer is available",
-            ));
-        }
+        info!(task = %short(tid), peer = %best, "the task's source left and no seed peer is available: this peer reads the rest from the origin");
+        self.send_to_origin(
+            tid,
+            &best,
+            "the peer reading the origin left and no seed peer is available",
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! peer plus up to `sample_limit` others, from a random place in join order), so a decision
 //! costs the same with 50 peers or 50,000. A candidate must:
 //! - live on another host that is alive and has a free upload slot;
+//! - not be distrusted (it contradicted the task's published facts, see `task_facts`);
 //! - not be blocklisted by the child, and not be a "bad" parent (piece times far above the
 //!   task's typical time) unless nothing else is left;
 //! - hold a piece the child lacks, or be downloading the task itself while every piece is
@@ -311,7 +312,7 @@ fn score(
 ) -> Option<Scored> {
     // Host slots are compared, not host ids: a candidate's host is known by slot or not
     // offered at all, and the child's host has one (the caller found it).
-    if p.slot == child.slot || p.host == child.host {
+    if p.slot == child.slot || p.host == child.host || p.distrusted {
         return None;
     }
     if !child.blocklist.is_empty() && child.blocklist.contains(&p.id) {

@@ -21,6 +21,7 @@ mod piece_cost;
 pub mod piece_set;
 mod service;
 pub mod slots;
+pub mod task_facts;
 
 pub use config::SchedulerConfig;
 pub use evaluator::{EvaluatorConfig, Weights};

@@ -78,6 +78,11 @@ pub struct Peer {
     pub children: Vec<u32>,
     pub uploads_ok: u64,
     pub uploads_failed: u64,
+    /// The scheduler chose this peer to read the origin (sent it back to source, or it is
+    /// on a seed host): its reports of the task's facts count (see `task_facts`).
+    pub reads_origin: bool,
+    /// It reported facts that contradict the published ones: offered to nobody as a parent.
+    pub distrusted: bool,
     /// How long this peer takes to upload a piece, as its children report it.
     pub upload_cost: PieceCost,
 }
@@ -97,6 +102,8 @@ impl Peer {
             children: Vec::new(),
             uploads_ok: 0,
             uploads_failed: 0,
+            reads_origin: false,
+            distrusted: false,
             upload_cost: PieceCost::default(),
         }
     }
@@ -128,6 +135,9 @@ pub struct Task {
     /// Typical piece upload time over all parents of the task.
     pub typical_cost: PieceCost,
     pub last_active: Instant,
+    /// Some peer was chosen to read the origin (see `Core::send_to_origin`), so the task's
+    /// facts are known or on their way.
+    pub origin_reader: bool,
 }
 
 impl Task {
@@ -144,6 +154,7 @@ impl Task {
             seed_triggered: None,
             typical_cost: PieceCost::default(),
             last_active: now,
+            origin_reader: false,
         }
     }
 

@@ -15,6 +15,16 @@ use pollen_scheduler::SchedulerConfig;
 use proptest::prelude::*;
 use tokio::sync::mpsc;
 
+/// The task every test here uses: its id is the one its request describes, as the scheduler
+/// checks.
+static TID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    pollen_scheduler::task_facts::expected_task_id(&TaskRequest {
+        url: "http://o/x".into(),
+        ..Default::default()
+    })
+    .expect("task id")
+});
+
 const HOSTS: usize = 12;
 const PIECES: u32 = 16;
 
@@ -104,25 +114,25 @@ proptest! {
                     core.register(Register {
                         peer_id: pid(h),
                         host_id: format!("h{h}"),
-                        task: Some(TaskRequest { task_id: "t".into(), url: "http://o/x".into(), ..Default::default() }),
+                        task: Some(TaskRequest { task_id: TID.clone(), url: "http://o/x".into(), ..Default::default() }),
                     }, tx).expect("register");
-                    core.event("t", &pid(h), peer_event::Event::ContentInfo(ContentInfo {
+                    core.event(TID.as_str(), &pid(h), peer_event::Event::ContentInfo(ContentInfo {
                         content_length: u64::from(PIECES) << 22,
                         piece_length: 1 << 22,
                     }));
                     joined.insert(h);
                 }
-                Op::Piece(h, n) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::PiecesFinished(PiecesFinished {
+                Op::Piece(h, n) if joined.contains(&h) => core.event(TID.as_str(), &pid(h), peer_event::Event::PiecesFinished(PiecesFinished {
                     pieces: vec![FinishedPiece { number: n, digest: vec![n as u8; 32], ..Default::default() }],
                 })),
                 Op::NeedParents(h) if joined.contains(&h) => {
                     let mut parents: Vec<String> = held[&h].iter().cloned().collect();
                     parents.sort();
-                    core.event("t", &pid(h), peer_event::Event::NeedParents(NeedParents { parents }));
+                    core.event(TID.as_str(), &pid(h), peer_event::Event::NeedParents(NeedParents { parents }));
                 }
-                Op::Finish(h) if joined.contains(&h) => core.event("t", &pid(h), peer_event::Event::Finished(PeerFinished {})),
+                Op::Finish(h) if joined.contains(&h) => core.event(TID.as_str(), &pid(h), peer_event::Event::Finished(PeerFinished {})),
                 Op::Leave(h) if joined.remove(&h) => {
-                    core.disconnect("t", &pid(h));
+                    core.disconnect(TID.as_str(), &pid(h));
                     if let Some(rx) = answers.remove(&h) {
                         keep_peer(rx);
                     }
@@ -144,12 +154,12 @@ proptest! {
             let edges: HashMap<String, Vec<String>> = core
                 .model
                 .tasks
-                .get("t")
+                .get(TID.as_str())
                 .map(|t| t.peers.values().map(|p| (p.id.clone(), t.parent_ids(p))).collect())
                 .unwrap_or_default();
             prop_assert!(!has_cycle(&edges), "cycle in {edges:?}");
             // The child lists the rule walks down are the inverse of the parent edges.
-            if let Some(t) = core.model.tasks.get("t") {
+            if let Some(t) = core.model.tasks.get(TID.as_str()) {
                 for p in t.peers.values() {
                     let mut children = p.children.clone();
                     children.sort_unstable();

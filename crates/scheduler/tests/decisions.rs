@@ -9,6 +9,16 @@ use pollen_scheduler::core::Core;
 use pollen_scheduler::SchedulerConfig;
 use tokio::sync::mpsc;
 
+/// The task every test here uses: its id is the one its request describes, as the scheduler
+/// checks.
+static TID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    pollen_scheduler::task_facts::expected_task_id(&TaskRequest {
+        url: "http://origin/x".into(),
+        ..Default::default()
+    })
+    .expect("task id")
+});
+
 #[derive(Debug, PartialEq)]
 enum Answer {
     Parents(Vec<String>),
@@ -76,7 +86,7 @@ impl World {
                     peer_id: peer.into(),
                     host_id: host.into(),
                     task: Some(TaskRequest {
-                        task_id: "t".into(),
+                        task_id: TID.clone(),
                         url: "http://origin/x".into(),
                         ..Default::default()
                     }),
@@ -90,7 +100,7 @@ impl World {
 
     fn pieces(&mut self, peer: &str, pieces: &[u32], parent: &str, cost_ms: u32) {
         self.core.event(
-            "t",
+            TID.as_str(),
             peer,
             peer_event::Event::PiecesFinished(PiecesFinished {
                 pieces: pieces
@@ -109,7 +119,7 @@ impl World {
     /// Reports that `peer` failed for `reason`.
     fn fail(&mut self, peer: &str, reason: &str) {
         self.core.event(
-            "t",
+            TID.as_str(),
             peer,
             peer_event::Event::Failed(PeerFailed {
                 reason: reason.into(),
@@ -126,7 +136,7 @@ impl World {
     fn seed_reading(&mut self, peer: &str, host: &str, pieces: &[u32]) {
         self.join(peer, host);
         self.core.event(
-            "t",
+            TID.as_str(),
             peer,
             peer_event::Event::ContentInfo(ContentInfo {
                 content_length: 8 << 22,
@@ -192,7 +202,7 @@ fn a_parent_whose_pieces_come_ten_times_slower_is_ranked_below_the_fast_one() {
         w.pieces("other-peer", &[n + 4], "a-slow-peer", 1000);
     }
     // It leaves before finishing, so it is no candidate itself.
-    w.core.disconnect("t", "other-peer");
+    w.core.disconnect(TID.as_str(), "other-peer");
     let s = w.join("child-peer", "child");
     assert_eq!(
         w.answer(s),
@@ -236,14 +246,14 @@ fn a_task_whose_peers_are_all_gone_is_forgotten_after_its_ttl_and_a_live_one_is_
     w.host("a", "10.0.0.1", "", "", false);
     w.holder("done-peer", "a");
     w.core.event(
-        "t",
+        TID.as_str(),
         "done-peer",
         peer_event::Event::Finished(Default::default()),
     );
     let later = std::time::Instant::now() + std::time::Duration::from_secs(2 * 3600);
     // The finished peer's stream is still open: the task is live.
     assert_eq!(w.core.collect_garbage(later), 0);
-    w.core.disconnect("t", "done-peer");
+    w.core.disconnect(TID.as_str(), "done-peer");
     // Closed, but not quiet for long yet.
     assert_eq!(w.core.collect_garbage(std::time::Instant::now()), 0);
     assert_eq!(w.core.collect_garbage(later), 1);
@@ -281,7 +291,7 @@ fn with_the_seed_gone_a_peer_holding_nothing_useful_is_not_offered_and_the_child
     w.fail("seed-peer", "origin reset the connection");
     // Pieces 1..8 exist nowhere now: b-peer cannot give a-peer anything.
     w.core.event(
-        "t",
+        TID.as_str(),
         "a-peer",
         peer_event::Event::NeedParents(Default::default()),
     );
@@ -314,7 +324,7 @@ fn when_the_only_source_leaves_one_peer_goes_to_the_origin_and_the_others_do_not
     // Asking again, the others get a parent (the peer at the origin), not the origin.
     for (peer, i) in [("b-peer", b), ("c-peer", c)] {
         w.core.event(
-            "t",
+            TID.as_str(),
             peer,
             peer_event::Event::NeedParents(Default::default()),
         );
@@ -343,7 +353,7 @@ fn a_seed_that_finished_and_then_died_is_replaced_by_one_peer_at_the_origin() {
     let (mut w, a, b) = two_peers_and_a_triggered_seed();
     w.holder("seed-peer", "s");
     w.core.event(
-        "t",
+        TID.as_str(),
         "seed-peer",
         peer_event::Event::Finished(Default::default()),
     );
@@ -380,7 +390,7 @@ fn a_new_host_in_a_departed_hosts_slot_does_not_inherit_its_peers() {
     w.holder("new-peer", "new-host");
     let child = w.join("child", "child-host");
     assert_eq!(w.answer(child), Answer::Parents(vec!["new-peer".into()]));
-    let parents = w.core.parents_of("t", "child");
+    let parents = w.core.parents_of(TID.as_str(), "child");
     assert_eq!(parents, vec!["new-peer".to_string()]);
 }
 
@@ -421,7 +431,7 @@ fn a_peer_naming_its_parents_is_offered_others_and_keeps_its_own_when_none_are_l
     assert_eq!(first.len(), 2);
     let need = |w: &mut World, parents: Vec<String>| {
         w.core.event(
-            "t",
+            TID.as_str(),
             "child-peer",
             peer_event::Event::NeedParents(NeedParents { parents }),
         );
@@ -440,7 +450,7 @@ fn a_peer_naming_its_parents_is_offered_others_and_keeps_its_own_when_none_are_l
     let mut all: Vec<String> = first.into_iter().chain(more).collect();
     all.sort();
     let recorded = |w: &World| {
-        let mut r = w.core.parents_of("t", "child-peer");
+        let mut r = w.core.parents_of(TID.as_str(), "child-peer");
         r.sort();
         r
     };

@@ -25,7 +25,17 @@ use tokio::sync::mpsc;
 
 use crate::spec::SimSpec;
 
-const TASK: &str = "sim-task";
+/// The simulated task's URL; its id is derived from it, as the scheduler checks.
+const TASK_URL: &str = "http://origin/blob";
+
+/// The simulated task's id.
+static TASK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    pollen_scheduler::task_facts::expected_task_id(&TaskRequest {
+        url: TASK_URL.into(),
+        ..Default::default()
+    })
+    .expect("task id")
+});
 /// The origin, as a parent index.
 const ORIGIN: usize = usize::MAX;
 
@@ -227,8 +237,8 @@ impl Swarm {
             peer_id: p.id.clone(),
             host_id: p.host.clone(),
             task: Some(TaskRequest {
-                task_id: TASK.into(),
-                url: "http://origin/blob".into(),
+                task_id: TASK.clone(),
+                url: TASK_URL.into(),
                 ..Default::default()
             }),
         };
@@ -239,7 +249,7 @@ impl Swarm {
 
     fn event(&mut self, i: usize, ev: peer_event::Event) {
         let id = self.peers[i].id.clone();
-        self.core.event(TASK, &id, ev);
+        self.core.event(&TASK, &id, ev);
     }
 
     /// Reads what the scheduler told peer `i`.
@@ -535,7 +545,7 @@ impl Swarm {
             self.peers[c].links.clear();
             self.event(c, peer_event::Event::Finished(PeerFinished {}));
             let id = self.peers[c].id.clone();
-            self.core.disconnect(TASK, &id);
+            self.core.disconnect(&TASK, &id);
         }
     }
 

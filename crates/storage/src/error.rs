@@ -30,6 +30,20 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
+    /// Bytes offered as a slice are not that slice's length (or there is no such slice).
+    #[error("slice {slice} cannot be {given} bytes long")]
+    SliceLength {
+        /// The slice, numbered across the task.
+        slice: u32,
+        /// Bytes given.
+        given: u64,
+    },
+    /// The origin's bytes differ from a slice hash verified before: the content changed.
+    #[error("slice {slice} read from the origin differs from the copy verified against the published digest")]
+    OriginChanged {
+        /// The slice, numbered across the task.
+        slice: u32,
+    },
     /// A piece writer was given more or fewer bytes than its piece holds.
     #[error("a piece of {announced} bytes was given {written}")]
     PieceLength {

@@ -14,6 +14,16 @@ pub struct TaskMeta {
     /// Expected content digest (`sha256:…`), when known.
     #[serde(default)]
     pub digest: Option<String>,
+    /// The request's tag, application and filtered query parameters: with the URL and the
+    /// digest they make the task id, which a scheduler recomputes when this task is announced.
+    #[serde(default)]
+    pub tag: String,
+    /// See `tag`.
+    #[serde(default)]
+    pub application: String,
+    /// See `tag`.
+    #[serde(default)]
+    pub filtered_query: Vec<String>,
     /// Origin `ETag`, when seen.
     #[serde(default)]
     pub etag: Option<String>,
@@ -26,4 +36,34 @@ pub struct TaskMeta {
     /// Unix seconds of the last download or upload.
     #[serde(default)]
     pub last_access: u64,
+    /// The content file's size and modification time when the task completed. Nothing of
+    /// Pollen's writes a complete task's file, so a difference means someone else did (a
+    /// hard-linked output edited, the data directory tampered with): the copy is checked
+    /// again before it is handed out or served.
+    #[serde(default)]
+    pub content_stamp: Option<ContentStamp>,
+}
+
+/// A content file's size and modification time.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContentStamp {
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time: seconds since the Unix epoch...
+    pub mtime_secs: i64,
+    /// ...and nanoseconds.
+    pub mtime_nanos: u32,
+}
+
+impl ContentStamp {
+    /// The stamp of an open file.
+    pub fn of(file: &std::fs::File) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
+        Ok(Self {
+            len: m.len(),
+            mtime_secs: m.mtime(),
+            mtime_nanos: u32::try_from(m.mtime_nsec()).unwrap_or(0),
+        })
+    }
 }

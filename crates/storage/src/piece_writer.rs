@@ -1,61 +1,62 @@
-//! Streams one piece, or one slice of a piece, into its content file while hashing it, off
-//! the async runtime.
+//! Streams one piece read from the origin into its content file, slice by slice, off the
+//! async runtime.
 //!
-//! Bytes arrive in chunks (from a parent's socket or the origin's body). Small chunks are
-//! gathered into a 128 KiB buffer; each full buffer is hashed and then written at its offset
-//! by one blocking task, while the caller already receives the next one. Hashing and writing
-//! on the same thread, straight after each other, keeps the buffer in that core's cache: with
-//! the two on different threads, the kernel's copy into the page cache read the buffer cold
-//! and cost about five times as much per byte (see docs/BENCHMARKS.md). One flush is in flight
-//! at a time, so the hash sees the bytes in order. No piece is ever held whole in memory and
-//! the runtime threads never do file I/O or hashing. The slice hashes (and from them the piece
-//! digest) are known when the last chunk is in; the caller compares them with what it expects
-//! before it counts the bytes as verified.
+//! Bytes arrive in chunks of any size (the origin's body). They are gathered into a buffer of
+//! one slice (256 KiB); each whole slice is handed to one blocking task that hashes it and
+//! writes it (through [`TaskEntry::put_origin_slice`], so a slice already verified here is
+//! never written again) while the caller gathers the next one. Hashing and writing on the same
+//! thread, straight after each other, keeps the buffer in that core's cache: with the two on
+//! different threads, the kernel's copy into the page cache read the buffer cold and cost
+//! about five times as much per byte (see docs/BENCHMARKS.md). One slice is in flight at a
+//! time, so at most two slice buffers exist per writer and the runtime threads never do file
+//! I/O or hashing. The piece digest is known when the last slice is in; the caller compares it
+//! with what it expects before it commits the piece.
 
-use pollen_core::slice::{piece_root, SliceHash, SliceHasher, SliceSpot};
+use std::sync::Arc;
+
+use pollen_core::slice::{piece_root, SliceHash, SLICE_LENGTH};
 use pollen_core::PieceDigest;
 use tokio::task::JoinHandle;
 
-use crate::content::ContentFile;
 use crate::error::StoreError;
+use crate::slice_write::OriginPut;
+use crate::store::TaskEntry;
 
-/// Size of the buffer handed to the blocking pool at a time.
+/// Size of the reads a caller makes into a slice buffer at a time (parents' payloads are read
+/// in pieces of this size, so rate limiting stays fine-grained).
 pub const WRITE_CHUNK: usize = 128 << 10;
 
-/// A flush in flight: one blocking task that hashes the buffer, then writes it while it is
-/// still in that core's cache, and hands both back.
-type Flush = JoinHandle<(Box<SliceHasher>, Vec<u8>, Result<(), StoreError>)>;
+/// A slice in flight: one blocking task that hashes and writes it, and hands the buffer back.
+type Flush = JoinHandle<(Vec<u8>, Result<OriginPut, StoreError>)>;
 
-/// Writes one piece, or one slice, chunk by chunk.
+/// Writes one piece read from the origin, chunk by chunk.
 pub struct PieceWriter {
-    file: ContentFile,
-    next_offset: u64,
+    entry: Arc<TaskEntry>,
+    piece: u32,
     piece_length: u64,
-    hasher: Option<Box<SliceHasher>>,
-    in_flight: Option<Flush>,
+    /// The global number of the piece's first slice, and of the slice being gathered.
+    first_slice: u32,
+    next_slice: u32,
+    in_flight: Option<(u32, Flush)>,
     buf: Vec<u8>,
+    hashes: Vec<SliceHash>,
     accepted: u64,
 }
 
 impl PieceWriter {
-    /// Starts a whole piece of `piece_length` bytes at `offset`.
-    pub fn new(file: ContentFile, offset: u64, piece_length: u64) -> Self {
-        Self::starting(file, offset, piece_length, 0)
-    }
-
-    /// Starts one slice of a piece of `piece_length` bytes.
-    pub fn slice(file: ContentFile, spot: SliceSpot, piece_length: u64) -> Self {
-        Self::starting(file, spot.offset, piece_length, spot.index)
-    }
-
-    fn starting(file: ContentFile, offset: u64, piece_length: u64, index: u32) -> Self {
+    /// Starts piece `n` of `entry`.
+    pub fn new(entry: Arc<TaskEntry>, n: u32) -> Self {
+        let piece_length = entry.layout().length(n);
+        let next_slice = entry.slices().global(n, 0);
         Self {
-            file,
-            next_offset: offset,
+            entry,
+            piece: n,
             piece_length,
-            hasher: Some(Box::new(SliceHasher::new(piece_length, index))),
+            first_slice: next_slice,
+            next_slice,
             in_flight: None,
             buf: Vec::new(),
+            hashes: Vec::new(),
             accepted: 0,
         }
     }
@@ -65,125 +66,131 @@ impl PieceWriter {
         self.accepted
     }
 
-    /// Waits for the flush in flight; returns its buffer for reuse.
+    /// Length of the slice being gathered.
+    fn slice_length(&self) -> usize {
+        let start = u64::from(self.next_slice - self.first_slice) * SLICE_LENGTH;
+        self.piece_length.saturating_sub(start).min(SLICE_LENGTH) as usize
+    }
+
+    /// Waits for the slice in flight; returns its buffer for reuse.
     async fn settle(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(flush) = self.in_flight.take() else {
+        let Some((g, flush)) = self.in_flight.take() else {
             return Ok(None);
         };
-        let (hasher, buf, written) = flush.await.map_err(|_| StoreError::Closed)?;
-        self.hasher = Some(hasher);
-        written?;
+        let (buf, put) = flush.await.map_err(|_| StoreError::Closed)?;
+        let put = put?;
+        if put.mismatch {
+            return Err(StoreError::OriginChanged { slice: g });
+        }
+        self.hashes.push(put.hash);
         Ok(Some(buf))
     }
 
-    /// Starts hashing and writing `chunk` in the background (after the previous flush).
-    async fn flush(&mut self, chunk: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Starts hashing and writing the gathered slice (after the previous one).
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let full = std::mem::take(&mut self.buf);
         let spare = self.settle().await?;
-        let mut hasher = self.hasher.take().ok_or(StoreError::Closed)?;
-        let file = self.file.clone();
-        let offset = self.next_offset;
-        self.next_offset += chunk.len() as u64;
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            hasher.update(&chunk);
-            let written = file.write_at(&chunk, offset);
-            (hasher, chunk, written)
-        }));
-        Ok(spare)
-    }
-
-    /// Hashes and writes a whole owned buffer (no copy); returns a buffer for the caller to
-    /// fill next (the one from the previous flush, or a new one).
-    pub async fn write_owned(&mut self, chunk: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        if !self.buf.is_empty() {
-            let pending = std::mem::take(&mut self.buf);
-            self.flush(pending).await?;
+        let (entry, g) = (self.entry.clone(), self.next_slice);
+        self.next_slice += 1;
+        self.in_flight = Some((
+            g,
+            tokio::task::spawn_blocking(move || {
+                let put = entry.put_origin_slice(g, &full);
+                (full, put)
+            }),
+        ));
+        if let Some(mut spare) = spare {
+            spare.clear();
+            self.buf = spare;
         }
-        self.accepted += chunk.len() as u64;
-        Ok(self.flush(chunk).await?.unwrap_or_default())
+        Ok(())
     }
 
-    /// Accepts a chunk of any size, gathering small ones before they are written.
+    /// Accepts a chunk of any size. Bytes past the end of the piece are
+    /// [`StoreError::PieceLength`].
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
         self.accepted += data.len() as u64;
+        if self.accepted > self.piece_length {
+            return Err(StoreError::PieceLength {
+                announced: self.piece_length,
+                written: self.accepted,
+            });
+        }
         while !data.is_empty() {
-            if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(WRITE_CHUNK);
+            let want = self.slice_length();
+            if self.buf.capacity() < want {
+                self.buf.reserve_exact(want - self.buf.len());
             }
-            let take = (WRITE_CHUNK - self.buf.len()).min(data.len());
+            let take = (want - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.buf.len() == WRITE_CHUNK {
-                let full = std::mem::take(&mut self.buf);
-                if let Some(mut spare) = self.flush(full).await? {
-                    spare.clear();
-                    self.buf = spare;
-                }
+            if self.buf.len() == want {
+                self.flush().await?;
             }
         }
         Ok(())
     }
 
-    /// Writes what is still buffered and returns the hashes of the slices written.
-    pub async fn finish_slices(mut self) -> Result<Vec<SliceHash>, StoreError> {
-        if !self.buf.is_empty() {
-            let pending = std::mem::take(&mut self.buf);
-            self.flush(pending).await?;
-        }
+    /// Waits for the last slice and returns the digest of the piece, with the slice hashes
+    /// it is made of. A piece given fewer bytes than it holds is [`StoreError::PieceLength`].
+    pub async fn finish(mut self) -> Result<(PieceDigest, Vec<SliceHash>), StoreError> {
         self.settle().await?;
-        self.hasher
-            .take()
-            .map(|h| h.finish())
-            .ok_or(StoreError::Closed)
-    }
-
-    /// For a writer of a whole piece: writes what is still buffered and returns the digest
-    /// of everything written, with the slice hashes it is made of. A piece shorter or
-    /// longer than announced is [`StoreError::PieceLength`].
-    pub async fn finish(self) -> Result<(PieceDigest, Vec<SliceHash>), StoreError> {
         let (written, announced) = (self.accepted, self.piece_length);
-        let hashes = self.finish_slices().await?;
-        match piece_root(&hashes, announced) {
-            Some(d) if written == announced => Ok((d, hashes)),
+        match piece_root(&self.hashes, announced) {
+            Some(d) if written == announced => Ok((d, self.hashes)),
             _ => Err(StoreError::PieceLength { announced, written }),
         }
+    }
+
+    /// The piece being written.
+    pub fn piece(&self) -> u32 {
+        self.piece
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Store, TaskMeta};
+    use pollen_core::TaskId;
+
+    fn entry_of(len: u64, piece_length: u64) -> (tempfile::TempDir, Arc<Store>, Arc<TaskEntry>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let meta = TaskMeta {
+            content_length: len,
+            piece_length,
+            ..Default::default()
+        };
+        let entry = store.ensure_task(TaskId([3; 32]), meta).expect("task");
+        (dir, store, entry)
+    }
 
     #[tokio::test]
     async fn mixed_chunk_sizes_hash_and_land_in_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data: Vec<u8> = (0..(3 * WRITE_CHUNK + 12345))
-            .map(|i| (i * 7 % 256) as u8)
-            .collect();
-        let file = ContentFile::open(&dir.path().join("c"), data.len() as u64 + 10).expect("open");
-        let mut w = PieceWriter::new(file.clone(), 10, data.len() as u64);
+        let piece = 4 * SLICE_LENGTH;
+        let (_dir, _store, entry) = entry_of(piece + 3 * SLICE_LENGTH + 12345, piece);
+        let len = entry.layout().length(1);
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+        let mut w = PieceWriter::new(entry.clone(), 1);
         w.write(&data[..100]).await.expect("small");
-        let spare = w
-            .write_owned(data[100..WRITE_CHUNK + 100].to_vec())
-            .await
-            .expect("owned");
-        assert!(spare.is_empty() || spare.capacity() > 0);
-        for part in data[WRITE_CHUNK + 100..].chunks(70_000) {
+        for part in data[100..].chunks(70_000) {
             w.write(part).await.expect("chunk");
         }
-        assert_eq!(w.written(), data.len() as u64);
+        assert_eq!(w.written(), len);
         let (digest, hashes) = w.finish().await.expect("digest");
         assert_eq!(digest, PieceDigest::of(&data));
         assert_eq!(hashes, pollen_core::slice::slice_hashes(&data));
         let mut back = vec![0u8; data.len()];
-        file.read_at(&mut back, 10).expect("read");
+        entry.content().read_at(&mut back, piece).expect("read");
         assert_eq!(back, data);
+        assert!(!entry.has_slice(4), "written, not held before the commit");
     }
 
     #[tokio::test]
-    async fn a_piece_given_fewer_bytes_than_it_holds_has_no_digest() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = ContentFile::open(&dir.path().join("c"), 4096).expect("open");
-        let mut w = PieceWriter::new(file, 0, 4096);
+    async fn a_piece_given_fewer_or_more_bytes_than_it_holds_has_no_digest() {
+        let (_dir, _store, entry) = entry_of(4096, 4096);
+        let mut w = PieceWriter::new(entry.clone(), 0);
         w.write(&[7u8; 1000]).await.expect("write");
         match w.finish().await {
             Err(StoreError::PieceLength { announced, written }) => {
@@ -191,5 +198,34 @@ mod tests {
             }
             other => panic!("expected a length error, got {other:?}"),
         }
+        let mut w = PieceWriter::new(entry, 0);
+        let r = w.write(&[7u8; 5000]).await;
+        assert!(matches!(r, Err(StoreError::PieceLength { .. })), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn origin_bytes_that_differ_from_a_verified_slice_fail_the_piece() {
+        let piece = 2 * SLICE_LENGTH;
+        let (_dir, _store, entry) = entry_of(piece, piece);
+        let honest: Vec<u8> = (0..piece).map(|i| (i % 241) as u8).collect();
+        let hashes = pollen_core::slice::slice_hashes(&honest);
+        entry.set_slice_hashes(0, hashes.clone().into());
+        let first = &honest[..SLICE_LENGTH as usize];
+        let put = entry.put_verified_slice(0, first, &hashes[0]).expect("put");
+        assert!(matches!(put, crate::VerifiedPut::Stored(_)));
+        let mut w = PieceWriter::new(entry.clone(), 0);
+        w.write(first).await.expect("first slice, held: skipped");
+        w.write(&vec![1u8; SLICE_LENGTH as usize])
+            .await
+            .expect("gathered");
+        let r = w.finish().await;
+        assert!(
+            matches!(r, Err(StoreError::OriginChanged { slice: 1 })),
+            "{r:?}"
+        );
+        let mut back = vec![0u8; piece as usize];
+        entry.content().read_at(&mut back, 0).expect("read");
+        assert_eq!(&back[..SLICE_LENGTH as usize], first);
+        assert!(back[SLICE_LENGTH as usize..].iter().all(|b| *b == 0));
     }
 }

@@ -26,9 +26,11 @@ pub(crate) struct SliceBook {
     /// Slices that can be served: every slice of a present piece and every verified slice
     /// of an unfinished one. Kept up to date as slices are verified and pieces committed or
     /// dropped, so nothing is derived per request.
-    held: Bitfield,
+    pub(crate) held: Bitfield,
     /// Unfinished pieces with a verified slice.
     begun: HashSet<u32>,
+    /// Slices a writer is writing right now (see `crate::slice_write`).
+    pub(crate) writing: HashSet<u32>,
 }
 
 impl SliceBook {
@@ -42,6 +44,7 @@ impl SliceBook {
             hashes: HashMap::new(),
             held,
             begun: HashSet::new(),
+            writing: HashSet::new(),
         }
     }
 }
@@ -94,7 +97,9 @@ impl TaskEntry {
         self.book().hashes.entry(n).or_insert(hashes);
     }
 
-    /// Marks slice `g` verified (its bytes written and checked against its hash).
+    /// Marks slice `g` verified (its bytes written and checked against its hash). Only
+    /// [`TaskEntry::put_verified_slice`] should call it outside tests: that is what makes
+    /// "held" mean "verified bytes on disk".
     pub fn mark_slice(&self, g: u32) -> SliceMark {
         let slices = self.slices();
         let Some(spot) = slices.spot(g) else {
@@ -167,7 +172,7 @@ impl TaskEntry {
         Ok(Some(hashes))
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, SliceBook> {
+    pub(crate) fn book(&self) -> std::sync::MutexGuard<'_, SliceBook> {
         self.slice_book.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

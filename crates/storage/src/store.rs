@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pollen_core::{Bitfield, PieceDigest, PieceLayout, SliceLayout, TaskId};
@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use crate::committer::{self, PieceCommit};
 use crate::content::ContentFile;
 use crate::error::StoreError;
-use crate::meta::TaskMeta;
+use crate::meta::{ContentStamp, TaskMeta};
 use crate::slices::SliceBook;
 
 pub(crate) const TASKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tasks");
@@ -39,6 +39,8 @@ pub struct TaskEntry {
     layout: PieceLayout,
     state: RwLock<TaskState>,
     pub(crate) slice_book: Mutex<SliceBook>,
+    /// Signalled when a slice writer ends its turn (see `crate::slice_write`).
+    pub(crate) slice_written: Condvar,
 }
 
 struct TaskState {
@@ -109,6 +111,23 @@ impl TaskEntry {
             .iter_set()
             .filter_map(|n| s.digests[n as usize].map(|d| (n, d)))
             .collect()
+    }
+
+    /// True when the task is complete and its content file still has the size and
+    /// modification time recorded when it completed. False for an incomplete task, and for
+    /// one completed before stamps were recorded (a caller re-reads it once and stamps it).
+    pub fn content_unchanged(&self) -> bool {
+        let recorded = {
+            let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+            if !s.meta.complete {
+                return false;
+            }
+            s.meta.content_stamp
+        };
+        let Some(recorded) = recorded else {
+            return false;
+        };
+        ContentStamp::of(self.content.file()).is_ok_and(|now| now == recorded)
     }
 
     /// True when every piece is present and the content passed its digest check.
@@ -203,6 +222,7 @@ impl Store {
                         digests,
                     }),
                     slice_book,
+                    slice_written: Condvar::new(),
                 }),
             );
         }
@@ -276,6 +296,7 @@ impl Store {
                 SliceLayout::new(layout),
                 &Bitfield::new(layout.piece_count()),
             )),
+            slice_written: Condvar::new(),
         });
         let mut map = self.tasks.write().unwrap_or_else(|e| e.into_inner());
         Ok(map.entry(id).or_insert(entry).clone())
@@ -358,11 +379,15 @@ impl Store {
         self.write_meta(&entry.id, &meta)
     }
 
-    /// Marks the task complete (all pieces present, content digest checked when known).
+    /// Marks the task complete (all pieces present, content digest checked when known) and
+    /// records its content file's stamp (see [`TaskEntry::content_unchanged`]). Also called
+    /// again after a complete task whose stamp changed was re-read and found intact.
     pub fn mark_complete(&self, entry: &TaskEntry) -> Result<(), StoreError> {
+        let stamp = ContentStamp::of(entry.content.file()).map_err(StoreError::io)?;
         self.update_meta(entry, |m| {
             m.complete = true;
             m.last_access = now_unix();
+            m.content_stamp = Some(stamp);
         })
     }
 
@@ -446,17 +471,15 @@ mod tests {
             for n in [0u32, 2] {
                 let range =
                     layout.offset(n) as usize..(layout.offset(n) + layout.length(n)) as usize;
-                let mut w =
-                    PieceWriter::new(entry.content().clone(), layout.offset(n), layout.length(n));
+                let mut w = PieceWriter::new(entry.clone(), n);
                 w.write(&data[range.clone()]).await.expect("write");
                 let (d, _) = w.finish().await.expect("digest");
                 assert_eq!(d, PieceDigest::of(&data[range]));
                 store.commit_piece(&entry, n, d).await.expect("commit");
             }
             // Piece 1 is written but never committed: it must not count after a restart.
-            let mut w =
-                PieceWriter::new(entry.content().clone(), layout.offset(1), layout.length(1));
-            w.write_owned(vec![0u8; 16]).await.expect("write");
+            let mut w = PieceWriter::new(entry.clone(), 1);
+            w.write(&[0u8; 16]).await.expect("write");
         }
         let store = Store::open(dir.path()).expect("reopen");
         let entry = store.get(&id).expect("task survives");
@@ -479,5 +502,38 @@ mod tests {
         assert!(store.get(&id).is_none());
         drop(store);
         assert!(Store::open(dir.path()).expect("reopen").get(&id).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_complete_task_knows_when_its_file_was_changed_behind_its_back() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let id = TaskId([2; 32]);
+        let entry = store.ensure_task(id, meta(1000)).expect("task");
+        entry.content().write_at(&[1u8; 1000], 0).expect("write");
+        assert!(!entry.content_unchanged(), "not complete yet");
+        store.mark_complete(&entry).expect("complete");
+        assert!(entry.content_unchanged());
+        // Someone appends to the file through another handle (a hard-linked output).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut other = std::fs::OpenOptions::new()
+            .append(true)
+            .open(store.content_path(&id))
+            .expect("open");
+        other.write_all(b"edit").expect("append");
+        assert!(!entry.content_unchanged(), "an append is seen");
+        // Found intact again (the caller re-read it): stamped anew.
+        store.mark_complete(&entry).expect("restamp");
+        assert!(entry.content_unchanged());
+        // The stamp survives a restart.
+        drop(entry);
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let entry = store.get(&id).expect("task");
+        assert!(
+            !entry.content_unchanged(),
+            "reopening cut the file back to its length"
+        );
     }
 }
