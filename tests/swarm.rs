@@ -132,7 +132,10 @@ async fn a_parent_serving_corrupt_pieces_is_blocklisted_and_the_bytes_come_from_
         .download(&url, &first, None)
         .await
         .expect("first get");
-    // Rot peer-1's stored copy behind its back: it will serve bad bytes to peer-2.
+    // Rot peer-1's stored copy behind its back, the way a failing disk does: the bytes change
+    // but the file's length and modification time do not, so peer-1 still believes its copy
+    // and serves bad bytes to peer-2. (An edit that moves the mtime is caught by peer-1 itself;
+    // see resilience.rs.)
     let content = cluster.peers[0].data_dir.join("content");
     let file = std::fs::read_dir(&content)
         .expect("content dir")
@@ -144,7 +147,15 @@ async fn a_parent_serving_corrupt_pieces_is_blocklisted_and_the_bytes_come_from_
     for b in bytes.iter_mut().step_by(4096) {
         *b ^= 0xff;
     }
+    let mtime = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .expect("mtime");
     std::fs::write(&file, &bytes).expect("corrupt");
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("restore mtime");
     let second = cluster.dir.path().join("second.out");
     tokio::time::timeout(HANG, cluster.peers[1].download(&url, &second, None))
         .await

@@ -375,15 +375,19 @@ impl Conductor {
     /// was committed but whose bytes did not reach the disk (a power cut) is dropped and
     /// fetched again, never served.
     async fn recheck_held_pieces(&self, entry: Arc<TaskEntry>) -> Result<(), DownloadError> {
-        let bad = content_check::bad_pieces(entry.clone()).await?;
-        if bad.is_empty() {
+        if entry.held_pieces_checked() {
             return Ok(());
         }
-        warn!(pieces = ?bad, "held pieces no longer match their digests; fetching them again");
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.drop_pieces(&entry, &bad))
-            .await
-            .map_err(|_| DownloadError::ShuttingDown)??;
+        let bad = content_check::bad_pieces(entry.clone()).await?;
+        if !bad.is_empty() {
+            warn!(pieces = ?bad, "held pieces no longer match their digests; fetching them again");
+            let store = self.store.clone();
+            let e = entry.clone();
+            tokio::task::spawn_blocking(move || store.drop_pieces(&e, &bad))
+                .await
+                .map_err(|_| DownloadError::ShuttingDown)??;
+        }
+        entry.mark_held_pieces_checked();
         Ok(())
     }
 

@@ -139,6 +139,10 @@ impl OutputWriter {
     }
 
     async fn copy_present(&mut self, entry: &Arc<TaskEntry>) -> Result<(), DownloadError> {
+        // Pieces held from before a restart are copied only once the download re-read them.
+        if !entry.held_pieces_checked() {
+            return Ok(());
+        }
         let layout = entry.layout();
         let file = match &self.file {
             Some(f) => f.clone(),

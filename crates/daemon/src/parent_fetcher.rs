@@ -92,7 +92,6 @@ pub(crate) struct FetchContext {
 pub(crate) struct Received {
     slice: u32,
     piece: u32,
-    length: u32,
     /// The piece's published digest.
     digest: PieceDigest,
     /// The slice's hash, from the list checked against that digest.
@@ -114,7 +113,10 @@ impl ParentJob {
     pub async fn run(self) -> Result<(), FetchError> {
         let mut claimed = Vec::new();
         let mut commits = JoinSet::new();
-        let mut sink = SliceSink::new(self.claims.entry.clone());
+        let stats = self.ctx.stats.clone();
+        let mut sink = SliceSink::new(self.claims.entry.clone()).on_stored(Arc::new(move |n| {
+            DaemonStats::add(&stats.p2p_download_bytes, n)
+        }));
         let mut result = self.fetch(&mut claimed, &mut commits, &mut sink).await;
         // The last slice read is acted on whatever ended the connection: it may be the one
         // that completes a piece.
@@ -194,10 +196,9 @@ impl ParentJob {
             VerifiedPut::Stored(mark) => mark,
         };
         self.claims.record_piece_time(r.took);
+        // Its bytes were counted as it was stored (see `SliceSink::on_stored`).
         if mark == SliceMark::Already {
             self.claims.count_duplicate();
-        } else {
-            DaemonStats::add(&self.ctx.stats.p2p_download_bytes, u64::from(r.length));
         }
         // Verified: the slice is served from now on and nobody claims it again.
         self.release(claimed, r.slice);
@@ -361,7 +362,6 @@ impl ParentJob {
                     let received = Received {
                         slice: n,
                         piece: spot.piece,
-                        length: h.length,
                         digest: expected,
                         hash: hashes[spot.index as usize],
                         took: asked.elapsed(),

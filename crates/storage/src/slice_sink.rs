@@ -18,11 +18,15 @@ use crate::store::TaskEntry;
 
 type Put = JoinHandle<(Vec<u8>, Result<VerifiedPut, StoreError>)>;
 
+/// Called with a slice's length as soon as it is stored, on the thread that stored it.
+pub type OnStored = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// One connection's slices on their way to the content file.
 pub struct SliceSink<T> {
     entry: Arc<TaskEntry>,
     in_flight: Option<(T, Put)>,
     spare: Vec<u8>,
+    on_stored: Option<OnStored>,
 }
 
 impl<T> SliceSink<T> {
@@ -32,7 +36,15 @@ impl<T> SliceSink<T> {
             entry,
             in_flight: None,
             spare: Vec::new(),
+            on_stored: None,
         }
+    }
+
+    /// Calls `f` for every slice stored, at once: a count kept this way is right even when
+    /// the sink's owner is dropped with a slice in flight (the write finishes regardless).
+    pub fn on_stored(mut self, f: OnStored) -> Self {
+        self.on_stored = Some(f);
+        self
     }
 
     /// A buffer of `len` bytes to read the next slice into.
@@ -57,9 +69,12 @@ impl<T> SliceSink<T> {
         tag: T,
     ) -> Result<Option<(T, VerifiedPut)>, StoreError> {
         let before = self.settle().await?;
-        let entry = self.entry.clone();
+        let (entry, on_stored) = (self.entry.clone(), self.on_stored.clone());
         let put = tokio::task::spawn_blocking(move || {
             let put = entry.put_verified_slice(g, &bytes, &expected);
+            if let (Ok(VerifiedPut::Stored(_)), Some(f)) = (&put, on_stored) {
+                f(bytes.len() as u64);
+            }
             (bytes, put)
         });
         self.in_flight = Some((tag, put));

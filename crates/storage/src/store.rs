@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,6 +42,9 @@ pub struct TaskEntry {
     pub(crate) slice_book: Mutex<SliceBook>,
     /// Signalled when a slice writer ends its turn (see `crate::slice_write`).
     pub(crate) slice_written: Condvar,
+    /// False for an unfinished task loaded from disk until its held pieces are re-read (see
+    /// [`TaskEntry::held_pieces_checked`]).
+    held_checked: AtomicBool,
 }
 
 struct TaskState {
@@ -128,6 +132,20 @@ impl TaskEntry {
             return false;
         };
         ContentStamp::of(self.content.file()).is_ok_and(|now| now == recorded)
+    }
+
+    /// Whether the pieces this task holds may be read as verified. True for a task created by
+    /// this process (each piece was verified as it was stored) and for a complete one (its
+    /// stamp guards it: [`Self::content_unchanged`]). False for an unfinished task loaded from
+    /// disk until [`Self::mark_held_pieces_checked`]: a crash or power cut may have left a
+    /// committed piece's bytes other than what was verified, so they are re-read first.
+    pub fn held_pieces_checked(&self) -> bool {
+        self.held_checked.load(Ordering::Acquire) || self.is_complete()
+    }
+
+    /// Records that the held pieces were re-read and the bad ones dropped.
+    pub fn mark_held_pieces_checked(&self) {
+        self.held_checked.store(true, Ordering::Release);
     }
 
     /// True when every piece is present and the content passed its digest check.
@@ -223,6 +241,7 @@ impl Store {
                     }),
                     slice_book,
                     slice_written: Condvar::new(),
+                    held_checked: AtomicBool::new(false),
                 }),
             );
         }
@@ -297,6 +316,7 @@ impl Store {
                 &Bitfield::new(layout.piece_count()),
             )),
             slice_written: Condvar::new(),
+            held_checked: AtomicBool::new(true),
         });
         let mut map = self.tasks.write().unwrap_or_else(|e| e.into_inner());
         Ok(map.entry(id).or_insert(entry).clone())
@@ -480,10 +500,20 @@ mod tests {
             // Piece 1 is written but never committed: it must not count after a restart.
             let mut w = PieceWriter::new(entry.clone(), 1);
             w.write(&[0u8; 16]).await.expect("write");
+            assert!(
+                entry.held_pieces_checked(),
+                "this process verified every piece"
+            );
         }
         let store = Store::open(dir.path()).expect("reopen");
         let entry = store.get(&id).expect("task survives");
         assert_eq!(entry.bitfield().iter_set().collect::<Vec<_>>(), vec![0, 2]);
+        assert!(
+            !entry.held_pieces_checked(),
+            "pieces held from before a restart are not trusted until re-read"
+        );
+        entry.mark_held_pieces_checked();
+        assert!(entry.held_pieces_checked());
         assert!(entry.piece_digest(1).is_none());
         assert!(!entry.is_complete());
         // A piece found bad later is dropped, durably.
@@ -497,7 +527,12 @@ mod tests {
         store.mark_complete(&entry).expect("complete");
         drop(store);
         let store = Store::open(dir.path()).expect("reopen again");
-        assert!(store.get(&id).expect("task").is_complete());
+        let entry = store.get(&id).expect("task");
+        assert!(entry.is_complete());
+        assert!(
+            entry.held_pieces_checked(),
+            "a complete task is guarded by its stamp instead"
+        );
         store.remove_task(&id).expect("remove");
         assert!(store.get(&id).is_none());
         drop(store);

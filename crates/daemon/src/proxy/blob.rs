@@ -155,7 +155,12 @@ async fn serve_range(
     fwd: HeaderMap,
 ) -> Response<Body> {
     let held = state.conductor.store.get(&spec.id);
-    let covered = held.as_ref().and_then(|entry| {
+    // Only bytes known good: a complete copy whose file is as it was stored, or pieces this
+    // process verified or re-read since it started.
+    let trusted = |e: &pollen_storage::TaskEntry| {
+        e.held_pieces_checked() && (!e.is_complete() || e.content_unchanged())
+    };
+    let covered = held.as_ref().filter(|e| trusted(e)).and_then(|entry| {
         let layout = entry.layout();
         let (first, last) = parse_range(range.to_str().ok()?, layout.content_length())?;
         let have = entry.bitfield();

@@ -123,7 +123,8 @@ impl TaskStream {
                     return Ok(None);
                 }
                 if let Some(n) = layout.piece_at(self.pos) {
-                    if entry.bitfield().get(n) {
+                    // Held from before a restart: not until the download re-read them.
+                    if entry.bitfield().get(n) && entry.held_pieces_checked() {
                         let piece_end = layout.offset(n) + layout.length(n);
                         let len = (piece_end.min(end) - self.pos).min(READ_CHUNK);
                         let bytes = read(entry, self.pos, len as usize, hash).await?;
