@@ -182,7 +182,9 @@ def run_pollen(args, work, data, size, n, scenario, t_min):
                    "--upload-listen", f"{ip(i)}:0", "--api-socket", os.path.join(d, "api.sock"),
                    "--proxy-listen", "off"]
             if seed:
-                cmd.append("--seed")
+                # The seed shares node hc1 with the origin: a seed refuses its own addresses
+                # unless they are allow-listed (the origin guard).
+                cmd += ["--seed", "--origin-allow", ip(1)]
                 cmd += args.seed_args.split()
             else:
                 cmd += args.peer_args.split()

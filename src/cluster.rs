@@ -115,6 +115,13 @@ impl DaemonProc {
         Ok(())
     }
 
+    /// Runs the process in network namespace `ns` (entered with `ip netns exec`, so files
+    /// under `/etc/netns/NS/` stand in for those of `/etc`).
+    pub fn in_netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_string());
+        self
+    }
+
     /// Starts the process (for one made by [`Cluster::stranger`]) and waits for its ready
     /// line.
     pub async fn start(&mut self) -> anyhow::Result<()> {
@@ -444,6 +451,10 @@ impl Cluster {
             if seed {
                 args.push("--seed".into());
             }
+            // The kit's origins listen on loopback; a seed (and any download the scheduler
+            // or manager orders) refuses loopback unless it is allow-listed.
+            args.push("--origin-allow".into());
+            args.push("127.0.0.0/8".into());
             if let Some(l) = limit {
                 args.push("--upload-rate-limit".into());
                 args.push(l.to_string());

@@ -70,9 +70,12 @@ pub struct DaemonArgs {
     /// address the scheduler sees].
     #[arg(long, env = "POLLEN_ADVERTISE_IP")]
     pub advertise_ip: Option<String>,
-    /// Unix socket of the local API used by `pollen get` [default: /tmp/pollen/daemon.sock].
+    /// Unix socket of the local API used by `pollen get` [default: /run/pollen/daemon.sock].
     #[arg(long, env = "POLLEN_API_SOCKET")]
     pub api_socket: Option<PathBuf>,
+    /// Group whose members may use the local API besides root [default: pollen].
+    #[arg(long, env = "POLLEN_API_GROUP")]
+    pub api_group: Option<String>,
     /// Upload limit in bytes per second (e.g. 100MiB); 0 means unlimited.
     #[arg(long, env = "POLLEN_UPLOAD_RATE_LIMIT", value_parser = size)]
     pub upload_rate_limit: Option<u64>,
@@ -105,9 +108,21 @@ pub struct DaemonArgs {
     /// Extra CA certificate (PEM file) trusted for HTTPS origins; repeatable.
     #[arg(long = "origin-ca-cert", env = "POLLEN_ORIGIN_CA_CERT")]
     pub origin_ca_certs: Vec<PathBuf>,
+    /// Address or CIDR network the origin guard lets through (e.g. 127.0.0.1, 10.0.0.0/8);
+    /// repeatable. Without it, cloud metadata and link-local origins are refused, and for a
+    /// seed or a download another host ordered also loopback and this node's own addresses.
+    #[arg(
+        long = "origin-allow",
+        env = "POLLEN_ORIGIN_ALLOW",
+        value_delimiter = ','
+    )]
+    pub origin_allow: Vec<String>,
     /// Give up (and retry) an origin that sends nothing for this long (e.g. 30s).
     #[arg(long, env = "POLLEN_ORIGIN_READ_TIMEOUT", value_parser = parse_duration)]
     pub origin_read_timeout: Option<Duration>,
+    /// Close an upload connection whose peer takes no bytes for this long (e.g. 60s).
+    #[arg(long, env = "POLLEN_UPLOAD_WRITE_TIMEOUT", value_parser = parse_duration)]
+    pub upload_write_timeout: Option<Duration>,
     /// Give up a parent that sends nothing for this long (e.g. 15s).
     #[arg(long, env = "POLLEN_PARENT_STALL_TIMEOUT", value_parser = parse_duration)]
     pub parent_stall_timeout: Option<Duration>,
@@ -165,6 +180,9 @@ impl DaemonArgs {
         if self.advertise_ip.is_some() {
             cfg.advertise_ip = self.advertise_ip;
         }
+        if let Some(v) = self.api_group {
+            cfg.api_group = v;
+        }
         if let Some(v) = self.api_socket {
             cfg.api_socket = v;
         }
@@ -214,6 +232,12 @@ impl DaemonArgs {
         }
         if let Some(v) = self.default_registry {
             cfg.proxy.default_registry = v;
+        }
+        if let Some(v) = self.upload_write_timeout {
+            cfg.upload_write_timeout = v;
+        }
+        if !self.origin_allow.is_empty() {
+            cfg.origin_allow = self.origin_allow;
         }
         if !self.origin_ca_certs.is_empty() {
             cfg.origin_ca_certs = self.origin_ca_certs;

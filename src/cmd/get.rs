@@ -37,7 +37,7 @@ pub struct GetArgs {
     #[arg(
         long,
         env = "POLLEN_API_SOCKET",
-        default_value = "/tmp/pollen/daemon.sock"
+        default_value = "/run/pollen/daemon.sock"
     )]
     pub api_socket: PathBuf,
 }
@@ -47,6 +47,12 @@ pub(crate) async fn connect_daemon(
     socket: &std::path::Path,
 ) -> anyhow::Result<pollen_proto::daemon::daemon_client::DaemonClient<tonic::transport::Channel>> {
     pollen_daemon::api_client::connect(socket).await.map_err(|e| {
+        if e.denied {
+            return anyhow!(
+                "you may not use the pollen daemon at {} (permission denied): its socket is for root and the members of the daemon's api_group (default `pollen`); ask an administrator to add you to that group",
+                e.path.display()
+            );
+        }
         anyhow!(
             "no pollen daemon is running at {} ({}); start one with `pollen daemon --scheduler http://SCHEDULER:8002`, or pass --api-socket",
             e.path.display(),

@@ -37,7 +37,7 @@ pub struct PreheatArgs {
     #[arg(
         long,
         env = "POLLEN_API_SOCKET",
-        default_value = "/tmp/pollen/daemon.sock"
+        default_value = "/run/pollen/daemon.sock"
     )]
     pub api_socket: PathBuf,
 }

@@ -46,7 +46,7 @@ pub struct StandaloneArgs {
     #[arg(
         long,
         env = "POLLEN_API_SOCKET",
-        default_value = "/tmp/pollen/daemon.sock"
+        default_value = "/run/pollen/daemon.sock"
     )]
     pub api_socket: PathBuf,
     /// The seed daemon's registry mirror and proxy address, or `off`.
@@ -124,6 +124,17 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir.join("seed"),
         upload_listen: args.upload_listen,
         api_socket: args.api_socket.clone(),
+        // With every port on loopback no other host can order a download, so the seed may
+        // read loopback origins as the local user could; once one listens wider, it refuses
+        // them like any seed peer.
+        origin_allow: if [args.grpc_listen, args.scheduler_listen, args.upload_listen]
+            .iter()
+            .all(|a| a.ip().is_loopback())
+        {
+            vec!["127.0.0.0/8".into(), "::1/128".into()]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     daemon.proxy.listen = match args.proxy_listen.as_str() {

@@ -105,6 +105,9 @@ pub fn daemon(
         format!("{ip}:0"),
         "--hostname".into(),
         name.to_string(),
+        // The tests' origins and registries listen on loopback.
+        "--origin-allow".into(),
+        "127.0.0.0/8".into(),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
     cluster.stranger(name, args)

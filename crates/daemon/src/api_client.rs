@@ -16,6 +16,8 @@ pub struct ConnectError {
     pub path: PathBuf,
     /// Why.
     pub reason: String,
+    /// The socket is there but this user may not use it.
+    pub denied: bool,
 }
 
 /// Connects to the daemon listening on `socket`.
@@ -24,11 +26,13 @@ pub async fn connect(socket: &Path) -> Result<DaemonClient<Channel>, ConnectErro
     let err = |reason: String| ConnectError {
         path: path.clone(),
         reason,
+        denied: false,
     };
     // Fail fast with the OS's reason (no such file, connection refused) before tonic wraps it.
-    UnixStream::connect(&path)
-        .await
-        .map_err(|e| err(e.to_string()))?;
+    UnixStream::connect(&path).await.map_err(|e| ConnectError {
+        denied: e.kind() == std::io::ErrorKind::PermissionDenied,
+        ..err(e.to_string())
+    })?;
     let p = path.clone();
     let channel = Endpoint::from_static("http://[::1]:1")
         .connect_with_connector(service_fn(move |_: Uri| {

@@ -18,7 +18,7 @@ use pollen_proto::scheduler::{
     peer_event, scheduler_event, ContentInfo, FinishedPiece, NeedParents, ParentFailed, PeerEvent,
     PeerFailed, PeerFinished, PiecesFinished, Register, SchedulerEvent, TaskRequest,
 };
-use pollen_source::HttpSource;
+use pollen_source::{HttpSource, OriginPolicy};
 use pollen_storage::{Store, TaskEntry};
 use pollen_wire::ClientTls;
 use rand::Rng;
@@ -69,6 +69,9 @@ pub(crate) struct TaskSpec {
     /// `task_download_rate_limit`); a preheat job's rate limit. Applies when the request
     /// starts the task, not when it joins one already running.
     pub rate_limit: u64,
+    /// Another host (the scheduler, the manager) ordered this download, so the origin guard
+    /// applies its fleet rules (no loopback, no address of this node).
+    pub ordered_by_fleet: bool,
 }
 
 impl TaskSpec {
@@ -81,6 +84,7 @@ impl TaskSpec {
             key,
             headers,
             rate_limit: 0,
+            ordered_by_fleet: false,
         })
     }
 
@@ -306,6 +310,16 @@ impl Conductor {
         self.start_with(spec, Priority::Background)
     }
 
+    /// How strict the origin guard is for `spec`: the fleet rules for a seed peer (whoever
+    /// asked: its task URLs come from other hosts) and for any download another host ordered.
+    pub fn origin_policy(&self, spec: &TaskSpec) -> OriginPolicy {
+        if self.cfg.seed || spec.ordered_by_fleet {
+            OriginPolicy::Fleet
+        } else {
+            OriginPolicy::LocalUser
+        }
+    }
+
     fn start_with(self: &Arc<Self>, spec: TaskSpec, priority: Priority) -> DownloadWatch {
         let from_cache = self.store.get(&spec.id).is_some_and(|e| e.is_complete());
         let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -437,6 +451,7 @@ impl Conductor {
             pace: pace.clone(),
             reports,
             cfg: self.cfg.clone(),
+            policy: self.origin_policy(spec),
         };
         tokio::spawn(job.run().in_current_span())
     }
@@ -447,6 +462,9 @@ impl Conductor {
         pace: Pace,
         progress: watch::Sender<Progress>,
     ) -> Result<(), DownloadError> {
+        // Refused before the scheduler, a parent or the origin is contacted.
+        self.source
+            .check(&spec.key.url, self.origin_policy(&spec))?;
         if self.serve_from_cache(&spec).await? {
             if let Some(e) = self.store.get(&spec.id) {
                 let len = e.layout().content_length();

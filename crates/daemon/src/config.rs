@@ -32,8 +32,14 @@ pub struct DaemonConfig {
     /// IP other peers should connect to; default: the upload address, or the address the
     /// scheduler sees when that is unspecified.
     pub advertise_ip: Option<String>,
-    /// Unix socket of the local API. Default `/tmp/pollen/daemon.sock`.
+    /// Unix socket of the local API. Default `/run/pollen/daemon.sock`. Its directory is made
+    /// 0750 and the socket 0660, both in `api_group`; an existing directory another user owns
+    /// or may write is refused.
     pub api_socket: PathBuf,
+    /// Group (name or id) whose members may use the local API (`pollen get`) besides root;
+    /// outputs are written with each caller's own rights. Default `pollen`; a group that does
+    /// not exist leaves the socket to the daemon's own user and group.
+    pub api_group: String,
     /// Data centre of this host; the scheduler prefers parents in the same one. Default "".
     pub idc: String,
     /// Location as `region|zone|rack` (most general first); parents sharing a longer prefix
@@ -76,6 +82,11 @@ pub struct DaemonConfig {
     /// An upload connection silent this long between requests is closed. Default 120s.
     #[serde(with = "pollen_core::duration::humane")]
     pub upload_idle_timeout: Duration,
+    /// An upload connection whose peer takes no bytes this long while a frame or a slice
+    /// waits to be sent is closed, so a reader that never reads cannot hold an upload slot.
+    /// Waits on this daemon's own upload rate limit do not count. Default 60s.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub upload_write_timeout: Duration,
     /// Most parents downloaded from at once per task. Default 16: a peer that joins early
     /// must be able to take later peers as parents too (they hold slices the seed gave
     /// them), and with `slices_in_flight` each extra parent costs one slice in flight.
@@ -114,6 +125,12 @@ pub struct DaemonConfig {
     /// Extra CA certificates (PEM files) trusted for HTTPS origins, beside the built-in web
     /// PKI roots. Default none.
     pub origin_ca_certs: Vec<PathBuf>,
+    /// Addresses and CIDR networks the origin guard lets through whatever its rules say
+    /// (e.g. `["127.0.0.1", "10.0.0.0/8"]`). The guard refuses, for every download, cloud
+    /// metadata and link-local addresses (after DNS, and through redirects), and for a seed
+    /// peer and every download the scheduler or the manager ordered also loopback,
+    /// unspecified and this node's own addresses. Default none.
+    pub origin_allow: Vec<String>,
     /// An origin that sends nothing for this long (before its headers or between body bytes)
     /// is given up and the transfer retried from the first missing piece; a slow but steady
     /// origin is never cut off. Default 30s.
@@ -255,7 +272,8 @@ impl Default for DaemonConfig {
             seed: false,
             upload_listen: SocketAddr::from(([0, 0, 0, 0], 4100)),
             advertise_ip: None,
-            api_socket: PathBuf::from("/tmp/pollen/daemon.sock"),
+            api_socket: PathBuf::from("/run/pollen/daemon.sock"),
+            api_group: "pollen".into(),
             idc: String::new(),
             location: String::new(),
             upload_rate_limit: 0,
@@ -269,6 +287,7 @@ impl Default for DaemonConfig {
             max_upload_connections: 64,
             upload_first_request_timeout: Duration::from_secs(10),
             upload_idle_timeout: Duration::from_secs(120),
+            upload_write_timeout: Duration::from_secs(60),
             max_parents: 16,
             slices_in_flight: 8,
             pipeline_depth: 2,
@@ -277,6 +296,7 @@ impl Default for DaemonConfig {
             parent_stall_timeout: Duration::from_secs(15),
             output_hardlink: false,
             origin_ca_certs: Vec::new(),
+            origin_allow: Vec::new(),
             origin_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             tls: None,

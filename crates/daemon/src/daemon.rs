@@ -10,7 +10,7 @@ use pollen_proto::scheduler::HostInfo;
 use pollen_source::HttpSource;
 use pollen_storage::{Store, StoreError};
 use pollen_wire::{ClientTls, UploadServer};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -86,23 +86,6 @@ impl DaemonHandle {
     }
 }
 
-async fn bind_api_socket(path: &PathBuf) -> Result<UnixListener, DaemonStartError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-    }
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(DaemonStartError::Config(format!(
-                "another daemon is already listening on {}",
-                path.display()
-            )));
-        }
-        std::fs::remove_file(path)
-            .map_err(io_err(format!("removing stale socket {}", path.display())))?;
-    }
-    UnixListener::bind(path).map_err(io_err(format!("binding the API socket {}", path.display())))
-}
-
 impl Daemon {
     /// Opens the store, binds the upload port and API socket, and starts serving.
     pub async fn start(cfg: DaemonConfig) -> Result<DaemonHandle, DaemonStartError> {
@@ -149,7 +132,7 @@ impl Daemon {
             ),
             None => None,
         };
-        let api = bind_api_socket(&cfg.api_socket).await?;
+        let api = crate::api_socket::bind(&cfg.api_socket, &cfg.api_group).await?;
         let shutdown = CancellationToken::new();
         let stats = Arc::new(DaemonStats::default());
         let mut tasks = JoinSet::new();
@@ -165,7 +148,8 @@ impl Daemon {
         )
         .with_piece_limit(cfg.max_concurrent_upload_pieces)
         .with_congestion_control(&cfg.upload_congestion_control)
-        .with_timeouts(cfg.upload_first_request_timeout, cfg.upload_idle_timeout);
+        .with_timeouts(cfg.upload_first_request_timeout, cfg.upload_idle_timeout)
+        .with_write_timeout(cfg.upload_write_timeout);
         let tls_error =
             |e: pollen_tls::TlsError| DaemonStartError::Config(format!("mutual TLS: {e}"));
         let (upload, peer_tls) = match &tls {
@@ -194,8 +178,15 @@ impl Daemon {
                 std::fs::read(p).map_err(io_err(format!("reading CA certificate {}", p.display())))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let source = HttpSource::new(cfg.connect_timeout, cfg.origin_read_timeout, &roots)
+        let guard = pollen_source::OriginGuard::new(&cfg.origin_allow)
             .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+        let source = HttpSource::new(
+            cfg.connect_timeout,
+            cfg.origin_read_timeout,
+            &roots,
+            guard.clone(),
+        )
+        .map_err(|e| DaemonStartError::Config(e.to_string()))?;
         let conductor = Arc::new(
             Conductor::new(
                 store.clone(),
@@ -297,7 +288,13 @@ impl Daemon {
                 cfg.connect_timeout,
                 cfg.origin_read_timeout,
                 &roots,
-                reqwest::redirect::Policy::none(),
+                pollen_source::Redirects::Keep,
+                &guard,
+                if cfg.seed {
+                    pollen_source::OriginPolicy::Fleet
+                } else {
+                    pollen_source::OriginPolicy::LocalUser
+                },
             )
             .map_err(|e| DaemonStartError::Config(e.to_string()))?;
             let rules =

@@ -18,6 +18,9 @@ pub enum DownloadError {
         /// URL.
         url: String,
     },
+    /// The origin guard refused the origin's address; the text names the rule.
+    #[error("{0}")]
+    Refused(String),
     /// The origin could not be reached or the transfer broke repeatedly.
     #[error("origin failed: {0}")]
     Origin(String),
@@ -55,6 +58,7 @@ impl From<SourceError> for DownloadError {
             SourceError::InvalidHeader(h) => {
                 DownloadError::InvalidRequest(format!("invalid header {h:?}"))
             }
+            SourceError::Refused(r) => DownloadError::Refused(r),
             other => DownloadError::Origin(other.to_string()),
         }
     }
@@ -80,6 +84,7 @@ impl From<DownloadError> for tonic::Status {
         let code = match &e {
             DownloadError::InvalidRequest(_) => Code::InvalidArgument,
             DownloadError::OriginStatus { .. } => Code::FailedPrecondition,
+            DownloadError::Refused(_) => Code::PermissionDenied,
             DownloadError::Origin(_) => Code::Unavailable,
             DownloadError::DigestMismatch { .. } => Code::DataLoss,
             DownloadError::DiskFull(_) => Code::ResourceExhausted,

@@ -61,8 +61,16 @@ impl HostSessions {
     fn start(&self, link: SchedulerLink, token: CancellationToken) {
         let c = self.conductor.clone();
         let on_download = move |task| match TaskSpec::from_proto(task) {
-            Ok(spec) => {
+            // Only a seed reads the origin for the fleet: a plain peer that obeyed would let
+            // whoever speaks for the scheduler point it at any URL.
+            Ok(_) if !c.cfg.seed => {
+                warn!(
+                    "ignoring a download order from the scheduler: this daemon is not a seed peer"
+                );
+            }
+            Ok(mut spec) => {
                 info!(url = %spec.key.url, "scheduler asked this seed peer to fetch a task");
+                spec.ordered_by_fleet = true;
                 let _ = c.start(spec);
             }
             Err(e) => warn!(error = %e, "ignoring an invalid task from the scheduler"),

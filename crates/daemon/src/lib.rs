@@ -11,6 +11,8 @@
 #![allow(clippy::result_large_err)] // tonic::Status is the error type of every RPC.
 
 pub mod api_client;
+mod api_socket;
+mod caller;
 mod conductor;
 pub mod config;
 mod content_check;

@@ -1,7 +1,11 @@
 //! The daemon's local API on its unix socket: what `pollen get` and `pollen demo` call.
 //!
-//! `Download` validates the request, checks the output location is writable before any byte
-//! is fetched, streams progress, and writes the finished content to the output path through a
+//! Who may call it: the socket is 0660 in a 0750 directory, both in the `api_group` group,
+//! so only root and that group's members reach it; each call's caller is read from the socket
+//! (`SO_PEERCRED`) and the output is written with the caller's rights (see `caller`).
+//!
+//! `Download` validates the request, checks the caller may write the output location before
+//! any byte is fetched, streams progress, and writes the finished content to the output path through a
 //! temporary file and a rename, so the path never holds a partial or unverified file.
 
 use std::path::{Path, PathBuf};
@@ -15,11 +19,13 @@ use pollen_proto::daemon::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
+use crate::caller::Caller;
 use crate::conductor::{Conductor, DownloadWatch, TaskSpec};
 use crate::error::DownloadError;
-use crate::output_writer::{output_error, temp_sibling, OutputWriter};
+use crate::output_writer::{create_new, output_error, temp_sibling, OutputWriter};
 use crate::stats::DaemonStats;
 
 pub(crate) struct LocalApi {
@@ -29,18 +35,20 @@ pub(crate) struct LocalApi {
     pub limits: Arc<crate::live_limits::LiveLimits>,
 }
 
-/// Fails early when the output directory does not exist or is not writable.
-fn probe_output(output: &Path) -> Result<(), DownloadError> {
-    if output.is_dir() {
-        return Err(DownloadError::Output {
-            path: output.display().to_string(),
-            reason: "is a directory".into(),
-        });
-    }
-    let probe = temp_sibling(output);
-    std::fs::File::create(&probe).map_err(|e| output_error(output, e))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+/// Fails early when the output directory does not exist or the caller may not write it.
+async fn probe_output(caller: &Caller, output: &Path) -> Result<(), DownloadError> {
+    let path = output.to_path_buf();
+    caller
+        .run(move || {
+            if path.is_dir() {
+                return Err(std::io::Error::other("is a directory"));
+            }
+            let probe = temp_sibling(&path);
+            create_new(&probe)?;
+            std::fs::remove_file(&probe)
+        })
+        .await
+        .map_err(|e| output_error(output, e))
 }
 
 pub(crate) fn spec_of(req: &DownloadRequest) -> Result<TaskSpec, DownloadError> {
@@ -72,7 +80,7 @@ pub(crate) fn spec_of(req: &DownloadRequest) -> Result<TaskSpec, DownloadError> 
 async fn follow(
     conductor: Arc<Conductor>,
     mut watch: DownloadWatch,
-    output: Option<PathBuf>,
+    output: Option<(PathBuf, Caller)>,
     tx: mpsc::Sender<Result<DownloadProgress, Status>>,
 ) {
     let id = watch.id;
@@ -89,7 +97,7 @@ async fn follow(
         .output_hardlink
         .then_some(conductor.cfg.data_dir.as_path());
     // Cache only: the task is kept in the store, nothing is written elsewhere.
-    let mut writer = output.map(|o| OutputWriter::new(o, link_from));
+    let mut writer = output.map(|(o, caller)| OutputWriter::new(o, link_from, caller));
     let outcome: Result<(), DownloadError> = async {
         loop {
             let done = watch.result.borrow_and_update().clone();
@@ -141,6 +149,7 @@ impl Daemon for LocalApi {
         &self,
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
+        let caller = Caller::of_connection(request.extensions().get::<UdsConnectInfo>())?;
         let req = request.into_inner();
         let output = match (req.cache_only, req.output_path.is_empty()) {
             (true, true) => None,
@@ -161,13 +170,11 @@ impl Daemon for LocalApi {
                 ))
                 .into());
             }
-            let probe_path = output.clone();
-            tokio::task::spawn_blocking(move || probe_output(&probe_path))
-                .await
-                .map_err(|_| Status::aborted("shutting down"))??;
+            probe_output(&caller, output).await?;
         }
         let watch = self.conductor.start(spec);
         let (tx, rx) = mpsc::channel(16);
+        let output = output.map(|o| (o, caller));
         tokio::spawn(follow(self.conductor.clone(), watch, output, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }

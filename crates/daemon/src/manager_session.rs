@@ -146,6 +146,7 @@ async fn preheat(
     };
     let mut spec = crate::local_api::spec_of(&req).map_err(|e| e.to_string())?;
     spec.rate_limit = p.rate_limit;
+    spec.ordered_by_fleet = true;
     let mut watch = conductor.start(spec);
     loop {
         if let Some(r) = watch.result.borrow_and_update().clone() {

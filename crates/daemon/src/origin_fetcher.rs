@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pollen_core::{PieceLayout, TaskId, TaskKey};
-use pollen_source::{HttpSource, SourceError};
+use pollen_source::{HttpSource, OriginPolicy, SourceError};
 use pollen_storage::{PieceWriter, Store, TaskMeta};
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -43,6 +43,8 @@ pub(crate) struct OriginJob {
     /// The daemon's settings, for the claims this job makes when it is the first to learn
     /// the content length.
     pub cfg: Arc<DaemonConfig>,
+    /// How strict the origin guard is for this task.
+    pub policy: OriginPolicy,
 }
 
 /// The pause before retry `attempt` (1-based): 300 ms doubling each time, plus up to half
@@ -128,7 +130,13 @@ impl OriginJob {
             .and_then(|m| m.etag.clone().or_else(|| m.last_modified.clone()));
         let mut resp = self
             .source
-            .fetch(&self.key.url, &self.headers, start, validator.as_deref())
+            .fetch(
+                &self.key.url,
+                &self.headers,
+                start,
+                validator.as_deref(),
+                self.policy,
+            )
             .await?;
         if let Some(old) = recorded.filter(|m| content_changed(m, &resp)) {
             // Held pieces are of the old content: mixing them with the new would make a copy

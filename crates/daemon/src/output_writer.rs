@@ -15,6 +15,9 @@
 //! the output instead: no byte is written twice, but output and cache are one file. An edit of
 //! the output then changes the cache's file; its size or modification time moves, and the
 //! cache re-reads it before using it again (see `content_check::keep_complete`).
+//!
+//! Every operation on the output path (create, link, rename, remove) runs with the local API
+//! caller's rights (see `caller`): the daemon never writes where its caller could not.
 
 use std::fs::File;
 use std::io;
@@ -27,6 +30,7 @@ use pollen_core::Bitfield;
 use pollen_storage::TaskEntry;
 use rand::Rng;
 
+use crate::caller::Caller;
 use crate::error::DownloadError;
 
 /// The temporary file next to `output` that receives pieces until the final rename.
@@ -36,6 +40,8 @@ pub(crate) struct OutputWriter {
     file: Option<Arc<File>>,
     exported: Bitfield,
     link: bool,
+    /// Whose rights every operation on the output path runs with.
+    caller: Caller,
 }
 
 /// A hidden name beside `output`, unique per call.
@@ -113,7 +119,7 @@ impl OutputWriter {
     /// Plans writing to `output`; nothing is created until the first piece is exported. With
     /// `link_from` (the data directory), the output is hard-linked when it is on the same
     /// filesystem.
-    pub fn new(output: PathBuf, link_from: Option<&Path>) -> Self {
+    pub fn new(output: PathBuf, link_from: Option<&Path>, caller: Caller) -> Self {
         use std::os::unix::fs::MetadataExt;
         let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
         let link = link_from.is_some_and(|data| {
@@ -126,6 +132,7 @@ impl OutputWriter {
             file: None,
             exported: Bitfield::new(0),
             link,
+            caller,
         }
     }
 
@@ -147,8 +154,15 @@ impl OutputWriter {
         let file = match &self.file {
             Some(f) => f.clone(),
             None => {
-                let f = File::create(&self.tmp).map_err(|e| output_error(&self.output, e))?;
-                pollen_storage::preallocate(&f, layout.content_length())
+                let (tmp, len) = (self.tmp.clone(), layout.content_length());
+                let f = self
+                    .caller
+                    .run(move || {
+                        let f = create_new(&tmp)?;
+                        pollen_storage::preallocate(&f, len)?;
+                        Ok(f)
+                    })
+                    .await
                     .map_err(|e| output_error(&self.output, e))?;
                 let f = Arc::new(f);
                 self.file = Some(f.clone());
@@ -191,11 +205,16 @@ impl OutputWriter {
         content_path: &Path,
     ) -> Result<(), DownloadError> {
         if self.link {
-            match std::fs::hard_link(content_path, &self.tmp) {
+            let (src, tmp) = (content_path.to_path_buf(), self.tmp.clone());
+            // As the caller: the kernel refuses a link to a file the caller may not read and
+            // write (fs.protected_hardlinks), and the output is then copied instead.
+            match self
+                .caller
+                .run(move || std::fs::hard_link(&src, &tmp))
+                .await
+            {
                 Ok(()) => {
-                    let (tmp, output) = (self.tmp.clone(), self.output.clone());
-                    std::fs::rename(&tmp, &output).map_err(|e| output_error(&output, e))?;
-                    self.tmp = PathBuf::new();
+                    self.rename_into_place().await?;
                     return Ok(());
                 }
                 Err(e) => {
@@ -210,19 +229,41 @@ impl OutputWriter {
                 "the task lost pieces before they reached the output".into(),
             ));
         }
-        let (tmp, output) = (self.tmp.clone(), self.output.clone());
         self.file = None;
-        std::fs::rename(&tmp, &output).map_err(|e| output_error(&output, e))?;
+        self.rename_into_place().await
+    }
+
+    async fn rename_into_place(&mut self) -> Result<(), DownloadError> {
+        let (tmp, output) = (self.tmp.clone(), self.output.clone());
+        self.caller
+            .run(move || std::fs::rename(&tmp, &output))
+            .await
+            .map_err(|e| output_error(&self.output, e))?;
         self.tmp = PathBuf::new();
         Ok(())
     }
+}
+
+/// Creates `path`, failing if anything (a file, a link planted by someone) is there already.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 impl Drop for OutputWriter {
     /// A writer dropped before `finish` leaves nothing behind.
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
+            let tmp = std::mem::take(&mut self.tmp);
+            let caller = self.caller.clone();
+            tokio::spawn(async move {
+                let _ = caller.run(move || std::fs::remove_file(&tmp)).await;
+            });
         }
     }
 }

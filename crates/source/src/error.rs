@@ -26,6 +26,10 @@ pub enum SourceError {
     /// The origin's response is not usable (no length, bad Content-Range, short body).
     #[error("origin response unusable: {0}")]
     Protocol(String),
+    /// The origin guard refused the address (cloud metadata, link-local, or for the fleet
+    /// policy loopback and this node's own addresses); the text names the rule.
+    #[error("{0}")]
+    Refused(String),
     /// A request header given by the user is not valid HTTP.
     #[error("invalid request header {0:?}")]
     InvalidHeader(String),
@@ -37,7 +41,9 @@ impl SourceError {
         match self {
             SourceError::Status { status, .. } => *status >= 500 || *status == 429,
             SourceError::Connect { .. } | SourceError::Body(_) => true,
-            SourceError::Protocol(_) | SourceError::InvalidHeader(_) => false,
+            SourceError::Protocol(_) | SourceError::InvalidHeader(_) | SourceError::Refused(_) => {
+                false
+            }
         }
     }
 }

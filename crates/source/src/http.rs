@@ -7,11 +7,14 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTEN
 use reqwest::StatusCode;
 
 use crate::error::SourceError;
+use crate::origin_guard::{refusal_in, GuardedResolver, OriginGuard, OriginPolicy};
 
-/// A client for HTTP and HTTPS origins.
+/// A client for HTTP and HTTPS origins, one connection pool per guard policy.
 #[derive(Clone, Debug)]
 pub struct HttpSource {
-    client: reqwest::Client,
+    guard: OriginGuard,
+    local_user: reqwest::Client,
+    fleet: reqwest::Client,
 }
 
 /// An origin response whose body is read chunk by chunk.
@@ -49,6 +52,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A failed request as a [`SourceError`]: the guard's refusal when it refused (final, never
+/// retried), otherwise a connect error.
+pub fn connect_error(url: &str, e: &reqwest::Error) -> SourceError {
+    match refusal_in(e) {
+        Some(r) => SourceError::Refused(r.to_string()),
+        None => SourceError::Connect {
+            url: url.to_string(),
+            reason: error_chain(e),
+        },
+    }
+}
+
 /// Parses `Content-Range: bytes START-END/TOTAL`.
 fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let rest = v.trim().strip_prefix("bytes ")?;
@@ -57,19 +72,53 @@ fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
+/// How many redirects a guarded client follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// Whether a guarded client follows redirects (each hop checked by the guard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redirects {
+    /// Up to ten, every hop's address checked.
+    Follow,
+    /// None: the response is handed back as it is (the proxy's relay).
+    Keep,
+}
+
 /// A reqwest client with Pollen's user agent, timeouts, trusted roots (built-in web PKI plus
-/// `extra_roots`, PEM bundles) and redirect policy. The proxy relays requests with one that
-/// follows no redirects.
+/// `extra_roots`, PEM bundles), and the origin guard on every address it connects to: its
+/// resolver drops refused addresses and every redirect's IP literal is checked. The proxy
+/// relays requests with one that follows no redirects.
 pub fn client(
     connect_timeout: Duration,
     read_timeout: Duration,
     extra_roots: &[Vec<u8>],
-    redirects: reqwest::redirect::Policy,
+    redirects: Redirects,
+    guard: &OriginGuard,
+    policy: OriginPolicy,
 ) -> Result<reqwest::Client, SourceError> {
+    let redirect_policy = match redirects {
+        Redirects::Keep => reqwest::redirect::Policy::none(),
+        Redirects::Follow => {
+            let guard = guard.clone();
+            reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                match guard.check_url(attempt.url(), policy) {
+                    Ok(()) => attempt.follow(),
+                    Err(refusal) => attempt.error(refusal),
+                }
+            })
+        }
+    };
     let mut builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .read_timeout(read_timeout)
-        .redirect(redirects)
+        .redirect(redirect_policy)
+        .dns_resolver(std::sync::Arc::new(GuardedResolver {
+            guard: guard.clone(),
+            policy,
+        }))
         .user_agent(concat!("pollen/", env!("CARGO_PKG_VERSION")));
     for pem in extra_roots {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -90,19 +139,46 @@ pub fn client(
 
 impl HttpSource {
     /// A client with connect and read timeouts that trusts the built-in web PKI roots plus
-    /// `extra_roots` (PEM bundles, e.g. an internal CA that signs the origin's certificate).
+    /// `extra_roots` (PEM bundles, e.g. an internal CA that signs the origin's certificate),
+    /// and connects only where `guard` lets it.
     pub fn new(
         connect_timeout: Duration,
         read_timeout: Duration,
         extra_roots: &[Vec<u8>],
+        guard: OriginGuard,
     ) -> Result<Self, SourceError> {
-        let client = client(
-            connect_timeout,
-            read_timeout,
-            extra_roots,
-            reqwest::redirect::Policy::default(),
-        )?;
-        Ok(Self { client })
+        let make = |policy| {
+            client(
+                connect_timeout,
+                read_timeout,
+                extra_roots,
+                Redirects::Follow,
+                &guard,
+                policy,
+            )
+        };
+        Ok(Self {
+            local_user: make(OriginPolicy::LocalUser)?,
+            fleet: make(OriginPolicy::Fleet)?,
+            guard,
+        })
+    }
+
+    /// The guard this source fetches under.
+    pub fn guard(&self) -> &OriginGuard {
+        &self.guard
+    }
+
+    /// Refuses `url` now, before any connection, when its host is an address `policy` refuses
+    /// (names are checked as they resolve, during the fetch).
+    pub fn check(&self, url: &str, policy: OriginPolicy) -> Result<(), SourceError> {
+        let parsed = url::Url::parse(url).map_err(|e| SourceError::Connect {
+            url: url.to_string(),
+            reason: format!("not a valid URL: {e}"),
+        })?;
+        self.guard
+            .check_url(&parsed, policy)
+            .map_err(|r| SourceError::Refused(r.to_string()))
     }
 
     /// Requests `url` from byte `start` on (the whole content when `start` is zero), passing
@@ -115,7 +191,9 @@ impl HttpSource {
         headers: &[(String, String)],
         start: u64,
         if_range: Option<&str>,
+        policy: OriginPolicy,
     ) -> Result<OriginResponse, SourceError> {
+        self.check(url, policy)?;
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             let name = HeaderName::from_bytes(k.trim().as_bytes())
@@ -134,16 +212,16 @@ impl HttpSource {
                 map.insert(reqwest::header::IF_RANGE, v);
             }
         }
-        let resp = self
-            .client
+        let client = match policy {
+            OriginPolicy::LocalUser => &self.local_user,
+            OriginPolicy::Fleet => &self.fleet,
+        };
+        let resp = client
             .get(url)
             .headers(map)
             .send()
             .await
-            .map_err(|e| SourceError::Connect {
-                url: url.to_string(),
-                reason: error_chain(&e),
-            })?;
+            .map_err(|e| connect_error(url, &e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(SourceError::Status {

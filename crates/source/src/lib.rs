@@ -1,5 +1,8 @@
 //! Origin back-ends: where content comes from when no peer has it.
 //!
+//! Every fetch passes the origin guard (`origin_guard`): cloud metadata and link-local
+//! addresses are refused, and under the fleet policy loopback and this node's own addresses.
+//!
 //! Today: HTTP and HTTPS (rustls, no system OpenSSL), with Range requests so a partial task
 //! resumes from its first missing piece. The caller sees a byte stream plus what the origin
 //! said about the content (length, ETag, Last-Modified); errors say whether the origin refused
@@ -7,6 +10,10 @@
 
 mod error;
 mod http;
+mod origin_guard;
 
 pub use error::SourceError;
-pub use http::{client, error_chain, HttpSource, OriginResponse};
+pub use http::{client, connect_error, error_chain, HttpSource, OriginResponse, Redirects};
+pub use origin_guard::{
+    refusal_in, BadAllowEntry, GuardRefusal, GuardRule, OriginGuard, OriginPolicy, ResolveError,
+};

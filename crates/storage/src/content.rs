@@ -18,9 +18,12 @@ use crate::error::StoreError;
 pub struct ContentFile(Arc<File>);
 
 impl ContentFile {
-    /// Opens (creating if needed) the file and sets its length.
+    /// Opens (creating if needed, readable by the daemon's user only) the file and sets its
+    /// length.
     pub fn open(path: &Path, len: u64) -> Result<Self, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let f = OpenOptions::new()
+            .mode(0o600)
             .read(true)
             .write(true)
             .create(true)

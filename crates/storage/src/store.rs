@@ -143,6 +143,17 @@ impl TaskEntry {
         self.held_checked.load(Ordering::Acquire) || self.is_complete()
     }
 
+    /// Whether the held bytes can be handed out as they are on disk, with no download behind
+    /// them: a complete task whose file is as it was stored, or an unfinished one whose
+    /// pieces this process verified or re-read.
+    pub fn held_bytes_trusted(&self) -> bool {
+        if self.is_complete() {
+            self.content_unchanged()
+        } else {
+            self.held_checked.load(Ordering::Acquire)
+        }
+    }
+
     /// Records that the held pieces were re-read and the bad ones dropped.
     pub fn mark_held_pieces_checked(&self) {
         self.held_checked.store(true, Ordering::Release);
@@ -159,11 +170,22 @@ impl TaskEntry {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir` and loads every task.
+    /// Opens (creating if needed) the store in `dir` and loads every task. The content
+    /// directory and the metadata file are the daemon user's alone (0700, 0600): cached
+    /// content may be private, and a local user reads it only through the daemon.
     pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
-        std::fs::create_dir_all(dir.join("content")).map_err(StoreError::io)?;
-        let db = match Database::create(dir.join("metadata.redb")) {
-            Ok(db) => Arc::new(db),
+        use std::os::unix::fs::PermissionsExt;
+        let content = dir.join("content");
+        std::fs::create_dir_all(&content).map_err(StoreError::io)?;
+        std::fs::set_permissions(&content, std::fs::Permissions::from_mode(0o700))
+            .map_err(StoreError::io)?;
+        let meta = dir.join("metadata.redb");
+        let db = match Database::create(&meta) {
+            Ok(db) => {
+                std::fs::set_permissions(&meta, std::fs::Permissions::from_mode(0o600))
+                    .map_err(StoreError::io)?;
+                Arc::new(db)
+            }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::InUse(dir.display().to_string()))
             }
@@ -512,8 +534,9 @@ mod tests {
             !entry.held_pieces_checked(),
             "pieces held from before a restart are not trusted until re-read"
         );
+        assert!(!entry.held_bytes_trusted());
         entry.mark_held_pieces_checked();
-        assert!(entry.held_pieces_checked());
+        assert!(entry.held_pieces_checked() && entry.held_bytes_trusted());
         assert!(entry.piece_digest(1).is_none());
         assert!(!entry.is_complete());
         // A piece found bad later is dropped, durably.

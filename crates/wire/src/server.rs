@@ -17,7 +17,10 @@
 //! and then never stay silent longer than `idle_timeout` (120 s), so sockets opened and left
 //! idle (a connection flood, a slowloris) cannot hold the connection slots that real
 //! children need. Real children ask for a bitfield as soon as they connect and poll at least
-//! every few seconds.
+//! every few seconds. A peer that stops taking bytes is cut off the same way: each write (a
+//! frame, or a chunk of a slice) must make progress within `write_timeout` (60 s), which a
+//! 256 KiB slice does on any link faster than about 35 kbit/s. Waits on this server's own
+//! rate limiter and slice cap do not count against it.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -49,6 +52,10 @@ const SEND_CHUNK: u64 = 1 << 20;
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a connection may stay silent between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default longest a connection's peer may take no bytes while the server has some to send
+/// (a reader that never reads would otherwise hold its slot, and a slice place, forever).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Slices sent this shortly before their connection ended are reported as maybe not
 /// delivered: a child passes a slice on within about a second (it refreshes its parents'
@@ -169,6 +176,7 @@ pub struct UploadServer {
     pieces: Option<Arc<Semaphore>>,
     first_request_timeout: Duration,
     idle_timeout: Duration,
+    write_timeout: Duration,
     tls: Option<TlsAcceptor>,
     /// TCP congestion control set on every accepted connection; `None` keeps the system's.
     congestion: Option<OsString>,
@@ -192,6 +200,7 @@ impl UploadServer {
             pieces: None,
             first_request_timeout: FIRST_REQUEST_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            write_timeout: WRITE_TIMEOUT,
             tls: None,
             congestion: None,
         }
@@ -218,6 +227,13 @@ impl UploadServer {
     pub fn with_timeouts(mut self, first: Duration, idle: Duration) -> Self {
         self.first_request_timeout = first;
         self.idle_timeout = idle;
+        self
+    }
+
+    /// Closes a connection whose peer takes no bytes for `write` while the server has some
+    /// to send.
+    pub fn with_write_timeout(mut self, write: Duration) -> Self {
+        self.write_timeout = write;
         self
     }
 
@@ -251,6 +267,7 @@ impl UploadServer {
                 pieces: self.pieces.clone(),
                 first_request_timeout: self.first_request_timeout,
                 idle_timeout: self.idle_timeout,
+                write_timeout: self.write_timeout,
             };
             let token = shutdown.clone();
             let tls = self.tls.clone();
@@ -281,6 +298,7 @@ struct Connection {
     pieces: Option<Arc<Semaphore>>,
     first_request_timeout: Duration,
     idle_timeout: Duration,
+    write_timeout: Duration,
 }
 
 /// Where slice bytes go: from the file with `sendfile` on plain TCP, through a buffer and
@@ -386,8 +404,7 @@ impl Connection {
                         message: e.to_string(),
                     }
                     .encode(&mut out);
-                    let _ = write_half.write_all(&out).await;
-                    let _ = write_half.flush().await;
+                    let _ = self.send_frames(&mut write_half, &out).await;
                     return Err(e);
                 }
             };
@@ -401,8 +418,7 @@ impl Connection {
                         bits: field.as_bytes().to_vec(),
                     }
                     .encode(&mut out);
-                    write_half.write_all(&out).await?;
-                    write_half.flush().await?;
+                    self.send_frames(&mut write_half, &out).await?;
                 }
                 Message::SliceRequest { task, slice } => {
                     let _place = match &self.pieces {
@@ -437,8 +453,7 @@ impl Connection {
                             self.provider.not_delivered(&task, &[slice]);
                         }
                         Message::SliceMissing { task, slice }.encode(&mut out);
-                        write_half.write_all(&out).await?;
-                        write_half.flush().await?;
+                        self.send_frames(&mut write_half, &out).await?;
                         continue;
                     };
                     Message::SliceHashes {
@@ -452,7 +467,7 @@ impl Connection {
                         length: piece.length,
                     })
                     .encode(&mut out);
-                    let sent = match write_half.write_all(&out).await {
+                    let sent = match self.within_write_timeout(write_half.write_all(&out)).await {
                         Ok(()) => write_half.send_piece(self, &piece).await,
                         Err(e) => Err(e),
                     };
@@ -471,8 +486,7 @@ impl Connection {
                         message: format!("unexpected request {other:?}"),
                     }
                     .encode(&mut out);
-                    let _ = write_half.write_all(&out).await;
-                    let _ = write_half.flush().await;
+                    let _ = self.send_frames(&mut write_half, &out).await;
                     return Ok(());
                 }
             }
@@ -481,6 +495,35 @@ impl Connection {
 
     /// Sends `piece` by reading it into a buffer, one rate-limited chunk at a time (for
     /// streams that must see the bytes, such as TLS).
+    /// `write`, or a timed-out error (counted) when the peer takes no bytes for
+    /// `write_timeout`.
+    async fn within_write_timeout<T>(
+        &self,
+        write: impl Future<Output = io::Result<T>>,
+    ) -> io::Result<T> {
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                debug!("closing a connection whose peer took no bytes in time");
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the peer took no bytes for {:?}", self.write_timeout),
+                ))
+            }
+        }
+    }
+
+    /// Writes encoded frames and flushes them, within the write timeout.
+    async fn send_frames<W: AsyncWrite + Unpin>(
+        &self,
+        out: &mut W,
+        frames: &[u8],
+    ) -> io::Result<()> {
+        self.within_write_timeout(out.write_all(frames)).await?;
+        self.within_write_timeout(out.flush()).await
+    }
+
     async fn send_buffered<W: AsyncWrite + Unpin>(
         &self,
         out: &mut W,
@@ -499,11 +542,11 @@ impl Connection {
             })
             .await
             .map_err(io::Error::other)??;
-            out.write_all(&buf).await?;
+            self.within_write_timeout(out.write_all(&buf)).await?;
             offset += chunk;
             self.stats.bytes.fetch_add(chunk, Ordering::Relaxed);
         }
-        out.flush().await
+        self.within_write_timeout(out.flush()).await
     }
 
     /// Sends `piece` from its file with `sendfile`, one rate-limited chunk at a time.
@@ -515,7 +558,7 @@ impl Connection {
             self.limiter.acquire(chunk).await;
             let chunk_end = offset as u64 + chunk;
             while (offset as u64) < chunk_end {
-                sock.writable().await?;
+                self.within_write_timeout(sock.writable()).await?;
                 let want = (chunk_end - offset as u64) as usize;
                 let sent = sock.try_io(Interest::WRITABLE, || {
                     nix::sys::sendfile::sendfile64(

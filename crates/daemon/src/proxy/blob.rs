@@ -45,6 +45,9 @@ enum Authorisation {
 }
 
 async fn authorise(state: &ProxyState, url: &str, fwd: &HeaderMap) -> Authorisation {
+    if let Some(refused) = super::upstream::guard_refusal(state, url) {
+        return Authorisation::Refused(refused);
+    }
     let mut head = fwd.clone();
     head.remove(RANGE);
     match state.relay_client.head(url).headers(head).send().await {
@@ -57,9 +60,7 @@ async fn authorise(state: &ProxyState, url: &str, fwd: &HeaderMap) -> Authorisat
         Ok(r) if r.status().is_redirection() => Authorisation::Allowed(None),
         Ok(_) | Err(_) => {
             // The registry's own answer to the client's GET, body included.
-            Authorisation::Refused(
-                relay(&state.relay_client, Method::GET, url, fwd.clone(), None).await,
-            )
+            Authorisation::Refused(relay(state, Method::GET, url, fwd.clone(), None).await)
         }
     }
 }
@@ -102,11 +103,11 @@ pub(crate) async fn serve(state: Arc<ProxyState>, req: BlobRequest) -> Response<
         Authorisation::Refused(resp) => return resp,
     };
     if p2p_refused(&req.headers) {
-        return relay(&state.relay_client, Method::GET, &req.url, fwd, None).await;
+        return relay(&state, Method::GET, &req.url, fwd, None).await;
     }
     let headers = task_headers(&fwd);
     let Some(spec) = task_spec(&req, headers.clone()) else {
-        return relay(&state.relay_client, Method::GET, &req.url, fwd, None).await;
+        return relay(&state, Method::GET, &req.url, fwd, None).await;
     };
     if let Some(range) = req.headers.get(RANGE) {
         return serve_range(state, &req, spec, range.clone(), fwd).await;
@@ -155,24 +156,22 @@ async fn serve_range(
     fwd: HeaderMap,
 ) -> Response<Body> {
     let held = state.conductor.store.get(&spec.id);
-    // Only bytes known good: a complete copy whose file is as it was stored, or pieces this
-    // process verified or re-read since it started.
-    let trusted = |e: &pollen_storage::TaskEntry| {
-        e.held_pieces_checked() && (!e.is_complete() || e.content_unchanged())
-    };
-    let covered = held.as_ref().filter(|e| trusted(e)).and_then(|entry| {
-        let layout = entry.layout();
-        let (first, last) = parse_range(range.to_str().ok()?, layout.content_length())?;
-        let have = entry.bitfield();
-        let (p, q) = (layout.piece_at(first)?, layout.piece_at(last)?);
-        (p..=q).all(|n| have.get(n)).then_some((first, last))
-    });
+    let covered = held
+        .as_ref()
+        .filter(|e| e.held_bytes_trusted())
+        .and_then(|entry| {
+            let layout = entry.layout();
+            let (first, last) = parse_range(range.to_str().ok()?, layout.content_length())?;
+            let have = entry.bitfield();
+            let (p, q) = (layout.piece_at(first)?, layout.piece_at(last)?);
+            (p..=q).all(|n| have.get(n)).then_some((first, last))
+        });
     let (Some(entry), Some((first, last))) = (held, covered) else {
         if state.cfg.prefetch {
             info!(url = %req.url, "range request for a blob not held; fetching the whole blob in the background");
             drop(state.conductor.prefetch(spec));
         }
-        return relay(&state.relay_client, Method::GET, &req.url, fwd, None).await;
+        return relay(&state, Method::GET, &req.url, fwd, None).await;
     };
     let total = entry.layout().content_length();
     let stream = TaskStream::held(state.conductor.store.clone(), spec.id, first, last + 1);

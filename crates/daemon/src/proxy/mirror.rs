@@ -174,14 +174,7 @@ pub(crate) async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Re
     if route == Route::Base {
         return ping(&state, method, &url, forward_headers(req.headers())).await;
     }
-    relay(
-        &state.relay_client,
-        method,
-        &url,
-        forward_headers(req.headers()),
-        None,
-    )
-    .await
+    relay(&state, method, &url, forward_headers(req.headers()), None).await
 }
 
 /// The `/v2/` version check, relayed so the client sees the registry's auth challenge. When
@@ -194,6 +187,9 @@ async fn ping(
     url: &str,
     headers: hyper::HeaderMap,
 ) -> Response<Body> {
+    if let Some(refused) = super::upstream::guard_refusal(state, url) {
+        return refused;
+    }
     match state
         .relay_client
         .request(method, url)

@@ -55,6 +55,18 @@ pub(crate) struct ProxyState {
     pub ca: Option<Arc<ca::Ca>>,
 }
 
+impl ProxyState {
+    /// How strict the origin guard is for what the proxy fetches or relays: a local client's
+    /// request, unless this daemon is a seed (see `Conductor::origin_policy`).
+    pub fn origin_policy(&self) -> pollen_source::OriginPolicy {
+        if self.conductor.cfg.seed {
+            pollen_source::OriginPolicy::Fleet
+        } else {
+            pollen_source::OriginPolicy::LocalUser
+        }
+    }
+}
+
 /// Serves the mirror and proxy on `listener` until `shutdown`.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -138,14 +150,7 @@ pub(crate) async fn handle_url(
         rules::Decision::Relay => {
             let (parts, incoming) = req.into_parts();
             let headers = upstream::forward_headers(&parts.headers);
-            upstream::relay(
-                &state.relay_client,
-                parts.method,
-                &url,
-                headers,
-                Some(incoming),
-            )
-            .await
+            upstream::relay(&state, parts.method, &url, headers, Some(incoming)).await
         }
     }
 }

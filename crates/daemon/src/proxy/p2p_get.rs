@@ -80,16 +80,16 @@ pub(crate) async fn serve(
     let p2p_refused =
         control_header(client_headers, "use-p2p").is_some_and(|v| v.eq_ignore_ascii_case("false"));
     if method != Method::GET || client_headers.contains_key(RANGE) || p2p_refused {
-        return relay(&state.relay_client, method, &origin_url, fwd, None).await;
+        return relay(&state, method, &origin_url, fwd, None).await;
     }
     let headers = task_headers(&fwd);
     let Some(spec) = spec_for(&origin_url, client_headers, headers.clone()) else {
-        return relay(&state.relay_client, method, &origin_url, fwd, None).await;
+        return relay(&state, method, &origin_url, fwd, None).await;
     };
     let task_id = spec.id;
     let mut watch = state.conductor.start(spec);
     let Some(length) = content_length(&state, &mut watch).await else {
-        return relay(&state.relay_client, method, &origin_url, fwd, None).await;
+        return relay(&state, method, &origin_url, fwd, None).await;
     };
     info!(url = %origin_url, length, "proxying through P2P");
     let mut resp = pump::respond(

@@ -157,7 +157,13 @@ impl Pump {
         let mut resp = self
             .state
             .source
-            .fetch(&self.url, &self.headers, pos, None)
+            .fetch(
+                &self.url,
+                &self.headers,
+                pos,
+                None,
+                self.state.origin_policy(),
+            )
             .await
             .map_err(|e| format!("the origin failed too: {e}"))?;
         if let Some(len) = self.length {

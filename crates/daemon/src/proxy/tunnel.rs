@@ -8,6 +8,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use pollen_source::ResolveError;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -45,7 +46,25 @@ pub(crate) async fn connect(state: Arc<ProxyState>, req: Request<Incoming>) -> R
             &format!("pollen: CONNECT to {target} is not allowed by this proxy"),
         );
     }
-    let upstream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&target)).await {
+    let addrs = match state
+        .source
+        .guard()
+        .resolve(&target, state.origin_policy())
+        .await
+    {
+        Ok(a) => a,
+        Err(ResolveError::Refused(refusal)) => {
+            warn!(%target, %refusal, "origin guard refused a CONNECT");
+            return body::text_error(StatusCode::FORBIDDEN, &format!("pollen: {refusal}"));
+        }
+        Err(ResolveError::Lookup(e)) => {
+            return body::text_error(
+                StatusCode::BAD_GATEWAY,
+                &format!("pollen: cannot resolve {target}: {e}"),
+            )
+        }
+    };
+    let upstream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addrs[..])).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             return body::text_error(

@@ -13,7 +13,9 @@ use tracing::warn;
 use url::Url;
 
 use super::body::{self, Body};
+use super::ProxyState;
 pub(crate) use pollen_source::error_chain;
+use pollen_source::refusal_in;
 
 use crate::config::ProxyConfig;
 
@@ -161,21 +163,46 @@ fn split_host_port(s: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// A 403 naming the rule when the origin guard refuses `url`'s address (an IP literal; names
+/// are checked by the relay client's resolver as they resolve).
+pub(crate) fn guard_refusal(state: &ProxyState, url: &str) -> Option<Response<Body>> {
+    let parsed = Url::parse(url).ok()?;
+    let refusal = state
+        .source
+        .guard()
+        .check_url(&parsed, state.origin_policy())
+        .err()?;
+    warn!(%url, %refusal, "origin guard refused a proxied request");
+    Some(body::text_error(
+        StatusCode::FORBIDDEN,
+        &format!("pollen: {refusal}"),
+    ))
+}
+
 /// Sends the request upstream and streams the answer back as it is. Redirects are not
-/// followed here: the client sees them, as it would without Pollen.
+/// followed here: the client sees them, as it would without Pollen (and its next request comes
+/// through the guard again).
 pub(crate) async fn relay(
-    client: &reqwest::Client,
+    state: &ProxyState,
     method: Method,
     url: &str,
     headers: HeaderMap,
     body: Option<Incoming>,
 ) -> Response<Body> {
-    let mut req = client.request(method, url).headers(headers);
+    if let Some(refused) = guard_refusal(state, url) {
+        return refused;
+    }
+    let mut req = state.relay_client.request(method, url).headers(headers);
     if let Some(b) = body {
         req = req.body(reqwest::Body::wrap_stream(b.into_data_stream()));
     }
     match req.send().await {
         Ok(resp) => from_upstream(resp),
+        Err(e) if refusal_in(&e).is_some() => {
+            let refusal = refusal_in(&e).map(ToString::to_string).unwrap_or_default();
+            warn!(%url, %refusal, "origin guard refused a proxied request");
+            body::text_error(StatusCode::FORBIDDEN, &format!("pollen: {refusal}"))
+        }
         Err(e) => {
             warn!(%url, error = %error_chain(&e), "upstream unreachable");
             body::text_error(

@@ -1,0 +1,354 @@
+//! The adversary suite: each test plays one attack against real daemons and shows it refused or
+//! harmless (docs/SECURITY.md lists them with the rule each one checks).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen::registry_kit::tools_present;
+
+/// A network namespace with only loopback up, removed on drop: nothing started in it can
+/// reach any address outside this machine, even if the guard under test fails.
+struct SealedNetns {
+    name: String,
+}
+
+impl SealedNetns {
+    fn new(tag: &str) -> Self {
+        let name = format!("pollen-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let ok = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?} failed");
+        };
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Self { name }
+    }
+
+    /// Files under `/etc/netns/NAME/` replace those of `/etc` for `ip netns exec`.
+    fn etc(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(&self.name)
+    }
+
+    /// A listener on loopback inside the namespace (bound from a thread that entered it).
+    fn listen(&self) -> TcpListener {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).expect("netns handle");
+                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                TcpListener::bind("127.0.0.1:0").expect("bind in netns")
+            })
+            .join()
+            .expect("thread")
+        })
+    }
+}
+
+impl Drop for SealedNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(self.etc());
+    }
+}
+
+/// An origin that counts the connections it accepts and answers each with a redirect to the
+/// metadata address.
+fn counting_redirector(listener: TcpListener) -> Arc<AtomicUsize> {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest/meta-data/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    seen
+}
+
+async fn refused(d: &DaemonProc, url: &str, out: &std::path::Path) -> String {
+    match download_within(d, url, out).await {
+        Ok(()) => panic!("{}: {url} was downloaded; the guard let it through", d.name),
+        Err(s) => s.message().to_string(),
+    }
+}
+
+fn assert_guard(msg: &str, rule: &str) {
+    assert!(
+        msg.contains("origin guard refused") && msg.contains(rule),
+        "expected the origin guard's refusal naming {rule:?}, got: {msg}"
+    );
+}
+
+/// (d) Downloads aimed at cloud metadata, link-local and (for a seed) loopback addresses are
+/// refused by the guard before any connection is tried: by IP literal, by a name that
+/// resolves there, and through a redirect. Everything runs in a namespace with only
+/// loopback, so a failing guard still reaches nothing; the errors must be the guard's, not
+/// "network unreachable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_aimed_at_metadata_link_local_or_loopback_are_refused_before_connecting() {
+    if !tools_present(&["ip"]) {
+        return;
+    }
+    let ns = SealedNetns::new("guard");
+    std::fs::create_dir_all(ns.etc()).expect("etc dir");
+    std::fs::write(
+        ns.etc().join("hosts"),
+        "127.0.0.1 localhost\n169.254.169.254 metadata.test\n",
+    )
+    .expect("hosts");
+    let listener = ns.listen();
+    let port = listener.local_addr().expect("addr").port();
+    let connections = counting_redirector(listener);
+
+    let cluster = Cluster::start(ClusterSpec::standalone(bin(), 0))
+        .await
+        .expect("cluster");
+    let out = cluster.dir.path().join("out");
+    let mut peer = cluster.stranger("peer", vec![]).in_netns(&ns.name);
+    peer.start().await.expect("peer starts");
+
+    let msg = refused(&peer, "http://169.254.169.254/latest/meta-data/iam/", &out).await;
+    assert_guard(&msg, "cloud metadata");
+    let msg = refused(&peer, "http://[::ffff:169.254.169.254]/", &out).await;
+    assert_guard(&msg, "cloud metadata");
+    let msg = refused(&peer, "http://metadata.test/computeMetadata/v1/", &out).await;
+    assert_guard(&msg, "cloud metadata");
+    let msg = refused(&peer, "http://[fe80::1]:8080/x", &out).await;
+    assert_guard(&msg, "link-local");
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
+
+    // A plain peer may read a loopback origin for its local user, but not be redirected on.
+    let msg = refused(&peer, &format!("http://127.0.0.1:{port}/r"), &out).await;
+    assert_guard(&msg, "cloud metadata");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the loopback origin was asked once, the redirect target never"
+    );
+
+    // A seed refuses loopback and its own addresses, by literal and by name.
+    let mut seed = cluster
+        .stranger("seed", vec!["--seed".into()])
+        .in_netns(&ns.name);
+    seed.start().await.expect("seed starts");
+    for url in [
+        format!("http://127.0.0.1:{port}/x"),
+        format!("http://localhost:{port}/x"),
+        format!("http://[::1]:{port}/x"),
+        format!("http://0.0.0.0:{port}/x"),
+    ] {
+        let msg = refused(&seed, &url, &out).await;
+        assert!(
+            msg.contains("origin guard refused")
+                && (msg.contains("loopback") || msg.contains("unspecified")),
+            "{url}: {msg}"
+        );
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the seed connected nowhere"
+    );
+
+    // What an allow-list names is let through: the same request now reaches the origin.
+    let mut allowed = cluster
+        .stranger(
+            "allowed-seed",
+            vec!["--seed".into(), "--origin-allow".into(), "127.0.0.1".into()],
+        )
+        .in_netns(&ns.name);
+    allowed.start().await.expect("seed starts");
+    let msg = refused(&allowed, &format!("http://127.0.0.1:{port}/x"), &out).await;
+    assert_guard(&msg, "cloud metadata");
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert!(!out.exists(), "no output was written");
+}
+
+/// Runs `pollen get URL -O OUT` as `uid:gid` with no supplementary groups (`setpriv`), with the
+/// binary copied where that user may run it.
+async fn get_as(
+    user: (u32, u32),
+    bin: &std::path::Path,
+    socket: &std::path::Path,
+    url: &str,
+    out: &std::path::Path,
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", user.0))
+        .arg(format!("--regid={}", user.1))
+        .arg("--clear-groups")
+        .arg(bin)
+        .args(["get", url, "-O"])
+        .arg(out)
+        .arg("--api-socket")
+        .arg(socket);
+    tokio::time::timeout(HANG, cmd.output())
+        .await
+        .expect("not hung")
+        .expect("setpriv runs")
+}
+
+/// A local user reaches the daemon only through the socket's group, and the daemon writes an
+/// output only where that user could write it: the output is created with the caller's rights
+/// (SO_PEERCRED), not the daemon's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_user_cannot_reach_a_socket_it_may_not_use_nor_write_where_it_cannot() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !tools_present(&["setpriv"]) {
+        return;
+    }
+    const MEMBER: (u32, u32) = (65534, 65534); // nobody:nogroup, the socket's group
+    const OUTSIDER: (u32, u32) = (65533, 65533); // in no group of the daemon's
+    let origin = origin(3 * MIB).await;
+    let url = origin.url("/blob");
+    let cluster = Cluster::start(ClusterSpec::standalone(bin(), 0))
+        .await
+        .expect("cluster");
+    // A world-traversable base, as /run is: the daemon makes run/ 0750 in the socket's group.
+    let base = tempfile::Builder::new()
+        .prefix("pollen-local-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let chmod = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    chmod(base.path(), 0o755);
+    let cli = base.path().join("pollen");
+    std::fs::copy(bin(), &cli).expect("copy the binary");
+    chmod(&cli, 0o755);
+    let socket = base.path().join("run").join("daemon.sock");
+    let mut d = cluster.stranger(
+        "local",
+        vec![
+            "--api-socket".into(),
+            socket.to_string_lossy().into_owned(),
+            "--api-group".into(),
+            MEMBER.1.to_string(),
+        ],
+    );
+    d.start().await.expect("daemon starts");
+    let m = std::fs::metadata(base.path().join("run")).expect("run dir");
+    assert_eq!((m.mode() & 0o777, m.gid()), (0o750, MEMBER.1));
+    let m = std::fs::metadata(&socket).expect("socket");
+    assert_eq!((m.mode() & 0o777, m.gid()), (0o660, MEMBER.1));
+
+    let roots = base.path().join("roots");
+    std::fs::create_dir(&roots).expect("mkdir");
+    chmod(&roots, 0o755);
+    let own = base.path().join("own");
+    std::fs::create_dir(&own).expect("mkdir");
+    nix::unistd::chown(&own, Some(MEMBER.0.into()), Some(MEMBER.1.into())).expect("chown");
+
+    // Outside the group: the socket is out of reach, and says so.
+    let o = get_as(OUTSIDER, &cli, &socket, &url, &own.join("outsider")).await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("permission denied"),
+        "{err}"
+    );
+    assert!(!own.join("outsider").exists());
+
+    // In the group, asking for a file in root's directory: refused with the caller's rights,
+    // before any byte is fetched.
+    let served_before = origin.bytes_served();
+    let o = get_as(MEMBER, &cli, &socket, &url, &roots.join("planted")).await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(&roots).expect("ls").next().is_none(),
+        "nothing was created in root's directory"
+    );
+    assert_eq!(
+        origin.bytes_served(),
+        served_before,
+        "refused before fetching"
+    );
+
+    // In the group, into its own directory: the download works and the file is the caller's.
+    let o = get_as(MEMBER, &cli, &socket, &url, &own.join("mine")).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = std::fs::metadata(own.join("mine")).expect("written");
+    assert_eq!((m.uid(), m.gid()), MEMBER);
+    assert_eq!(sha256_file(&own.join("mine")), origin.digest());
+    drop(d);
+}
+
+/// (g) A peer that asks a seed for slices and never reads them cannot hold the seed's upload
+/// slot: once it has taken no bytes for the write timeout it is cut off, and an honest peer
+/// then gets the content from the seed (not from the origin, where it would go if the slot
+/// stayed taken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_cannot_hold_an_upload_slot() {
+    let origin = origin(32 * MIB).await;
+    let url = origin.url("/blob");
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.daemon_args = [
+        "--max-upload-connections",
+        "1",
+        "--upload-write-timeout",
+        "1s",
+    ]
+    .map(String::from)
+    .to_vec();
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let seed = cluster.seed.as_ref().expect("seed");
+    let dir = cluster.dir.path();
+    download_within(seed, &url, &dir.join("seed.out"))
+        .await
+        .expect("the seed reads the origin");
+
+    // The attacker takes the seed's only upload slot and asks for every slice.
+    let task = pollen_core::TaskKey {
+        url: url.clone(),
+        digest: None,
+        tag: String::new(),
+        application: String::new(),
+        filtered_query: Vec::new(),
+    }
+    .task_id()
+    .expect("task id");
+    let mut attacker = pollen_wire::PieceClient::connect(
+        seed.upload_addr().await.expect("upload addr"),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect");
+    for n in 0..128 {
+        attacker.request_slice(task, n).await.expect("request");
+    }
+
+    let peer = &cluster.peers[0];
+    let out = dir.join("peer.out");
+    download_within(peer, &url, &out).await.expect("download");
+    assert_eq!(sha256_file(&out), origin.digest());
+    let got = peer.stat().await.expect("stat");
+    assert!(
+        got.p2p_download_bytes > 0 && got.origin_bytes == 0,
+        "the peer was served by the seed (p2p {} bytes, origin {} bytes)",
+        got.p2p_download_bytes,
+        got.origin_bytes
+    );
+    assert!(seed.stat().await.expect("stat").upload_timed_out >= 1);
+    drop(attacker);
+}
