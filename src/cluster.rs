@@ -451,10 +451,14 @@ impl Cluster {
             if seed {
                 args.push("--seed".into());
             }
-            // The kit's origins listen on loopback; a seed (and any download the scheduler
-            // or manager orders) refuses loopback unless it is allow-listed.
+            // The kit's origins listen on loopback or on the cluster's own address; a seed
+            // (and any download the scheduler or manager orders) refuses both unless they
+            // are allow-listed.
             args.push("--origin-allow".into());
-            args.push("127.0.0.0/8".into());
+            args.push(match &spec.listen_ip {
+                Some(own) => format!("127.0.0.0/8,{own}"),
+                None => "127.0.0.0/8".into(),
+            });
             if let Some(l) = limit {
                 args.push("--upload-rate-limit".into());
                 args.push(l.to_string());
