@@ -261,9 +261,14 @@ impl Drop for OutputWriter {
         if !self.tmp.as_os_str().is_empty() {
             let tmp = std::mem::take(&mut self.tmp);
             let caller = self.caller.clone();
-            tokio::spawn(async move {
+            let remove = async move {
                 let _ = caller.run(move || std::fs::remove_file(&tmp)).await;
-            });
+            };
+            // Dropped outside a runtime (at shutdown), the temporary file stays behind rather
+            // than being removed with the daemon's rights.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(remove);
+            }
         }
     }
 }
