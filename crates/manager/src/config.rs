@@ -40,6 +40,10 @@ pub struct ManagerConfig {
     /// this time or be disconnected (default 10s).
     #[serde(with = "pollen_core::duration::humane")]
     pub connection_setup_timeout: Duration,
+    /// Failed sign-ins and requests with a bad token allowed per client address and minute;
+    /// past it that address gets 429 (with `Retry-After`) on every credentialed request until
+    /// the minute ends. 0 turns it off. Default 10.
+    pub auth_failures_per_minute: u32,
     /// Mutual TLS on the gRPC port (`[tls]` table: `ca_cert`, `cert`, `key`): with it, only
     /// schedulers and daemons presenting a certificate signed by `ca_cert` are let in, and
     /// they reach the manager at an `https://` URL. Default: none (plain HTTP/2). The REST
@@ -60,6 +64,7 @@ impl Default for ManagerConfig {
             job_command_timeout: Duration::from_secs(3600),
             grpc_max_connections: 10_000,
             connection_setup_timeout: Duration::from_secs(10),
+            auth_failures_per_minute: 10,
             tls: None,
         }
     }

@@ -102,8 +102,37 @@ impl Db {
             Backend::Postgres => &POSTGRES,
         };
         migrator.run(&pool).await.map_err(DbError::Migrate)?;
+        if backend == Backend::Sqlite {
+            restrict_sqlite_files(&url).map_err(|e| DbError::Connect(sqlx::Error::Io(e)))?;
+        }
         Ok(Self { pool, backend })
     }
+}
+
+/// The file a `sqlite://PATH?...` (or `sqlite:PATH`) URL names; `None` for memory.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
+}
+
+/// The database and its WAL files hold password hashes, token digests and job secrets: they
+/// are the manager's user's alone (0600), whatever the umask made them.
+fn restrict_sqlite_files(url: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = sqlite_path(url) else {
+        return Ok(());
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// Unix seconds now.
@@ -117,6 +146,17 @@ pub fn now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_path("sqlite:///var/m.db?mode=rwc"),
+            Some("/var/m.db".into())
+        );
+        assert_eq!(sqlite_path("sqlite://m.db"), Some("m.db".into()));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://h/db"), None);
+    }
 
     #[test]
     fn urls_choose_the_engine_and_others_are_refused_without_their_password() {
@@ -135,11 +175,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_sqlite_file_is_created_and_migrated_twice_without_harm() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("m.db").display());
         let db = Db::open(&url).await.unwrap();
         drop(db);
+        // A file another tool left world-readable is made the manager's alone.
+        std::fs::set_permissions(
+            dir.path().join("m.db"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         let db = Db::open(&url).await.unwrap();
+        for f in ["m.db", "m.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(&db.pool)
             .await

@@ -81,6 +81,7 @@ impl Manager {
         }
         let state = Arc::new(AppState {
             db,
+            throttle: auth::throttle::Throttle::new(cfg.auth_failures_per_minute),
             cfg,
             metrics: Arc::new(metrics::Metrics::default()),
             changed: tokio::sync::watch::channel(0).0,

@@ -46,6 +46,8 @@ pub struct AppState {
     pub hub: crate::hub::Hub,
     /// Wakes the job runner when a job is created.
     pub jobs_added: tokio::sync::Notify,
+    /// Failed sign-ins and bad tokens per client address.
+    pub throttle: crate::auth::throttle::Throttle,
 }
 
 impl AppState {

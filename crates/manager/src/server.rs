@@ -33,8 +33,11 @@ pub async fn serve_http(
         let token = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 let router = router.clone();
+                // Who is calling, for the sign-in throttle.
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 async move {
                     let resp = router
                         .oneshot(req.map(axum::body::Body::new))

@@ -27,6 +27,12 @@ async fn a_guest_token_cannot_create_or_delete_anything(m: TestManager) {
 async fn tokens_are_scoped_expire_and_revoke(m: TestManager) {
     scenarios::tokens_are_scoped_expire_and_revoke(&m).await
 }
+async fn a_token_cannot_mint_a_token_with_more_scopes_than_its_own(m: TestManager) {
+    scenarios::a_token_cannot_mint_a_token_with_more_scopes_than_its_own(&m).await
+}
+async fn failed_sign_ins_are_throttled_per_client(m: TestManager) {
+    scenarios::failed_sign_ins_are_throttled_per_client(&m).await
+}
 async fn a_user_cannot_see_another_users_tokens(m: TestManager) {
     scenarios::a_user_cannot_see_another_users_tokens(&m).await
 }
@@ -75,6 +81,8 @@ on_both_databases!(
     hosts_are_listed,
     a_guest_token_cannot_create_or_delete_anything,
     tokens_are_scoped_expire_and_revoke,
+    a_token_cannot_mint_a_token_with_more_scopes_than_its_own,
+    failed_sign_ins_are_throttled_per_client,
     a_user_cannot_see_another_users_tokens,
     secrets_never_appear_in_responses,
     data_survives_a_restart,

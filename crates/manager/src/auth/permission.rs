@@ -120,6 +120,8 @@ pub enum Denied {
     Scope(Resource),
     #[error("a guest's token cannot change anything; sign in to the console instead")]
     GuestToken,
+    #[error("a token can only create tokens within its own scopes, and {scope} is not among them", scope = .0.as_str())]
+    BeyondOwnScopes(Resource),
 }
 
 fn verb(a: &Access) -> &'static str {
@@ -160,6 +162,18 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// Ok when this caller may hand a new token `scopes`: a token mints only within its own
+    /// scopes (a leaked `account` token must not become an every-scope one); a console
+    /// session mints within its role, which `check` bounds on every use anyway.
+    pub fn may_grant(&self, scopes: &[Resource]) -> Result<(), Denied> {
+        if let Credential::Token { scopes: own, .. } = &self.credential {
+            if let Some(extra) = scopes.iter().find(|s| !own.contains(s)) {
+                return Err(Denied::BeyondOwnScopes(*extra));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +207,18 @@ mod tests {
         let console = who(Role::Guest, Credential::Session { session_id: 1 });
         assert!(console.check(Resource::Account, Access::Write).is_ok());
         assert!(console.check(Resource::Jobs, Access::Write).is_err());
+    }
+
+    #[test]
+    fn a_token_grants_only_scopes_it_holds_and_a_session_any() {
+        let t = who(Role::Admin, token(&[Resource::Account, Resource::Jobs]));
+        assert!(t.may_grant(&[Resource::Jobs]).is_ok());
+        assert_eq!(
+            t.may_grant(&[Resource::Jobs, Resource::Users]),
+            Err(Denied::BeyondOwnScopes(Resource::Users))
+        );
+        let s = who(Role::User, Credential::Session { session_id: 1 });
+        assert!(s.may_grant(&Resource::ALL).is_ok());
     }
 
     #[test]

@@ -6,8 +6,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, Method};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -76,14 +79,31 @@ pub async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    match resolve(&state, req.headers()).await {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let credentialed = req.headers().contains_key(header::AUTHORIZATION)
+        || session_cookie(req.headers()).is_some()
+        || (req.method() == Method::POST && req.uri().path() == "/api/v1/sessions");
+    if let Some(ip) = client.filter(|_| credentialed) {
+        if let Some(wait) = state.throttle.wait(ip, Instant::now()) {
+            return ApiError::Throttled(wait.as_secs().max(1)).into_response();
+        }
+    }
+    let resp = match resolve(&state, req.headers()).await {
         Ok(Some(p)) => {
             req.extensions_mut().insert(p);
+            next.run(req).await
         }
-        Ok(None) => {}
-        Err(e) => return e.into_response(),
+        Ok(None) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    if let Some(ip) = client.filter(|_| resp.status() == StatusCode::UNAUTHORIZED) {
+        tracing::info!(client = %ip, "failed sign-in or bad credential");
+        state.throttle.failed(ip, Instant::now());
     }
-    next.run(req).await
+    resp
 }
 
 /// Records every write (anything but GET and HEAD) once it has been answered.

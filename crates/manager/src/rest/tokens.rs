@@ -87,6 +87,7 @@ pub async fn create(
     let mut scopes = req.scopes;
     scopes.sort_by_key(|s| s.as_str());
     scopes.dedup();
+    who.may_grant(&scopes)?;
     let value = secret::generate(secret::TOKEN_PREFIX);
     let token = tokens::create(
         &state.db.pool,

@@ -655,6 +655,75 @@ pub async fn tokens_are_scoped_expire_and_revoke(m: &TestManager) {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
 }
 
+/// A token mints tokens only within its own scopes: a leaked `account` token cannot become
+/// an every-scope one, even an admin's.
+pub async fn a_token_cannot_mint_a_token_with_more_scopes_than_its_own(m: &TestManager) {
+    let admin = m.admin().await;
+    let (_, narrow) = admin
+        .create_token("narrow", &["account", "jobs"], Some(1))
+        .await;
+    let t = admin.with_token(&narrow);
+    let r = t
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "wide", "scopes": ["account", "users", "clusters"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert!(
+        r.json["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("within its own scopes"),
+        "{}",
+        r.text
+    );
+    let r = t
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "same", "scopes": ["jobs"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // The console session is bounded by its role only.
+    let r = admin
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "wide", "scopes": ["users", "clusters"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+/// Past ten failed sign-ins a minute, an address gets 429 on every credentialed request,
+/// right password included, while requests that carry no credential are still answered.
+pub async fn failed_sign_ins_are_throttled_per_client(m: &TestManager) {
+    let admin = m.admin().await;
+    let name = unique("mallory");
+    admin.create_user(&name, "user", "right-password").await;
+    let anon = m.api().anonymous();
+    for i in 0..10 {
+        let r = anon
+            .post(
+                "/api/v1/sessions",
+                json!({"name": name, "password": format!("guess-{i}")}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    }
+    let r = anon
+        .post(
+            "/api/v1/sessions",
+            json!({"name": name, "password": "right-password"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert!(r.text.contains("try again in"), "{}", r.text);
+    let r = anon.with_token("pln_guessed").get("/api/v1/me").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert_eq!(anon.get("/healthz").await.status, StatusCode::OK);
+}
+
 /// A user sees and revokes only their own tokens; an admin may see anyone's.
 pub async fn a_user_cannot_see_another_users_tokens(m: &TestManager) {
     let admin = m.admin().await;
