@@ -10,6 +10,8 @@
 //! - `GET /slow` — the data, in 64 KiB chunks 10 ms apart (about 6 MiB/s): slow but steady;
 //! - `GET /stalling` — the first request gets the first half of what it asked for, then
 //!   nothing more while the connection stays open; the rest are `/blob`;
+//! - `GET /private` — the data to a request carrying `Authorization: Bearer
+//!   pollen-test-token` ([`PRIVATE_TOKEN`]), 401 to any other;
 //! - `GET /v2/…` — the data again, for any registry path (a registry for mirror tests);
 //! - `GET /mutable` — the data, until [`Origin::change`] makes it other bytes of the same
 //!   length under another ETag (an origin whose content changes under the same URL).
@@ -239,6 +241,17 @@ async fn flaky(State(s): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
+/// The bearer token `/private` asks for.
+pub const PRIVATE_TOKEN: &str = "pollen-test-token";
+
+async fn private(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    let expected = format!("Bearer {PRIVATE_TOKEN}");
+    match headers.get(header::AUTHORIZATION) {
+        Some(v) if v.as_bytes() == expected.as_bytes() => serve(&s, headers, Flaw::None),
+        _ => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
 async fn truncated(State(s): State<Shared>) -> Response {
     let len = s.data.len();
     (
@@ -261,6 +274,7 @@ fn router(data: Bytes) -> (Router, Shared) {
     let app = Router::new()
         .route("/blob", get(blob))
         .route("/truncated", get(truncated))
+        .route("/private", get(private))
         .route("/flaky", get(flaky))
         .route("/slow", get(slow))
         .route("/stalling", get(stalling))

@@ -60,6 +60,51 @@ async fn a_preheat_job_fills_the_seeds_so_the_fleet_takes_nothing_from_the_origi
     );
 }
 
+/// A preheat's request headers are sealed at rest and shown redacted, yet reach the seed: an
+/// origin that demands the bearer token serves the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preheat_job_s_headers_are_used_but_never_shown_or_stored_in_the_clear() {
+    let origin = origin(MIB).await;
+    let cluster = empty_cluster().await;
+    let (m, admin, _s) = control_plane(&cluster, "").await;
+    let mut seed = daemon(&cluster, &m, "seed", "127.0.0.10", &["--seed"]);
+    seed.start().await.expect("daemon");
+    seed.wait_connected().await.expect("connected");
+    admin.wait_for_seeds(1).await;
+    let auth = format!("Authorization: Bearer {}", pollen::origin::PRIVATE_TOKEN);
+    let job = admin
+        .run_job(json!({"type": "preheat", "urls": [origin.url("/private")], "headers": [auth]}))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        origin.bytes_served(),
+        MIB,
+        "the seed fetched with the token"
+    );
+    for text in [job.to_string(), admin.get("/api/v1/jobs").await.to_string()] {
+        assert!(!text.contains(pollen::origin::PRIVATE_TOKEN), "{text}");
+        assert!(text.contains("Authorization: <redacted>"), "{text}");
+    }
+    let db =
+        std::fs::read(cluster.dir.path().join("manager").join("manager.db")).unwrap_or_default();
+    let wal = std::fs::read(cluster.dir.path().join("manager").join("manager.db-wal"))
+        .unwrap_or_default();
+    assert!(
+        !db.is_empty() || !wal.is_empty(),
+        "the database files were found"
+    );
+    for bytes in [db, wal] {
+        assert!(
+            !bytes
+                .windows(PRIVATE_LEN)
+                .any(|w| w == pollen::origin::PRIVATE_TOKEN.as_bytes()),
+            "the token is in the database in the clear"
+        );
+    }
+}
+
+const PRIVATE_LEN: usize = pollen::origin::PRIVATE_TOKEN.len();
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_restarted_mid_job_finishes_it_or_says_why() {
     let size = 24 * MIB;

@@ -9,6 +9,7 @@
 
 pub mod password;
 pub mod permission;
+pub mod sealed;
 pub mod secret;
 pub mod throttle;
 

@@ -40,6 +40,10 @@ pub struct ManagerConfig {
     /// this time or be disconnected (default 10s).
     #[serde(with = "pollen_core::duration::humane")]
     pub connection_setup_timeout: Duration,
+    /// File holding the key (64 hex digits) that seals job secrets (registry passwords,
+    /// request headers) in the database; `POLLEN_MANAGER_SECRETS_KEY` wins over it. Default:
+    /// `DATA_DIR/secrets.key`, made on first start. Managers sharing a database share it.
+    pub secrets_key_file: Option<PathBuf>,
     /// Failed sign-ins and requests with a bad token allowed per client address and minute;
     /// past it that address gets 429 (with `Retry-After`) on every credentialed request until
     /// the minute ends. 0 turns it off. Default 10.
@@ -65,6 +69,7 @@ impl Default for ManagerConfig {
             grpc_max_connections: 10_000,
             connection_setup_timeout: Duration::from_secs(10),
             auth_failures_per_minute: 10,
+            secrets_key_file: None,
             tls: None,
         }
     }

@@ -93,8 +93,17 @@ async fn drive(state: &AppState, id: i64) -> Result<(), String> {
         .map_err(db)?;
     let units: Vec<Unit> = match job.kind {
         Kind::Preheat => {
-            let secret = jobs::secret(pool, id).await.map_err(db)?;
-            targets(&job.args, secret)
+            let stored = jobs::secret(pool, id).await.map_err(db)?;
+            let opened = state.secrets.open(&stored).map_err(|e| e.to_string())?;
+            // A job stored before secrets were sealed holds its bare password, and its
+            // headers in the clear in its arguments.
+            let secret = serde_json::from_str::<jobs::JobSecret>(&opened).unwrap_or_else(|_| {
+                jobs::JobSecret {
+                    password: opened,
+                    headers: job.args.headers.clone(),
+                }
+            });
+            targets(&job.args, &secret.headers, secret.password)
                 .await?
                 .into_iter()
                 .map(Unit::Fetch)
@@ -305,9 +314,12 @@ fn task_units(kind: Kind, args: &JobArgs) -> Result<Vec<Unit>, String> {
 }
 
 /// What a preheat fetches.
-async fn targets(args: &JobArgs, password: String) -> Result<Vec<Target>, String> {
-    let headers: Vec<Header> = args
-        .headers
+async fn targets(
+    args: &JobArgs,
+    headers: &[String],
+    password: String,
+) -> Result<Vec<Target>, String> {
+    let headers: Vec<Header> = headers
         .iter()
         .filter_map(|h| h.split_once(':'))
         .map(|(n, v)| Header {

@@ -48,6 +48,8 @@ pub enum ManagerError {
     },
     #[error("mutual TLS on the gRPC port: {0}")]
     Tls(#[from] pollen_tls::TlsError),
+    #[error(transparent)]
+    Secrets(#[from] auth::sealed::SealError),
 }
 
 /// An opened manager: database migrated, first admin in place, certificates loaded.
@@ -71,6 +73,8 @@ impl Manager {
             path: cfg.data_dir.clone(),
             source,
         })?;
+        let secrets =
+            auth::sealed::SecretBox::load(cfg.secrets_key_file.as_deref(), &cfg.data_dir)?;
         let db = Db::open(&cfg.database_url()).await?;
         let first = bootstrap::ensure_admin(&db.pool, admin_password, &cfg.data_dir).await?;
         bootstrap::ensure_default_cluster(&db.pool)
@@ -82,6 +86,7 @@ impl Manager {
         let state = Arc::new(AppState {
             db,
             throttle: auth::throttle::Throttle::new(cfg.auth_failures_per_minute),
+            secrets,
             cfg,
             metrics: Arc::new(metrics::Metrics::default()),
             changed: tokio::sync::watch::channel(0).0,

@@ -48,6 +48,8 @@ pub struct AppState {
     pub jobs_added: tokio::sync::Notify,
     /// Failed sign-ins and bad tokens per client address.
     pub throttle: crate::auth::throttle::Throttle,
+    /// Seals job secrets before they are stored.
+    pub secrets: crate::auth::sealed::SecretBox,
 }
 
 impl AppState {

@@ -1,5 +1,6 @@
 //! Jobs: create a preheat, find-task or delete-task job, list jobs, follow one. Users and admins run jobs; everyone signed
-//! in may read them. A registry password given with a job is stored apart and never shown.
+//! in may read them. A registry password and request headers given with a job are sealed
+//! (`auth::sealed`), stored apart and never shown (headers appear as `Name: <redacted>`).
 
 use std::sync::Arc;
 
@@ -175,7 +176,7 @@ pub async fn create(
             req.kind
         )));
     };
-    let args = JobArgs {
+    let mut args = JobArgs {
         urls: req.urls,
         task_ids: req.task_ids,
         tag: req.tag,
@@ -197,7 +198,20 @@ pub async fn create(
         },
     };
     check(kind, &args)?;
-    let job = jobs::create(&state.db.pool, kind, &args, &req.password, who.user_id).await?;
+    let secret = jobs::JobSecret {
+        password: req.password,
+        headers: std::mem::take(&mut args.headers),
+    };
+    args.headers = jobs::redacted_headers(&secret.headers);
+    let sealed = serde_json::to_string(&secret)
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
+        .and_then(|text| {
+            state
+                .secrets
+                .seal(&text)
+                .map_err(|e| ApiError::Unavailable(e.to_string()))
+        })?;
+    let job = jobs::create(&state.db.pool, kind, &args, &sealed, who.user_id).await?;
     state.jobs_added.notify_one();
     Ok((StatusCode::CREATED, Json(job)))
 }

@@ -67,7 +67,8 @@ pub struct JobArgs {
     pub username: String,
     /// Reach the registry over plain HTTP.
     pub insecure: bool,
-    /// Headers sent with every URL of a file preheat (`Name: value`).
+    /// Headers sent with every URL of a file preheat (`Name: value`). Their values are
+    /// kept sealed with the password; stored and shown as `Name: <redacted>`.
     pub headers: Vec<String>,
     /// Scheduler clusters whose peers take part (default: all). A preheat runs on their
     /// seed peers, a find or delete on all their active peers.
@@ -208,7 +209,28 @@ pub async fn get(pool: &AnyPool, id: i64) -> Result<Option<Job>, sqlx::Error> {
     Ok(Some(job))
 }
 
-/// The registry password of a job.
+/// What a job keeps sealed (see `auth::sealed`): never stored in the clear, never shown.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobSecret {
+    /// The registry password for the job's `username`.
+    pub password: String,
+    /// The request headers of a file preheat (`Name: value`), as given.
+    pub headers: Vec<String>,
+}
+
+/// Header lines with their values replaced, for `JobArgs::headers` (what the API shows).
+pub fn redacted_headers(headers: &[String]) -> Vec<String> {
+    headers
+        .iter()
+        .map(|h| match h.split_once(':') {
+            Some((name, _)) => format!("{}: <redacted>", name.trim()),
+            None => "<redacted>".into(),
+        })
+        .collect()
+}
+
+/// A job's sealed secret, as stored.
 pub async fn secret(pool: &AnyPool, id: i64) -> Result<String, sqlx::Error> {
     sqlx::query_scalar("SELECT secret FROM jobs WHERE id = $1")
         .bind(id)
