@@ -41,9 +41,16 @@ pub struct ManagerArgs {
     /// DATA_DIR/initial-admin-password.
     #[arg(long, env = "POLLEN_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
-    /// Mutual TLS on the gRPC port (the REST port stays plain HTTP).
+    /// Mutual TLS on the gRPC port.
     #[command(flatten)]
     pub tls: super::tls_args::TlsArgs,
+    /// Certificate chain (PEM) for HTTPS on the REST API and console port; with
+    /// --rest-tls-key.
+    #[arg(long, env = "POLLEN_MANAGER_REST_TLS_CERT", requires = "rest_tls_key")]
+    pub rest_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for HTTPS on the REST API and console port.
+    #[arg(long, env = "POLLEN_MANAGER_REST_TLS_KEY", requires = "rest_tls_cert")]
+    pub rest_tls_key: Option<PathBuf>,
 }
 
 impl ManagerArgs {
@@ -56,6 +63,12 @@ impl ManagerArgs {
             cfg.data_dir = d.clone();
         }
         cfg.tls = self.tls.apply(cfg.tls.take())?;
+        if let (Some(cert), Some(key)) = (&self.rest_tls_cert, &self.rest_tls_key) {
+            cfg.rest_tls = Some(pollen_manager::RestTls {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
         Ok(cfg)
     }
 }
@@ -85,8 +98,9 @@ pub(crate) async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
     } else {
         ""
     };
+    let rest_how = if manager.rest_tls() { " (HTTPS)" } else { "" };
     println!(
-        "manager ({db}) gRPC on {}{how} REST listening on {addr}",
+        "manager ({db}) gRPC on {}{how} REST{rest_how} listening on {addr}",
         grpc.local_addr()?
     );
     let shutdown = CancellationToken::new();

@@ -40,6 +40,12 @@ pub struct ManagerConfig {
     /// this time or be disconnected (default 10s).
     #[serde(with = "pollen_core::duration::humane")]
     pub connection_setup_timeout: Duration,
+    /// HTTPS on the REST API and console port (`[rest_tls]` table: `cert`, `key`, PEM files;
+    /// the manager certificate of `pollen certs dev` will do for a test). Passwords, session
+    /// cookies and tokens cross this port: serve it over TLS wherever it is reached over a
+    /// network. The session cookie is then marked `Secure`. Default: none (plain HTTP, fit
+    /// for loopback only).
+    pub rest_tls: Option<RestTls>,
     /// File holding the key (64 hex digits) that seals job secrets (registry passwords,
     /// request headers) in the database; `POLLEN_MANAGER_SECRETS_KEY` wins over it. Default:
     /// `DATA_DIR/secrets.key`, made on first start. Managers sharing a database share it.
@@ -53,6 +59,16 @@ pub struct ManagerConfig {
     /// they reach the manager at an `https://` URL. Default: none (plain HTTP/2). The REST
     /// port is not affected: put it behind a TLS terminator.
     pub tls: Option<pollen_tls::TlsConfig>,
+}
+
+/// The REST port's certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestTls {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
 }
 
 impl Default for ManagerConfig {
@@ -69,6 +85,7 @@ impl Default for ManagerConfig {
             grpc_max_connections: 10_000,
             connection_setup_timeout: Duration::from_secs(10),
             auth_failures_per_minute: 10,
+            rest_tls: None,
             secrets_key_file: None,
             tls: None,
         }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use bootstrap::FirstAdmin;
-pub use config::ManagerConfig;
+pub use config::{ManagerConfig, RestTls};
 pub use db::{Backend, Db, DbError};
 
 use rest::AppState;
@@ -56,6 +56,7 @@ pub enum ManagerError {
 pub struct Manager {
     state: Arc<AppState>,
     grpc_tls: Option<Arc<pollen_tls::rustls::ServerConfig>>,
+    rest_tls: Option<Arc<pollen_tls::rustls::ServerConfig>>,
 }
 
 impl Manager {
@@ -67,6 +68,10 @@ impl Manager {
         // Certificates first: a bad file is reported before anything is written.
         let grpc_tls = match &cfg.tls {
             Some(t) => Some(pollen_tls::Material::load(t)?.server_config(&[b"h2"])?),
+            None => None,
+        };
+        let rest_tls = match &cfg.rest_tls {
+            Some(t) => Some(pollen_tls::https_server_config(&t.cert, &t.key)?),
             None => None,
         };
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ManagerError::DataDir {
@@ -94,11 +99,23 @@ impl Manager {
             hub: Default::default(),
             jobs_added: Default::default(),
         });
-        Ok((Self { state, grpc_tls }, first))
+        Ok((
+            Self {
+                state,
+                grpc_tls,
+                rest_tls,
+            },
+            first,
+        ))
     }
 
     pub fn db(&self) -> &Db {
         &self.state.db
+    }
+
+    /// Whether the REST port speaks HTTPS.
+    pub fn rest_tls(&self) -> bool {
+        self.rest_tls.is_some()
     }
 
     /// Whether the gRPC port demands client certificates.
@@ -120,6 +137,7 @@ impl Manager {
         let router = rest::router(self.state.clone());
         server::serve_http(
             rest,
+            self.rest_tls.map(tokio_rustls::TlsAcceptor::from),
             router,
             self.state.cfg.max_connections,
             self.state.cfg.header_read_timeout,

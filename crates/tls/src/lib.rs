@@ -14,5 +14,5 @@ mod material;
 pub use config::{TlsConfig, DEFAULT_PEER_NAME};
 pub use dev::{make_dev_certs, new_ca, write_new, DevCerts};
 pub use endpoint::{grpc_endpoint, LinkError};
-pub use material::{Material, TlsError};
+pub use material::{https_server_config, Material, TlsError};
 pub use rustls;

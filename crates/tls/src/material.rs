@@ -77,6 +77,26 @@ fn config_error(e: impl std::fmt::Display) -> TlsError {
     TlsError::Config(e.to_string())
 }
 
+/// A server configuration for an HTTPS port that browsers and API clients reach (no client
+/// certificate asked for): the certificate chain and key in `cert` and `key` (PEM), HTTP/1.1.
+pub fn https_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let chain = certs(cert, &cert_pem)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
+        path: key.to_path_buf(),
+        reason: format!("no usable private key: {e}"),
+    })?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(config_error)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 impl Material {
     /// Reads and checks the files `cfg` names.
     pub fn load(cfg: &TlsConfig) -> Result<Self, TlsError> {

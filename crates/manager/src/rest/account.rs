@@ -29,6 +29,15 @@ pub struct SignIn {
 static DECOY_HASH: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| password::hash("decoy-password-never-used").unwrap_or_default());
 
+/// `; Secure` when the port speaks HTTPS: the browser then never sends the cookie in clear.
+fn secure(state: &AppState) -> &'static str {
+    if state.cfg.rest_tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
 /// Sign in with a name and password; sets the session cookie.
 #[utoipa::path(post, path = "/api/v1/sessions", tag = "account", request_body = SignIn,
     responses((status = 201, description = "Signed in; the session cookie is set", body = User),
@@ -55,8 +64,10 @@ pub async fn sign_in(
     let ttl = state.cfg.session_ttl.as_secs() as i64;
     let session_id =
         sessions::create(&state.db.pool, user.id, &secret::digest(&cookie), ttl).await?;
-    let set =
-        format!("{SESSION_COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={ttl}");
+    let set = format!(
+        "{SESSION_COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age={ttl}{}",
+        secure(&state)
+    );
     // The audit log records who signed in.
     let who = Principal {
         user_id: user.id,
@@ -81,7 +92,10 @@ pub async fn sign_out(
             sessions::delete(&state.db.pool, s.session_id).await?;
         }
     }
-    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let clear = format!(
+        "{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+        secure(&state)
+    );
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
 }
 
