@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use pollen_core::{ContentDigest, PieceDigest, TaskId, TaskKey};
 use pollen_proto::scheduler::{
-    peer_event, scheduler_event, ContentInfo, FinishedPiece, NeedParents, ParentFailed, PeerEvent,
-    PeerFailed, PeerFinished, PiecesFinished, Register, SchedulerEvent, TaskRequest,
+    peer_event, scheduler_event, ContentInfo, FinishedPiece, NeedParents, ParentFailed, PeerFailed,
+    PeerFinished, PiecesFinished, Register, SchedulerEvent, TaskRequest,
 };
 use pollen_source::{HttpSource, OriginPolicy};
 use pollen_storage::{Store, TaskEntry};
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::announce_queue::AnnounceQueue;
 use crate::config::DaemonConfig;
 use crate::content_check;
 use crate::error::DownloadError;
@@ -218,24 +219,15 @@ async fn next_event(rx: &mut Option<Streaming<SchedulerEvent>>) -> Option<schedu
     }
 }
 
-fn announce(tx: &Option<mpsc::Sender<PeerEvent>>, ev: peer_event::Event) {
-    if let Some(tx) = tx {
-        if tx.try_send(PeerEvent { event: Some(ev) }).is_err() {
-            warn!("announce queue full or closed; event dropped");
-        }
+fn announce(q: &mut Option<AnnounceQueue>, ev: peer_event::Event) {
+    if let Some(q) = q {
+        q.send(ev);
     }
 }
 
-/// Ends an announce stream gracefully: the request side is closed after every queued event,
-/// and the answers are drained until the scheduler closes its side, so the last events (such
-/// as `Finished`) are processed rather than lost to a stream reset.
-fn close_announce(tx: Option<mpsc::Sender<PeerEvent>>, rx: Option<Streaming<SchedulerEvent>>) {
-    drop(tx);
-    if let Some(mut rx) = rx {
-        tokio::spawn(async move {
-            let drain = async { while let Ok(Some(_)) = rx.message().await {} };
-            let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
-        });
+fn close_announce(q: Option<AnnounceQueue>, rx: Option<Streaming<SchedulerEvent>>) {
+    if let Some(q) = q {
+        q.close(rx);
     }
 }
 
@@ -486,8 +478,8 @@ impl Conductor {
             progress.send_replace(progress_of(c));
         }
         let peer_id = format!("{}-{:08x}", self.host_id, rand::thread_rng().gen::<u32>());
-        let (events_tx, mut events_rx) = match self.open_announce(&spec, &peer_id).await {
-            Some(a) => (Some(a.tx), Some(a.rx)),
+        let (mut events_tx, mut events_rx) = match self.open_announce(&spec, &peer_id).await {
+            Some(a) => (Some(AnnounceQueue::new(a.tx)), Some(a.rx)),
             None => (None, None),
         };
         let (report_tx, mut report_rx) = mpsc::channel::<Report>(256);
@@ -508,7 +500,7 @@ impl Conductor {
         } else if let Some(c) = &claims {
             let layout = c.entry.layout();
             announce(
-                &events_tx,
+                &mut events_tx,
                 peer_event::Event::ContentInfo(ContentInfo {
                     content_length: layout.content_length(),
                     piece_length: layout.piece_length(),
@@ -518,7 +510,7 @@ impl Conductor {
             if !held.is_empty() {
                 info!(pieces = held.len(), "resuming with pieces already held");
                 announce(
-                    &events_tx,
+                    &mut events_tx,
                     pieces_event(held.into_iter().map(|(n, d)| (n, d, None))),
                 );
             }
@@ -606,7 +598,7 @@ impl Conductor {
                 Some(report) = report_rx.recv() => match report {
                     Report::Created(c) => {
                         let layout = c.entry.layout();
-                        announce(&events_tx, peer_event::Event::ContentInfo(ContentInfo {
+                        announce(&mut events_tx, peer_event::Event::ContentInfo(ContentInfo {
                             content_length: layout.content_length(),
                             piece_length: layout.piece_length(),
                         }));
@@ -618,7 +610,7 @@ impl Conductor {
                     Report::Piece { number, digest, parent } => {
                         last_progress = Instant::now();
                         reported.insert(number);
-                        announce(&events_tx, pieces_event([(number, digest, parent)]));
+                        announce(&mut events_tx, pieces_event([(number, digest, parent)]));
                         if let Some(c) = &claims {
                             progress.send_replace(progress_of(c));
                         }
@@ -632,7 +624,7 @@ impl Conductor {
                             last_parent_failure = Some(Instant::now());
                             if parents.block(&parent) {
                                 warn!(%parent, error = %e, "parent failed; asking the scheduler for another");
-                                announce(&events_tx, peer_event::Event::ParentFailed(ParentFailed {
+                                announce(&mut events_tx, peer_event::Event::ParentFailed(ParentFailed {
                                     parent_peer_id: parent.clone(),
                                     reason: e.to_string(),
                                 }));
@@ -653,8 +645,11 @@ impl Conductor {
                     }
                 }
                 _ = tick.tick() => {
+                    if let Some(q) = events_tx.as_mut() {
+                        q.flush();
+                    }
                     if events_rx.is_some() && !back_to_source {
-                        announce(&events_tx, peer_event::Event::NeedParents(NeedParents {
+                        announce(&mut events_tx, peer_event::Event::NeedParents(NeedParents {
                             parents: parents.ids(),
                         }));
                     }
@@ -703,7 +698,7 @@ impl Conductor {
                 parent,
             } = report
             {
-                announce(&events_tx, pieces_event([(number, digest, parent)]));
+                announce(&mut events_tx, pieces_event([(number, digest, parent)]));
             }
         }
         let duplicates = claims.as_ref().map_or(0, |c| c.duplicates());
@@ -717,10 +712,10 @@ impl Conductor {
         match &result {
             Ok(()) => {
                 info!(duplicate_slices = duplicates, "download complete");
-                announce(&events_tx, peer_event::Event::Finished(PeerFinished {}));
+                announce(&mut events_tx, peer_event::Event::Finished(PeerFinished {}));
             }
             Err(e) => announce(
-                &events_tx,
+                &mut events_tx,
                 peer_event::Event::Failed(PeerFailed {
                     reason: e.to_string(),
                 }),
@@ -759,17 +754,17 @@ impl Conductor {
                 warn!(task = %entry.id, "could not announce a held task to the scheduler");
                 continue;
             };
-            let tx = Some(a.tx);
+            let mut tx = Some(AnnounceQueue::new(a.tx));
             let layout = entry.layout();
             announce(
-                &tx,
+                &mut tx,
                 peer_event::Event::ContentInfo(ContentInfo {
                     content_length: layout.content_length(),
                     piece_length: layout.piece_length(),
                 }),
             );
             announce(
-                &tx,
+                &mut tx,
                 pieces_event(
                     entry
                         .present_digests()
@@ -777,7 +772,7 @@ impl Conductor {
                         .map(|(n, d)| (n, d, None)),
                 ),
             );
-            announce(&tx, peer_event::Event::Finished(PeerFinished {}));
+            announce(&mut tx, peer_event::Event::Finished(PeerFinished {}));
             close_announce(tx, Some(a.rx));
         }
     }

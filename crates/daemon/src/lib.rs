@@ -10,6 +10,7 @@
 
 #![allow(clippy::result_large_err)] // tonic::Status is the error type of every RPC.
 
+mod announce_queue;
 pub mod api_client;
 mod api_socket;
 mod caller;
