@@ -414,7 +414,7 @@ impl Conductor {
             match tokio::time::timeout(wait, link.announce(register.clone())).await {
                 Ok(Ok(a)) => return Some(a),
                 Ok(Err(e)) => {
-                    warn!(scheduler = %link.url, error = %e.message(), "scheduler unreachable");
+                    warn!(scheduler = %link.url, error = %e.message(), "the scheduler refused the task or could not be reached");
                 }
                 Err(_) => {
                     warn!(scheduler = %link.url, "scheduler did not answer within {wait:?}");

@@ -39,6 +39,11 @@ pub struct SchedulerConfig {
     pub max_content_length: u64,
     /// Most pieces a task may have (at most 65536). Default 65536.
     pub max_pieces: u32,
+    /// Most peers (downloads, one per task) one host may have registered at once; a register
+    /// past it is refused with RESOURCE_EXHAUSTED and the daemon fetches that task from the
+    /// origin. It bounds what one host can make the scheduler hold, and how many tasks (each
+    /// of which may trigger a seed) it can open at once. 0 is no cap. Default 4096.
+    pub max_peers_per_host: u32,
     /// Mutual TLS (`[tls]` table: `ca_cert`, `cert`, `key`): with it, only daemons presenting
     /// a certificate signed by `ca_cert` can connect. Default: off (plain gRPC).
     pub tls: Option<pollen_tls::TlsConfig>,
@@ -66,6 +71,7 @@ impl Default for SchedulerConfig {
             connection_setup_timeout: Duration::from_secs(10),
             max_content_length: 4 << 40,
             max_pieces: crate::piece_set::MAX_PIECES,
+            max_peers_per_host: 4096,
             tls: None,
         }
     }

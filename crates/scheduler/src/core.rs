@@ -34,6 +34,8 @@ pub struct Core {
     rng: StdRng,
     /// Seed hosts already triggered per task (a replacement is picked among the others).
     seeds_tried: std::collections::HashMap<String, SeedsTried>,
+    /// Registered peers per host id, for `max_peers_per_host`.
+    host_peers: std::collections::HashMap<String, u32>,
 }
 
 /// The seed hosts asked to fetch one task.
@@ -67,6 +69,7 @@ impl Core {
             cfg,
             rng: StdRng::seed_from_u64(seed),
             seeds_tried: Default::default(),
+            host_peers: Default::default(),
         }
     }
 
@@ -210,6 +213,20 @@ impl Core {
             debug!(host = %reg.host_id, "register from a host without a session");
         }
         let (tid, pid) = (task_req.task_id.clone(), reg.peer_id.clone());
+        let known = self
+            .model
+            .tasks
+            .get(&tid)
+            .is_some_and(|t| t.peers.slot_of(&pid).is_some());
+        let held = self.host_peers.get(&reg.host_id).copied().unwrap_or(0);
+        let cap = self.cfg.max_peers_per_host;
+        if !known && cap > 0 && held >= cap {
+            warn!(host = %reg.host_id, peers = held, "register refused: the host is at max_peers_per_host");
+            return Err(Status::resource_exhausted(format!(
+                "host {} already has {held} peers registered, the most this scheduler takes from one host (max_peers_per_host); fetch from the origin",
+                reg.host_id
+            )));
+        }
         let now = Instant::now();
         let host_slot = self.model.hosts.slot_of(&reg.host_id);
         let is_seed = self
@@ -237,6 +254,9 @@ impl Core {
             is_seed,
         );
         peer.tx = Some(tx);
+        if !known {
+            *self.host_peers.entry(reg.host_id.clone()).or_insert(0) += 1;
+        }
         if let Some(len) = len {
             peer.send(scheduler_event::Event::TaskInfo(TaskInfo {
                 content_length: len,
@@ -412,9 +432,26 @@ impl Core {
             let tasks = &self.model.tasks;
             self.seeds_tried.retain(|tid, _| tasks.contains_key(tid));
             self.recount_children();
+            self.recount_host_peers();
             info!(tasks = gone, "quiet tasks forgotten");
         }
         gone
+    }
+
+    /// Rebuilds the registered peers per host from the tasks (after tasks were dropped
+    /// whole).
+    fn recount_host_peers(&mut self) {
+        self.host_peers.clear();
+        for t in self.model.tasks.values() {
+            for p in t.peers.values() {
+                *self.host_peers.entry(p.host_id.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Registered peers of `host_id`.
+    pub fn peers_of_host(&self, host_id: &str) -> u32 {
+        self.host_peers.get(host_id).copied().unwrap_or(0)
     }
 
     /// Rebuilds every host's child count from the parent edges.
@@ -652,6 +689,12 @@ impl Core {
         let Some((gone, orphans)) = task.remove_peer(pid) else {
             return;
         };
+        if let Some(n) = self.host_peers.get_mut(&gone.host_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.host_peers.remove(&gone.host_id);
+            }
+        }
         if task.peers.is_empty() {
             self.model.tasks.remove(tid);
             self.seeds_tried.remove(tid);
