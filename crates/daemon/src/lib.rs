@@ -23,7 +23,7 @@ mod gc;
 mod host_sessions;
 mod identity;
 mod live_limits;
-mod local_api;
+pub(crate) mod local_api;
 mod manager_session;
 mod origin_fetcher;
 mod output_writer;
@@ -40,6 +40,8 @@ mod upload_provider;
 pub use config::{DaemonConfig, GcConfig, ProxyConfig, ProxyRule};
 pub use daemon::{Daemon, DaemonHandle, DaemonStartError};
 pub use error::DownloadError;
+#[doc(hidden)]
+pub use local_api::fuzz_local_api_request;
 pub use proxy::ca::{load_or_create as proxy_ca, CaError};
 #[doc(hidden)]
 pub use proxy::fuzz_mirror_request;

@@ -77,6 +77,30 @@ pub(crate) fn spec_of(req: &DownloadRequest) -> Result<TaskSpec, DownloadError> 
     )
 }
 
+/// The fuzz entry for the local API's parser of untrusted bytes
+/// (`fuzz/fuzz_targets/local_api_request.rs`): a `DownloadRequest` as it arrives on the
+/// socket, through validation and the origin guard's check of its URL. Panics only when an
+/// invariant breaks.
+pub fn fuzz_local_api_request(bytes: &[u8]) {
+    use prost::Message;
+    let Ok(req) = DownloadRequest::decode(bytes) else {
+        return;
+    };
+    if let Ok(spec) = spec_of(&req) {
+        assert_eq!(spec.id.hex().len(), 64);
+        if let Ok(url) = url::Url::parse(&spec.key.url) {
+            let guard = pollen_source::OriginGuard::default();
+            for policy in [
+                pollen_source::OriginPolicy::LocalUser,
+                pollen_source::OriginPolicy::Fleet,
+            ] {
+                let _ = guard.check_url(&url, policy);
+            }
+        }
+    }
+    let _ = Path::new(&req.output_path).is_absolute();
+}
+
 async fn follow(
     conductor: Arc<Conductor>,
     mut watch: DownloadWatch,
@@ -222,5 +246,32 @@ impl Daemon for LocalApi {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 > 0,
         }))
+    }
+}
+
+#[cfg(test)]
+mod fuzz_entry_tests {
+    use pollen_proto::daemon::{DownloadRequest, Header};
+    use prost::Message;
+
+    #[test]
+    fn the_fuzz_entry_takes_odd_requests() {
+        let mut ok = Vec::new();
+        DownloadRequest {
+            url: "http://[::ffff:169.254.169.254]:80/x?y=1".into(),
+            output_path: "/tmp/out".into(),
+            digest: "sha256:zz".into(),
+            headers: vec![Header {
+                name: "bad\nname".into(),
+                value: "v".into(),
+            }],
+            filtered_query: vec!["y".into(); 3],
+            ..Default::default()
+        }
+        .encode(&mut ok)
+        .expect("encode");
+        for input in [&ok[..], &ok[..ok.len() / 2], &[0xff; 16][..], &[][..]] {
+            super::fuzz_local_api_request(input);
+        }
     }
 }

@@ -15,6 +15,7 @@ mod config;
 pub mod core;
 pub mod dag;
 pub mod evaluator;
+mod fuzz_entry;
 pub mod manager_link;
 pub mod model;
 mod piece_cost;
@@ -25,5 +26,7 @@ pub mod task_facts;
 
 pub use config::SchedulerConfig;
 pub use evaluator::{EvaluatorConfig, Weights};
+#[doc(hidden)]
+pub use fuzz_entry::fuzz_announce_events;
 pub use manager_link::ManagerLink;
 pub use service::SchedulerService;
