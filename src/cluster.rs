@@ -464,7 +464,11 @@ impl Cluster {
                 args.push(l.to_string());
             }
             if let Some(c) = &certs {
-                args.extend(tls_flags(&c.ca_cert, &c.daemon));
+                // A seed's certificate carries the seed role, which its claim needs.
+                args.extend(tls_flags(
+                    &c.ca_cert,
+                    if seed { &c.seed } else { &c.daemon },
+                ));
             }
             args.extend(spec.daemon_args.iter().cloned());
             args.extend(own.iter().cloned());

@@ -352,3 +352,94 @@ async fn a_reader_that_never_reads_cannot_hold_an_upload_slot() {
     assert!(seed.stat().await.expect("stat").upload_timed_out >= 1);
     drop(attacker);
 }
+
+/// (c) Under mutual TLS a host holding the cluster's ordinary peer certificate gets in, but
+/// cannot claim more: its seed claim is refused by the manager and by a scheduler, and its
+/// scheduler registration by the manager. The same claims with role-bearing certificates
+/// are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_claim_or_a_scheduler_registration_without_its_role_is_refused() {
+    use common::manager::*;
+    use pollen::cluster::tls_flags;
+    let mut spec = ClusterSpec::standalone(bin(), 0);
+    spec.tls = true;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let certs = cluster.certs.clone().expect("certificates");
+    let m = cluster
+        .start_manager(ADMIN_PASSWORD, "keepalive_timeout = \"3s\"\n")
+        .await
+        .expect("manager");
+    let admin = Admin::sign_in(&m).await;
+    let flags = |pair| tls_flags(&certs.ca_cert, pair);
+
+    // A scheduler presenting a peer's certificate is refused; one with its own is taken.
+    let mut rogue_args = scheduler_args(&m, 0);
+    rogue_args.extend(flags(&certs.daemon));
+    let _rogue = cluster
+        .start_scheduler("rogue-sched", "127.0.0.1:0", &rogue_args)
+        .await
+        .expect("starts");
+    wait_for_log(
+        &cluster.dir.path().join("rogue-sched.log"),
+        "needs a certificate carrying the scheduler role",
+    )
+    .await;
+    let mut args = scheduler_args(&m, 0);
+    args.extend(flags(&certs.scheduler));
+    let sched = cluster
+        .start_scheduler("sched", "127.0.0.1:0", &args)
+        .await
+        .expect("scheduler");
+    admin
+        .wait_for("/api/v1/schedulers?active=true", "the scheduler", |v| {
+            v.as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+
+    // A peer's certificate claiming --seed, to the manager: refused.
+    let mut peer_flags = flags(&certs.daemon);
+    peer_flags.push("--seed".into());
+    let fake: Vec<&str> = peer_flags.iter().map(String::as_str).collect();
+    let mut fake_seed = daemon(&cluster, &m, "fake-seed", "127.0.1.9", &fake);
+    fake_seed.start().await.expect("starts");
+    wait_for_log(&fake_seed.log, "carrying the seed role").await;
+    // ... and straight to the scheduler: refused too.
+    let mut direct = cluster.stranger(
+        "direct-fake-seed",
+        [
+            vec![
+                "--scheduler".to_string(),
+                sched.url.replacen("http://", "https://", 1),
+            ],
+            peer_flags.clone(),
+        ]
+        .concat(),
+    );
+    direct.start().await.expect("starts");
+    wait_for_log(&direct.log, "carrying the seed role").await;
+    assert!(!direct.stat().await.expect("stat").scheduler_connected);
+
+    // A seed's certificate: taken, and it is the only seed the manager knows.
+    let mut seed_flags = flags(&certs.seed);
+    seed_flags.push("--seed".into());
+    let real: Vec<&str> = seed_flags.iter().map(String::as_str).collect();
+    let mut seed = daemon(&cluster, &m, "real-seed", "127.0.1.10", &real);
+    seed.start().await.expect("starts");
+    seed.wait_connected()
+        .await
+        .expect("the seed is placed and connected");
+    admin.wait_for_seeds(1).await;
+    let peers = admin.get("/api/v1/peers").await;
+    let names: Vec<&str> = peers
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["hostname"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"real-seed") && !names.contains(&"fake-seed"),
+        "{names:?}"
+    );
+    let schedulers = admin.get("/api/v1/schedulers").await;
+    assert_eq!(schedulers.as_array().map(Vec::len), Some(1), "{schedulers}");
+}

@@ -18,8 +18,8 @@ pub enum CertsCommand {
 /// Where the certificates go and what they name.
 #[derive(Args, Debug)]
 pub struct DevArgs {
-    /// Directory to write ca.pem, scheduler.pem, daemon.pem and their keys to (existing
-    /// files are never overwritten).
+    /// Directory to write ca.pem, manager.pem, scheduler.pem, daemon.pem, seed.pem and their
+    /// keys to (existing files are never overwritten).
     #[arg(long, default_value = "pollen-certs")]
     pub out: PathBuf,
     /// Extra host name or IP address the certificates are valid for (e.g. the scheduler's
@@ -32,11 +32,12 @@ pub(crate) async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
     let CertsCommand::Dev(args) = cmd;
     let certs = pollen_tls::make_dev_certs(&args.out, &args.hosts)
         .with_context(|| format!("cannot write certificates to {}", args.out.display()))?;
-    let (ca, m, s, d) = (
+    let (ca, m, s, d, seed) = (
         certs.ca_cert.display(),
         &certs.manager,
         &certs.scheduler,
         &certs.daemon,
+        &certs.seed,
     );
     println!(
         "wrote a throwaway CA and certificates to {}",
@@ -56,6 +57,11 @@ pub(crate) async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
         "daemon:    pollen daemon --scheduler https://SCHEDULER:8002 (or --manager https://MANAGER:65003) --tls-ca {ca} --tls-cert {} --tls-key {}",
         d.0.display(),
         d.1.display()
+    );
+    println!(
+        "seed:      pollen daemon --seed ... --tls-ca {ca} --tls-cert {} --tls-key {}   (only a certificate with the seed role may claim --seed)",
+        seed.0.display(),
+        seed.1.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -131,6 +131,12 @@ impl ManagerRpc for ManagerService {
         &self,
         request: Request<SchedulerInfo>,
     ) -> Result<Response<SchedulerState>, Status> {
+        pollen_tls::incoming::check_role(
+            pollen_tls::incoming::proven_roles(&request).as_ref(),
+            pollen_tls::Role::Scheduler,
+            "registering a scheduler",
+        )
+        .inspect_err(|e| warn!(error = %e.message(), "scheduler registration refused"))?;
         let info = request.into_inner();
         for (f, v) in [
             ("hostname", &info.hostname),
@@ -198,6 +204,11 @@ impl ManagerRpc for ManagerService {
         &self,
         request: Request<SchedulerKeepalive>,
     ) -> Result<Response<SchedulerState>, Status> {
+        pollen_tls::incoming::check_role(
+            pollen_tls::incoming::proven_roles(&request).as_ref(),
+            pollen_tls::Role::Scheduler,
+            "a scheduler keepalive",
+        )?;
         let id = request.into_inner().scheduler_id;
         let pool = &self.state.db.pool;
         match schedulers::keepalive(pool, id).await.map_err(db_status)? {
@@ -224,7 +235,8 @@ impl ManagerRpc for ManagerService {
         &self,
         request: Request<Streaming<DaemonMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
-        let remote = request.remote_addr().map(|a| a.ip());
+        let remote = pollen_tls::incoming::remote_ip(&request);
+        let proven = pollen_tls::incoming::proven_roles(&request);
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -239,6 +251,16 @@ impl ManagerRpc for ManagerService {
         };
         if hello.host_id.is_empty() {
             return Err(Status::invalid_argument("host_id is required"));
+        }
+        if hello.seed {
+            pollen_tls::incoming::check_role(
+                proven.as_ref(),
+                pollen_tls::Role::Seed,
+                "a seed peer's session",
+            )
+            .inspect_err(
+                |e| warn!(host = %hello.host_id, error = %e.message(), "seed claim refused"),
+            )?;
         }
         for (f, v) in [
             ("host_id", &hello.host_id),

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::SchedulerConfig;
 use crate::core::Core;
@@ -107,10 +107,23 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<HostInfo>,
     ) -> Result<Response<Self::HostSessionStream>, Status> {
-        let remote = request.remote_addr().map(|a| a.ip());
+        let remote = pollen_tls::incoming::remote_ip(&request);
+        let proven = pollen_tls::incoming::proven_roles(&request);
         let info = request.into_inner();
         if info.host_id.is_empty() {
             return Err(Status::invalid_argument("host_id is required"));
+        }
+        if info.seed {
+            // A seed's reports of task facts count and it receives trigger headers: under
+            // mutual TLS the claim must be in its certificate.
+            pollen_tls::incoming::check_role(
+                proven.as_ref(),
+                pollen_tls::Role::Seed,
+                "a seed host session",
+            )
+            .inspect_err(
+                |e| warn!(host = %info.host_id, error = %e.message(), "seed claim refused"),
+            )?;
         }
         let ip: IpAddr = match info.ip.parse() {
             Ok(ip) => ip,

@@ -14,6 +14,7 @@ use rcgen::{
 
 use crate::config::{TlsConfig, DEFAULT_PEER_NAME};
 use crate::material::TlsError;
+use crate::role::Role;
 
 /// How long the generated certificates are valid.
 const VALID_DAYS: i64 = 90;
@@ -29,8 +30,10 @@ pub struct DevCerts {
     pub manager: (PathBuf, PathBuf),
     /// Scheduler certificate and key.
     pub scheduler: (PathBuf, PathBuf),
-    /// Daemon certificate and key (shared by every daemon of the test cluster).
+    /// Daemon certificate and key (shared by every ordinary daemon of the test cluster).
     pub daemon: (PathBuf, PathBuf),
+    /// Seed daemon certificate and key: the daemon's names plus the seed role.
+    pub seed: (PathBuf, PathBuf),
 }
 
 impl DevCerts {
@@ -49,6 +52,15 @@ impl DevCerts {
             self.ca_cert.clone(),
             self.scheduler.0.clone(),
             self.scheduler.1.clone(),
+        )
+    }
+
+    /// The `[tls]` table for a seed daemon.
+    pub fn seed_config(&self) -> TlsConfig {
+        TlsConfig::new(
+            self.ca_cert.clone(),
+            self.seed.0.clone(),
+            self.seed.1.clone(),
         )
     }
 
@@ -128,20 +140,36 @@ pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError
         manager: (dir.join("manager.pem"), dir.join("manager.key")),
         scheduler: (dir.join("scheduler.pem"), dir.join("scheduler.key")),
         daemon: (dir.join("daemon.pem"), dir.join("daemon.key")),
+        seed: (dir.join("seed.pem"), dir.join("seed.key")),
     };
     write_new(&files.ca_key, &ca_key.serialize_pem(), 0o600)?;
     write_new(&files.ca_cert, &ca_pem, 0o644)?;
     let issuer = Issuer::new(ca, ca_key);
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     names.extend(hosts.iter().cloned());
-    for (role, (cert_path, key_path), extra) in [
-        ("manager", &files.manager, None),
-        ("scheduler", &files.scheduler, None),
-        ("daemon", &files.daemon, Some(DEFAULT_PEER_NAME)),
+    for (role, (cert_path, key_path), extra, roles) in [
+        ("manager", &files.manager, None, &[Role::Manager][..]),
+        ("scheduler", &files.scheduler, None, &[Role::Scheduler][..]),
+        (
+            "daemon",
+            &files.daemon,
+            Some(DEFAULT_PEER_NAME),
+            &[Role::Peer][..],
+        ),
+        (
+            "seed",
+            &files.seed,
+            Some(DEFAULT_PEER_NAME),
+            &[Role::Peer, Role::Seed][..],
+        ),
     ] {
         let mut sans = names.clone();
         sans.extend(extra.map(str::to_string));
         let mut params = CertificateParams::new(sans).map_err(failed("a host name"))?;
+        for r in roles {
+            let uri = rcgen::string::Ia5String::try_from(r.uri()).map_err(failed("a role URI"))?;
+            params.subject_alt_names.push(rcgen::SanType::URI(uri));
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, format!("pollen {role}"));
@@ -176,6 +204,22 @@ mod tests {
         Material::load(&certs.manager_config()).expect("manager certs load");
         Material::load(&certs.scheduler_config()).expect("scheduler certs load");
         Material::load(&certs.daemon_config()).expect("daemon certs load");
+        Material::load(&certs.seed_config()).expect("seed certs load");
+        // Each certificate carries its role, and only its own.
+        let roles = |path: &PathBuf| {
+            let pem = std::fs::read(path).expect("cert");
+            let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .next()
+                .expect("one cert")
+                .expect("pem");
+            crate::role::roles_of(&der)
+        };
+        use rustls::pki_types::pem::PemObject as _;
+        assert!(roles(&certs.seed.0).has(Role::Seed) && roles(&certs.seed.0).has(Role::Peer));
+        assert!(!roles(&certs.daemon.0).has(Role::Seed));
+        assert!(roles(&certs.scheduler.0).has(Role::Scheduler));
+        assert!(!roles(&certs.scheduler.0).has(Role::Manager));
+        assert!(roles(&certs.manager.0).has(Role::Manager));
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&certs.daemon.1)
                 .expect("key")

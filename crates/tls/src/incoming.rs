@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::debug;
 
+use crate::role::{roles_of, ProvenRoles, Role};
+
 /// What every HTTP/2 connection starts with (RFC 9113, section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -34,14 +36,75 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl Connected for Admitted {
-    type ConnectInfo = TcpConnectInfo;
+/// What a handler learns of an admitted connection: the client's address, and under TLS
+/// the roles its certificate proves.
+#[derive(Clone, Debug)]
+pub struct AdmittedInfo {
+    /// The TCP connection's addresses.
+    pub tcp: TcpConnectInfo,
+    /// The roles of the client's certificate; `None` on plain TCP (no TLS, nothing proven).
+    pub roles: Option<ProvenRoles>,
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
+impl Connected for Admitted {
+    type ConnectInfo = AdmittedInfo;
+
+    fn connect_info(&self) -> AdmittedInfo {
         match &self.stream {
-            Stream::Plain(s) => s.connect_info(),
-            Stream::Tls(s) => s.get_ref().0.connect_info(),
+            Stream::Plain(s) => AdmittedInfo {
+                tcp: s.connect_info(),
+                roles: None,
+            },
+            Stream::Tls(s) => {
+                let (tcp, session) = s.get_ref();
+                let roles = session
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(roles_of)
+                    .unwrap_or_default();
+                AdmittedInfo {
+                    tcp: tcp.connect_info(),
+                    roles: Some(roles),
+                }
+            }
         }
+    }
+}
+
+/// The client's IP address of a request on an admitted connection.
+pub fn remote_ip<T>(req: &tonic::Request<T>) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<AdmittedInfo>()
+        .and_then(|i| i.tcp.remote_addr())
+        .or_else(|| req.remote_addr())
+        .map(|a| a.ip())
+}
+
+/// The roles the client's certificate proves on this request's connection; `None` on plain
+/// TCP (no TLS, nothing proven).
+pub fn proven_roles<T>(req: &tonic::Request<T>) -> Option<ProvenRoles> {
+    req.extensions()
+        .get::<AdmittedInfo>()
+        .and_then(|i| i.roles.clone())
+}
+
+/// Refuses a claim of `role` (`claim` says what was claimed) on a TLS connection whose
+/// certificate does not carry it; without TLS nothing is proven and the claim stands (the
+/// caller gates it otherwise).
+#[allow(clippy::result_large_err)] // tonic::Status is what every RPC returns.
+pub fn check_role(
+    proven: Option<&ProvenRoles>,
+    role: Role,
+    claim: &str,
+) -> Result<(), tonic::Status> {
+    match proven {
+        Some(roles) if !roles.has(role) => Err(tonic::Status::permission_denied(format!(
+            "{claim} needs a certificate carrying the {} role ({}); this one carries {:?}",
+            role.as_str(),
+            role.uri(),
+            roles.0.iter().map(|r| r.as_str()).collect::<Vec<_>>()
+        ))),
+        _ => Ok(()),
     }
 }
 
