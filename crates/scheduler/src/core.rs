@@ -106,6 +106,7 @@ impl Core {
                 commands,
                 children: 0,
                 load: Load::default(),
+                session_from: None,
             },
         );
         if !known {
@@ -190,6 +191,49 @@ impl Core {
             upload_bytes_per_sec: load.upload_bytes_per_sec,
         };
         true
+    }
+
+    /// Records where host `host_id`'s session `session` came from.
+    pub fn set_session_origin(&mut self, host_id: &str, session: u64, from: IpAddr) {
+        if let Some(h) = self
+            .model
+            .hosts
+            .get_mut(host_id)
+            .filter(|h| h.session == session)
+        {
+            h.session_from = Some(from);
+        }
+    }
+
+    /// Refuses a register that names a host it cannot be: one whose session came from another
+    /// address, or (under mutual TLS, `proven` given) a seed host when the announcing
+    /// connection's certificate lacks the seed role. A seed's peer is trusted for a task's
+    /// facts, so without this any host could speak for a seed by naming its host id.
+    pub fn check_register_origin(
+        &self,
+        host_id: &str,
+        from: Option<IpAddr>,
+        proven: Option<&pollen_tls::ProvenRoles>,
+    ) -> Result<(), Status> {
+        let Some(host) = self.model.hosts.get(host_id) else {
+            return Ok(());
+        };
+        if let (Some(session), Some(from)) = (host.session_from, from) {
+            if session != from {
+                warn!(host = host_id, %session, %from, "register naming another address's host refused");
+                return Err(Status::permission_denied(format!(
+                    "this register names host {host_id}, whose host session came from another address"
+                )));
+            }
+        }
+        if host.info.seed {
+            pollen_tls::incoming::check_role(
+                proven,
+                pollen_tls::Role::Seed,
+                "announcing as a seed host's peer",
+            )?;
+        }
+        Ok(())
     }
 
     /// A peer's first announce event. Returns (task id, peer id).

@@ -45,6 +45,9 @@ pub struct Host {
     /// Children currently told to download from this host, over all tasks.
     pub children: usize,
     pub load: Load,
+    /// The address the host session came from (announces naming this host must come from it
+    /// too); `None` when unknown.
+    pub session_from: Option<IpAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -131,7 +131,14 @@ impl Scheduler for SchedulerService {
         };
         let (tx, rx) = mpsc::channel(256);
         let host_id = info.host_id.clone();
-        let session = self.lock().open_host(info, ip, tx.clone());
+        let session = {
+            let mut core = self.lock();
+            let session = core.open_host(info, ip, tx.clone());
+            if let Some(from) = remote {
+                core.set_session_origin(&host_id, session, from);
+            }
+            session
+        };
         let this = self.clone();
         tokio::spawn(async move {
             tx.closed().await;
@@ -144,6 +151,8 @@ impl Scheduler for SchedulerService {
         &self,
         request: Request<Streaming<PeerEvent>>,
     ) -> Result<Response<Self::AnnouncePeerStream>, Status> {
+        let remote = pollen_tls::incoming::remote_ip(&request);
+        let proven = pollen_tls::incoming::proven_roles(&request);
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -156,7 +165,11 @@ impl Scheduler for SchedulerService {
             ));
         };
         let (tx, rx) = mpsc::channel(1024);
-        let (tid, pid) = self.lock().register(reg, tx)?;
+        let (tid, pid) = {
+            let mut core = self.lock();
+            core.check_register_origin(&reg.host_id, remote, proven.as_ref())?;
+            core.register(reg, tx)?
+        };
         let this = self.clone();
         tokio::spawn(async move {
             loop {

@@ -205,3 +205,43 @@ fn a_register_whose_task_id_is_not_its_request_is_refused() {
     );
     assert!(core.model.tasks.is_empty(), "no task was made for it");
 }
+
+/// A host that names a seed's host id in its register cannot speak for the seed: a register
+/// from another address than the seed's session is refused, and under mutual TLS one whose
+/// certificate lacks the seed role is refused even from the same address.
+#[test]
+fn a_register_naming_a_seed_host_from_elsewhere_or_without_the_role_is_refused() {
+    let mut core = Core::new(SchedulerConfig::default(), 1);
+    let (tx, _commands) = mpsc::channel(64);
+    let seed_ip: std::net::IpAddr = "10.0.0.9".parse().expect("ip");
+    let session = core.open_host(
+        HostInfo {
+            host_id: "seed-host".into(),
+            ip: "10.0.0.9".into(),
+            upload_port: 4100,
+            max_upload_connections: 64,
+            seed: true,
+            ..Default::default()
+        },
+        seed_ip,
+        tx,
+    );
+    core.set_session_origin("seed-host", session, seed_ip);
+    let elsewhere: std::net::IpAddr = "10.0.0.66".parse().expect("ip");
+    let e = core
+        .check_register_origin("seed-host", Some(elsewhere), None)
+        .expect_err("another address");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let peer_cert = pollen_tls::ProvenRoles(vec![pollen_tls::Role::Peer]);
+    let e = core
+        .check_register_origin("seed-host", Some(seed_ip), Some(&peer_cert))
+        .expect_err("no seed role");
+    assert!(e.message().contains("seed role"), "{}", e.message());
+    let seed_cert = pollen_tls::ProvenRoles(vec![pollen_tls::Role::Peer, pollen_tls::Role::Seed]);
+    core.check_register_origin("seed-host", Some(seed_ip), Some(&seed_cert))
+        .expect("the seed itself");
+    core.check_register_origin("seed-host", Some(seed_ip), None)
+        .expect("same address, no TLS");
+    core.check_register_origin("unknown-host", Some(elsewhere), None)
+        .expect("a host without a session is not a seed");
+}
