@@ -624,9 +624,11 @@ impl Conductor {
                             last_parent_failure = Some(Instant::now());
                             if parents.block(&parent) {
                                 warn!(%parent, error = %e, "parent failed; asking the scheduler for another");
+                                let bad_data = matches!(e, FetchError::BadSlice { .. } | FetchError::BadPiece(_));
                                 announce(&mut events_tx, peer_event::Event::ParentFailed(ParentFailed {
                                     parent_peer_id: parent.clone(),
                                     reason: e.to_string(),
+                                    bad_data,
                                 }));
                             }
                         }

@@ -39,6 +39,16 @@ pub struct SchedulerConfig {
     pub max_content_length: u64,
     /// Most pieces a task may have (at most 65536). Default 65536.
     pub max_pieces: u32,
+    /// A host reported for bad data (slices or hashes that failed verification) by this many
+    /// other hosts, over any tasks, within `host_block_duration`, is offered to nobody as a
+    /// parent for `host_block_duration`. More than one reporter is needed, so one lying
+    /// peer cannot get an honest host blocked fleet-wide (it blocks the parent for its own
+    /// downloads only). 0 turns it off. Default 2.
+    pub host_block_reporters: u32,
+    /// How long a bad-data report counts, and how long a blocked host stays blocked.
+    /// Default 10m.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub host_block_duration: Duration,
     /// Most peers (downloads, one per task) one host may have registered at once; a register
     /// past it is refused with RESOURCE_EXHAUSTED and the daemon fetches that task from the
     /// origin. It bounds what one host can make the scheduler hold, and how many tasks (each
@@ -72,6 +82,8 @@ impl Default for SchedulerConfig {
             max_content_length: 4 << 40,
             max_pieces: crate::piece_set::MAX_PIECES,
             max_peers_per_host: 4096,
+            host_block_reporters: 2,
+            host_block_duration: Duration::from_secs(600),
             tls: None,
         }
     }

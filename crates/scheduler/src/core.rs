@@ -36,6 +36,10 @@ pub struct Core {
     seeds_tried: std::collections::HashMap<String, SeedsTried>,
     /// Registered peers per host id, for `max_peers_per_host`.
     host_peers: std::collections::HashMap<String, u32>,
+    /// Bad-data reports per parent host id: which other hosts reported it, and when.
+    bad_reports: std::collections::HashMap<String, Vec<(String, Instant)>>,
+    /// Hosts blocked fleet-wide, until when (kept across their reconnects).
+    blocked_hosts: std::collections::HashMap<String, Instant>,
 }
 
 /// The seed hosts asked to fetch one task.
@@ -70,6 +74,8 @@ impl Core {
             rng: StdRng::seed_from_u64(seed),
             seeds_tried: Default::default(),
             host_peers: Default::default(),
+            bad_reports: Default::default(),
+            blocked_hosts: Default::default(),
         }
     }
 
@@ -107,6 +113,7 @@ impl Core {
                 children: 0,
                 load: Load::default(),
                 session_from: None,
+                blocked_until: self.blocked_hosts.get(&host_id).copied(),
             },
         );
         if !known {
@@ -418,14 +425,22 @@ impl Core {
                 }
             }
             peer_event::Event::ParentFailed(f) => {
+                let mut accused = None;
                 if let Some(parent) = task.peers.get_mut(&f.parent_peer_id) {
                     parent.uploads_failed += 1;
+                    if f.bad_data {
+                        accused = Some(parent.host_id.clone());
+                    }
                 }
+                let reporter = task.peers.get(pid).map(|p| p.host_id.clone());
                 if let Some(p) = task.peers.get_mut(pid) {
                     info!(task = %short(tid), peer = pid, parent = %f.parent_peer_id, reason = %f.reason, "parent failed; blocklisted");
                     if p.blocklist.len() < 4096 {
                         p.blocklist.insert(f.parent_peer_id);
                     }
+                }
+                if let (Some(accused), Some(reporter)) = (accused, reporter) {
+                    self.report_bad_data(&accused, &reporter, now);
                 }
                 self.schedule(tid, pid);
             }
@@ -465,6 +480,7 @@ impl Core {
 
     /// Forgets tasks nobody has touched for `task_ttl` whose peers are all gone or idle.
     pub fn collect_garbage(&mut self, now: Instant) -> usize {
+        self.expire_blocks(now);
         let ttl = self.cfg.task_ttl;
         let before = self.model.tasks.len();
         self.model.tasks.retain(|_, t| {
@@ -480,6 +496,57 @@ impl Core {
             info!(tasks = gone, "quiet tasks forgotten");
         }
         gone
+    }
+
+    /// Counts a bad-data report against `accused` by `reporter` (another host); at
+    /// `host_block_reporters` distinct reporters within `host_block_duration`, `accused` is
+    /// blocked fleet-wide for that long.
+    fn report_bad_data(&mut self, accused: &str, reporter: &str, now: Instant) {
+        let (need, keep) = (self.cfg.host_block_reporters, self.cfg.host_block_duration);
+        if need == 0 || accused == reporter || self.blocked_hosts.contains_key(accused) {
+            return;
+        }
+        let reports = self.bad_reports.entry(accused.to_string()).or_default();
+        reports.retain(|(r, at)| r != reporter && now.saturating_duration_since(*at) < keep);
+        reports.push((reporter.to_string(), now));
+        if reports.len() < need as usize || reports.len() > 4096 {
+            return;
+        }
+        let by: Vec<String> = reports.iter().map(|(r, _)| r.clone()).collect();
+        self.bad_reports.remove(accused);
+        let until = now + keep;
+        self.blocked_hosts.insert(accused.to_string(), until);
+        if let Some(h) = self.model.hosts.get_mut(accused) {
+            h.blocked_until = Some(until);
+        }
+        warn!(host = accused, reporters = ?by, for_ = ?keep, "host blocked fleet-wide: bad data reported by other hosts");
+    }
+
+    /// Whether `host_id` is blocked fleet-wide for bad data.
+    pub fn host_blocked(&self, host_id: &str) -> bool {
+        self.blocked_hosts.contains_key(host_id)
+    }
+
+    /// Lifts blocks and forgets reports that ran out.
+    fn expire_blocks(&mut self, now: Instant) {
+        let keep = self.cfg.host_block_duration;
+        let ended: Vec<String> = self
+            .blocked_hosts
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in ended {
+            self.blocked_hosts.remove(&h);
+            if let Some(host) = self.model.hosts.get_mut(&h) {
+                host.blocked_until = None;
+            }
+            info!(host = %h, "host block lifted");
+        }
+        self.bad_reports.retain(|_, reports| {
+            reports.retain(|(_, at)| now.saturating_duration_since(*at) < keep);
+            !reports.is_empty()
+        });
     }
 
     /// Rebuilds the registered peers per host from the tasks (after tasks were dropped

@@ -333,7 +333,7 @@ fn score(
         return None;
     }
     let host = hosts.at(p.host?)?;
-    if host.info.upload_port == 0 {
+    if host.info.upload_port == 0 || host.blocked_until.is_some() {
         return None;
     }
     let free = free_slots(host);

@@ -48,6 +48,8 @@ pub struct Host {
     /// The address the host session came from (announces naming this host must come from it
     /// too); `None` when unknown.
     pub session_from: Option<IpAddr>,
+    /// Blocked fleet-wide for bad data until then: offered to nobody as a parent.
+    pub blocked_until: Option<std::time::Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,120 @@
+//! A host whose slices fail verification at several other hosts is blocked fleet-wide for a
+//! while: one accuser is not enough (it could be lying), a block survives a reconnect, and it
+//! ends by itself.
+
+use std::time::{Duration, Instant};
+
+use pollen_proto::scheduler::{peer_event, HostInfo, ParentFailed, Register, TaskRequest};
+use pollen_scheduler::core::Core;
+use pollen_scheduler::task_facts::expected_task_id;
+use pollen_scheduler::SchedulerConfig;
+use tokio::sync::mpsc;
+
+type Commands = mpsc::Receiver<Result<pollen_proto::scheduler::HostCommand, tonic::Status>>;
+
+fn open(core: &mut Core, id: &str) -> Commands {
+    let (tx, rx) = mpsc::channel(64);
+    core.open_host(
+        HostInfo {
+            host_id: id.into(),
+            ip: "10.0.0.1".into(),
+            upload_port: 4100,
+            max_upload_connections: 64,
+            ..Default::default()
+        },
+        "10.0.0.1".parse().expect("ip"),
+        tx,
+    );
+    rx
+}
+
+fn join(core: &mut Core, task: &TaskRequest, peer: &str, host: &str) {
+    let (tx, rx) = mpsc::channel(256);
+    std::mem::forget(rx);
+    core.register(
+        Register {
+            peer_id: peer.into(),
+            host_id: host.into(),
+            task: Some(task.clone()),
+        },
+        tx,
+    )
+    .expect("register");
+}
+
+fn failed(core: &mut Core, task: &TaskRequest, child: &str, parent: &str, bad_data: bool) {
+    core.event(
+        &task.task_id,
+        child,
+        peer_event::Event::ParentFailed(ParentFailed {
+            parent_peer_id: parent.into(),
+            reason: "slice 3 failed verification".into(),
+            bad_data,
+        }),
+    );
+}
+
+fn task(url: &str) -> TaskRequest {
+    let mut t = TaskRequest {
+        url: url.into(),
+        ..Default::default()
+    };
+    t.task_id = expected_task_id(&t).expect("id");
+    t
+}
+
+#[test]
+fn a_host_reported_for_bad_data_by_two_others_is_blocked_for_a_while() {
+    let cfg = SchedulerConfig {
+        host_block_reporters: 2,
+        host_block_duration: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let mut core = Core::new(cfg, 1);
+    let _hosts: Vec<Commands> = ["bad", "r1", "r2"]
+        .iter()
+        .map(|h| open(&mut core, h))
+        .collect();
+    let (t1, t2) = (task("http://o/1"), task("http://o/2"));
+    for (peer, host) in [("bad-1", "bad"), ("r1-1", "r1")] {
+        join(&mut core, &t1, peer, host);
+    }
+    for (peer, host) in [("bad-2", "bad"), ("r2-2", "r2")] {
+        join(&mut core, &t2, peer, host);
+    }
+    // One accuser, however often, and failures that are not bad data: no block.
+    failed(&mut core, &t1, "r1-1", "bad-1", true);
+    failed(&mut core, &t1, "r1-1", "bad-1", true);
+    failed(&mut core, &t2, "r2-2", "bad-2", false);
+    assert!(!core.host_blocked("bad"));
+    // A second host reports bad data, on another task: blocked fleet-wide.
+    failed(&mut core, &t2, "r2-2", "bad-2", true);
+    assert!(core.host_blocked("bad"));
+    assert!(core
+        .model
+        .hosts
+        .get("bad")
+        .expect("host")
+        .blocked_until
+        .is_some());
+    assert!(!core.host_blocked("r1") && !core.host_blocked("r2"));
+    // Reconnecting does not lift it.
+    let _again = open(&mut core, "bad");
+    assert!(core
+        .model
+        .hosts
+        .get("bad")
+        .expect("host")
+        .blocked_until
+        .is_some());
+    // It ends by itself.
+    core.collect_garbage(Instant::now() + Duration::from_secs(601));
+    assert!(!core.host_blocked("bad"));
+    assert!(core
+        .model
+        .hosts
+        .get("bad")
+        .expect("host")
+        .blocked_until
+        .is_none());
+}
