@@ -4,28 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use pollen_proto::scheduler::{peer_event, HostInfo, ParentFailed, Register, TaskRequest};
+use pollen_proto::scheduler::{peer_event, ParentFailed, Register, TaskRequest};
+mod common;
+
+use common::{request, Commands};
 use pollen_scheduler::core::Core;
-use pollen_scheduler::task_facts::expected_task_id;
 use pollen_scheduler::SchedulerConfig;
 use tokio::sync::mpsc;
 
-type Commands = mpsc::Receiver<Result<pollen_proto::scheduler::HostCommand, tonic::Status>>;
-
 fn open(core: &mut Core, id: &str) -> Commands {
-    let (tx, rx) = mpsc::channel(64);
-    core.open_host(
-        HostInfo {
-            host_id: id.into(),
-            ip: "10.0.0.1".into(),
-            upload_port: 4100,
-            max_upload_connections: 64,
-            ..Default::default()
-        },
-        "10.0.0.1".parse().expect("ip"),
-        tx,
-    );
-    rx
+    common::host(core, id, "10.0.0.1", false)
 }
 
 fn join(core: &mut Core, task: &TaskRequest, peer: &str, host: &str) {
@@ -54,15 +42,6 @@ fn failed(core: &mut Core, task: &TaskRequest, child: &str, parent: &str, bad_da
     );
 }
 
-fn task(url: &str) -> TaskRequest {
-    let mut t = TaskRequest {
-        url: url.into(),
-        ..Default::default()
-    };
-    t.task_id = expected_task_id(&t).expect("id");
-    t
-}
-
 #[test]
 fn a_host_reported_for_bad_data_by_two_others_is_blocked_for_a_while() {
     let cfg = SchedulerConfig {
@@ -75,7 +54,7 @@ fn a_host_reported_for_bad_data_by_two_others_is_blocked_for_a_while() {
         .iter()
         .map(|h| open(&mut core, h))
         .collect();
-    let (t1, t2) = (task("http://o/1"), task("http://o/2"));
+    let (t1, t2) = (request("http://o/1"), request("http://o/2"));
     for (peer, host) in [("bad-1", "bad"), ("r1-1", "r1")] {
         join(&mut core, &t1, peer, host);
     }

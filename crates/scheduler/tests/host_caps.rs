@@ -4,38 +4,16 @@
 
 #![allow(clippy::result_large_err)] // tonic::Status is what register returns.
 
-use pollen_proto::scheduler::{peer_event, HostInfo, PeerFailed, Register, TaskRequest};
+use pollen_proto::scheduler::{peer_event, PeerFailed, Register};
+mod common;
+
+use common::request;
 use pollen_scheduler::core::Core;
-use pollen_scheduler::task_facts::expected_task_id;
 use pollen_scheduler::SchedulerConfig;
 use tokio::sync::mpsc;
 
-fn request(url: &str) -> TaskRequest {
-    let mut req = TaskRequest {
-        url: url.into(),
-        ..Default::default()
-    };
-    req.task_id = expected_task_id(&req).expect("id");
-    req
-}
-
-fn open_host(
-    core: &mut Core,
-    id: &str,
-) -> mpsc::Receiver<Result<pollen_proto::scheduler::HostCommand, tonic::Status>> {
-    let (tx, rx) = mpsc::channel(64);
-    core.open_host(
-        HostInfo {
-            host_id: id.into(),
-            ip: "10.0.0.1".into(),
-            upload_port: 4100,
-            max_upload_connections: 64,
-            ..Default::default()
-        },
-        "10.0.0.1".parse().expect("ip"),
-        tx,
-    );
-    rx
+fn open_host(core: &mut Core, id: &str) -> common::Commands {
+    common::host(core, id, "10.0.0.1", false)
 }
 
 fn register(core: &mut Core, host: &str, peer: &str, url: &str) -> Result<(), tonic::Status> {

@@ -6,8 +6,10 @@ use pollen_proto::scheduler::{
     peer_event, scheduler_event, ContentInfo, FinishedPiece, HostInfo, NeedParents, PiecesFinished,
     Register, SchedulerEvent, TaskRequest,
 };
+mod common;
+
+use common::{host, request};
 use pollen_scheduler::core::Core;
-use pollen_scheduler::task_facts::expected_task_id;
 use pollen_scheduler::SchedulerConfig;
 use tokio::sync::mpsc;
 
@@ -15,37 +17,6 @@ type Events = mpsc::Receiver<Result<SchedulerEvent, tonic::Status>>;
 
 const HONEST_LENGTH: u64 = 8 << 22;
 const PIECE: u64 = 1 << 22;
-
-fn request(url: &str) -> TaskRequest {
-    let mut req = TaskRequest {
-        url: url.into(),
-        ..Default::default()
-    };
-    req.task_id = expected_task_id(&req).expect("id");
-    req
-}
-
-fn host(
-    core: &mut Core,
-    id: &str,
-    ip: &str,
-    seed: bool,
-) -> mpsc::Receiver<Result<pollen_proto::scheduler::HostCommand, tonic::Status>> {
-    let (tx, rx) = mpsc::channel(64);
-    core.open_host(
-        HostInfo {
-            host_id: id.into(),
-            ip: ip.into(),
-            upload_port: 4100,
-            max_upload_connections: 64,
-            seed,
-            ..Default::default()
-        },
-        ip.parse().expect("ip"),
-        tx,
-    );
-    rx
-}
 
 fn join(core: &mut Core, req: &TaskRequest, peer: &str, host: &str) -> Events {
     let (tx, rx) = mpsc::channel(256);
