@@ -305,11 +305,7 @@ impl Conductor {
     /// How strict the origin guard is for `spec`: the fleet rules for a seed peer (whoever
     /// asked: its task URLs come from other hosts) and for any download another host ordered.
     pub fn origin_policy(&self, spec: &TaskSpec) -> OriginPolicy {
-        if self.cfg.seed || spec.ordered_by_fleet {
-            OriginPolicy::Fleet
-        } else {
-            OriginPolicy::LocalUser
-        }
+        OriginPolicy::of(self.cfg.seed, spec.ordered_by_fleet)
     }
 
     fn start_with(self: &Arc<Self>, spec: TaskSpec, priority: Priority) -> DownloadWatch {

@@ -290,11 +290,7 @@ impl Daemon {
                 &roots,
                 pollen_source::Redirects::Keep,
                 &guard,
-                if cfg.seed {
-                    pollen_source::OriginPolicy::Fleet
-                } else {
-                    pollen_source::OriginPolicy::LocalUser
-                },
+                pollen_source::OriginPolicy::of(cfg.seed, false),
             )
             .map_err(|e| DaemonStartError::Config(e.to_string()))?;
             let rules =

@@ -42,6 +42,16 @@ fn failed(core: &mut Core, task: &TaskRequest, child: &str, parent: &str, bad_da
     );
 }
 
+/// Whether the "bad" host's entry in the model carries a block.
+fn block_recorded(core: &Core) -> bool {
+    core.model
+        .hosts
+        .get("bad")
+        .expect("host")
+        .blocked_until
+        .is_some()
+}
+
 #[test]
 fn a_host_reported_for_bad_data_by_two_others_is_blocked_for_a_while() {
     let cfg = SchedulerConfig {
@@ -69,31 +79,13 @@ fn a_host_reported_for_bad_data_by_two_others_is_blocked_for_a_while() {
     // A second host reports bad data, on another task: blocked fleet-wide.
     failed(&mut core, &t2, "r2-2", "bad-2", true);
     assert!(core.host_blocked("bad"));
-    assert!(core
-        .model
-        .hosts
-        .get("bad")
-        .expect("host")
-        .blocked_until
-        .is_some());
+    assert!(block_recorded(&core));
     assert!(!core.host_blocked("r1") && !core.host_blocked("r2"));
     // Reconnecting does not lift it.
     let _again = open(&mut core, "bad");
-    assert!(core
-        .model
-        .hosts
-        .get("bad")
-        .expect("host")
-        .blocked_until
-        .is_some());
+    assert!(block_recorded(&core));
     // It ends by itself.
     core.collect_garbage(Instant::now() + Duration::from_secs(601));
     assert!(!core.host_blocked("bad"));
-    assert!(core
-        .model
-        .hosts
-        .get("bad")
-        .expect("host")
-        .blocked_until
-        .is_none());
+    assert!(!block_recorded(&core));
 }

@@ -38,6 +38,19 @@ pub enum OriginPolicy {
     Fleet,
 }
 
+impl OriginPolicy {
+    /// The policy of a fetch: the fleet rules on a seed peer (whoever asked: a seed's task
+    /// URLs come from other hosts) and for any download another host ordered; the local
+    /// user's otherwise.
+    pub fn of(seed: bool, ordered_by_fleet: bool) -> Self {
+        if seed || ordered_by_fleet {
+            OriginPolicy::Fleet
+        } else {
+            OriginPolicy::LocalUser
+        }
+    }
+}
+
 /// The rule that refused an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuardRule {
@@ -364,6 +377,13 @@ mod tests {
             );
             assert!(g.check("h", own, OriginPolicy::LocalUser).is_ok());
         }
+    }
+
+    #[test]
+    fn a_seed_or_a_fleet_order_gets_the_fleet_rules() {
+        assert_eq!(OriginPolicy::of(false, false), OriginPolicy::LocalUser);
+        assert_eq!(OriginPolicy::of(true, false), OriginPolicy::Fleet);
+        assert_eq!(OriginPolicy::of(false, true), OriginPolicy::Fleet);
     }
 
     #[test]

@@ -59,11 +59,7 @@ impl ProxyState {
     /// How strict the origin guard is for what the proxy fetches or relays: a local client's
     /// request, unless this daemon is a seed (see `Conductor::origin_policy`).
     pub fn origin_policy(&self) -> pollen_source::OriginPolicy {
-        if self.conductor.cfg.seed {
-            pollen_source::OriginPolicy::Fleet
-        } else {
-            pollen_source::OriginPolicy::LocalUser
-        }
+        pollen_source::OriginPolicy::of(self.conductor.cfg.seed, false)
     }
 }
 
