@@ -128,7 +128,7 @@ async fn follow(
             if let Some(entry) = store.get(&id) {
                 match &done {
                     Some(Ok(())) => {
-                        return match writer {
+                        return match writer.as_mut() {
                             Some(w) => w.finish(&entry, &store.content_path(&id)).await,
                             None => Ok(()),
                         }
@@ -158,6 +158,9 @@ async fn follow(
         }
     }
     .await;
+    if let Some(w) = writer {
+        w.discard().await;
+    }
     let last = match outcome {
         Ok(()) => Ok(msg(*watch.progress.borrow(), true, watch.from_cache)),
         Err(e) => Err(Status::from(e)),

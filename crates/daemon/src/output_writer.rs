@@ -200,7 +200,7 @@ impl OutputWriter {
 
     /// Links or copies what is left and renames the temporary file onto the output path.
     pub async fn finish(
-        mut self,
+        &mut self,
         entry: &Arc<TaskEntry>,
         content_path: &Path,
     ) -> Result<(), DownloadError> {
@@ -242,6 +242,16 @@ impl OutputWriter {
         self.tmp = PathBuf::new();
         Ok(())
     }
+
+    /// Removes the temporary file, if any, and waits until it is gone: a failed download
+    /// reports its error only after the partial output has left the caller's directory.
+    pub async fn discard(mut self) {
+        self.file = None;
+        let tmp = std::mem::take(&mut self.tmp);
+        if !tmp.as_os_str().is_empty() {
+            let _ = self.caller.run(move || std::fs::remove_file(&tmp)).await;
+        }
+    }
 }
 
 /// Creates `path`, failing if anything (a file, a link planted by someone) is there already.
@@ -270,5 +280,21 @@ impl Drop for OutputWriter {
                 rt.spawn(remove);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_discarded_output_is_gone_when_discard_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = OutputWriter::new(dir.path().join("out"), None, Caller::daemon());
+        let tmp = w.tmp.clone();
+        create_new(&tmp).expect("temporary file");
+        w.discard().await;
+        assert!(!tmp.exists(), "the partial output is still there");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
 }
