@@ -443,3 +443,84 @@ async fn a_seed_claim_or_a_scheduler_registration_without_its_role_is_refused() 
     let schedulers = admin.get("/api/v1/schedulers").await;
     assert_eq!(schedulers.as_array().map(Vec::len), Some(1), "{schedulers}");
 }
+
+/// (a) A host claims every piece with the published digests and sends each slice with its
+/// true slice hash but forged bytes, the attack that wrote over verified slices before
+/// verify-before-write. Honest peers ask it for slices (it is counted), refuse every forged
+/// one, and their outputs equal the origin's, with no `--digest` given. (The exact endgame
+/// order, a forged duplicate arriving after an honest parent delivered the same slice, is
+/// played deterministically in `crates/storage/src/slice_write.rs`'s tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_slices_from_a_hostile_parent_never_reach_an_output() {
+    use common::hostile_peer::{HostilePeer, Lie};
+    let origin = origin(16 * MIB).await;
+    let url = origin.url("/blob");
+    let mut spec = ClusterSpec::new(bin(), 3);
+    // A slow seed makes the hostile host, idle and holding everything, the parent to ask.
+    spec.seed_upload_limit = Some(4 * MIB);
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let liar = HostilePeer::join(
+        &cluster.scheduler_url,
+        "liar",
+        &url,
+        Lie::ForgedBytes {
+            content: origin.data().to_vec(),
+        },
+    )
+    .await;
+
+    let peers: Vec<&DaemonProc> = cluster.peers.iter().collect();
+    let results = get_all(&peers, &url, cluster.dir.path()).await;
+    assert_all_verified(&results, origin.digest());
+    assert!(
+        liar.asked.load(Ordering::Relaxed) > 0,
+        "no peer asked the hostile host: the attack was never tried"
+    );
+    let mut rejected = 0;
+    for p in &peers {
+        rejected += p.stat().await.expect("stat").pieces_rejected;
+    }
+    assert!(rejected >= 1, "no forged slice was refused");
+}
+
+/// (b) Before anyone read the origin, a host reports an 8 TiB length and bogus digests for
+/// the task. Nothing it said reaches the honest peers: they allocate nothing for it, their
+/// outputs equal the origin's with no `--digest` given, and it is offered to nobody (its
+/// upload port is never asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_length_and_digests_reported_first_by_a_hostile_host_change_nothing() {
+    use common::hostile_peer::{HostilePeer, Lie};
+    let origin = origin(16 * MIB).await;
+    let url = origin.url("/blob");
+    let cluster = Cluster::start(ClusterSpec::new(bin(), 2))
+        .await
+        .expect("cluster");
+    let liar = HostilePeer::join(
+        &cluster.scheduler_url,
+        "liar",
+        &url,
+        Lie::Facts {
+            length: 8 << 40,
+            piece_length: 64 * MIB,
+        },
+    )
+    .await;
+
+    let peers: Vec<&DaemonProc> = cluster.peers.iter().collect();
+    let results = get_all(&peers, &url, cluster.dir.path()).await;
+    assert_all_verified(&results, origin.digest());
+    assert_eq!(
+        liar.asked.load(Ordering::Relaxed),
+        0,
+        "the liar was offered"
+    );
+    for p in &peers {
+        let got = p.stat().await.expect("stat");
+        let task = got
+            .tasks
+            .iter()
+            .find(|t| t.task_id == common::hostile_peer::task_of(&url).hex())
+            .expect("the task is listed");
+        assert_eq!(task.content_length, origin.data().len() as u64);
+    }
+}

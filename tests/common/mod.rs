@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod hostile_peer;
 pub mod manager;
 
 use std::path::{Path, PathBuf};

@@ -59,6 +59,38 @@ fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// Checks the lengths reported before the task's was published against it, now
+/// `published`: a peer that reported another is distrusted (offered to nobody).
+fn check_early_layouts(task: &mut Task, tid: &str, published: (u64, u64)) {
+    for p in task.peers.values_mut() {
+        if p.claimed_layout.take().is_some_and(|c| c != published) && !p.distrusted {
+            warn!(task = %short(tid), peer = %p.id, "peer reported another length before the task's was published; it is distrusted");
+            p.distrusted = true;
+        }
+    }
+}
+
+/// Checks the claims made to hold piece `n` before its digest was published against that
+/// digest, now `digest`: a peer that claimed the same holds the piece from now on, one that
+/// claimed another is distrusted (offered to nobody).
+fn check_early_claims(task: &mut Task, tid: &str, n: u32, digest: &[u8]) {
+    let Some(claims) = task.early_claims.remove(&n) else {
+        return;
+    };
+    task.early_claim_count -= claims.len();
+    for (pid, prefix) in claims {
+        let Some(p) = task.peers.get_mut(&pid) else {
+            continue;
+        };
+        if digest.get(..8) == Some(&prefix[..]) {
+            p.finished.insert(n);
+        } else if !p.distrusted {
+            warn!(task = %short(tid), peer = %pid, piece = n, "peer claimed the piece with another digest before it was published; it is distrusted");
+            p.distrusted = true;
+        }
+    }
+}
+
 fn back_to_source(reason: &str) -> scheduler_event::Event {
     scheduler_event::Event::BackToSource(BackToSource {
         reason: reason.to_string(),
@@ -341,8 +373,18 @@ impl Core {
                 let Some(reporter) = task.peers.get_mut(pid) else {
                     return;
                 };
+                let reported = (info.content_length, info.piece_length);
                 if !reporter.reads_origin {
-                    debug!(task = %short(tid), peer = pid, "content length from a peer not reading the origin; ignored");
+                    // Counts for nothing; a length that contradicts the task's, now or once
+                    // it is published, marks the reporter.
+                    match task.content_length {
+                        None => reporter.claimed_layout = Some(reported),
+                        Some(len) if (len, task.piece_length) != reported => {
+                            warn!(task = %short(tid), peer = pid, "peer not reading the origin reports another length than the one published; it is distrusted");
+                            reporter.distrusted = true;
+                        }
+                        Some(_) => {}
+                    }
                     return;
                 }
                 match task.content_length {
@@ -350,6 +392,7 @@ impl Core {
                         Ok(_) => {
                             task.content_length = Some(info.content_length);
                             task.piece_length = info.piece_length;
+                            check_early_layouts(task, tid, reported);
                             let ev = scheduler_event::Event::TaskInfo(TaskInfo {
                                 content_length: info.content_length,
                                 piece_length: info.piece_length,
@@ -387,11 +430,23 @@ impl Core {
                                 number: piece.number,
                                 digest: piece.digest.clone(),
                             });
+                            check_early_claims(task, tid, piece.number, &piece.digest);
                         }
                         // Only a peer reading the origin publishes a digest. Another's claim
-                        // to hold the piece still shapes scheduling: its children verify
-                        // every byte against the digest published later.
-                        None => {}
+                        // to hold the piece counts once it is checked against that digest,
+                        // when it is published.
+                        None => {
+                            if task.early_claim_count < crate::model::MAX_EARLY_CLAIMS {
+                                let mut prefix = [0u8; 8];
+                                prefix.copy_from_slice(&piece.digest[..8]);
+                                task.early_claims
+                                    .entry(piece.number)
+                                    .or_default()
+                                    .push((pid.to_string(), prefix));
+                                task.early_claim_count += 1;
+                            }
+                            continue;
+                        }
                         Some(d) if *d != piece.digest => {
                             warn!(task = %short(tid), peer = pid, piece = piece.number, "conflicting piece digest ignored; the reporter is distrusted");
                             if let Some(p) = task.peers.get_mut(pid) {

@@ -88,6 +88,9 @@ pub struct Peer {
     pub reads_origin: bool,
     /// It reported facts that contradict the published ones: offered to nobody as a parent.
     pub distrusted: bool,
+    /// Length and piece length it reported before the task's were published (it does not
+    /// read the origin, so they count for nothing): checked when they are published.
+    pub claimed_layout: Option<(u64, u64)>,
     /// How long this peer takes to upload a piece, as its children report it.
     pub upload_cost: PieceCost,
 }
@@ -109,6 +112,7 @@ impl Peer {
             uploads_failed: 0,
             reads_origin: false,
             distrusted: false,
+            claimed_layout: None,
             upload_cost: PieceCost::default(),
         }
     }
@@ -123,11 +127,21 @@ impl Peer {
 }
 
 /// A task and its peers.
+/// Most early piece claims one task keeps (see [`Task::early_claims`]); claims past it do
+/// not count as held pieces until their peer reports them again.
+pub const MAX_EARLY_CLAIMS: usize = 1 << 18;
+
 pub struct Task {
     pub request: TaskRequest,
     pub content_length: Option<u64>,
     pub piece_length: u64,
     pub digests: HashMap<u32, Vec<u8>>,
+    /// Claims to hold a piece made before its digest was published, by peer id, with the
+    /// first bytes of the digest claimed: checked when the digest is published, so a peer
+    /// that lied before anyone read the origin is caught then (see `Core::event`).
+    pub early_claims: HashMap<u32, Vec<(String, [u8; 8])>>,
+    /// Entries in `early_claims`, capped at [`MAX_EARLY_CLAIMS`].
+    pub early_claim_count: usize,
     pub peers: Slots<Peer>,
     /// Peer slots in join order (with swap-removal): the sampling order of the evaluator.
     pub order: Vec<u32>,
@@ -152,6 +166,8 @@ impl Task {
             content_length: None,
             piece_length: 0,
             digests: HashMap::new(),
+            early_claims: HashMap::new(),
+            early_claim_count: 0,
             peers: Slots::default(),
             order: Vec::new(),
             seeds: Vec::new(),

@@ -131,6 +131,50 @@ fn a_peer_that_reports_first_cannot_set_the_length_or_the_digests() {
     assert!(offers.iter().any(|o| o.contains(&"seed-peer".to_string())));
 }
 
+/// Liars that say their piece digests or a length only once, before anyone read the origin,
+/// are caught when the seed publishes the true ones: they are offered to nobody although
+/// they never spoke again.
+#[test]
+fn digests_claimed_before_publication_are_checked_when_published() {
+    let mut core = Core::new(SchedulerConfig::default(), 1);
+    let req = request("http://origin/model.bin");
+    let tid = req.task_id.clone();
+    let _seed_commands = host(&mut core, "seed", "10.0.0.1", true);
+    host(&mut core, "liar", "10.0.0.2", false);
+    host(&mut core, "honest", "10.0.0.3", false);
+    host(&mut core, "early", "10.0.0.4", false);
+    let _liar = join(&mut core, &req, "liar-peer", "liar");
+    report(&mut core, &tid, "liar-peer", HONEST_LENGTH, 0xBA);
+    // A second liar says only a length, another than the one the seed will publish.
+    host(&mut core, "long", "10.0.0.5", false);
+    let _long = join(&mut core, &req, "long-peer", "long");
+    core.event(
+        &tid,
+        "long-peer",
+        peer_event::Event::ContentInfo(ContentInfo {
+            content_length: 8 << 40,
+            piece_length: PIECE,
+        }),
+    );
+    // An honest peer that held the pieces before (a scheduler restart) claims them early
+    // too, with the true digests: it stays a parent.
+    let _early = join(&mut core, &req, "early-peer", "early");
+    report(&mut core, &tid, "early-peer", HONEST_LENGTH, 0x5E);
+    let _seed = join(&mut core, &req, "seed-peer", "seed");
+    report(&mut core, &tid, "seed-peer", HONEST_LENGTH, 0x5E);
+    let mut honest = join(&mut core, &req, "honest-peer", "honest");
+    core.event(
+        &tid,
+        "honest-peer",
+        peer_event::Event::NeedParents(NeedParents::default()),
+    );
+    let offers: Vec<String> = told(&mut honest).parents.concat();
+    assert!(!offers.contains(&"liar-peer".to_string()), "{offers:?}");
+    assert!(!offers.contains(&"long-peer".to_string()), "{offers:?}");
+    assert!(offers.contains(&"early-peer".to_string()), "{offers:?}");
+    assert!(offers.contains(&"seed-peer".to_string()), "{offers:?}");
+}
+
 #[test]
 fn a_trusted_reporter_is_still_capped() {
     let cfg = SchedulerConfig {
