@@ -325,6 +325,7 @@ async fn a_reader_that_never_reads_cannot_hold_an_upload_slot() {
         tag: String::new(),
         application: String::new(),
         filtered_query: Vec::new(),
+        private: false,
     }
     .task_id()
     .expect("task id");

@@ -560,3 +560,115 @@ async fn a_manager_preheat_job_by_image_reference_leaves_no_blob_for_the_registr
     // A pull through the node's mirror takes no blob bytes from the registry.
     pull_takes_no_blob_bytes(tmp.path(), &reg, &node, &reference, &blobs, &before).await;
 }
+
+/// A registry an attacker runs: it says it holds every blob asked of it (`len` bytes) and
+/// serves zeros. Returns its `host:port` and how many GETs it answered.
+fn lying_registry(len: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    let gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = gets.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut buf = [0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let get = buf[..n].starts_with(b"GET ");
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+            );
+            let _ = conn.write_all(head.as_bytes());
+            if get {
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.write_all(&vec![0u8; len]);
+            }
+        }
+    });
+    (host, gets)
+}
+
+/// (e) Alice pulls a private layer through the mirror with her credentials, so the daemon
+/// holds it. An attacker who knows the layer's digest asks the same mirror for it, naming a
+/// registry it runs that says yes to everything, with and without credentials of its own:
+/// it never gets the layer's bytes, because a blob fetched with credentials is a task bound
+/// to its registry and repository, not to the bare digest (`pollen_core::task_id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_private_blob_is_not_served_to_a_client_naming_another_registry() {
+    if !registry::tools_present(&[TOOLS, &["htpasswd"]].concat()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (reg, layout) = private_registry(tmp.path(), 1).await;
+    let cluster = Cluster::start(ClusterSpec::new(bin(), 1))
+        .await
+        .expect("cluster");
+    let d = &cluster.peers[0];
+    let mirror = d.proxy_addr().await.expect("proxy");
+    let blobs = registry::image_blobs(&layout).expect("blobs");
+    let layer = blobs
+        .iter()
+        .map(|b| {
+            (
+                b,
+                std::fs::read(registry::blob_path(&layout, b)).expect("blob"),
+            )
+        })
+        .max_by_key(|(_, bytes)| bytes.len())
+        .expect("a layer");
+    let (digest, bytes) = layer;
+    let client = reqwest::Client::new();
+
+    // Alice, with her credentials: served, and held by the daemon afterwards.
+    let url = format!(
+        "http://{mirror}/v2/private/app/blobs/{digest}?ns={}",
+        reg.host
+    );
+    let resp = client
+        .get(&url)
+        .basic_auth("alice", Some("s3cret"))
+        .send()
+        .await
+        .expect("mirror answers");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&resp.bytes().await.expect("body")[..], &bytes[..]);
+    let deadline = std::time::Instant::now() + HANG;
+    while !d
+        .stat()
+        .await
+        .expect("stat")
+        .tasks
+        .iter()
+        .any(|t| t.complete)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the layer was not cached"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The attacker names its own registry.
+    let (liar, gets) = lying_registry(bytes.len());
+    let url = format!("http://{mirror}/v2/private/app/blobs/{digest}?ns={liar}");
+    for creds in [None, Some(("mallory", "own-password"))] {
+        let mut req = client.get(&url);
+        if let Some((user, pw)) = creds {
+            req = req.basic_auth(user, Some(pw));
+        }
+        let resp = req.send().await.expect("mirror answers");
+        if let Ok(body) = resp.bytes().await {
+            assert_ne!(
+                &body[..],
+                &bytes[..],
+                "the attacker got alice's private layer (credentials: {creds:?})"
+            );
+        }
+    }
+    assert!(
+        gets.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the attacker's registry was never read: the mirror answered from elsewhere"
+    );
+    reg.stop().await;
+}

@@ -49,6 +49,7 @@ pub fn task_of(url: &str) -> TaskId {
         tag: String::new(),
         application: String::new(),
         filtered_query: Vec::new(),
+        private: false,
     }
     .task_id()
     .expect("task id")

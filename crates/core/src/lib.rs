@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod bitfield;
+pub mod credentials;
 pub mod digest;
 pub mod duration;
 pub mod host;

@@ -3,6 +3,12 @@
 //! Content-addressed when the digest is known (the same blob from two registry hosts is one
 //! task); otherwise the sha256 of the normalised URL (query parameters the caller filters
 //! removed, the rest sorted) plus tag and application.
+//!
+//! A *private* task (its digest known, but fetched with credentials) is not content-addressed:
+//! its id binds the digest to the normalised URL. Who may read a private blob is decided by
+//! the upstream that holds it, so a copy is shared only among callers of that same upstream
+//! (each checked there with their own credentials by whoever serves them), never with a
+//! caller who names the digest at another registry, one it controls.
 
 use std::fmt;
 use std::str::FromStr;
@@ -77,16 +83,25 @@ pub struct TaskKey {
     pub application: String,
     /// Query parameter names that do not change the content (signatures, expiry).
     pub filtered_query: Vec<String>,
+    /// Fetched with credentials (see the module documentation): with a digest, the id binds
+    /// it to the URL. Without a digest the id is the URL's anyway.
+    pub private: bool,
 }
 
 impl TaskKey {
     /// Validates the URL and returns the task id.
     pub fn task_id(&self) -> Result<TaskId, TaskIdError> {
         let normalised = normalise_url(&self.url, &self.filtered_query)?;
-        if let Some(d) = self.digest {
-            return Ok(TaskId(d.0));
-        }
+        let private_digest = match self.digest {
+            Some(d) if !self.private => return Ok(TaskId(d.0)),
+            Some(d) => Some(d.to_string()),
+            None => None,
+        };
         let mut h = Sha256::new();
+        if let Some(d) = &private_digest {
+            h.update(b"pollen private blob\0");
+            h.update(d.as_bytes());
+        }
         for part in [normalised.as_str(), &self.tag, &self.application] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
@@ -160,6 +175,38 @@ mod tests {
         let mut by_digest = key("http://other/y");
         by_digest.digest = Some(d);
         assert_eq!(by_digest.task_id().expect("valid").0, d.0);
+    }
+
+    #[test]
+    fn a_private_blob_is_one_task_per_upstream_not_per_digest() {
+        let d = ContentDigest::of(b"layer");
+        let private = |url: &str| {
+            let mut k = key(url);
+            k.digest = Some(d);
+            k.private = true;
+            k.task_id().expect("valid")
+        };
+        let at_victim = private("https://registry.corp/v2/team/app/blobs/sha256:ab");
+        assert_ne!(at_victim.0, d.0, "not the bare digest");
+        assert_eq!(
+            at_victim,
+            private("https://REGISTRY.corp:443/v2/team/app/blobs/sha256:ab"),
+            "the same upstream"
+        );
+        assert_ne!(
+            at_victim,
+            private("https://attacker.example/v2/team/app/blobs/sha256:ab"),
+            "another registry"
+        );
+        assert_ne!(
+            at_victim,
+            private("https://registry.corp/v2/other/app/blobs/sha256:ab"),
+            "another repository"
+        );
+        // Without a digest, a URL's id is the same whether credentials were sent or not.
+        let mut with = key("http://h/x");
+        with.private = true;
+        assert_eq!(with.task_id(), key("http://h/x").task_id());
     }
 
     #[test]

@@ -76,7 +76,14 @@ pub(crate) struct TaskSpec {
 }
 
 impl TaskSpec {
-    pub fn new(key: TaskKey, headers: Vec<(String, String)>) -> Result<Self, DownloadError> {
+    /// A request for `key` sent with `headers`; credentials among them with a digest make
+    /// the task private (its id bound to the URL, see `pollen_core::task_id`).
+    pub fn new(mut key: TaskKey, headers: Vec<(String, String)>) -> Result<Self, DownloadError> {
+        if key.digest.is_some()
+            && pollen_core::credentials::any_credentials(headers.iter().map(|(n, _)| n.as_str()))
+        {
+            key.private = true;
+        }
         let id = key
             .task_id()
             .map_err(|e| DownloadError::InvalidRequest(e.to_string()))?;
@@ -105,6 +112,7 @@ impl TaskSpec {
             tag: t.tag,
             application: t.application,
             filtered_query: t.filtered_query,
+            private: t.private,
         };
         Self::new(
             key,
@@ -128,6 +136,7 @@ impl TaskSpec {
             application: self.key.application.clone(),
             digest: self.key.digest.map(|d| d.to_string()).unwrap_or_default(),
             filtered_query: self.key.filtered_query.clone(),
+            private: self.key.private,
         }
     }
 }
@@ -743,6 +752,7 @@ impl Conductor {
                     tag: meta.tag.clone(),
                     application: meta.application.clone(),
                     filtered_query: meta.filtered_query.clone(),
+                    private: meta.private,
                     ..Default::default()
                 }),
             };

@@ -67,6 +67,7 @@ pub(crate) fn spec_of(req: &DownloadRequest) -> Result<TaskSpec, DownloadError> 
         tag: req.tag.clone(),
         application: req.application.clone(),
         filtered_query: req.filtered_query.clone(),
+        private: false,
     };
     TaskSpec::new(
         key,

@@ -301,6 +301,7 @@ pub(crate) fn task_meta(key: &TaskKey, content_length: u64, piece_length: u64) -
         tag: key.tag.clone(),
         application: key.application.clone(),
         filtered_query: key.filtered_query.clone(),
+        private: key.private,
         ..Default::default()
     }
 }

@@ -300,6 +300,7 @@ fn task_units(kind: Kind, args: &JobArgs) -> Result<Vec<Unit>, String> {
             tag: args.tag.clone(),
             application: args.application.clone(),
             filtered_query: args.filtered_query.clone(),
+            private: false,
         };
         let id = key.task_id().map_err(|e| format!("{u}: {e}"))?;
         named.push((u.clone(), id.hex()));

@@ -64,6 +64,7 @@ pub fn expected_task_id(req: &TaskRequest) -> Result<String, FactsError> {
         tag: req.tag.clone(),
         application: req.application.clone(),
         filtered_query: req.filtered_query.clone(),
+        private: req.private,
     };
     key.task_id()
         .map(|id| id.hex())

@@ -24,6 +24,9 @@ pub struct TaskMeta {
     /// See `tag`.
     #[serde(default)]
     pub filtered_query: Vec<String>,
+    /// Fetched with credentials (see `pollen_core::task_id`): part of the task id.
+    #[serde(default)]
+    pub private: bool,
     /// Origin `ETag`, when seen.
     #[serde(default)]
     pub etag: Option<String>,

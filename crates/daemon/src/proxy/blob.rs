@@ -86,6 +86,7 @@ fn task_spec(req: &BlobRequest, headers: Vec<(String, String)>) -> Option<TaskSp
             .unwrap_or("")
             .to_string(),
         filtered_query: Vec::new(),
+        private: false,
     };
     TaskSpec::new(key, headers).ok()
 }

@@ -42,6 +42,7 @@ fn spec_for(url: &str, h: &HeaderMap, headers: Vec<(String, String)>) -> Option<
         tag: control_header(h, "tag").unwrap_or("").to_string(),
         application: control_header(h, "application").unwrap_or("").to_string(),
         filtered_query: filtered,
+        private: false,
     };
     TaskSpec::new(key, headers).ok()
 }

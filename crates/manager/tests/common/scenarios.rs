@@ -1030,6 +1030,7 @@ pub async fn peers_answer_for_their_caches(m: &TestManager) {
         tag: "v1".into(),
         application: String::new(),
         filtered_query: Vec::new(),
+        private: false,
     };
     let task_id = key.task_id().expect("task id").hex();
     // A cluster of its own, so other scenarios' peers take no part in its jobs.
