@@ -525,3 +525,95 @@ async fn a_length_and_digests_reported_first_by_a_hostile_host_change_nothing() 
         assert_eq!(task.content_length, origin.data().len() as u64);
     }
 }
+
+/// Asks `addr`'s upload port, with no grant, for `task`'s bitfield and first slice: whether
+/// either was given.
+async fn ask_without_grant(addr: std::net::SocketAddr, task: pollen_core::TaskId) -> bool {
+    use pollen_wire::{PieceClient, PieceResponse};
+    let mut c = PieceClient::connect(addr, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    c.request_bitfield(task).await.expect("request");
+    let bits = match c.next_response().await.expect("answer") {
+        PieceResponse::Bitfield(b) => b.count() > 0,
+        other => panic!("expected a bitfield, got {other:?}"),
+    };
+    c.request_slice(task, 0).await.expect("request");
+    let slice = matches!(
+        c.next_response().await.expect("answer"),
+        PieceResponse::Slice { .. }
+    );
+    bits || slice
+}
+
+/// (f) A task fetched with credentials is private: the seed that holds it serves it to the
+/// peer the scheduler granted it to (the peer's bytes come from the seed, none from the
+/// origin), but its upload port gives a host that shows no grant neither the bitfield nor a
+/// slice, while the same host is served a public task by the same seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_task_is_served_only_with_the_schedulers_grant() {
+    use pollen::origin::PRIVATE_TOKEN;
+    use pollen_proto::daemon::{DownloadRequest, Header};
+    let origin = origin(8 * MIB).await;
+    let cluster = Cluster::start(ClusterSpec::new(bin(), 1))
+        .await
+        .expect("cluster");
+    let seed = cluster.seed.as_ref().expect("seed");
+    let peer = &cluster.peers[0];
+    let dir = cluster.dir.path();
+    let private_url = origin.url("/private");
+    let out = dir.join("private.out");
+    let request = DownloadRequest {
+        url: private_url.clone(),
+        output_path: out.display().to_string(),
+        digest: origin.digest().to_string(),
+        headers: vec![Header {
+            name: "Authorization".into(),
+            value: format!("Bearer {PRIVATE_TOKEN}"),
+        }],
+        ..Default::default()
+    };
+    tokio::time::timeout(HANG, peer.download_request(request))
+        .await
+        .expect("hung")
+        .expect("the owner's download");
+    assert_eq!(sha256_file(&out), origin.digest());
+    let got = peer.stat().await.expect("stat");
+    assert!(
+        got.p2p_download_bytes > 0 && got.origin_bytes == 0,
+        "the granted peer was served by the seed (p2p {} bytes, origin {} bytes)",
+        got.p2p_download_bytes,
+        got.origin_bytes
+    );
+
+    let private = pollen_core::TaskKey {
+        url: private_url,
+        digest: Some(origin.digest()),
+        private: true,
+        ..Default::default()
+    }
+    .task_id()
+    .expect("task id");
+    let upload = seed.upload_addr().await.expect("upload addr");
+    assert!(
+        seed.stat()
+            .await
+            .expect("stat")
+            .tasks
+            .iter()
+            .any(|t| t.task_id == private.hex() && t.complete),
+        "the seed holds the private task"
+    );
+    assert!(
+        !ask_without_grant(upload, private).await,
+        "the seed served a private task without a grant"
+    );
+
+    // The control: a public task on the same seed is served to the same stranger.
+    let public_url = origin.url("/blob");
+    download_within(peer, &public_url, &dir.join("public.out"))
+        .await
+        .expect("public download");
+    let public = common::hostile_peer::task_of(&public_url);
+    assert!(ask_without_grant(upload, public).await);
+}

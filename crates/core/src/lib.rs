@@ -10,6 +10,7 @@ pub mod bitfield;
 pub mod credentials;
 pub mod digest;
 pub mod duration;
+pub mod grant;
 pub mod host;
 pub mod piece;
 pub mod rate_limit;

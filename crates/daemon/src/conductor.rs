@@ -199,6 +199,9 @@ pub(crate) struct Conductor {
     pub shutdown: CancellationToken,
     /// TLS towards parents, when mutual TLS is on.
     peer_tls: Option<ClientTls>,
+    /// The schedulers' grant keys, learnt on host sessions; the upload port checks grants
+    /// for private tasks against them.
+    pub grant_keys: crate::grant_keys::GrantKeys,
     inflight: Mutex<HashMap<TaskId, Inflight>>,
 }
 
@@ -280,8 +283,15 @@ impl Conductor {
             host_id,
             shutdown,
             peer_tls: None,
+            grant_keys: Default::default(),
             inflight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Checks upload grants against `keys` (the upload port's).
+    pub fn with_grant_keys(mut self, keys: crate::grant_keys::GrantKeys) -> Self {
+        self.grant_keys = keys;
+        self
     }
 
     /// Speaks TLS to parents.
@@ -495,6 +505,7 @@ impl Conductor {
             pace: pace.clone(),
             reports: report_tx.clone(),
             tls: self.peer_tls.clone(),
+            grant: Default::default(),
         });
         let mut origin: Option<JoinHandle<Result<(), DownloadError>>> = None;
         let mut back_to_source = false;
@@ -580,6 +591,7 @@ impl Conductor {
                         }
                     }
                     Some(scheduler_event::Event::Parents(p)) => {
+                        parents.set_grant(p.grant.as_ref());
                         parents.offer(p.parents, claims.as_ref());
                     }
                     Some(scheduler_event::Event::BackToSource(b)) => {

@@ -139,9 +139,14 @@ impl Daemon {
 
         let upload_limiter =
             RateLimiter::new((cfg.upload_rate_limit > 0).then_some(cfg.upload_rate_limit));
+        let grant_keys = crate::grant_keys::GrantKeys::default();
         let upload = UploadServer::new(
             listener,
-            Arc::new(StoreProvider::new(store.clone(), cfg.seed)),
+            Arc::new(StoreProvider::new(
+                store.clone(),
+                cfg.seed,
+                grant_keys.clone(),
+            )),
             upload_limiter.clone(),
             stats.upload.clone(),
             cfg.max_upload_connections,
@@ -197,7 +202,8 @@ impl Daemon {
                 host_id.clone(),
                 shutdown.clone(),
             )
-            .with_peer_tls(peer_tls),
+            .with_peer_tls(peer_tls)
+            .with_grant_keys(grant_keys),
         );
         let limits = Arc::new(LiveLimits::new(
             (upload_limiter, cfg.upload_rate_limit),

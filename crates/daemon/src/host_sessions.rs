@@ -90,6 +90,7 @@ impl HostSessions {
         ));
         tokio::spawn(link.run_host_session(
             self.info.clone(),
+            self.conductor.grant_keys.clone(),
             on_download,
             on_open,
             self.stats.clone(),

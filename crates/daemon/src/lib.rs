@@ -20,6 +20,7 @@ mod content_check;
 mod daemon;
 mod error;
 mod gc;
+mod grant_keys;
 mod host_sessions;
 mod identity;
 mod live_limits;

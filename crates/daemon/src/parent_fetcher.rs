@@ -86,6 +86,9 @@ pub(crate) struct FetchContext {
     pub reports: mpsc::Sender<Report>,
     /// TLS towards parents, when mutual TLS is on.
     pub tls: Option<ClientTls>,
+    /// For a private task, the scheduler's latest grant: shown to each parent on connecting
+    /// (see `pollen_core::grant`).
+    pub grant: Arc<std::sync::Mutex<Option<pollen_core::grant::Grant>>>,
 }
 
 /// A slice read whole and handed to the sink: what acting on its outcome needs.
@@ -240,6 +243,10 @@ impl ParentJob {
         )
         .await?;
         let task = self.claims.entry.id;
+        let grant = *self.ctx.grant.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = grant {
+            client.send_grant(task, g).await?;
+        }
         let layout = self.claims.entry.layout();
         let slices = self.claims.entry.slices();
         let mut inflight: VecDeque<Expect> = VecDeque::new();

@@ -43,6 +43,20 @@ impl ParentPool {
         }
     }
 
+    /// Keeps the grant of the scheduler's latest offer (a private task's), for the fetchers
+    /// connecting from now on.
+    pub fn set_grant(&mut self, grant: Option<&pollen_proto::scheduler::UploadGrant>) {
+        let Some(g) = grant else { return };
+        let Ok(signature) = <[u8; 64]>::try_from(g.signature.as_slice()) else {
+            return;
+        };
+        *self.ctx.grant.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(pollen_core::grant::Grant {
+                expires: g.expires,
+                signature,
+            });
+    }
+
     /// Takes up the scheduler's offer: starts fetchers for the parents not yet connected nor
     /// failed, up to `max_parents`. Without `claims` (the task's size is not known yet) the
     /// offer is kept for [`ParentPool::task_known`]; a later offer replaces it.
@@ -201,6 +215,7 @@ mod tests {
             pace,
             reports,
             tls: None,
+            grant: Default::default(),
         });
         (dir, pool, claims)
     }

@@ -132,10 +132,11 @@ impl SchedulerLink {
     }
 
     /// Keeps a host session open until `shutdown`, calling `on_download` for every task the
-    /// scheduler asks this host to fetch.
+    /// scheduler asks this host to fetch and recording its grant key in `grant_keys`.
     pub async fn run_host_session<F, O>(
         self,
         info: HostInfo,
+        grant_keys: crate::grant_keys::GrantKeys,
         on_download: F,
         on_open: O,
         connected: Arc<DaemonStats>,
@@ -167,6 +168,7 @@ impl SchedulerLink {
                         match msg {
                             Ok(Some(cmd)) => match cmd.command {
                                 Some(host_command::Command::Download(task)) => on_download(task),
+                                Some(host_command::Command::GrantKey(k)) => grant_keys.learn(&k),
                                 None => {}
                             },
                             Ok(None) => {

@@ -19,9 +19,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pollen_core::grant::Grant;
 use pollen_core::{Bitfield, SliceHash, TaskId};
 use pollen_storage::{Store, TaskEntry};
 use pollen_wire::{PieceProvider, ServedSlice};
+
+use crate::grant_keys::GrantKeys;
 use tracing::{debug, warn};
 
 pub(crate) struct StoreProvider {
@@ -29,6 +32,7 @@ pub(crate) struct StoreProvider {
     /// Per task, how many times each slice was handed out and when the last one was asked
     /// for; `None` for ordinary peers.
     spread: Option<Mutex<HashMap<TaskId, Handouts>>>,
+    keys: GrantKeys,
 }
 
 struct Handouts {
@@ -106,10 +110,12 @@ const QUIET: Duration = Duration::from_secs(1);
 
 impl StoreProvider {
     /// A provider; `seed` turns on spreading.
-    pub fn new(store: Arc<Store>, seed: bool) -> Self {
+    /// Serves `store`; a private task only to a connection whose grant one of `keys` signed.
+    pub fn new(store: Arc<Store>, seed: bool, keys: GrantKeys) -> Self {
         Self {
             store,
             spread: seed.then(|| Mutex::new(HashMap::new())),
+            keys,
         }
     }
 }
@@ -140,6 +146,14 @@ fn least_served(held: &Bitfield, counts: &[u32]) -> Bitfield {
 }
 
 impl PieceProvider for StoreProvider {
+    fn is_private(&self, task: &TaskId) -> bool {
+        self.store.get(task).is_some_and(|e| e.is_private())
+    }
+
+    fn admits(&self, task: &TaskId, peer: std::net::IpAddr, grant: &Grant) -> bool {
+        self.keys.admits(task, peer, grant)
+    }
+
     fn slice_hashes(&self, task: &TaskId, piece: u32) -> Option<Arc<[SliceHash]>> {
         match self.store.get(task)?.load_slice_hashes(piece) {
             Ok(h) => h,
@@ -241,7 +255,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, data) = store_with(&dir, 4, &[2]);
         let task = TASK;
-        let provider = StoreProvider::new(store, false);
+        let provider = StoreProvider::new(store, false, GrantKeys::default());
         let offered = provider.bitfield(&task).expect("known task");
         assert_eq!(offered.iter_set().collect::<Vec<_>>(), vec![2]);
         let served = provider
@@ -265,7 +279,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (store, _) = store_with(&dir, 2, &[0, 1]);
         let task = TASK;
-        let seed = StoreProvider::new(store, true);
+        let seed = StoreProvider::new(store, true, GrantKeys::default());
         assert!(seed.slice(&task, 0).is_some());
         assert!(
             seed.slice(&task, 0).is_none(),

@@ -49,6 +49,11 @@ pub struct SchedulerConfig {
     /// Default 10m.
     #[serde(with = "pollen_core::duration::humane")]
     pub host_block_duration: Duration,
+    /// How long an upload grant for a private task lasts (see `pollen_core::grant`): a child
+    /// shows it to each parent when it connects, and is sent a fresh one with every offer of
+    /// parents. Default 5m.
+    #[serde(with = "pollen_core::duration::humane")]
+    pub upload_grant_ttl: Duration,
     /// Most peers (downloads, one per task) one host may have registered at once; a register
     /// past it is refused with RESOURCE_EXHAUSTED and the daemon fetches that task from the
     /// origin. It bounds what one host can make the scheduler hold, and how many tasks (each
@@ -84,6 +89,7 @@ impl Default for SchedulerConfig {
             max_peers_per_host: 4096,
             host_block_reporters: 2,
             host_block_duration: Duration::from_secs(600),
+            upload_grant_ttl: Duration::from_secs(300),
             tls: None,
         }
     }

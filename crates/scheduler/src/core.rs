@@ -36,6 +36,8 @@ pub struct Core {
     seeds_tried: std::collections::HashMap<String, SeedsTried>,
     /// Registered peers per host id, for `max_peers_per_host`.
     host_peers: std::collections::HashMap<String, u32>,
+    /// Signs upload grants for private tasks (see `pollen_core::grant`).
+    grants: pollen_core::grant::GrantSigner,
     /// Bad-data reports per parent host id: which other hosts reported it, and when.
     bad_reports: std::collections::HashMap<String, Vec<(String, Instant)>>,
     /// Hosts blocked fleet-wide, until when (kept across their reconnects).
@@ -91,6 +93,26 @@ fn check_early_claims(task: &mut Task, tid: &str, n: u32, digest: &[u8]) {
     }
 }
 
+/// A grant for the child whose host session comes from `child` to fetch task `tid` from its
+/// parents, for `ttl`; `None` when the child's address or the id is unknown.
+fn grant_for(
+    signer: &pollen_core::grant::GrantSigner,
+    tid: &str,
+    child: Option<IpAddr>,
+    ttl: std::time::Duration,
+) -> Option<pollen_proto::scheduler::UploadGrant> {
+    let task: pollen_core::TaskId = tid.parse().ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let g = signer.sign(&task, child?, now + ttl.as_secs());
+    Some(pollen_proto::scheduler::UploadGrant {
+        expires: g.expires,
+        signature: g.signature.to_vec(),
+    })
+}
+
 fn back_to_source(reason: &str) -> scheduler_event::Event {
     scheduler_event::Event::BackToSource(BackToSource {
         reason: reason.to_string(),
@@ -108,7 +130,13 @@ impl Core {
             host_peers: Default::default(),
             bad_reports: Default::default(),
             blocked_hosts: Default::default(),
+            grants: pollen_core::grant::GrantSigner::generate(),
         }
+    }
+
+    /// The public key of the grants this scheduler signs.
+    pub fn grant_key(&self) -> pollen_core::grant::GrantKey {
+        self.grants.public_key()
     }
 
     /// The configuration in force.
@@ -740,7 +768,19 @@ impl Core {
                 })
                 .collect();
             debug!(task = %short(tid), peer = pid, finished = peer.finished.len(), parents = ?list.iter().map(|p: &Parent| p.peer_id.as_str()).collect::<Vec<_>>(), "parents offered");
-            peer.send(scheduler_event::Event::Parents(Parents { parents: list }));
+            let grant = if task.request.private {
+                let child = peer
+                    .host
+                    .and_then(|slot| self.model.hosts.at(slot))
+                    .map(|h| h.session_from.unwrap_or(h.ip));
+                grant_for(&self.grants, tid, child, self.cfg.upload_grant_ttl)
+            } else {
+                None
+            };
+            peer.send(scheduler_event::Event::Parents(Parents {
+                parents: list,
+                grant,
+            }));
             let mut edges = kept;
             edges.extend(parents);
             self.set_parents(tid, pid, edges);

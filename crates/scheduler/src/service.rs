@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pollen_proto::scheduler::scheduler_server::{Scheduler, SchedulerServer};
 use pollen_proto::scheduler::{
-    peer_event, HostCommand, HostInfo, HostLoad, LoadAck, PeerEvent, SchedulerEvent,
+    host_command, peer_event, HostCommand, HostInfo, HostLoad, LoadAck, PeerEvent, SchedulerEvent,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -131,14 +131,18 @@ impl Scheduler for SchedulerService {
         };
         let (tx, rx) = mpsc::channel(256);
         let host_id = info.host_id.clone();
-        let session = {
+        let (session, grant_key) = {
             let mut core = self.lock();
             let session = core.open_host(info, ip, tx.clone());
             if let Some(from) = remote {
                 core.set_session_origin(&host_id, session, from);
             }
-            session
+            (session, core.grant_key())
         };
+        // First on the session: the key the host's upload port checks grants with.
+        let _ = tx.try_send(Ok(HostCommand {
+            command: Some(host_command::Command::GrantKey(grant_key.to_vec())),
+        }));
         let this = self.clone();
         tokio::spawn(async move {
             tx.closed().await;

@@ -80,6 +80,15 @@ impl TaskEntry {
         self.layout
     }
 
+    /// Whether the task was fetched with credentials (see `TaskMeta::private`).
+    pub fn is_private(&self) -> bool {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .meta
+            .private
+    }
+
     /// A copy of the metadata and present pieces.
     pub fn snapshot(&self) -> TaskSnapshot {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());

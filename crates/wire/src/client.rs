@@ -128,6 +128,15 @@ impl PieceClient {
         Ok(())
     }
 
+    /// Shows the scheduler's grant to fetch the private `task` (before asking for it).
+    pub async fn send_grant(
+        &mut self,
+        task: TaskId,
+        grant: pollen_core::grant::Grant,
+    ) -> Result<(), WireError> {
+        self.send(Message::Grant { task, grant }).await
+    }
+
     /// Asks for the parent's bitfield of `task`.
     pub async fn request_bitfield(&mut self, task: TaskId) -> Result<(), WireError> {
         self.send(Message::BitfieldRequest { task }).await

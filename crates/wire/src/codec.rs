@@ -29,6 +29,9 @@ const TAG_SLICE_REQUEST: u8 = 0x03;
 const TAG_SLICE: u8 = 0x04;
 const TAG_SLICE_MISSING: u8 = 0x05;
 const TAG_SLICE_HASHES: u8 = 0x06;
+const TAG_GRANT: u8 = 0x07;
+/// Size of a grant frame's value: task, expiry, signature.
+const GRANT_LEN: usize = 32 + 8 + 64;
 const TAG_ERROR: u8 = 0x7f;
 
 /// Why a frame could not be read or decoded.
@@ -115,6 +118,14 @@ pub enum Message {
         /// Slice number.
         slice: u32,
     },
+    /// "I may fetch this private task": the scheduler's grant (see `pollen_core::grant`),
+    /// shown before asking for the task on this connection.
+    Grant {
+        /// The task.
+        task: TaskId,
+        /// The grant.
+        grant: pollen_core::grant::Grant,
+    },
     /// The sender refuses the connection's last request; the connection closes after this.
     Error {
         /// Human-readable reason.
@@ -133,6 +144,7 @@ impl Message {
             Message::SliceHashes { hashes, .. } => (TAG_SLICE_HASHES, 4 + 32 * hashes.len()),
             Message::Slice(h) => (TAG_SLICE, SLICE_HEADER + h.length as usize),
             Message::SliceMissing { .. } => (TAG_SLICE_MISSING, 36),
+            Message::Grant { .. } => (TAG_GRANT, GRANT_LEN),
             Message::Error { message } => (TAG_ERROR, message.len().min(4096)),
         };
         out.push(tag);
@@ -158,6 +170,11 @@ impl Message {
                 out.extend_from_slice(&h.slice.to_be_bytes());
                 out.extend_from_slice(&h.offset.to_be_bytes());
             }
+            Message::Grant { task, grant } => {
+                out.extend_from_slice(&task.0);
+                out.extend_from_slice(&grant.expires.to_be_bytes());
+                out.extend_from_slice(&grant.signature);
+            }
             Message::Error { message } => {
                 let mut end = message.len().min(4096);
                 while !message.is_char_boundary(end) {
@@ -180,6 +197,7 @@ pub fn check_header(tag: u8, len: u32) -> Result<(usize, u32), WireError> {
         TAG_BITFIELD_REQUEST | TAG_BITFIELD | TAG_SLICE_REQUEST | TAG_SLICE_MISSING | TAG_ERROR => {
             MAX_CONTROL_FRAME
         }
+        TAG_GRANT => GRANT_LEN as u32,
         other => return Err(WireError::UnknownTag(other)),
     };
     if len > max {
@@ -277,6 +295,22 @@ pub fn decode_value(tag: u8, value: &[u8], payload: u32) -> Result<Message, Wire
                 length: payload,
             }))
         }
+        TAG_GRANT => {
+            if value.len() != GRANT_LEN {
+                return Err(malformed("grant must be 104 bytes"));
+            }
+            let mut expires = [0u8; 8];
+            expires.copy_from_slice(&value[32..40]);
+            let mut signature = [0u8; 64];
+            signature.copy_from_slice(&value[40..]);
+            Ok(Message::Grant {
+                task: task_at(value),
+                grant: pollen_core::grant::Grant {
+                    expires: u64::from_be_bytes(expires),
+                    signature,
+                },
+            })
+        }
         TAG_ERROR => Ok(Message::Error {
             message: String::from_utf8_lossy(value).into_owned(),
         }),
@@ -371,6 +405,19 @@ mod tests {
                 })
             ),
             "[a-z ]{0,64}".prop_map(|message| Message::Error { message }),
+            (
+                arb_task(),
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 64)
+            )
+                .prop_map(|(task, expires, sig)| {
+                    let mut signature = [0u8; 64];
+                    signature.copy_from_slice(&sig);
+                    Message::Grant {
+                        task,
+                        grant: pollen_core::grant::Grant { expires, signature },
+                    }
+                }),
         ]
     }
 

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pollen_core::grant::Grant;
 use pollen_core::{Bitfield, RateLimiter, SliceHash, TaskId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Interest, WriteHalf};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -88,6 +89,15 @@ pub trait PieceProvider: Send + Sync + 'static {
     /// server calls it off the async runtime.
     fn slice_hashes(&self, _task: &TaskId, _piece: u32) -> Option<Arc<[SliceHash]>> {
         None
+    }
+    /// Whether `task` is private: served only on a connection that showed a grant for it
+    /// (see `pollen_core::grant`).
+    fn is_private(&self, _task: &TaskId) -> bool {
+        false
+    }
+    /// Whether `grant` lets the host connected from `peer` fetch `task`.
+    fn admits(&self, _task: &TaskId, _peer: std::net::IpAddr, _grant: &Grant) -> bool {
+        false
     }
     /// Called when a slice was sent in full (for last-access and accounting).
     fn served(&self, _task: &TaskId, _bytes: u64) {}
@@ -146,6 +156,8 @@ pub struct UploadStats {
     pub protocol_errors: AtomicU64,
     /// Connections closed for sending no request in time.
     pub timed_out: AtomicU64,
+    /// Requests for a private task on a connection that showed no valid grant for it.
+    pub ungranted: AtomicU64,
 }
 
 /// Sets the TCP congestion control of one connection (Linux `TCP_CONGESTION`).
@@ -261,6 +273,7 @@ impl UploadServer {
                 }
             }
             let conn = Connection {
+                peer_ip: peer.ip(),
                 provider: self.provider.clone(),
                 limiter: self.limiter.clone(),
                 stats: self.stats.clone(),
@@ -291,7 +304,12 @@ impl UploadServer {
     }
 }
 
+/// Most private tasks one connection may be granted.
+const MAX_GRANTS_PER_CONNECTION: usize = 64;
+
 struct Connection {
+    /// Where the connection comes from: what a grant must name.
+    peer_ip: std::net::IpAddr,
     provider: Arc<dyn PieceProvider>,
     limiter: RateLimiter,
     stats: Arc<UploadStats>,
@@ -384,6 +402,7 @@ impl Connection {
         let mut scratch = Vec::new();
         let mut out = Vec::with_capacity(64);
         let mut wait = self.first_request_timeout;
+        let mut granted: std::collections::HashSet<TaskId> = Default::default();
         loop {
             let read = tokio::time::timeout(wait, read_message(&mut reader, &mut scratch)).await;
             wait = self.idle_timeout;
@@ -409,7 +428,35 @@ impl Connection {
                 }
             };
             out.clear();
+            let refused = |task: &TaskId| {
+                let no = self.provider.is_private(task) && !granted.contains(task);
+                if no {
+                    self.stats.ungranted.fetch_add(1, Ordering::Relaxed);
+                    debug!(task = %task, "private task asked without a grant; answered as unknown");
+                }
+                no
+            };
             match msg {
+                Message::Grant { task, grant } => {
+                    if granted.len() < MAX_GRANTS_PER_CONNECTION
+                        && self.provider.admits(&task, self.peer_ip, &grant)
+                    {
+                        granted.insert(task);
+                    }
+                }
+                Message::BitfieldRequest { task } if refused(&task) => {
+                    Message::Bitfield {
+                        task,
+                        count: 0,
+                        bits: Vec::new(),
+                    }
+                    .encode(&mut out);
+                    self.send_frames(&mut write_half, &out).await?;
+                }
+                Message::SliceRequest { task, slice } if refused(&task) => {
+                    Message::SliceMissing { task, slice }.encode(&mut out);
+                    self.send_frames(&mut write_half, &out).await?;
+                }
                 Message::BitfieldRequest { task } => {
                     let field = self.provider.bitfield(&task).unwrap_or_default();
                     Message::Bitfield {
