@@ -30,6 +30,11 @@ impl SealedNetns {
                 .is_ok_and(|s| s.success());
             assert!(ok, "ip {args:?} failed");
         };
+        // A namespace left by a killed run whose pid this one reuses would fail the add.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         ip(&["netns", "add", &name]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         Self { name }
