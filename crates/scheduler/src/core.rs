@@ -27,6 +27,10 @@ use crate::dag::Descendants;
 use crate::evaluator::{free_slots, kept_parents, select_parents};
 use crate::model::{Host, HostTx, Load, Model, Peer, PeerState, PeerTx, Task};
 
+/// How long a host session must have been silent (no load report; daemons send one about
+/// every second) before another address may open a session under its host id.
+pub const TAKEOVER_QUIET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The model plus the rules that change it.
 pub struct Core {
     pub model: Model,
@@ -174,6 +178,7 @@ impl Core {
                 load: Load::default(),
                 session_from: None,
                 blocked_until: self.blocked_hosts.get(&host_id).copied(),
+                last_heard: Instant::now(),
             },
         );
         if !known {
@@ -248,16 +253,51 @@ impl Core {
         }
     }
 
-    /// Records a host's load report; false when the host has no open session.
-    pub fn report_load(&mut self, load: &HostLoad) -> bool {
-        let Some(host) = self.model.hosts.get_mut(&load.host_id) else {
-            return false;
+    /// Refuses a host session for `host_id` from `from` while that id has a live session
+    /// from another address (one heard from within [`TAKEOVER_QUIET`] of `now`): without
+    /// per-host certificates a host id is only a name, and a host that named another's id
+    /// would take over its scheduling entry. A daemon reconnecting from its own address, or
+    /// one whose old session went quiet (it moved, or died without closing), is let in.
+    pub fn check_takeover(
+        &self,
+        host_id: &str,
+        from: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), Status> {
+        let Some(h) = self.model.hosts.get(host_id) else {
+            return Ok(());
         };
+        match (h.session_from, from) {
+            (Some(held), Some(from))
+                if held != from && now.saturating_duration_since(h.last_heard) < TAKEOVER_QUIET =>
+            {
+                Err(Status::permission_denied(format!(
+                    "host id {host_id} has a live session from another address ({held}); a host session from {from} may not take it over"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a host's load report from `from`; `NotFound` when the host has no open session,
+    /// `PermissionDenied` when the report does not come from its session's address.
+    pub fn report_load(&mut self, load: &HostLoad, from: Option<IpAddr>) -> Result<(), Status> {
+        let Some(host) = self.model.hosts.get_mut(&load.host_id) else {
+            return Err(Status::not_found("no open host session for this host"));
+        };
+        if let (Some(held), Some(from)) = (host.session_from, from) {
+            if held != from {
+                return Err(Status::permission_denied(
+                    "a load report must come from its host session's address",
+                ));
+            }
+        }
         host.load = Load {
             upload_connections: load.upload_connections,
             upload_bytes_per_sec: load.upload_bytes_per_sec,
         };
-        true
+        host.last_heard = Instant::now();
+        Ok(())
     }
 
     /// Records where host `host_id`'s session `session` came from.

@@ -50,6 +50,9 @@ pub struct Host {
     pub session_from: Option<IpAddr>,
     /// Blocked fleet-wide for bad data until then: offered to nobody as a parent.
     pub blocked_until: Option<std::time::Instant>,
+    /// When the session opened or last reported its load (about once a second while the
+    /// daemon lives): a session heard from lately is not handed to another address.
+    pub last_heard: std::time::Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -133,6 +133,10 @@ impl Scheduler for SchedulerService {
         let host_id = info.host_id.clone();
         let (session, grant_key) = {
             let mut core = self.lock();
+            core.check_takeover(&host_id, remote, std::time::Instant::now())
+                .inspect_err(
+                    |e| warn!(host = %host_id, error = %e.message(), "host session refused"),
+                )?;
             let session = core.open_host(info, ip, tx.clone());
             if let Some(from) = remote {
                 core.set_session_origin(&host_id, session, from);
@@ -193,11 +197,9 @@ impl Scheduler for SchedulerService {
     }
 
     async fn report_load(&self, request: Request<HostLoad>) -> Result<Response<LoadAck>, Status> {
+        let remote = pollen_tls::incoming::remote_ip(&request);
         let load = request.into_inner();
-        if self.lock().report_load(&load) {
-            Ok(Response::new(LoadAck {}))
-        } else {
-            Err(Status::not_found("no open host session for this host"))
-        }
+        self.lock().report_load(&load, remote)?;
+        Ok(Response::new(LoadAck {}))
     }
 }

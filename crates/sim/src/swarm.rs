@@ -563,12 +563,14 @@ impl Swarm {
             }
         }
         for (i, p) in self.peers.iter().enumerate() {
-            self.core.report_load(&HostLoad {
+            let load = HostLoad {
                 host_id: p.host.clone(),
                 upload_connections: conns[i],
                 upload_bytes_per_sec: sent[i] as u64,
                 ..Default::default()
-            });
+            };
+            // Every simulated host has a session; nothing to refuse.
+            let _ = self.core.report_load(&load, None);
         }
         for i in 0..self.peers.len() {
             let p = &self.peers[i];
