@@ -10,6 +10,7 @@ pub mod console;
 pub mod error;
 pub mod extract;
 pub mod hosts;
+pub mod job_view;
 pub mod jobs;
 pub mod layers;
 pub mod openapi;

@@ -44,6 +44,10 @@ async fn jobs_are_created_listed_and_fail_with_a_reason(m: TestManager) {
     scenarios::jobs_are_created_listed_and_fail_with_a_reason(&m).await
 }
 
+async fn a_private_jobs_urls_are_shown_only_to_its_owner_and_admins(m: TestManager) {
+    scenarios::a_private_jobs_urls_are_shown_only_to_its_owner_and_admins(&m).await
+}
+
 async fn peers_answer_for_their_caches(m: TestManager) {
     scenarios::peers_answer_for_their_caches(&m).await
 }
@@ -88,4 +92,5 @@ on_both_databases!(
     data_survives_a_restart,
     jobs_are_created_listed_and_fail_with_a_reason,
     peers_answer_for_their_caches,
+    a_private_jobs_urls_are_shown_only_to_its_owner_and_admins,
 );

@@ -225,8 +225,11 @@ pub async fn list(
     Query(page): Query<Page>,
 ) -> ApiResult<Json<Vec<Job>>> {
     who.check(Resource::Jobs, Access::Read)?;
+    let list = jobs::list(&state.db.pool, page.limit(), page.offset()).await?;
     Ok(Json(
-        jobs::list(&state.db.pool, page.limit(), page.offset()).await?,
+        list.into_iter()
+            .map(|j| super::job_view::for_viewer(j, &who))
+            .collect(),
     ))
 }
 
@@ -243,6 +246,6 @@ pub async fn get(
     who.check(Resource::Jobs, Access::Read)?;
     jobs::get(&state.db.pool, id)
         .await?
-        .map(Json)
+        .map(|j| Json(super::job_view::for_viewer(j, &who)))
         .ok_or(ApiError::NotFound("job"))
 }

@@ -1127,3 +1127,71 @@ async fn run_job(admin: &super::Api, body: serde_json::Value) -> serde_json::Val
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A job that reaches private content (a registry user, credential headers, a presigned URL)
+/// shows its URLs and image whole to the user who made it and to admins; another user sees
+/// the origin's host and `<private>`. A job without credentials is shown to all.
+pub async fn a_private_jobs_urls_are_shown_only_to_its_owner_and_admins(m: &TestManager) {
+    let admin = m.admin().await;
+    let (a, b) = (unique("gina"), unique("hugo"));
+    admin.create_user(&a, "user", "gina-password").await;
+    admin.create_user(&b, "user", "hugo-password").await;
+    let gina = m.api().sign_in(&a, "gina-password").await;
+    let hugo = m.api().sign_in(&b, "hugo-password").await;
+    let signed =
+        "http://127.0.0.1:9/bucket/weights.bin?X-Amz-Signature=feedface&X-Amz-Credential=AKIA";
+    let cluster = 987_654;
+    let mut ids = Vec::new();
+    for body in [
+        json!({"type": "preheat", "urls": [signed], "scheduler_cluster_ids": [cluster]}),
+        json!({"type": "preheat", "urls": ["http://127.0.0.1:9/team/secret-plan.bin"],
+               "headers": ["Authorization: Bearer gina-token"], "scheduler_cluster_ids": [cluster]}),
+        json!({"type": "preheat", "image": "127.0.0.1:9/team/private-app:1", "username": "ci",
+               "password": "registry-pw", "scheduler_cluster_ids": [cluster]}),
+    ] {
+        let r = gina.post("/api/v1/jobs", body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        ids.push(r.json["id"].as_i64().expect("id"));
+    }
+    let r = gina
+        .post(
+            "/api/v1/jobs",
+            json!({"type": "preheat", "urls": ["http://127.0.0.1:9/public/readme.txt"],
+                   "scheduler_cluster_ids": [cluster]}),
+        )
+        .await;
+    let public = r.json["id"].as_i64().expect("id");
+
+    for id in &ids {
+        let path = format!("/api/v1/jobs/{id}");
+        for (who, whole) in [(&gina, true), (&admin, true), (&hugo, false)] {
+            let r = who.get(&path).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            for secret in ["feedface", "secret-plan", "private-app"] {
+                if !whole {
+                    assert!(
+                        !r.text.contains(secret),
+                        "another user sees {secret}: {}",
+                        r.text
+                    );
+                }
+            }
+            if !whole {
+                assert!(r.text.contains("<private>"), "{}", r.text);
+            }
+        }
+    }
+    let mine = gina.get(&format!("/api/v1/jobs/{}", ids[0])).await;
+    assert!(
+        mine.text.contains("feedface"),
+        "the owner sees the whole URL"
+    );
+    let listed = hugo.get("/api/v1/jobs").await;
+    assert!(
+        !listed.text.contains("feedface") && !listed.text.contains("secret-plan"),
+        "{}",
+        listed.text
+    );
+    let r = hugo.get(&format!("/api/v1/jobs/{public}")).await;
+    assert!(r.text.contains("public/readme.txt"), "{}", r.text);
+}
