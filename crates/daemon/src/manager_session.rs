@@ -89,6 +89,7 @@ fn held(e: &pollen_storage::TaskEntry) -> HeldTask {
         pieces_present: snap.present.count(),
         complete: snap.meta.complete,
         last_access: snap.meta.last_access,
+        private: snap.meta.private,
     }
 }
 

@@ -142,10 +142,14 @@ pub struct PeerTask {
     pub complete: bool,
     /// Unix seconds of its last download or upload.
     pub last_access: u64,
+    /// Fetched with credentials, or its URL carries a signature: the URL is shown whole only
+    /// to admins (others see the origin's host and `<private>`).
+    pub private: bool,
 }
 
 impl From<HeldTask> for PeerTask {
     fn from(t: HeldTask) -> Self {
+        let private = t.private || super::job_view::url_carries_secret(&t.url);
         Self {
             task_id: t.task_id,
             url: t.url,
@@ -154,6 +158,7 @@ impl From<HeldTask> for PeerTask {
             pieces_present: t.pieces_present,
             complete: t.complete,
             last_access: t.last_access,
+            private,
         }
     }
 }
@@ -188,5 +193,18 @@ pub async fn peer_tasks(
         .run(&peer.host_id, cmd, std::time::Duration::ZERO, LIST_TIMEOUT)
         .await
         .map_err(ApiError::Unavailable)?;
-    Ok(Json(answer.tasks.into_iter().map(PeerTask::from).collect()))
+    let admin = who.role == crate::auth::Role::Admin;
+    Ok(Json(
+        answer
+            .tasks
+            .into_iter()
+            .map(PeerTask::from)
+            .map(|mut t| {
+                if t.private && !admin {
+                    t.url = super::job_view::hide(&t.url);
+                }
+                t
+            })
+            .collect(),
+    ))
 }

@@ -24,7 +24,8 @@ fn secret_query_key(key: &str) -> bool {
         || k.ends_with("key")
 }
 
-fn url_carries_secret(u: &str) -> bool {
+/// Whether `u`'s query carries a secret (a presigned URL's signature, a token).
+pub fn url_carries_secret(u: &str) -> bool {
     url::Url::parse(u).is_ok_and(|u| u.query_pairs().any(|(k, _)| secret_query_key(&k)))
 }
 
@@ -39,7 +40,7 @@ pub fn is_private(args: &JobArgs) -> bool {
 }
 
 /// `u` with only its scheme and host kept.
-fn hide(u: &str) -> String {
+pub fn hide(u: &str) -> String {
     match url::Url::parse(u) {
         Ok(p) if p.has_host() => format!(
             "{}://{}/{HIDDEN}",

@@ -955,6 +955,7 @@ impl CacheHolder {
                 let Some(manager_message::Message::Command(cmd)) = msg.message else {
                     continue;
                 };
+                // As a daemon reports one fetched with credentials.
                 let task = |id: &str, url: &str| HeldTask {
                     task_id: id.into(),
                     url: url.into(),
@@ -963,6 +964,7 @@ impl CacheHolder {
                     pieces_present: 1,
                     complete: true,
                     last_access: 1,
+                    private: url.contains("/private/"),
                 };
                 let tasks = match cmd.command {
                     Some(command::Command::ListTasks(l)) => {
@@ -1041,7 +1043,16 @@ pub async fn peers_answer_for_their_caches(m: &TestManager) {
         )
         .await;
     let cluster = r.json["id"].as_i64().expect("cluster id");
-    let holder = CacheHolder::connect(m, cluster, vec![(task_id.clone(), url.clone())]).await;
+    let private_url = format!("http://127.0.0.1:9/private/{}", unique("weights"));
+    let holder = CacheHolder::connect(
+        m,
+        cluster,
+        vec![
+            (task_id.clone(), url.clone()),
+            ("ab".repeat(32), private_url.clone()),
+        ],
+    )
+    .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let peer_id = loop {
         let r = admin.get("/api/v1/peers?active=true&limit=1000").await;
@@ -1061,6 +1072,15 @@ pub async fn peers_answer_for_their_caches(m: &TestManager) {
     assert_eq!(r.json[0]["task_id"], task_id.as_str(), "{}", r.text);
     assert_eq!(r.json[0]["url"], url.as_str());
     assert_eq!(r.json[0]["complete"], true);
+    // A task fetched with credentials: its URL whole for admins only.
+    assert_eq!(r.json[1]["url"], private_url.as_str(), "{}", r.text);
+    let viewer = unique("ivan");
+    admin.create_user(&viewer, "user", "ivan-password").await;
+    let ivan = m.api().sign_in(&viewer, "ivan-password").await;
+    let r = ivan.get(&format!("/api/v1/peers/{peer_id}/tasks")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json[0]["url"], url.as_str(), "{}", r.text);
+    assert_eq!(r.json[1]["url"], "http://127.0.0.1/<private>", "{}", r.text);
 
     // Found by URL and tag (the manager names the task as `pollen get --tag v1` would).
     let find = json!({"type": "find_task", "urls": [url], "tag": "v1",
