@@ -324,16 +324,7 @@ async fn a_reader_that_never_reads_cannot_hold_an_upload_slot() {
         .expect("the seed reads the origin");
 
     // The attacker takes the seed's only upload slot and asks for every slice.
-    let task = pollen_core::TaskKey {
-        url: url.clone(),
-        digest: None,
-        tag: String::new(),
-        application: String::new(),
-        filtered_query: Vec::new(),
-        private: false,
-    }
-    .task_id()
-    .expect("task id");
+    let task = common::hostile_peer::task_of(&url);
     let mut attacker = pollen_wire::PieceClient::connect(
         seed.upload_addr().await.expect("upload addr"),
         Duration::from_secs(5),
