@@ -42,6 +42,8 @@ pub struct Core {
     host_peers: std::collections::HashMap<String, u32>,
     /// Signs upload grants for private tasks (see `pollen_core::grant`).
     grants: pollen_core::grant::GrantSigner,
+    /// Early piece claims held over all tasks (see `Task::early_claims`).
+    early_claims_total: usize,
     /// Bad-data reports per parent host id: which other hosts reported it, and when.
     bad_reports: std::collections::HashMap<String, Vec<(String, Instant)>>,
     /// Hosts blocked fleet-wide, until when (kept across their reconnects).
@@ -79,11 +81,13 @@ fn check_early_layouts(task: &mut Task, tid: &str, published: (u64, u64)) {
 /// Checks the claims made to hold piece `n` before its digest was published against that
 /// digest, now `digest`: a peer that claimed the same holds the piece from now on, one that
 /// claimed another is distrusted (offered to nobody).
-fn check_early_claims(task: &mut Task, tid: &str, n: u32, digest: &[u8]) {
+/// Returns how many claims it checked (and dropped).
+fn check_early_claims(task: &mut Task, tid: &str, n: u32, digest: &[u8]) -> usize {
     let Some(claims) = task.early_claims.remove(&n) else {
-        return;
+        return 0;
     };
-    task.early_claim_count -= claims.len();
+    let checked = claims.len();
+    task.early_claim_count -= checked;
     for (pid, prefix) in claims {
         let Some(p) = task.peers.get_mut(&pid) else {
             continue;
@@ -95,6 +99,22 @@ fn check_early_claims(task: &mut Task, tid: &str, n: u32, digest: &[u8]) {
             p.distrusted = true;
         }
     }
+    checked
+}
+
+/// Drops the early claims of pieces past the task's `count` (the published layout has no
+/// such piece, so no digest will ever check them); returns how many.
+fn drop_early_claims_past(task: &mut Task, count: u32) -> usize {
+    let mut dropped = 0;
+    task.early_claims.retain(|n, claims| {
+        let keep = *n < count;
+        if !keep {
+            dropped += claims.len();
+        }
+        keep
+    });
+    task.early_claim_count -= dropped;
+    dropped
 }
 
 /// A grant for the child whose host session comes from `child` to fetch task `tid` from its
@@ -135,7 +155,14 @@ impl Core {
             bad_reports: Default::default(),
             blocked_hosts: Default::default(),
             grants: pollen_core::grant::GrantSigner::generate(),
+            early_claims_total: 0,
         }
+    }
+
+    /// Early piece claims held over all tasks, waiting for their digests (see
+    /// `Task::early_claims`).
+    pub fn early_claims_held(&self) -> usize {
+        self.early_claims_total
     }
 
     /// The public key of the grants this scheduler signs.
@@ -457,10 +484,12 @@ impl Core {
                 }
                 match task.content_length {
                     None => match crate::task_facts::check_layout(&info, caps) {
-                        Ok(_) => {
+                        Ok(layout) => {
                             task.content_length = Some(info.content_length);
                             task.piece_length = info.piece_length;
                             check_early_layouts(task, tid, reported);
+                            self.early_claims_total -=
+                                drop_early_claims_past(task, layout.piece_count());
                             let ev = scheduler_event::Event::TaskInfo(TaskInfo {
                                 content_length: info.content_length,
                                 piece_length: info.piece_length,
@@ -498,13 +527,16 @@ impl Core {
                                 number: piece.number,
                                 digest: piece.digest.clone(),
                             });
-                            check_early_claims(task, tid, piece.number, &piece.digest);
+                            self.early_claims_total -=
+                                check_early_claims(task, tid, piece.number, &piece.digest);
                         }
                         // Only a peer reading the origin publishes a digest. Another's claim
                         // to hold the piece counts once it is checked against that digest,
                         // when it is published.
                         None => {
-                            if task.early_claim_count < crate::model::MAX_EARLY_CLAIMS {
+                            if task.early_claim_count < crate::model::MAX_EARLY_CLAIMS
+                                && self.early_claims_total < crate::model::MAX_EARLY_CLAIMS_TOTAL
+                            {
                                 let mut prefix = [0u8; 8];
                                 prefix.copy_from_slice(&piece.digest[..8]);
                                 task.early_claims
@@ -512,6 +544,7 @@ impl Core {
                                     .or_default()
                                     .push((pid.to_string(), prefix));
                                 task.early_claim_count += 1;
+                                self.early_claims_total += 1;
                             }
                             continue;
                         }
@@ -942,6 +975,7 @@ impl Core {
             }
         }
         if task.peers.is_empty() {
+            self.early_claims_total -= task.early_claim_count;
             self.model.tasks.remove(tid);
             self.seeds_tried.remove(tid);
             return;

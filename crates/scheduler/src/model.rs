@@ -130,9 +130,12 @@ impl Peer {
 }
 
 /// A task and its peers.
-/// Most early piece claims one task keeps (see [`Task::early_claims`]); claims past it do
-/// not count as held pieces until their peer reports them again.
-pub const MAX_EARLY_CLAIMS: usize = 1 << 18;
+/// Most early piece claims one task keeps (see [`Task::early_claims`]), and all tasks
+/// together: claims past either do not count as held pieces until their peer reports them
+/// again. About 60 bytes each, so the total bounds what hosts that lie before the origin
+/// is read can make the scheduler hold to some 60 MiB.
+pub const MAX_EARLY_CLAIMS: usize = 1 << 16;
+pub const MAX_EARLY_CLAIMS_TOTAL: usize = 1 << 20;
 
 pub struct Task {
     pub request: TaskRequest,

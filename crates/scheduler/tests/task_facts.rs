@@ -260,3 +260,50 @@ fn a_register_naming_a_seed_host_from_elsewhere_or_without_the_role_is_refused()
     core.check_register_origin("unknown-host", Some(elsewhere), None)
         .expect("a host without a session is not a seed");
 }
+
+/// Early claims are bounded: a liar claiming every piece number a task could have holds
+/// scheduler memory only until the true layout is published (claims past it are dropped),
+/// and all of it goes when the task does.
+#[test]
+fn early_claims_past_the_published_layout_are_dropped() {
+    let mut core = Core::new(SchedulerConfig::default(), 1);
+    let req = request("http://origin/model.bin");
+    let tid = req.task_id.clone();
+    let _seed_commands = host(&mut core, "seed", "10.0.0.1", true);
+    host(&mut core, "liar", "10.0.0.2", false);
+    let _liar = join(&mut core, &req, "liar-peer", "liar");
+    core.event(
+        &tid,
+        "liar-peer",
+        peer_event::Event::PiecesFinished(PiecesFinished {
+            pieces: (0..pollen_scheduler::model::MAX_EARLY_CLAIMS as u32 + 10)
+                .map(|n| FinishedPiece {
+                    number: n,
+                    digest: vec![0xBA; 32],
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    );
+    assert_eq!(
+        core.early_claims_held(),
+        pollen_scheduler::model::MAX_EARLY_CLAIMS,
+        "capped per task"
+    );
+    let _seed = join(&mut core, &req, "seed-peer", "seed");
+    core.event(
+        &tid,
+        "seed-peer",
+        peer_event::Event::ContentInfo(ContentInfo {
+            content_length: HONEST_LENGTH,
+            piece_length: PIECE,
+        }),
+    );
+    assert_eq!(
+        core.early_claims_held(),
+        8,
+        "only the task's 8 pieces are left"
+    );
+    report(&mut core, &tid, "seed-peer", HONEST_LENGTH, 0x5E);
+    assert_eq!(core.early_claims_held(), 0, "checked and dropped");
+}
