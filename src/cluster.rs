@@ -259,6 +259,9 @@ pub struct ManagerProc {
     /// gRPC URL for schedulers and daemons.
     pub grpc: String,
     pub log: PathBuf,
+    /// The join token the manager made at first start (plain-TCP gRPC only): what the kit
+    /// gives schedulers and seeds that join it.
+    pub join_token_file: PathBuf,
     child: Child,
 }
 
@@ -342,6 +345,8 @@ async fn spawn_scheduler(
 ) -> anyhow::Result<(Child, String)> {
     let mut cmd = Command::new(bin);
     cmd.args(["scheduler", "--listen", listen]);
+    // The seed's join token (see `Cluster::start`).
+    cmd.arg("--seed-join-tokens").arg(dir.join(SEED_TOKEN_FILE));
     if let Some(c) = certs {
         cmd.args(tls_flags(&c.ca_cert, &c.scheduler));
     }
@@ -353,6 +358,9 @@ async fn spawn_scheduler(
         .to_string();
     Ok((child, addr))
 }
+
+/// The cluster's seed join token, in its directory.
+const SEED_TOKEN_FILE: &str = "seed-join-token";
 
 /// Spawns `cmd` with stderr appended to `log` and waits for the first line it prints (its
 /// ready line); the rest of its output is drained in the background.
@@ -411,6 +419,18 @@ impl Cluster {
             None
         };
         let scheme = if spec.tls { "https" } else { "http" };
+        // The join token the kit's seed shows its scheduler (under TLS it shows its
+        // certificate's seed role instead).
+        let seed_token = dir.path().join(SEED_TOKEN_FILE);
+        std::fs::write(
+            &seed_token,
+            format!(
+                "{}{}\n",
+                pollen_core::join::PREFIX,
+                hex::encode(rand::random::<[u8; 24]>())
+            ),
+        )
+        .context("cannot write the seed's join token")?;
         let (scheduler, scheduler_url) = if spec.scheduler {
             let listen = format!("{}:0", spec.listen_ip.as_deref().unwrap_or("127.0.0.1"));
             let (child, addr) =
@@ -450,6 +470,10 @@ impl Cluster {
             ];
             if seed {
                 args.push("--seed".into());
+                if certs.is_none() {
+                    args.push("--join-token-file".into());
+                    args.push(seed_token.to_string_lossy().into_owned());
+                }
             }
             // The kit's origins listen on loopback or on the cluster's own address; a seed
             // (and any download the scheduler or manager orders) refuses both unless they
@@ -610,6 +634,7 @@ impl Cluster {
                 rest: format!("http://{r}"),
                 grpc: format!("{scheme}://{g}"),
                 log,
+                join_token_file: dir.join("initial-join-token"),
                 child,
             }),
             _ => bail!("unexpected manager output {line:?}"),

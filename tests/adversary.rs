@@ -441,6 +441,169 @@ async fn a_seed_claim_or_a_scheduler_registration_without_its_role_is_refused() 
     assert_eq!(schedulers.as_array().map(Vec::len), Some(1), "{schedulers}");
 }
 
+/// (c) Without mutual TLS, a seed claim and a scheduler registration need a join token the
+/// manager issued. With none, or one nobody issued, the manager refuses the scheduler and
+/// the seed, and a scheduler refuses the seed; with the manager's token they are taken, and
+/// once an admin revokes a token the manager refuses it at once and the scheduler within a
+/// keepalive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tls_a_seed_claim_or_a_scheduler_registration_needs_a_join_token() {
+    use common::manager::*;
+    use pollen_proto::scheduler::scheduler_client::SchedulerClient;
+    use pollen_proto::scheduler::HostInfo;
+    let cluster = empty_cluster().await;
+    let m = cluster
+        .start_manager(ADMIN_PASSWORD, "keepalive_timeout = \"3s\"\n")
+        .await
+        .expect("manager");
+    let admin = Admin::sign_in(&m).await;
+    // A daemon claiming --seed through the manager, showing the token in `token`, if any.
+    let seed_via_manager = |name: &str, token: Option<&std::path::Path>| {
+        let mut args: Vec<String> = ["--manager", &m.grpc, "--hostname", name, "--seed"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--origin-allow".into(), "127.0.0.0/8".into()]);
+        if let Some(t) = token {
+            args.extend(["--join-token-file".into(), t.to_string_lossy().into_owned()]);
+        }
+        cluster.stranger(name, args)
+    };
+    let bogus = cluster.dir.path().join("bogus-token");
+    std::fs::write(&bogus, "pjt_a_token_that_nobody_ever_issued\n").expect("write");
+
+    // Schedulers with no token, and with one nobody issued: refused.
+    let bare = vec![
+        "--manager".to_string(),
+        m.grpc.clone(),
+        "--keepalive-interval".into(),
+        "500ms".into(),
+    ];
+    let _rogue = cluster
+        .start_scheduler("rogue-sched", "127.0.0.1:0", &bare)
+        .await
+        .expect("starts");
+    wait_for_log(
+        &cluster.dir.path().join("rogue-sched.log"),
+        "showed no join token",
+    )
+    .await;
+    let mut with_bogus = bare.clone();
+    with_bogus.extend([
+        "--join-token-file".into(),
+        bogus.to_string_lossy().into_owned(),
+    ]);
+    let _rogue2 = cluster
+        .start_scheduler("rogue-sched-2", "127.0.0.1:0", &with_bogus)
+        .await
+        .expect("starts");
+    wait_for_log(
+        &cluster.dir.path().join("rogue-sched-2.log"),
+        "unknown, revoked, expired",
+    )
+    .await;
+    // With the manager's first token: taken, and the only scheduler it knows.
+    let sched = cluster
+        .start_scheduler("sched", "127.0.0.1:0", &scheduler_args(&m, 0))
+        .await
+        .expect("scheduler");
+    admin
+        .wait_for("/api/v1/schedulers", "the scheduler", |v| {
+            v.as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+
+    // A seed with no token, through the manager and straight to the scheduler: refused.
+    let mut fake_seed = seed_via_manager("fake-seed", None);
+    fake_seed.start().await.expect("starts");
+    wait_for_log(&fake_seed.log, "showed no join token").await;
+    let mut direct = cluster.stranger(
+        "direct-fake-seed",
+        [
+            "--scheduler",
+            &sched.url,
+            "--seed",
+            "--join-token-file",
+            &bogus.to_string_lossy(),
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    direct.start().await.expect("starts");
+    wait_for_log(&direct.log, "unknown, revoked, expired").await;
+    assert!(!direct.stat().await.expect("stat").scheduler_connected);
+
+    // An admin issues a seed token: a seed showing it is taken by both.
+    let made = admin
+        .post(
+            "/api/v1/join-tokens",
+            serde_json::json!({"name": "seeds", "roles": ["seed"]}),
+        )
+        .await;
+    let secret = made["secret"].as_str().expect("secret").to_string();
+    let listed = admin.get("/api/v1/join-tokens").await.to_string();
+    assert!(
+        !listed.contains(&secret),
+        "the secret is shown once: {listed}"
+    );
+    let token_file = cluster.dir.path().join("seed-token");
+    std::fs::write(&token_file, format!("{secret}\n")).expect("write");
+    let mut seed = seed_via_manager("real-seed", Some(&token_file));
+    seed.start().await.expect("starts");
+    seed.wait_connected()
+        .await
+        .expect("the seed is placed and connected");
+    admin.wait_for_seeds(1).await;
+    let seed_session = |token: Option<String>| {
+        let url = sched.url.clone();
+        async move {
+            let mut c = SchedulerClient::connect(url).await.expect("connect");
+            let token = token.map(|t| pollen_core::join::JoinToken::parse(&t).expect("token"));
+            let info = HostInfo {
+                host_id: "probe-seed".into(),
+                ip: "127.0.0.1".into(),
+                upload_port: 4100,
+                seed: true,
+                ..Default::default()
+            };
+            c.host_session(pollen_tls::with_join_token(info, token.as_ref()))
+                .await
+                .map(|_| ())
+        }
+    };
+    let e = seed_session(None).await.expect_err("no token");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    seed_session(Some(secret.clone()))
+        .await
+        .expect("the scheduler takes the manager's seed token");
+
+    // Revoked: the manager refuses it at once, the scheduler after its next keepalive.
+    let id = made["token"]["id"].as_i64().expect("id");
+    let r = admin
+        .http
+        .delete(format!("{}/api/v1/join-tokens/{id}", admin.base))
+        .header("cookie", &admin.cookie)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), 204);
+    let mut late = seed_via_manager("late-seed", Some(&token_file));
+    late.start().await.expect("starts");
+    wait_for_log(&late.log, "unknown, revoked, expired").await;
+    let deadline = std::time::Instant::now() + HANG;
+    while seed_session(Some(secret.clone())).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler still takes a revoked token"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peers = admin.get("/api/v1/peers?seed=true").await.to_string();
+    assert!(
+        !peers.contains("fake-seed") && !peers.contains("late-seed"),
+        "{peers}"
+    );
+}
+
 /// (a) A host claims every piece with the published digests and sends each slice with its
 /// true slice hash but forged bytes, the attack that wrote over verified slices before
 /// verify-before-write. Honest peers ask it for slices (it is counted), refuse every forged

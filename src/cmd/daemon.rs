@@ -117,6 +117,10 @@ pub struct DaemonArgs {
         value_delimiter = ','
     )]
     pub origin_allow: Vec<String>,
+    /// File holding a seed's join token (the manager's `initial-join-token`, or one made with
+    /// `POST /api/v1/join-tokens` for role `seed`): without mutual TLS a seed claim needs it.
+    #[arg(long, env = "POLLEN_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
     /// Give up (and retry) an origin that sends nothing for this long (e.g. 30s).
     #[arg(long, env = "POLLEN_ORIGIN_READ_TIMEOUT", value_parser = parse_duration)]
     pub origin_read_timeout: Option<Duration>,
@@ -238,6 +242,9 @@ impl DaemonArgs {
         }
         if !self.origin_allow.is_empty() {
             cfg.origin_allow = self.origin_allow;
+        }
+        if self.join_token_file.is_some() {
+            cfg.join_token_file = self.join_token_file;
         }
         if !self.origin_ca_certs.is_empty() {
             cfg.origin_ca_certs = self.origin_ca_certs;

@@ -103,6 +103,12 @@ pub(crate) async fn run(args: ManagerArgs) -> anyhow::Result<ExitCode> {
         "manager ({db}) gRPC on {}{how} REST{rest_how} listening on {addr}",
         grpc.local_addr()?
     );
+    if let Some(path) = manager.first_join_token() {
+        println!(
+            "created a join token for the first scheduler and seed in {} (--join-token-file; revoke it once others are issued)",
+            path.display()
+        );
+    }
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {

@@ -37,6 +37,20 @@ pub struct SchedulerArgs {
     /// name an address rather than 0.0.0.0].
     #[arg(long, env = "POLLEN_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// File holding the join token this scheduler shows the manager (from the manager's
+    /// `initial-join-token` or `POST /api/v1/join-tokens` with role `scheduler`); not needed
+    /// under mutual TLS with the scheduler role in the certificate.
+    #[arg(long, env = "POLLEN_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// File of the join tokens a daemon may show to claim to be a seed here, besides those
+    /// the manager lists: one per line, the token or `sha256:HEX` of it (for a scheduler
+    /// without a manager).
+    #[arg(long, env = "POLLEN_SEED_JOIN_TOKENS")]
+    pub seed_join_tokens: Option<PathBuf>,
+    /// Let any plain-TCP daemon claim to be a seed without a join token (only where every
+    /// host on the network is trusted) [config: open_join, default false].
+    #[arg(long)]
+    pub open_join: bool,
     /// Time between keepalives to the manager.
     #[arg(long, env = "POLLEN_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = pollen_core::duration::parse_duration)]
     pub keepalive_interval: std::time::Duration,
@@ -50,6 +64,7 @@ impl SchedulerArgs {
             cfg.evaluator.candidate_limit = k;
         }
         cfg.tls = self.tls.apply(cfg.tls.take())?;
+        cfg.open_join |= self.open_join;
         if cfg.evaluator.candidate_limit == 0 {
             anyhow::bail!("the candidate limit must be at least 1");
         }
@@ -59,6 +74,15 @@ impl SchedulerArgs {
 
 pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.resolve()?;
+    // Token files are read before the ready line, so a bad one stops the start.
+    let seed_tokens = match &args.seed_join_tokens {
+        Some(p) => Some(pollen_core::join::read_accepted(p)?),
+        None => None,
+    };
+    let join_token = match &args.join_token_file {
+        Some(p) => Some(pollen_core::join::JoinToken::read(p)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -76,6 +100,20 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     println!("scheduler{how} listening on {addr}");
     let shutdown = CancellationToken::new();
     let service = SchedulerService::new(cfg.clone());
+    if let Some(hashes) = seed_tokens {
+        tracing::info!(
+            tokens = hashes.len(),
+            "accepting the seed join tokens of {}",
+            args.seed_join_tokens
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        );
+        service.accept_seed_join_tokens(hashes);
+    }
+    if cfg.open_join {
+        tracing::warn!("open_join: any plain-TCP daemon may claim to be a seed without a join token; only for networks whose hosts are all trusted");
+    }
     if let Some(url) = &args.manager {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let advertise = match &args.advertise_url {
@@ -106,6 +144,7 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
                 location: String::new(),
             },
             keepalive_interval: args.keepalive_interval,
+            join_token,
         };
         tokio::spawn(link.run(service.clone(), shutdown.clone()));
     }

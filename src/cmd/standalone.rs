@@ -90,6 +90,19 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
+    // The scheduler and seed inside show a token of their own, made anew at each start.
+    let own_token = manager
+        .replace_join_token(
+            "standalone",
+            &[
+                pollen_manager::store::join_tokens::JoinRole::Scheduler,
+                pollen_manager::store::join_tokens::JoinRole::Seed,
+            ],
+        )
+        .await
+        .context("cannot make the standalone join token")?;
+    let own_token = pollen_core::join::JoinToken::parse(&own_token)?;
+    let first_join_token = manager.first_join_token().map(|p| p.to_path_buf());
     let rest = bind(args.listen, "manager").await?;
     let grpc = bind(args.grpc_listen, "manager's gRPC").await?;
     let rest_addr = rest.local_addr()?;
@@ -112,6 +125,7 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
             location: String::new(),
         },
         keepalive_interval: Duration::from_secs(5),
+        join_token: Some(own_token.clone()),
     };
     tokio::spawn(link.run(scheduler.clone(), shutdown.clone()));
     let sched_task = tokio::spawn(scheduler.serve(sched, shutdown.clone()));
@@ -122,6 +136,7 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         scheduler: Some(format!("http://{sched_addr}")),
         seed: true,
         data_dir: args.data_dir.join("seed"),
+        join_token: Some(own_token),
         upload_listen: args.upload_listen,
         api_socket: args.api_socket.clone(),
         // With every port on loopback no other host can order a download, so the seed may
@@ -156,6 +171,12 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         seed.upload_addr,
         seed.api_socket.display(),
     );
+    if let Some(path) = first_join_token {
+        println!(
+            "created a join token for other schedulers and seeds in {} (--join-token-file)",
+            path.display()
+        );
+    }
     crate::signals::terminated().await;
     seed.shutdown().await;
     shutdown.cancel();

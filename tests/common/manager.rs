@@ -109,19 +109,29 @@ pub fn daemon(
         "--origin-allow".into(),
         "127.0.0.0/8".into(),
     ];
+    if extra.contains(&"--seed") && m.join_token_file.exists() {
+        args.push("--join-token-file".into());
+        args.push(m.join_token_file.to_string_lossy().into_owned());
+    }
     args.extend(extra.iter().map(|a| a.to_string()));
     cluster.stranger(name, args)
 }
 
 pub fn scheduler_args(m: &ManagerProc, cluster_id: i64) -> Vec<String> {
-    vec![
+    let mut args = vec![
         "--manager".into(),
         m.grpc.clone(),
         "--cluster-id".into(),
         cluster_id.to_string(),
         "--keepalive-interval".into(),
         "500ms".into(),
-    ]
+    ];
+    // Without TLS a scheduler shows the manager's first join token.
+    if m.join_token_file.exists() {
+        args.push("--join-token-file".into());
+        args.push(m.join_token_file.to_string_lossy().into_owned());
+    }
+    args
 }
 
 /// The schedulers in a daemon's cached placement.

@@ -41,6 +41,15 @@ pub enum GrantError {
     BadSignature,
 }
 
+/// Seconds since the Unix epoch now, the clock grants' expiries are read against (0 if the
+/// clock is before 1970, which expires every grant).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// What a grant signs: a fixed context, the task, the child's address (IPv4 mapped into
 /// IPv6, so both forms of one address agree) and the expiry.
 pub fn signed_bytes(task: &TaskId, child: IpAddr, expires: u64) -> Vec<u8> {

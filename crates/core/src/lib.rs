@@ -12,6 +12,7 @@ pub mod digest;
 pub mod duration;
 pub mod grant;
 pub mod host;
+pub mod join;
 pub mod piece;
 pub mod rate_limit;
 pub mod size;

@@ -139,6 +139,16 @@ pub struct DaemonConfig {
     /// Connect timeout for the scheduler, parents and origins. Default 3s.
     #[serde(with = "pollen_core::duration::humane")]
     pub connect_timeout: Duration,
+    /// A seed's join token (a file holding it alone), shown to the manager and schedulers
+    /// to be let in as a seed on a plain-TCP port: from the manager's `initial-join-token`
+    /// or `POST /api/v1/join-tokens` with role `seed`. Not needed under mutual TLS with the
+    /// seed role in the certificate, and never sent by a daemon that is not a seed. Default
+    /// none.
+    pub join_token_file: Option<PathBuf>,
+    /// The join token itself, for a program that embeds a seed (wins over the file; never
+    /// read from or written to a config file).
+    #[serde(skip)]
+    pub join_token: Option<pollen_core::join::JoinToken>,
     /// Mutual TLS with the scheduler and other daemons (`[tls]` table: `ca_cert`, `cert`,
     /// `key`, `peer_name`): the upload port then serves only daemons presenting a certificate
     /// signed by `ca_cert`, parents must present one carrying `peer_name`, and the scheduler
@@ -299,6 +309,8 @@ impl Default for DaemonConfig {
             origin_allow: Vec::new(),
             origin_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
+            join_token_file: None,
+            join_token: None,
             tls: None,
             proxy: ProxyConfig::default(),
             gc: GcConfig::default(),

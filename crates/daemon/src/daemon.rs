@@ -101,6 +101,16 @@ impl Daemon {
                 .await
                 .map_err(|e| DaemonStartError::Config(e.to_string()))??
         };
+        // Only a seed shows a token: a secret goes only where it must.
+        let join_token = match (&cfg.join_token_file, cfg.seed) {
+            _ if !cfg.seed => None,
+            _ if cfg.join_token.is_some() => cfg.join_token.clone(),
+            (Some(p), true) => Some(
+                pollen_core::join::JoinToken::read(p)
+                    .map_err(|e| DaemonStartError::Config(e.to_string()))?,
+            ),
+            _ => None,
+        };
         let tls = match &cfg.tls {
             Some(t) => Some(
                 pollen_tls::Material::load(t)
@@ -170,11 +180,20 @@ impl Daemon {
         tasks.spawn(upload.run(shutdown.clone()));
 
         let client_tls = tls.as_ref().map(|m| m.tonic_client());
-        let schedulers = Arc::new(SchedulerSet::new(cfg.connect_timeout, client_tls.clone()));
+        let schedulers = Arc::new(SchedulerSet::new(
+            cfg.connect_timeout,
+            client_tls.clone(),
+            join_token.clone(),
+        ));
         if let Some(url) = &cfg.scheduler {
             // Checks the URL (and its scheme against [tls]) now, so a mistake stops the start.
-            crate::scheduler_link::SchedulerLink::new(url, cfg.connect_timeout, client_tls.clone())
-                .map_err(DaemonStartError::Config)?;
+            crate::scheduler_link::SchedulerLink::new(
+                url,
+                cfg.connect_timeout,
+                client_tls.clone(),
+                None,
+            )
+            .map_err(DaemonStartError::Config)?;
         }
         let roots = cfg
             .origin_ca_certs
@@ -273,6 +292,7 @@ impl Daemon {
                             seed_peer_cluster_id: cfg.seed_peer_cluster_id,
                         },
                         set: schedulers.clone(),
+                        join_token: join_token.clone(),
                         sessions: sessions.clone(),
                         cache: cfg.data_dir.join("placement.json"),
                         conductor: conductor.clone(),

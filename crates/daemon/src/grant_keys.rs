@@ -8,7 +8,6 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pollen_core::grant::{self, Grant, GrantKey};
 use pollen_core::TaskId;
@@ -50,11 +49,7 @@ impl GrantKeys {
             .iter()
             .copied()
             .collect();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        grant::verify(&keys, task, peer, g, now)
+        grant::verify(&keys, task, peer, g, grant::unix_now())
             .inspect_err(|e| debug!(task = %task, %peer, error = %e, "grant refused"))
             .is_ok()
     }

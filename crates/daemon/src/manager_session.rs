@@ -49,6 +49,8 @@ pub(crate) struct ManagerSession {
     pub connect_timeout: Duration,
     pub hello: DaemonHello,
     pub set: Arc<SchedulerSet>,
+    /// A seed's join token, shown when the session opens.
+    pub join_token: Option<pollen_core::join::JoinToken>,
     pub sessions: Arc<HostSessions>,
     pub cache: PathBuf,
     pub conductor: Arc<Conductor>,
@@ -207,7 +209,7 @@ impl ManagerSession {
             let mut c = client.clone();
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = c.daemon_session(ReceiverStream::new(rx)) => r,
+                r = c.daemon_session(pollen_tls::with_join_token(ReceiverStream::new(rx), self.join_token.as_ref())) => r,
             };
             match opened {
                 Ok(resp) => {

@@ -43,6 +43,8 @@ impl Drop for OpenSession<'_> {
 pub(crate) struct SchedulerLink {
     client: SchedulerClient<Channel>,
     pub url: String,
+    /// A seed's join token, shown on the host session and on announces.
+    join_token: Option<pollen_core::join::JoinToken>,
 }
 
 /// An open announce stream: events go out through `tx`, answers come in on `rx`.
@@ -58,6 +60,7 @@ impl SchedulerLink {
         url: &str,
         connect_timeout: Duration,
         tls: Option<ClientTlsConfig>,
+        join_token: Option<pollen_core::join::JoinToken>,
     ) -> Result<Self, String> {
         let endpoint =
             pollen_tls::grpc_endpoint("scheduler", url, tls).map_err(|e| e.to_string())?;
@@ -69,6 +72,7 @@ impl SchedulerLink {
         Ok(Self {
             client: SchedulerClient::new(endpoint.connect_lazy()),
             url: url.to_string(),
+            join_token,
         })
     }
 
@@ -83,7 +87,12 @@ impl SchedulerLink {
         .await
         .map_err(|_| tonic::Status::internal("announce channel closed"))?;
         let mut client = self.client.clone();
-        let resp = client.announce_peer(ReceiverStream::new(rx)).await?;
+        let resp = client
+            .announce_peer(pollen_tls::with_join_token(
+                ReceiverStream::new(rx),
+                self.join_token.as_ref(),
+            ))
+            .await?;
         Ok(Announce {
             tx,
             rx: resp.into_inner(),
@@ -150,7 +159,7 @@ impl SchedulerLink {
             let mut client = self.client.clone();
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = client.host_session(info.clone()) => r,
+                r = client.host_session(pollen_tls::with_join_token(info.clone(), self.join_token.as_ref())) => r,
             };
             match opened {
                 Ok(resp) => {

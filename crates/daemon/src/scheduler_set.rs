@@ -19,6 +19,7 @@ pub(crate) struct SchedulerSet {
     links: RwLock<Vec<SchedulerLink>>,
     connect_timeout: Duration,
     tls: Option<ClientTlsConfig>,
+    join_token: Option<pollen_core::join::JoinToken>,
 }
 
 /// What changed when a new placement was applied.
@@ -36,11 +37,16 @@ fn weight(url: &str, task_id: &str) -> [u8; 32] {
 }
 
 impl SchedulerSet {
-    pub fn new(connect_timeout: Duration, tls: Option<ClientTlsConfig>) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+        join_token: Option<pollen_core::join::JoinToken>,
+    ) -> Self {
         Self {
             links: RwLock::new(Vec::new()),
             connect_timeout,
             tls,
+            join_token,
         }
     }
 
@@ -56,7 +62,12 @@ impl SchedulerSet {
             match links.iter().find(|l| &l.url == url) {
                 Some(l) => next.push(l.clone()),
                 None => {
-                    let l = SchedulerLink::new(url, self.connect_timeout, self.tls.clone())?;
+                    let l = SchedulerLink::new(
+                        url,
+                        self.connect_timeout,
+                        self.tls.clone(),
+                        self.join_token.clone(),
+                    )?;
                     added.push(l.clone());
                     next.push(l);
                 }
@@ -84,7 +95,7 @@ mod tests {
     use super::*;
 
     fn set(urls: &[&str]) -> SchedulerSet {
-        let s = SchedulerSet::new(Duration::from_secs(1), None);
+        let s = SchedulerSet::new(Duration::from_secs(1), None, None);
         let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
         s.replace(&urls).unwrap();
         s

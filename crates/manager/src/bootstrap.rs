@@ -2,7 +2,10 @@
 //! password from `POLLEN_ADMIN_PASSWORD`, or a random one written to
 //! `DATA_DIR/initial-admin-password` (mode 0600) — never to the log. On a database with no
 //! scheduler cluster, it creates the default cluster `default`, which serves every daemon
-//! until an operator adds clusters with scopes.
+//! until an operator adds clusters with scopes. On a database that never had a join token,
+//! with the gRPC port on plain TCP and not open, it makes one for both roles (scheduler and
+//! seed) and writes it to `DATA_DIR/initial-join-token` (mode 0600), so the first scheduler
+//! and seed can join; revoke it once others are issued.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +48,31 @@ pub async fn ensure_default_cluster(pool: &sqlx::AnyPool) -> Result<(), sqlx::Er
     };
     clusters::save_scheduler_cluster(pool, None, &fields).await?;
     Ok(())
+}
+
+/// Makes the first join token when none was ever made; returns where it was written.
+pub async fn ensure_join_token(
+    pool: &sqlx::AnyPool,
+    data_dir: &Path,
+) -> Result<Option<PathBuf>, BootstrapError> {
+    use crate::store::join_tokens::{self, JoinRole};
+    if join_tokens::count(pool).await? > 0 {
+        return Ok(None);
+    }
+    let (_, value) = crate::rest::join_tokens::mint(
+        pool,
+        "initial",
+        &[JoinRole::Scheduler, JoinRole::Seed],
+        None,
+        None,
+    )
+    .await?;
+    let path = data_dir.join("initial-join-token");
+    write_private(&path, &format!("{value}\n")).map_err(|source| BootstrapError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(path))
 }
 
 pub async fn ensure_admin(

@@ -54,6 +54,11 @@ pub struct ManagerConfig {
     /// past it that address gets 429 (with `Retry-After`) on every credentialed request until
     /// the minute ends. 0 turns it off. Default 10.
     pub auth_failures_per_minute: u32,
+    /// Let schedulers register, and daemons claim to be seeds, on the plain-TCP gRPC port
+    /// without a join token: only for networks whose hosts are all trusted (the manager says
+    /// so when it starts). Under mutual TLS the role in the certificate (or a token) is still
+    /// needed. Default false.
+    pub open_join: bool,
     /// Mutual TLS on the gRPC port (`[tls]` table: `ca_cert`, `cert`, `key`): with it, only
     /// schedulers and daemons presenting a certificate signed by `ca_cert` are let in, and
     /// they reach the manager at an `https://` URL. Default: none (plain HTTP/2). The REST
@@ -85,6 +90,7 @@ impl Default for ManagerConfig {
             grpc_max_connections: 10_000,
             connection_setup_timeout: Duration::from_secs(10),
             auth_failures_per_minute: 10,
+            open_join: false,
             rest_tls: None,
             secrets_key_file: None,
             tls: None,

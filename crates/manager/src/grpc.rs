@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use crate::placement;
 use crate::rest::AppState;
 use crate::store::clusters::{self, SchedulerCluster};
+use crate::store::join_tokens::{self, JoinRole};
 use crate::store::{peers, schedulers};
 
 /// Largest gRPC message accepted.
@@ -61,6 +62,15 @@ fn bounded(field: &str, v: &str, max: usize) -> Result<(), Status> {
     Ok(())
 }
 
+/// What a request proves of its sender: its certificate's roles (under TLS) and the hash of
+/// the join token it showed.
+fn credentials<T>(req: &Request<T>) -> (Option<pollen_tls::ProvenRoles>, Option<String>) {
+    (
+        pollen_tls::incoming::proven_roles(req),
+        pollen_tls::incoming::join_token_hash(req),
+    )
+}
+
 fn proto_config(c: &SchedulerCluster) -> ProtoConfig {
     ProtoConfig {
         candidate_parent_limit: c.config.candidate_parent_limit,
@@ -78,7 +88,44 @@ impl ManagerService {
             scheduler_id,
             scheduler_cluster_id: cluster_id,
             config: Some(proto_config(&cluster)),
+            seed_join_token_hashes: join_tokens::live_hashes(&self.state.db.pool, JoinRole::Seed)
+                .await
+                .map_err(db_status)?,
         })
+    }
+
+    /// Judges a claim to be a scheduler or a seed: the role in the client's certificate, a
+    /// live join token for it, or (plain TCP, `open_join`) nothing.
+    async fn check_claim(
+        &self,
+        (proven, token): (Option<pollen_tls::ProvenRoles>, Option<String>),
+        role: JoinRole,
+        claim: &str,
+    ) -> Result<(), Status> {
+        let shown = match token {
+            None => pollen_tls::incoming::TokenShown::None,
+            Some(h) => {
+                if join_tokens::admits(&self.state.db.pool, &h, role)
+                    .await
+                    .map_err(db_status)?
+                {
+                    pollen_tls::incoming::TokenShown::Accepted
+                } else {
+                    pollen_tls::incoming::TokenShown::Refused
+                }
+            }
+        };
+        let tls_role = match role {
+            JoinRole::Scheduler => pollen_tls::Role::Scheduler,
+            JoinRole::Seed => pollen_tls::Role::Seed,
+        };
+        pollen_tls::incoming::check_claim(
+            proven.as_ref(),
+            shown,
+            tls_role,
+            claim,
+            self.state.cfg.open_join,
+        )
     }
 
     /// The placement for a daemon now.
@@ -131,12 +178,14 @@ impl ManagerRpc for ManagerService {
         &self,
         request: Request<SchedulerInfo>,
     ) -> Result<Response<SchedulerState>, Status> {
-        pollen_tls::incoming::check_role(
-            pollen_tls::incoming::proven_roles(&request).as_ref(),
-            pollen_tls::Role::Scheduler,
+        let from = pollen_tls::incoming::remote_ip(&request);
+        self.check_claim(
+            credentials(&request),
+            JoinRole::Scheduler,
             "registering a scheduler",
         )
-        .inspect_err(|e| warn!(error = %e.message(), "scheduler registration refused"))?;
+        .await
+        .inspect_err(|e| warn!(?from, error = %e.message(), "scheduler registration refused"))?;
         let info = request.into_inner();
         for (f, v) in [
             ("hostname", &info.hostname),
@@ -204,11 +253,12 @@ impl ManagerRpc for ManagerService {
         &self,
         request: Request<SchedulerKeepalive>,
     ) -> Result<Response<SchedulerState>, Status> {
-        pollen_tls::incoming::check_role(
-            pollen_tls::incoming::proven_roles(&request).as_ref(),
-            pollen_tls::Role::Scheduler,
+        self.check_claim(
+            credentials(&request),
+            JoinRole::Scheduler,
             "a scheduler keepalive",
-        )?;
+        )
+        .await?;
         let id = request.into_inner().scheduler_id;
         let pool = &self.state.db.pool;
         match schedulers::keepalive(pool, id).await.map_err(db_status)? {
@@ -236,7 +286,14 @@ impl ManagerRpc for ManagerService {
         request: Request<Streaming<DaemonMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
         let remote = pollen_tls::incoming::remote_ip(&request);
-        let proven = pollen_tls::incoming::proven_roles(&request);
+        // Judged before the hello says whether a seed is claimed; asked only then.
+        let seed_claim = self
+            .check_claim(
+                credentials(&request),
+                JoinRole::Seed,
+                "a seed peer's session",
+            )
+            .await;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -253,12 +310,7 @@ impl ManagerRpc for ManagerService {
             return Err(Status::invalid_argument("host_id is required"));
         }
         if hello.seed {
-            pollen_tls::incoming::check_role(
-                proven.as_ref(),
-                pollen_tls::Role::Seed,
-                "a seed peer's session",
-            )
-            .inspect_err(
+            seed_claim.inspect_err(
                 |e| warn!(host = %hello.host_id, error = %e.message(), "seed claim refused"),
             )?;
         }

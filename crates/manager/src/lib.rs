@@ -57,6 +57,7 @@ pub struct Manager {
     state: Arc<AppState>,
     grpc_tls: Option<Arc<pollen_tls::rustls::ServerConfig>>,
     rest_tls: Option<Arc<pollen_tls::rustls::ServerConfig>>,
+    first_join_token: Option<std::path::PathBuf>,
 }
 
 impl Manager {
@@ -85,6 +86,14 @@ impl Manager {
         bootstrap::ensure_default_cluster(&db.pool)
             .await
             .map_err(bootstrap::BootstrapError::Db)?;
+        let first_join_token = if grpc_tls.is_none() && !cfg.open_join {
+            bootstrap::ensure_join_token(&db.pool, &cfg.data_dir).await?
+        } else {
+            None
+        };
+        if cfg.open_join {
+            warn!("open_join: any client of the gRPC port may register a scheduler or claim to be a seed without a join token; only for networks whose hosts are all trusted");
+        }
         if let Err(e) = store::peers::set_all_inactive(&db.pool).await {
             warn!(error = %e, "cannot reset peer states");
         }
@@ -104,9 +113,28 @@ impl Manager {
                 state,
                 grpc_tls,
                 rest_tls,
+                first_join_token,
             },
             first,
         ))
+    }
+
+    /// Where the join token made at first start was written, when it was made now.
+    pub fn first_join_token(&self) -> Option<&std::path::Path> {
+        self.first_join_token.as_deref()
+    }
+
+    /// A new join token for `roles`, replacing (revoking) any live one named `name`; returns
+    /// its secret. For a process that runs a scheduler or a seed beside the manager.
+    pub async fn replace_join_token(
+        &self,
+        name: &str,
+        roles: &[store::join_tokens::JoinRole],
+    ) -> Result<String, sqlx::Error> {
+        store::join_tokens::revoke_named(&self.state.db.pool, name).await?;
+        let (_, secret) =
+            rest::join_tokens::mint(&self.state.db.pool, name, roles, None, None).await?;
+        Ok(secret)
     }
 
     pub fn db(&self) -> &Db {

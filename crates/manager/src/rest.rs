@@ -12,6 +12,7 @@ pub mod extract;
 pub mod hosts;
 pub mod job_view;
 pub mod jobs;
+pub mod join_tokens;
 pub mod layers;
 pub mod openapi;
 pub mod system;
@@ -95,6 +96,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/me/password", put(account::change_password))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/:id", delete(tokens::revoke))
+        .route(
+            "/api/v1/join-tokens",
+            get(join_tokens::list).post(join_tokens::create),
+        )
+        .route("/api/v1/join-tokens/:id", delete(join_tokens::revoke))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route(
             "/api/v1/users/:id",

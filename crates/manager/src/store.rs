@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod clusters;
 pub mod jobs;
+pub mod join_tokens;
 pub mod peers;
 pub mod schedulers;
 pub mod sessions;

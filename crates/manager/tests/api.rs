@@ -36,6 +36,9 @@ async fn failed_sign_ins_are_throttled_per_client(m: TestManager) {
 async fn a_user_cannot_see_another_users_tokens(m: TestManager) {
     scenarios::a_user_cannot_see_another_users_tokens(&m).await
 }
+async fn join_tokens_are_admins_only_shown_once_and_stored_hashed(m: TestManager) {
+    scenarios::join_tokens_are_admins_only_shown_once_and_stored_hashed(&m).await
+}
 async fn secrets_never_appear_in_responses(m: TestManager) {
     scenarios::secrets_never_appear_in_responses(&m).await
 }
@@ -89,6 +92,7 @@ on_both_databases!(
     failed_sign_ins_are_throttled_per_client,
     a_user_cannot_see_another_users_tokens,
     secrets_never_appear_in_responses,
+    join_tokens_are_admins_only_shown_once_and_stored_hashed,
     data_survives_a_restart,
     jobs_are_created_listed_and_fail_with_a_reason,
     peers_answer_for_their_caches,

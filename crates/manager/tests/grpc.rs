@@ -12,12 +12,41 @@ use pollen_proto::manager::{
 };
 use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-async fn client(m: &TestManager) -> ManagerClient<Channel> {
-    ManagerClient::connect(m.grpc.clone())
+/// Attaches a join token (if any) to every call, as a scheduler or a seed does.
+#[derive(Clone)]
+struct ShowToken(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for ShowToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut()
+                .insert(pollen_core::join::METADATA, v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Client = ManagerClient<InterceptedService<Channel, ShowToken>>;
+
+/// A client showing `token`.
+async fn client_with(m: &TestManager, token: Option<&str>) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(m.grpc.clone())
+        .expect("url")
+        .connect()
         .await
-        .expect("connect")
+        .expect("connect");
+    ManagerClient::with_interceptor(
+        channel,
+        ShowToken(token.map(|t| t.parse().expect("a token is ASCII"))),
+    )
+}
+
+/// A client showing the manager's first join token (both roles).
+async fn client(m: &TestManager) -> Client {
+    client_with(m, Some(&m.join_token())).await
 }
 
 fn scheduler(url: &str, cluster: i64) -> SchedulerInfo {
@@ -208,7 +237,114 @@ async fn bad_registrations_are_refused(m: TestManager) {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
 }
 
+fn seed_hello(host: &str) -> DaemonMessage {
+    DaemonMessage {
+        message: Some(daemon_message::Message::Hello(DaemonHello {
+            host_id: host.into(),
+            hostname: host.into(),
+            ip: "127.0.0.30".into(),
+            upload_port: 4000,
+            seed: true,
+            ..Default::default()
+        })),
+    }
+}
+
+/// Opens a daemon session saying `hello`; the call's outcome.
+async fn session(c: &mut Client, hello: DaemonMessage) -> Result<(), tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello).await.expect("hello");
+    let r = c.daemon_session(ReceiverStream::new(rx)).await.map(|_| ());
+    drop(tx);
+    r
+}
+
+/// Without mutual TLS, registering a scheduler and claiming to be a seed need a join token
+/// for that role: none, a made-up one, one for the other role or a revoked one is refused
+/// with PERMISSION_DENIED; plain daemons need none. Schedulers are told the hashes of live
+/// seed tokens, revoked ones no longer.
+async fn join_tokens_gate_schedulers_and_seeds(m: TestManager) {
+    let admin = m.admin().await;
+    let mut none = client_with(&m, None).await;
+    let e = none
+        .register_scheduler(scheduler("http://127.0.0.9:8002", 0))
+        .await
+        .expect_err("no token");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(e.message().contains("join token"), "{}", e.message());
+    let e = session(&mut none, seed_hello("seed-0"))
+        .await
+        .expect_err("no token");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let mut plain = seed_hello("plain-0");
+    if let Some(daemon_message::Message::Hello(h)) = plain.message.as_mut() {
+        h.seed = false;
+    }
+    session(&mut none, plain)
+        .await
+        .expect("a plain daemon needs no token");
+    let mut made_up = client_with(&m, Some("pjt_a_token_that_nobody_ever_issued")).await;
+    let e = made_up
+        .register_scheduler(scheduler("http://127.0.0.9:8002", 0))
+        .await
+        .expect_err("made up");
+    assert!(e.message().contains("unknown, revoked"), "{}", e.message());
+
+    // (Who may issue, list and revoke tokens, and how they are stored: the REST scenario
+    // `join_tokens_are_admins_only_shown_once_and_stored_hashed`.)
+    let r = admin
+        .post(
+            "/api/v1/join-tokens",
+            json!({"name": "seeds", "roles": ["seed"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let seed_secret = r.json["secret"].as_str().expect("secret").to_string();
+    let seed_id = r.json["token"]["id"].as_i64().expect("id");
+
+    // A seed token makes a seed, not a scheduler.
+    let mut seeds = client_with(&m, Some(&seed_secret)).await;
+    session(&mut seeds, seed_hello("seed-1"))
+        .await
+        .expect("a seed with its token");
+    let e = seeds
+        .register_scheduler(scheduler("http://127.0.0.9:8002", 0))
+        .await
+        .expect_err("a seed token");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let mut c = client(&m).await;
+    let s = c
+        .register_scheduler(scheduler("http://127.0.0.9:8002", 0))
+        .await
+        .expect("the first token registers a scheduler")
+        .into_inner();
+    let seed_hash = pollen_core::join::hash(&seed_secret);
+    assert!(s.seed_join_token_hashes.contains(&seed_hash), "{s:?}");
+    assert!(s
+        .seed_join_token_hashes
+        .contains(&pollen_core::join::hash(&m.join_token())));
+
+    // Revoked: refused at once, and no longer listed to schedulers.
+    let r = admin
+        .delete(&format!("/api/v1/join-tokens/{seed_id}"))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let e = session(&mut seeds, seed_hello("seed-2"))
+        .await
+        .expect_err("revoked");
+    assert!(e.message().contains("unknown, revoked"), "{}", e.message());
+    let k = c
+        .keepalive_scheduler(SchedulerKeepalive {
+            scheduler_id: s.scheduler_id,
+        })
+        .await
+        .expect("keepalive")
+        .into_inner();
+    assert!(!k.seed_join_token_hashes.contains(&seed_hash), "{k:?}");
+}
+
 on_both_databases!(
     schedulers_and_daemons_follow_the_manager,
-    bad_registrations_are_refused
+    bad_registrations_are_refused,
+    join_tokens_gate_schedulers_and_seeds
 );

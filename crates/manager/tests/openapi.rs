@@ -22,6 +22,7 @@ async fn every_documented_route_is_exercised_by_the_scenarios() {
     scenarios::tokens_are_scoped_expire_and_revoke(&m).await;
     scenarios::a_user_cannot_see_another_users_tokens(&m).await;
     scenarios::secrets_never_appear_in_responses(&m).await;
+    scenarios::join_tokens_are_admins_only_shown_once_and_stored_hashed(&m).await;
     scenarios::jobs_are_created_listed_and_fail_with_a_reason(&m).await;
     scenarios::peers_answer_for_their_caches(&m).await;
 

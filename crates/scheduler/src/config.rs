@@ -59,6 +59,10 @@ pub struct SchedulerConfig {
     /// origin. It bounds what one host can make the scheduler hold, and how many tasks (each
     /// of which may trigger a seed) it can open at once. 0 is no cap. Default 4096.
     pub max_peers_per_host: u32,
+    /// Let any plain-TCP daemon claim to be a seed, without a join token: only for networks
+    /// whose hosts are all trusted (the scheduler says so when it starts). Under mutual TLS
+    /// the seed role in the certificate is still needed. Default false.
+    pub open_join: bool,
     /// Mutual TLS (`[tls]` table: `ca_cert`, `cert`, `key`): with it, only daemons presenting
     /// a certificate signed by `ca_cert` can connect. Default: off (plain gRPC).
     pub tls: Option<pollen_tls::TlsConfig>,
@@ -87,6 +91,7 @@ impl Default for SchedulerConfig {
             max_content_length: 4 << 40,
             max_pieces: crate::piece_set::MAX_PIECES,
             max_peers_per_host: 4096,
+            open_join: false,
             host_block_reporters: 2,
             host_block_duration: Duration::from_secs(600),
             upload_grant_ttl: Duration::from_secs(300),

@@ -48,6 +48,8 @@ pub struct Core {
     bad_reports: std::collections::HashMap<String, Vec<(String, Instant)>>,
     /// Hosts blocked fleet-wide, until when (kept across their reconnects).
     blocked_hosts: std::collections::HashMap<String, Instant>,
+    /// The join tokens a seed claim may show (see [`crate::join_gate`]).
+    pub join: crate::join_gate::JoinGate,
 }
 
 /// The seed hosts asked to fetch one task.
@@ -126,10 +128,7 @@ fn grant_for(
     ttl: std::time::Duration,
 ) -> Option<pollen_proto::scheduler::UploadGrant> {
     let task: pollen_core::TaskId = tid.parse().ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
+    let now = pollen_core::grant::unix_now();
     let g = signer.sign(&task, child?, now + ttl.as_secs());
     Some(pollen_proto::scheduler::UploadGrant {
         expires: g.expires,
@@ -156,6 +155,7 @@ impl Core {
             blocked_hosts: Default::default(),
             grants: pollen_core::grant::GrantSigner::generate(),
             early_claims_total: 0,
+            join: Default::default(),
         }
     }
 
@@ -340,14 +340,16 @@ impl Core {
     }
 
     /// Refuses a register that names a host it cannot be: one whose session came from another
-    /// address, or (under mutual TLS, `proven` given) a seed host when the announcing
-    /// connection's certificate lacks the seed role. A seed's peer is trusted for a task's
-    /// facts, so without this any host could speak for a seed by naming its host id.
+    /// address, or a seed host when the announcing connection proves neither the seed role
+    /// (`proven`, under mutual TLS) nor holds a join token for it (`token`). A seed's peer is
+    /// trusted for a task's facts, so without this any host could speak for a seed by naming
+    /// its host id.
     pub fn check_register_origin(
         &self,
         host_id: &str,
         from: Option<IpAddr>,
         proven: Option<&pollen_tls::ProvenRoles>,
+        token: Option<&str>,
     ) -> Result<(), Status> {
         let Some(host) = self.model.hosts.get(host_id) else {
             return Ok(());
@@ -361,13 +363,26 @@ impl Core {
             }
         }
         if host.info.seed {
-            pollen_tls::incoming::check_role(
-                proven,
-                pollen_tls::Role::Seed,
-                "announcing as a seed host's peer",
-            )?;
+            self.check_seed_claim(proven, token, "announcing as a seed host's peer")?;
         }
         Ok(())
+    }
+
+    /// Judges a claim to be a seed (see [`crate::join_gate`]); `token` is the hash of the
+    /// join token shown, if any.
+    pub fn check_seed_claim(
+        &self,
+        proven: Option<&pollen_tls::ProvenRoles>,
+        token: Option<&str>,
+        claim: &str,
+    ) -> Result<(), Status> {
+        pollen_tls::incoming::check_claim(
+            proven,
+            self.join.shown(token),
+            pollen_tls::Role::Seed,
+            claim,
+            self.cfg.open_join,
+        )
     }
 
     /// A peer's first announce event. Returns (task id, peer id).

@@ -16,6 +16,7 @@ pub mod core;
 pub mod dag;
 pub mod evaluator;
 mod fuzz_entry;
+pub mod join_gate;
 pub mod manager_link;
 pub mod model;
 mod piece_cost;

@@ -25,6 +25,9 @@ pub struct ManagerLink {
     pub info: SchedulerInfo,
     /// Time between keepalives.
     pub keepalive_interval: Duration,
+    /// The join token shown to the manager (not needed under mutual TLS with the scheduler
+    /// role in this scheduler's certificate).
+    pub join_token: Option<pollen_core::join::JoinToken>,
 }
 
 /// The evaluator config `base` with the manager's overrides applied.
@@ -55,12 +58,13 @@ impl ManagerLink {
         'register: loop {
             let state = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = client.register_scheduler(self.info.clone()) => r,
+                r = client.register_scheduler(self.request(self.info.clone())) => r,
             };
             let id = match state {
                 Ok(s) => {
                     let s = s.into_inner();
                     info!(manager = %self.url, id = s.scheduler_id, cluster = s.scheduler_cluster_id, "registered with the manager");
+                    self.apply_join_tokens(&service, s.seed_join_token_hashes);
                     self.apply_if_changed(&service, &base, s.config, &mut applied);
                     backoff = Duration::from_millis(200);
                     s.scheduler_id
@@ -81,11 +85,13 @@ impl ManagerLink {
                     _ = tokio::time::sleep(self.keepalive_interval) => {}
                 }
                 let r = client
-                    .keepalive_scheduler(SchedulerKeepalive { scheduler_id: id })
+                    .keepalive_scheduler(self.request(SchedulerKeepalive { scheduler_id: id }))
                     .await;
                 match r {
                     Ok(s) => {
-                        self.apply_if_changed(&service, &base, s.into_inner().config, &mut applied)
+                        let s = s.into_inner();
+                        self.apply_join_tokens(&service, s.seed_join_token_hashes);
+                        self.apply_if_changed(&service, &base, s.config, &mut applied)
                     }
                     Err(e) if e.code() == tonic::Code::NotFound => {
                         warn!(manager = %self.url, "the manager forgot this scheduler; registering again");
@@ -96,6 +102,18 @@ impl ManagerLink {
                     }
                 }
             }
+        }
+    }
+
+    /// `msg` with this scheduler's join token attached.
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        pollen_tls::with_join_token(msg, self.join_token.as_ref())
+    }
+
+    fn apply_join_tokens(&self, service: &SchedulerService, hashes: Vec<String>) {
+        let n = hashes.len();
+        if service.set_manager_seed_join_tokens(hashes.into_iter().collect()) {
+            info!(tokens = n, "seed join tokens from the manager changed");
         }
     }
 

@@ -88,6 +88,17 @@ impl SchedulerService {
         self.lock().config().evaluator.clone()
     }
 
+    /// Accepts, besides the manager's, the seed join tokens whose hashes are `hashes` (from
+    /// the scheduler's own `seed_join_tokens` file).
+    pub fn accept_seed_join_tokens(&self, hashes: std::collections::HashSet<String>) {
+        self.lock().join.set_local(hashes);
+    }
+
+    /// Replaces the seed join tokens the manager lists; true when they changed.
+    pub fn set_manager_seed_join_tokens(&self, hashes: std::collections::HashSet<String>) -> bool {
+        self.lock().join.set_from_manager(hashes)
+    }
+
     /// Replaces the evaluator's tunables for the decisions that follow.
     pub fn set_evaluator(&self, e: crate::EvaluatorConfig) {
         self.lock().set_evaluator(e);
@@ -109,21 +120,19 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<Self::HostSessionStream>, Status> {
         let remote = pollen_tls::incoming::remote_ip(&request);
         let proven = pollen_tls::incoming::proven_roles(&request);
+        let token = pollen_tls::incoming::join_token_hash(&request);
         let info = request.into_inner();
         if info.host_id.is_empty() {
             return Err(Status::invalid_argument("host_id is required"));
         }
         if info.seed {
-            // A seed's reports of task facts count and it receives trigger headers: under
-            // mutual TLS the claim must be in its certificate.
-            pollen_tls::incoming::check_role(
-                proven.as_ref(),
-                pollen_tls::Role::Seed,
-                "a seed host session",
-            )
-            .inspect_err(
-                |e| warn!(host = %info.host_id, error = %e.message(), "seed claim refused"),
-            )?;
+            // A seed's reports of task facts count and it receives trigger headers: the
+            // claim needs the role in its certificate or a join token.
+            self.lock()
+                .check_seed_claim(proven.as_ref(), token.as_deref(), "a seed host session")
+                .inspect_err(
+                    |e| warn!(host = %info.host_id, error = %e.message(), "seed claim refused"),
+                )?;
         }
         let ip: IpAddr = match info.ip.parse() {
             Ok(ip) => ip,
@@ -161,6 +170,7 @@ impl Scheduler for SchedulerService {
     ) -> Result<Response<Self::AnnouncePeerStream>, Status> {
         let remote = pollen_tls::incoming::remote_ip(&request);
         let proven = pollen_tls::incoming::proven_roles(&request);
+        let token = pollen_tls::incoming::join_token_hash(&request);
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -175,7 +185,7 @@ impl Scheduler for SchedulerService {
         let (tx, rx) = mpsc::channel(1024);
         let (tid, pid) = {
             let mut core = self.lock();
-            core.check_register_origin(&reg.host_id, remote, proven.as_ref())?;
+            core.check_register_origin(&reg.host_id, remote, proven.as_ref(), token.as_deref())?;
             core.register(reg, tx)?
         };
         let this = self.clone();

@@ -222,11 +222,14 @@ fn a_register_whose_task_id_is_not_its_request_is_refused() {
 }
 
 /// A host that names a seed's host id in its register cannot speak for the seed: a register
-/// from another address than the seed's session is refused, and under mutual TLS one whose
-/// certificate lacks the seed role is refused even from the same address.
+/// from another address than the seed's session is refused, and one that proves neither the
+/// seed role (a certificate, under mutual TLS) nor holds a seed join token is refused even
+/// from the same address.
 #[test]
 fn a_register_naming_a_seed_host_from_elsewhere_or_without_the_role_is_refused() {
     let mut core = Core::new(SchedulerConfig::default(), 1);
+    let token = pollen_core::join::hash("pjt_the_seeds_own_join_token");
+    core.join.set_local([token.clone()].into());
     let (tx, _commands) = mpsc::channel(64);
     let seed_ip: std::net::IpAddr = "10.0.0.9".parse().expect("ip");
     let session = core.open_host(
@@ -244,20 +247,27 @@ fn a_register_naming_a_seed_host_from_elsewhere_or_without_the_role_is_refused()
     core.set_session_origin("seed-host", session, seed_ip);
     let elsewhere: std::net::IpAddr = "10.0.0.66".parse().expect("ip");
     let e = core
-        .check_register_origin("seed-host", Some(elsewhere), None)
+        .check_register_origin("seed-host", Some(elsewhere), None, Some(&token))
         .expect_err("another address");
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
     let peer_cert = pollen_tls::ProvenRoles(vec![pollen_tls::Role::Peer]);
     let e = core
-        .check_register_origin("seed-host", Some(seed_ip), Some(&peer_cert))
+        .check_register_origin("seed-host", Some(seed_ip), Some(&peer_cert), None)
         .expect_err("no seed role");
     assert!(e.message().contains("seed role"), "{}", e.message());
+    let e = core
+        .check_register_origin("seed-host", Some(seed_ip), None, None)
+        .expect_err("same address, no TLS, no token");
+    assert!(e.message().contains("join token"), "{}", e.message());
+    let wrong = pollen_core::join::hash("pjt_a_token_nobody_issued");
+    core.check_register_origin("seed-host", Some(seed_ip), None, Some(&wrong))
+        .expect_err("a token nobody issued");
     let seed_cert = pollen_tls::ProvenRoles(vec![pollen_tls::Role::Peer, pollen_tls::Role::Seed]);
-    core.check_register_origin("seed-host", Some(seed_ip), Some(&seed_cert))
-        .expect("the seed itself");
-    core.check_register_origin("seed-host", Some(seed_ip), None)
-        .expect("same address, no TLS");
-    core.check_register_origin("unknown-host", Some(elsewhere), None)
+    core.check_register_origin("seed-host", Some(seed_ip), Some(&seed_cert), None)
+        .expect("the seed itself, under TLS");
+    core.check_register_origin("seed-host", Some(seed_ip), None, Some(&token))
+        .expect("the seed itself, with its token");
+    core.check_register_origin("unknown-host", Some(elsewhere), None, None)
         .expect("a host without a session is not a seed");
 }
 

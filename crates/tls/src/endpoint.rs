@@ -71,6 +71,19 @@ pub fn grpc_endpoint(
     }
 }
 
+/// `msg` as a request carrying `token` (if any) in the join-token metadata
+/// ([`pollen_core::join::METADATA`]), for a call that claims a role.
+pub fn with_join_token<T>(
+    msg: T,
+    token: Option<&pollen_core::join::JoinToken>,
+) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(v) = token.and_then(|t| t.secret().parse().ok()) {
+        req.metadata_mut().insert(pollen_core::join::METADATA, v);
+    }
+    req
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

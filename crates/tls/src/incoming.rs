@@ -108,6 +108,63 @@ pub fn check_role(
     }
 }
 
+/// What a client showed of a join token ([`pollen_core::join`]) for a role claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenShown {
+    /// No token.
+    None,
+    /// A live token for the claimed role.
+    Accepted,
+    /// A token that is unknown, revoked, expired or for another role.
+    Refused,
+}
+
+/// The hash of the join token sent with a request (metadata [`pollen_core::join::METADATA`]),
+/// if one was; a value that is not a well-formed token hashes to something no server holds.
+pub fn join_token_hash<T>(req: &tonic::Request<T>) -> Option<String> {
+    req.metadata()
+        .get(pollen_core::join::METADATA)
+        .map(|v| pollen_core::join::hash(v.to_str().unwrap_or("")))
+}
+
+/// Judges a claim of `role` (`claim` says what was claimed): it stands when the client's
+/// certificate carries the role or the client showed a live join token for it; on plain TCP
+/// (`proven` is `None`) with `open` set, any claim stands (a network whose hosts are all
+/// trusted, as the server said when it started). Anything else is PERMISSION_DENIED, saying
+/// what would have been accepted.
+#[allow(clippy::result_large_err)] // tonic::Status is what every RPC returns.
+pub fn check_claim(
+    proven: Option<&ProvenRoles>,
+    token: TokenShown,
+    role: Role,
+    claim: &str,
+    open: bool,
+) -> Result<(), tonic::Status> {
+    if token == TokenShown::Accepted || proven.is_some_and(|r| r.has(role)) {
+        return Ok(());
+    }
+    if proven.is_none() && open && token == TokenShown::None {
+        return Ok(());
+    }
+    let name = role.as_str();
+    let why = match (token, proven) {
+        (TokenShown::Refused, _) => format!(
+            "the join token it showed is unknown, revoked, expired or not for the {name} role"
+        ),
+        (_, Some(roles)) => format!(
+            "it needs a certificate carrying the {name} role ({}) or a join token for it; its certificate carries {:?}",
+            role.uri(),
+            roles.0.iter().map(|r| r.as_str()).collect::<Vec<_>>()
+        ),
+        (_, None) => format!(
+            "it showed no join token and no certificate: give it one the manager issued for the {name} role (--join-token-file), or use mutual TLS"
+        ),
+    };
+    Err(tonic::Status::permission_denied(format!(
+        "{claim} refused: {why}"
+    )))
+}
+
 impl AsyncRead for Admitted {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -213,4 +270,37 @@ pub fn admit(
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_stands_on_the_role_certificate_or_a_live_token_and_on_nothing_else() {
+        let seed = ProvenRoles(vec![Role::Peer, Role::Seed]);
+        let peer = ProvenRoles(vec![Role::Peer]);
+        let ok = |proven: Option<&ProvenRoles>, token, open| {
+            check_claim(proven, token, Role::Seed, "a seed session", open).is_ok()
+        };
+        assert!(ok(Some(&seed), TokenShown::None, false));
+        assert!(ok(Some(&peer), TokenShown::Accepted, false));
+        assert!(ok(None, TokenShown::Accepted, false));
+        assert!(!ok(Some(&peer), TokenShown::None, false));
+        assert!(
+            !ok(Some(&peer), TokenShown::None, true),
+            "open never lifts TLS"
+        );
+        assert!(!ok(None, TokenShown::None, false));
+        assert!(!ok(None, TokenShown::Refused, false));
+        assert!(
+            !ok(None, TokenShown::Refused, true),
+            "a bad token is refused even when open"
+        );
+        assert!(ok(None, TokenShown::None, true));
+        let e = check_claim(None, TokenShown::None, Role::Seed, "a seed session", false)
+            .expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("--join-token-file"), "{}", e.message());
+    }
 }

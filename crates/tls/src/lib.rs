@@ -14,7 +14,7 @@ mod role;
 
 pub use config::{TlsConfig, DEFAULT_PEER_NAME};
 pub use dev::{make_dev_certs, new_ca, write_new, DevCerts};
-pub use endpoint::{grpc_endpoint, LinkError};
+pub use endpoint::{grpc_endpoint, with_join_token, LinkError};
 pub use material::{https_server_config, Material, TlsError};
 pub use role::{roles_of, ProvenRoles, Role, ROLE_URI_PREFIX};
 pub use rustls;

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use pollen_core::grant::{self, Grant, GrantKey, GrantSigner};
 use pollen_core::{Bitfield, RateLimiter, TaskId};
@@ -23,10 +23,7 @@ struct Holder {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    pollen_core::grant::unix_now()
 }
 
 impl PieceProvider for Holder {

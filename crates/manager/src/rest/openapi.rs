@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, audit, clusters, hosts, jobs, system, tokens, users};
+use super::{account, audit, clusters, hosts, jobs, join_tokens, system, tokens, users};
 
 struct Security;
 
@@ -37,6 +37,7 @@ impl Modify for Security {
         system::healthz, system::metrics, system::openapi,
         account::sign_in, account::sign_out, account::me, account::change_password,
         tokens::list, tokens::create, tokens::revoke,
+        join_tokens::list, join_tokens::create, join_tokens::revoke,
         users::list, users::create, users::get, users::update, users::delete,
         clusters::list_scheduler_clusters, clusters::create_scheduler_cluster,
         clusters::get_scheduler_cluster, clusters::replace_scheduler_cluster,

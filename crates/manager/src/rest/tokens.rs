@@ -12,7 +12,6 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::Body;
 use super::{validate, AppState};
 use crate::auth::{secret, Access, Principal, Resource};
-use crate::db::now;
 use crate::store::tokens::{self, Token};
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -75,15 +74,7 @@ pub async fn create(
     if req.scopes.is_empty() {
         return Err(ApiError::invalid("scopes must name at least one resource"));
     }
-    let expires_at = match req.expires_in_days {
-        None => None,
-        Some(d) if (1..=3650).contains(&d) => Some(now() + d * 86_400),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "expires_in_days must be between 1 and 3650",
-            ))
-        }
-    };
+    let expires_at = validate::expiry_in_days(req.expires_in_days)?;
     let mut scopes = req.scopes;
     scopes.sort_by_key(|s| s.as_str());
     scopes.dedup();

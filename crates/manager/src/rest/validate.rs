@@ -20,6 +20,18 @@ pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
 }
 
 /// Free text (descriptions, emails): at most `max` characters.
+/// The expiry (Unix seconds) of a token living `days` days from now (1-3650); none for one
+/// that never expires.
+pub fn expiry_in_days(days: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match days {
+        None => Ok(None),
+        Some(d) if (1..=3650).contains(&d) => Ok(Some(crate::db::now() + d * 86_400)),
+        Some(_) => Err(ApiError::invalid(
+            "expires_in_days must be between 1 and 3650",
+        )),
+    }
+}
+
 pub fn text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
     if v.chars().count() > max {
         return Err(ApiError::invalid(format!(

@@ -90,6 +90,14 @@ impl TestManager {
         }
     }
 
+    /// The join token the manager made at first start (both roles).
+    pub fn join_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("initial-join-token"))
+            .expect("the first join token")
+            .trim()
+            .to_string()
+    }
+
     /// A client signed in as the bootstrap admin (by session cookie).
     pub async fn admin(&self) -> Api {
         self.api().sign_in("admin", ADMIN_PASSWORD).await

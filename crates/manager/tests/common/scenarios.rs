@@ -1215,3 +1215,85 @@ pub async fn a_private_jobs_urls_are_shown_only_to_its_owner_and_admins(m: &Test
     let r = hugo.get(&format!("/api/v1/jobs/{public}")).await;
     assert!(r.text.contains("public/readme.txt"), "{}", r.text);
 }
+
+/// Join tokens: only admins issue, list and revoke them; a token names at least one role; its
+/// secret is in the create answer alone (never listed, never in the database file or its
+/// WAL, which hold its hash); revoking is idempotent and an unknown id is 404.
+pub async fn join_tokens_are_admins_only_shown_once_and_stored_hashed(m: &TestManager) {
+    let admin = m.admin().await;
+    let r = admin
+        .post(
+            "/api/v1/users",
+            json!({"name": "ursula", "password": "ursula-password-1", "role": "user"}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let ursula = m.api().sign_in("ursula", "ursula-password-1").await;
+    let r = ursula
+        .post(
+            "/api/v1/join-tokens",
+            json!({"name": "mine", "roles": ["seed"]}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(ursula.get("/api/v1/join-tokens").await.status, 403);
+    for bad in [
+        json!({"name": "none", "roles": []}),
+        json!({"name": "odd", "roles": ["manager"]}),
+        json!({"name": "long", "roles": ["seed"], "expires_in_days": 0}),
+    ] {
+        let r = admin.post("/api/v1/join-tokens", bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    let r = admin
+        .post(
+            "/api/v1/join-tokens",
+            json!({"name": "seeds", "roles": ["seed", "seed"], "expires_in_days": 30}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let secret = r.json["secret"].as_str().expect("secret").to_string();
+    let id = r.json["token"]["id"].as_i64().expect("id");
+    assert!(secret.starts_with(pollen_core::join::PREFIX), "{secret}");
+    assert_eq!(r.json["token"]["roles"], json!(["seed"]));
+    assert!(r.json["token"]["expires_at"].as_i64().is_some());
+    let listed = admin.get("/api/v1/join-tokens").await;
+    assert_eq!(listed.status, 200);
+    assert!(!listed.text.contains(&secret), "{}", listed.text);
+    let names: Vec<&str> = listed
+        .json
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["initial", "seeds"], "the first start made one");
+    if m.db_url.starts_with("sqlite://") {
+        let needle = secret.as_bytes();
+        for file in ["manager.db", "manager.db-wal"] {
+            let bytes = std::fs::read(m.dir.path().join(file)).unwrap_or_default();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the secret is in {file} in the clear"
+            );
+        }
+    }
+    let path = format!("/api/v1/join-tokens/{id}");
+    assert_eq!(ursula.delete(&path).await.status, 403);
+    assert_eq!(admin.delete(&path).await.status, 204);
+    assert_eq!(
+        admin.delete(&path).await.status,
+        204,
+        "revoking twice is harmless"
+    );
+    assert_eq!(admin.delete("/api/v1/join-tokens/424242").await.status, 404);
+    let listed = admin.get("/api/v1/join-tokens").await;
+    let revoked = listed
+        .json
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["id"] == id)
+        .expect("still listed");
+    assert!(revoked["revoked_at"].as_i64().is_some(), "{revoked}");
+}
