@@ -604,6 +604,90 @@ async fn without_tls_a_seed_claim_or_a_scheduler_registration_needs_a_join_token
     );
 }
 
+/// Under mutual TLS a daemon whose certificate names its host (`pollen certs issue
+/// --host-id`) takes that host id, and from then on no other connection may speak for it: a
+/// host holding the cluster's shared peer certificate is refused a session and load reports
+/// under that id, and the bound certificate cannot speak for another host. The real daemon
+/// keeps its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_id_bound_to_a_certificate_cannot_be_spoken_for_by_another_host() {
+    use pollen::cluster::tls_flags;
+    use pollen_proto::scheduler::scheduler_client::SchedulerClient;
+    use pollen_proto::scheduler::{HostInfo, HostLoad};
+    let mut spec = ClusterSpec::new(bin(), 0);
+    spec.tls = true;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let certs = cluster.certs.clone().expect("certificates");
+    let out = cluster.dir.path().join("node-a");
+    let node_a = pollen_tls::issue_host_cert(
+        &certs.ca_cert,
+        &certs.ca_key,
+        &pollen_tls::HostCert {
+            host_id: "node-a",
+            roles: &[pollen_tls::Role::Peer],
+            names: &["127.0.0.1".to_string(), "127.0.0.254".to_string()],
+        },
+        &out,
+    )
+    .expect("issued");
+    let mut real = cluster.stranger("node-a", tls_flags(&certs.ca_cert, &node_a));
+    real.start().await.expect("starts");
+    real.wait_connected().await.expect("connected");
+    assert!(
+        real.log_text().contains("host id from the certificate"),
+        "{}",
+        real.log_text()
+    );
+
+    let client = |pair: &(std::path::PathBuf, std::path::PathBuf)| {
+        let cfg = pollen_tls::TlsConfig::new(certs.ca_cert.clone(), pair.0.clone(), pair.1.clone());
+        let tls = pollen_tls::Material::load(&cfg)
+            .expect("certs")
+            .tonic_client();
+        let endpoint =
+            pollen_tls::grpc_endpoint("scheduler", &cluster.scheduler_url, Some(tls)).expect("url");
+        SchedulerClient::new(endpoint.connect_lazy())
+    };
+    let session = |host: &str| HostInfo {
+        host_id: host.into(),
+        hostname: host.into(),
+        ip: "127.0.0.1".into(),
+        upload_port: 4100,
+        max_upload_connections: 8,
+        ..Default::default()
+    };
+    let mut shared = client(&certs.daemon);
+    let e = shared
+        .host_session(session("node-a"))
+        .await
+        .expect_err("the shared certificate speaking for node-a");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(e.message().contains("proved its id"), "{}", e.message());
+    let e = shared
+        .report_load(HostLoad {
+            host_id: "node-a".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a load report for node-a");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let mut bound = client(&node_a);
+    let e = bound
+        .host_session(session("node-b"))
+        .await
+        .expect_err("node-a's certificate speaking for node-b");
+    assert!(
+        e.message().contains("issued to host node-a"),
+        "{}",
+        e.message()
+    );
+    shared
+        .host_session(session("node-b"))
+        .await
+        .expect("a host never bound may still use the shared certificate");
+    assert!(real.stat().await.expect("stat").scheduler_connected);
+}
+
 /// (a) A host claims every piece with the published digests and sends each slice with its
 /// true slice hash but forged bytes, the attack that wrote over verified slices before
 /// verify-before-write. Honest peers ask it for slices (it is counted), refuse every forged

@@ -51,6 +51,10 @@ pub struct SchedulerArgs {
     /// host on the network is trusted) [config: open_join, default false].
     #[arg(long)]
     pub open_join: bool,
+    /// Under mutual TLS, refuse daemons whose certificate does not name their host id
+    /// (`pollen certs issue --host-id`) [config: require_host_certificates, default false].
+    #[arg(long)]
+    pub require_host_certificates: bool,
     /// Time between keepalives to the manager.
     #[arg(long, env = "POLLEN_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = pollen_core::duration::parse_duration)]
     pub keepalive_interval: std::time::Duration,
@@ -65,6 +69,7 @@ impl SchedulerArgs {
         }
         cfg.tls = self.tls.apply(cfg.tls.take())?;
         cfg.open_join |= self.open_join;
+        cfg.require_host_certificates |= self.require_host_certificates;
         if cfg.evaluator.candidate_limit == 0 {
             anyhow::bail!("the candidate limit must be at least 1");
         }

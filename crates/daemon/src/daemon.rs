@@ -94,7 +94,6 @@ impl Daemon {
             "creating data dir {}",
             cfg.data_dir.display()
         )))?;
-        let host_id = identity::host_id(&cfg.data_dir).map_err(io_err("writing the host id"))?;
         let store = {
             let dir = cfg.data_dir.clone();
             tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -117,6 +116,15 @@ impl Daemon {
                     .map_err(|e| DaemonStartError::Config(format!("mutual TLS: {e}")))?,
             ),
             None => None,
+        };
+        // A certificate bound to one host gives the host id; otherwise it is this data
+        // directory's own.
+        let host_id = match tls.as_ref().and_then(|m| m.host_id()) {
+            Some(id) => {
+                info!(host = %id, "host id from the certificate");
+                id
+            }
+            None => identity::host_id(&cfg.data_dir).map_err(io_err("writing the host id"))?,
         };
         let listener = TcpListener::bind(cfg.upload_listen)
             .await

@@ -286,6 +286,7 @@ impl ManagerRpc for ManagerService {
         request: Request<Streaming<DaemonMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
         let remote = pollen_tls::incoming::remote_ip(&request);
+        let proven_host = pollen_tls::incoming::proven_host(&request);
         // Judged before the hello says whether a seed is claimed; asked only then.
         let seed_claim = self
             .check_claim(
@@ -309,6 +310,8 @@ impl ManagerRpc for ManagerService {
         if hello.host_id.is_empty() {
             return Err(Status::invalid_argument("host_id is required"));
         }
+        pollen_tls::incoming::check_host(proven_host.as_deref(), &hello.host_id, "this session")
+            .inspect_err(|e| warn!(error = %e.message(), "daemon session refused"))?;
         if hello.seed {
             seed_claim.inspect_err(
                 |e| warn!(host = %hello.host_id, error = %e.message(), "seed claim refused"),

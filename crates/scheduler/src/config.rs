@@ -63,6 +63,11 @@ pub struct SchedulerConfig {
     /// whose hosts are all trusted (the scheduler says so when it starts). Under mutual TLS
     /// the seed role in the certificate is still needed. Default false.
     pub open_join: bool,
+    /// Under mutual TLS, refuse a host whose certificate does not name its host id
+    /// (`urn:pollen:host:ID`, `pollen certs issue --host-id`), so that no daemon can speak
+    /// for another. Without it, a host id proven once by a certificate is still reserved to
+    /// that certificate. Default false.
+    pub require_host_certificates: bool,
     /// Mutual TLS (`[tls]` table: `ca_cert`, `cert`, `key`): with it, only daemons presenting
     /// a certificate signed by `ca_cert` can connect. Default: off (plain gRPC).
     pub tls: Option<pollen_tls::TlsConfig>,
@@ -92,6 +97,7 @@ impl Default for SchedulerConfig {
             max_pieces: crate::piece_set::MAX_PIECES,
             max_peers_per_host: 4096,
             open_join: false,
+            require_host_certificates: false,
             host_block_reporters: 2,
             host_block_duration: Duration::from_secs(600),
             upload_grant_ttl: Duration::from_secs(300),

@@ -50,6 +50,9 @@ pub struct Core {
     blocked_hosts: std::collections::HashMap<String, Instant>,
     /// The join tokens a seed claim may show (see [`crate::join_gate`]).
     pub join: crate::join_gate::JoinGate,
+    /// Host ids some connection proved with a certificate naming them: from then on only a
+    /// connection whose certificate names the same id may speak for them.
+    bound_hosts: HashSet<String>,
 }
 
 /// The seed hosts asked to fetch one task.
@@ -156,6 +159,7 @@ impl Core {
             grants: pollen_core::grant::GrantSigner::generate(),
             early_claims_total: 0,
             join: Default::default(),
+            bound_hosts: Default::default(),
         }
     }
 
@@ -324,6 +328,39 @@ impl Core {
             upload_bytes_per_sec: load.upload_bytes_per_sec,
         };
         host.last_heard = Instant::now();
+        Ok(())
+    }
+
+    /// Refuses a request that speaks for host `claimed` (`what` says how) when the
+    /// connection's certificate names another host (`proven`), when the host id was proven by
+    /// a certificate before and this connection does not prove it, and (with
+    /// `require_host_certificates`, under TLS: `tls`) when the certificate names no host.
+    /// A proven id is remembered.
+    pub fn check_host_binding(
+        &mut self,
+        claimed: &str,
+        proven: Option<&str>,
+        tls: bool,
+        what: &str,
+    ) -> Result<(), Status> {
+        pollen_tls::incoming::check_host(proven, claimed, what)?;
+        if proven == Some(claimed) {
+            if !self.bound_hosts.contains(claimed) {
+                self.bound_hosts.insert(claimed.to_string());
+            }
+            return Ok(());
+        }
+        if self.bound_hosts.contains(claimed) {
+            return Err(Status::permission_denied(format!(
+                "{what} names host {claimed}, which proved its id with a certificate; this connection's certificate does not name it"
+            )));
+        }
+        if tls && self.cfg.require_host_certificates {
+            return Err(Status::permission_denied(format!(
+                "{what} names host {claimed}, and this scheduler needs a certificate naming its host ({}{claimed}; pollen certs issue --host-id)",
+                pollen_tls::HOST_URI_PREFIX
+            )));
+        }
         Ok(())
     }
 

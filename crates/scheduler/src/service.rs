@@ -121,6 +121,7 @@ impl Scheduler for SchedulerService {
         let remote = pollen_tls::incoming::remote_ip(&request);
         let proven = pollen_tls::incoming::proven_roles(&request);
         let token = pollen_tls::incoming::join_token_hash(&request);
+        let proven_host = pollen_tls::incoming::proven_host(&request);
         let info = request.into_inner();
         if info.host_id.is_empty() {
             return Err(Status::invalid_argument("host_id is required"));
@@ -142,10 +143,22 @@ impl Scheduler for SchedulerService {
         let host_id = info.host_id.clone();
         let (session, grant_key) = {
             let mut core = self.lock();
-            core.check_takeover(&host_id, remote, std::time::Instant::now())
-                .inspect_err(
-                    |e| warn!(host = %host_id, error = %e.message(), "host session refused"),
-                )?;
+            core.check_host_binding(
+                &host_id,
+                proven_host.as_deref(),
+                proven.is_some(),
+                "a host session",
+            )
+            .inspect_err(
+                |e| warn!(host = %host_id, error = %e.message(), "host session refused"),
+            )?;
+            // A connection proving the host id may take it over from one that does not.
+            if proven_host.as_deref() != Some(host_id.as_str()) {
+                core.check_takeover(&host_id, remote, std::time::Instant::now())
+                    .inspect_err(
+                        |e| warn!(host = %host_id, error = %e.message(), "host session refused"),
+                    )?;
+            }
             let session = core.open_host(info, ip, tx.clone());
             if let Some(from) = remote {
                 core.set_session_origin(&host_id, session, from);
@@ -171,6 +184,7 @@ impl Scheduler for SchedulerService {
         let remote = pollen_tls::incoming::remote_ip(&request);
         let proven = pollen_tls::incoming::proven_roles(&request);
         let token = pollen_tls::incoming::join_token_hash(&request);
+        let proven_host = pollen_tls::incoming::proven_host(&request);
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -185,6 +199,12 @@ impl Scheduler for SchedulerService {
         let (tx, rx) = mpsc::channel(1024);
         let (tid, pid) = {
             let mut core = self.lock();
+            core.check_host_binding(
+                &reg.host_id,
+                proven_host.as_deref(),
+                proven.is_some(),
+                "a register",
+            )?;
             core.check_register_origin(&reg.host_id, remote, proven.as_ref(), token.as_deref())?;
             core.register(reg, tx)?
         };
@@ -208,8 +228,17 @@ impl Scheduler for SchedulerService {
 
     async fn report_load(&self, request: Request<HostLoad>) -> Result<Response<LoadAck>, Status> {
         let remote = pollen_tls::incoming::remote_ip(&request);
+        let proven = pollen_tls::incoming::proven_roles(&request);
+        let proven_host = pollen_tls::incoming::proven_host(&request);
         let load = request.into_inner();
-        self.lock().report_load(&load, remote)?;
+        let mut core = self.lock();
+        core.check_host_binding(
+            &load.host_id,
+            proven_host.as_deref(),
+            proven.is_some(),
+            "a load report",
+        )?;
+        core.report_load(&load, remote)?;
         Ok(Response::new(LoadAck {}))
     }
 }

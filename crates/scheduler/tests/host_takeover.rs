@@ -63,3 +63,51 @@ fn a_live_host_session_is_not_taken_over_from_another_address() {
     core.check_takeover("nobody", Some(ip("10.0.0.66")), Instant::now())
         .expect("an unknown id");
 }
+
+/// Under mutual TLS a certificate may name the one host it was issued to. A connection
+/// holding it may speak for that host only; once a host id was proven so, a connection that
+/// does not prove it (a shared peer certificate) may no longer speak for it, session, register
+/// or load report; with `require_host_certificates`, a certificate naming no host is refused.
+#[test]
+fn a_host_id_proven_by_a_certificate_is_reserved_to_it() {
+    let mut core = Core::new(SchedulerConfig::default(), 1);
+    let e = core
+        .check_host_binding("node-b", Some("node-a"), true, "a host session")
+        .expect_err("another host's certificate");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        e.message().contains("issued to host node-a"),
+        "{}",
+        e.message()
+    );
+    core.check_host_binding("node-a", None, true, "a host session")
+        .expect("not yet proven: a shared certificate may still speak for it");
+    core.check_host_binding("node-a", Some("node-a"), true, "a host session")
+        .expect("its own certificate");
+    for what in ["a host session", "a register", "a load report"] {
+        let e = core
+            .check_host_binding("node-a", None, true, what)
+            .expect_err("proven before");
+        assert!(e.message().contains("proved its id"), "{}", e.message());
+    }
+    core.check_host_binding("node-c", None, true, "a host session")
+        .expect("a host never proven");
+
+    let mut strict = Core::new(
+        SchedulerConfig {
+            require_host_certificates: true,
+            ..Default::default()
+        },
+        1,
+    );
+    let e = strict
+        .check_host_binding("node-c", None, true, "a host session")
+        .expect_err("no host in the certificate");
+    assert!(e.message().contains("--host-id"), "{}", e.message());
+    strict
+        .check_host_binding("node-c", None, false, "a host session")
+        .expect("plain TCP proves nothing either way");
+    strict
+        .check_host_binding("node-c", Some("node-c"), true, "a host session")
+        .expect("its own certificate");
+}

@@ -14,7 +14,7 @@ use rcgen::{
 
 use crate::config::{TlsConfig, DEFAULT_PEER_NAME};
 use crate::material::TlsError;
-use crate::role::Role;
+use crate::role::{Role, HOST_URI_PREFIX};
 
 /// How long the generated certificates are valid.
 const VALID_DAYS: i64 = 90;
@@ -147,7 +147,7 @@ pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError
     let issuer = Issuer::new(ca, ca_key);
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     names.extend(hosts.iter().cloned());
-    for (role, (cert_path, key_path), extra, roles) in [
+    for (role, paths, extra, roles) in [
         ("manager", &files.manager, None, &[Role::Manager][..]),
         ("scheduler", &files.scheduler, None, &[Role::Scheduler][..]),
         (
@@ -165,31 +165,106 @@ pub fn make_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCerts, TlsError
     ] {
         let mut sans = names.clone();
         sans.extend(extra.map(str::to_string));
-        let mut params = CertificateParams::new(sans).map_err(failed("a host name"))?;
-        for r in roles {
-            let uri = rcgen::string::Ia5String::try_from(r.uri()).map_err(failed("a role URI"))?;
-            params.subject_alt_names.push(rcgen::SanType::URI(uri));
-        }
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("pollen {role}"));
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        validity(&mut params, VALID_DAYS);
-        let key = KeyPair::generate().map_err(failed("generating a key"))?;
-        let cert = params
-            .signed_by(&key, &issuer)
-            .map_err(failed("signing a certificate"))?;
-        write_new(key_path, &key.serialize_pem(), 0o600)?;
-        write_new(cert_path, &cert.pem(), 0o644)?;
+        issue_leaf(&issuer, &format!("pollen {role}"), sans, roles, None, paths)?;
     }
     Ok(files)
+}
+
+/// Signs a certificate for `sans` (names and addresses) carrying `roles` and, if given, the
+/// host id it is bound to, valid as a TLS server and client; writes it and its new key to
+/// `paths` (certificate, key), never over existing files.
+fn issue_leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    sans: Vec<String>,
+    roles: &[Role],
+    host_id: Option<&str>,
+    (cert_path, key_path): &(PathBuf, PathBuf),
+) -> Result<(), TlsError> {
+    let mut params = CertificateParams::new(sans).map_err(failed("a host name"))?;
+    let uris = roles
+        .iter()
+        .map(|r| r.uri())
+        .chain(host_id.map(|h| format!("{HOST_URI_PREFIX}{h}")));
+    for uri in uris {
+        let uri = rcgen::string::Ia5String::try_from(uri).map_err(failed("a role or host URI"))?;
+        params.subject_alt_names.push(rcgen::SanType::URI(uri));
+    }
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    validity(&mut params, VALID_DAYS);
+    let key = KeyPair::generate().map_err(failed("generating a key"))?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(failed("signing a certificate"))?;
+    write_new(key_path, &key.serialize_pem(), 0o600)?;
+    write_new(cert_path, &cert.pem(), 0o644)
+}
+
+/// What [`issue_host_cert`] makes.
+#[derive(Clone, Debug)]
+pub struct HostCert<'a> {
+    /// The one host this certificate is for (`urn:pollen:host:HOST_ID`): the daemon holding it
+    /// takes it as its host id, and nobody else can speak for that host over TLS.
+    pub host_id: &'a str,
+    /// The roles it carries (a daemon: `Peer`; a seed: `Peer` and `Seed`).
+    pub roles: &'a [Role],
+    /// Names and addresses it is valid for, besides `pollen-peer` for daemons.
+    pub names: &'a [String],
+}
+
+/// Signs a certificate bound to one host with an existing CA (`ca_cert`, `ca_key`, PEM
+/// files, such as those of `pollen certs dev`), valid 90 days; writes `out.pem` and
+/// `out.key` (never over existing files) and returns their paths.
+pub fn issue_host_cert(
+    ca_cert: &Path,
+    ca_key: &Path,
+    cert: &HostCert<'_>,
+    out: &Path,
+) -> Result<(PathBuf, PathBuf), TlsError> {
+    if !crate::role::valid_host_id(cert.host_id) {
+        return Err(TlsError::Config(format!(
+            "host id {:?} must be 1 to 255 visible ASCII characters",
+            cert.host_id
+        )));
+    }
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| TlsError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let key = KeyPair::from_pem(&read(ca_key)?).map_err(failed("reading the CA key"))?;
+    let issuer = Issuer::from_ca_cert_pem(&read(ca_cert)?, key)
+        .map_err(failed("reading the CA certificate"))?;
+    let mut sans = cert.names.to_vec();
+    if cert.roles.contains(&Role::Peer) {
+        sans.push(DEFAULT_PEER_NAME.to_string());
+    }
+    let with_ext = |ext: &str| {
+        let mut p = out.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let paths = (with_ext(".pem"), with_ext(".key"));
+    issue_leaf(
+        &issuer,
+        &format!("pollen host {}", cert.host_id),
+        sans,
+        cert.roles,
+        Some(cert.host_id),
+        &paths,
+    )?;
+    Ok(paths)
 }
 
 #[cfg(test)]
@@ -228,6 +303,61 @@ mod tests {
         assert_eq!(mode & 0o077, 0, "a private key is readable by others");
         let again = make_dev_certs(dir.path(), &[]).expect_err("files exist");
         assert!(again.to_string().contains("ca.key"), "{again}");
+    }
+
+    #[test]
+    fn a_host_certificate_names_its_host_and_roles_and_loads() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let certs = make_dev_certs(&dir.path().join("ca"), &[]).expect("made");
+        let out = dir.path().join("node-7");
+        let (cert, key) = issue_host_cert(
+            &certs.ca_cert,
+            &certs.ca_key,
+            &HostCert {
+                host_id: "node-7",
+                roles: &[Role::Peer, Role::Seed],
+                names: &["127.0.0.1".to_string()],
+            },
+            &out,
+        )
+        .expect("issued");
+        Material::load(&TlsConfig::new(certs.ca_cert.clone(), cert.clone(), key))
+            .expect("it loads and chains to the CA");
+        use rustls::pki_types::pem::PemObject as _;
+        let der_of = |path: &PathBuf| {
+            let pem = std::fs::read(path).expect("cert");
+            rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .next()
+                .expect("one cert")
+                .expect("pem")
+        };
+        let der = der_of(&cert);
+        assert_eq!(crate::role::host_of(&der).as_deref(), Some("node-7"));
+        let roles = crate::role::roles_of(&der);
+        assert!(roles.has(Role::Seed) && roles.has(Role::Peer) && !roles.has(Role::Scheduler));
+        let shared = der_of(&certs.daemon.0);
+        assert_eq!(
+            crate::role::host_of(&shared),
+            None,
+            "a shared certificate names no host"
+        );
+        let bad = HostCert {
+            host_id: "two words",
+            roles: &[Role::Peer],
+            names: &[],
+        };
+        assert!(
+            issue_host_cert(&certs.ca_cert, &certs.ca_key, &bad, &dir.path().join("x")).is_err()
+        );
+        let again = HostCert {
+            host_id: "node-7",
+            roles: &[Role::Peer],
+            names: &[],
+        };
+        assert!(
+            issue_host_cert(&certs.ca_cert, &certs.ca_key, &again, &out).is_err(),
+            "never over an existing file"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::debug;
 
-use crate::role::{roles_of, ProvenRoles, Role};
+use crate::role::{host_of, roles_of, ProvenRoles, Role};
 
 /// What every HTTP/2 connection starts with (RFC 9113, section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -44,6 +44,8 @@ pub struct AdmittedInfo {
     pub tcp: TcpConnectInfo,
     /// The roles of the client's certificate; `None` on plain TCP (no TLS, nothing proven).
     pub roles: Option<ProvenRoles>,
+    /// The host id the client's certificate names, if it names one.
+    pub host: Option<String>,
 }
 
 impl Connected for Admitted {
@@ -54,17 +56,15 @@ impl Connected for Admitted {
             Stream::Plain(s) => AdmittedInfo {
                 tcp: s.connect_info(),
                 roles: None,
+                host: None,
             },
             Stream::Tls(s) => {
                 let (tcp, session) = s.get_ref();
-                let roles = session
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(roles_of)
-                    .unwrap_or_default();
+                let leaf = session.peer_certificates().and_then(|c| c.first());
                 AdmittedInfo {
                     tcp: tcp.connect_info(),
-                    roles: Some(roles),
+                    roles: Some(leaf.map(roles_of).unwrap_or_default()),
+                    host: leaf.and_then(host_of),
                 }
             }
         }
@@ -88,21 +88,20 @@ pub fn proven_roles<T>(req: &tonic::Request<T>) -> Option<ProvenRoles> {
         .and_then(|i| i.roles.clone())
 }
 
-/// Refuses a claim of `role` (`claim` says what was claimed) on a TLS connection whose
-/// certificate does not carry it; without TLS nothing is proven and the claim stands (the
-/// caller gates it otherwise).
+/// The host id the client's certificate names, if it names one (see [`crate::role`]).
+pub fn proven_host<T>(req: &tonic::Request<T>) -> Option<String> {
+    req.extensions()
+        .get::<AdmittedInfo>()
+        .and_then(|i| i.host.clone())
+}
+
+/// Refuses a request that speaks for host `claimed` (`what` says how) over a connection whose
+/// certificate names another host.
 #[allow(clippy::result_large_err)] // tonic::Status is what every RPC returns.
-pub fn check_role(
-    proven: Option<&ProvenRoles>,
-    role: Role,
-    claim: &str,
-) -> Result<(), tonic::Status> {
+pub fn check_host(proven: Option<&str>, claimed: &str, what: &str) -> Result<(), tonic::Status> {
     match proven {
-        Some(roles) if !roles.has(role) => Err(tonic::Status::permission_denied(format!(
-            "{claim} needs a certificate carrying the {} role ({}); this one carries {:?}",
-            role.as_str(),
-            role.uri(),
-            roles.0.iter().map(|r| r.as_str()).collect::<Vec<_>>()
+        Some(h) if h != claimed => Err(tonic::Status::permission_denied(format!(
+            "{what} names host {claimed}, but this connection's certificate was issued to host {h}"
         ))),
         _ => Ok(()),
     }

@@ -13,8 +13,10 @@ mod material;
 mod role;
 
 pub use config::{TlsConfig, DEFAULT_PEER_NAME};
-pub use dev::{make_dev_certs, new_ca, write_new, DevCerts};
+pub use dev::{issue_host_cert, make_dev_certs, new_ca, write_new, DevCerts, HostCert};
 pub use endpoint::{grpc_endpoint, with_join_token, LinkError};
 pub use material::{https_server_config, Material, TlsError};
-pub use role::{roles_of, ProvenRoles, Role, ROLE_URI_PREFIX};
+pub use role::{
+    host_of, roles_of, valid_host_id, ProvenRoles, Role, HOST_URI_PREFIX, ROLE_URI_PREFIX,
+};
 pub use rustls;

@@ -160,6 +160,11 @@ impl Material {
     }
 
     /// The name checked on every parent's certificate.
+    /// The host id this certificate is bound to (`urn:pollen:host:ID`), if it names one.
+    pub fn host_id(&self) -> Option<String> {
+        self.chain.first().and_then(crate::role::host_of)
+    }
+
     pub fn peer_name(&self) -> &ServerName<'static> {
         &self.peer_name
     }
