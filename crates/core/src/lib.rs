@@ -15,6 +15,7 @@ pub mod host;
 pub mod join;
 pub mod piece;
 pub mod rate_limit;
+pub mod reconnect;
 pub mod size;
 pub mod slice;
 pub mod task_id;

@@ -199,7 +199,7 @@ impl ManagerSession {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));
         let client = ManagerClient::new(endpoint.connect_lazy());
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = pollen_core::reconnect::Reconnect::default();
         loop {
             let (tx, rx) = mpsc::channel(4);
             let hello = DaemonMessage {
@@ -221,7 +221,7 @@ impl ManagerSession {
                         };
                         match m {
                             Ok(Some(msg)) => {
-                                backoff = Duration::from_millis(200);
+                                backoff.reset();
                                 if let Some(manager_message::Message::Command(cmd)) = msg.message {
                                     info!(id = cmd.id, "command from the manager");
                                     let (c, tx) = (self.conductor.clone(), tx.clone());
@@ -269,11 +269,9 @@ impl ManagerSession {
                     warn!(manager = %self.url, error = %e.message(), "cannot reach the manager; keeping the placement in force");
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&shutdown).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }

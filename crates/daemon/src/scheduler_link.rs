@@ -154,7 +154,7 @@ impl SchedulerLink {
         F: Fn(TaskRequest) + Send + 'static,
         O: Fn() + Send + 'static,
     {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = pollen_core::reconnect::Reconnect::default();
         loop {
             let mut client = self.client.clone();
             let opened = tokio::select! {
@@ -167,7 +167,7 @@ impl SchedulerLink {
                     // Counted while this session is open, however the loop below ends.
                     let _open = OpenSession::new(&connected);
                     on_open();
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     let mut commands = resp.into_inner();
                     loop {
                         let msg = tokio::select! {
@@ -195,11 +195,9 @@ impl SchedulerLink {
                     warn!(scheduler = %self.url, error = %e.message(), "cannot open a host session; retrying");
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&shutdown).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }

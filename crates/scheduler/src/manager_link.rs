@@ -54,7 +54,7 @@ impl ManagerLink {
             .connect_timeout(Duration::from_secs(5));
         let mut client = ManagerClient::new(endpoint.connect_lazy());
         let mut applied: Option<SchedulerClusterConfig> = None;
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = pollen_core::reconnect::Reconnect::default();
         'register: loop {
             let state = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -66,16 +66,14 @@ impl ManagerLink {
                     info!(manager = %self.url, id = s.scheduler_id, cluster = s.scheduler_cluster_id, "registered with the manager");
                     self.apply_join_tokens(&service, s.seed_join_token_hashes);
                     self.apply_if_changed(&service, &base, s.config, &mut applied);
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     s.scheduler_id
                 }
                 Err(e) => {
                     warn!(manager = %self.url, error = %e.message(), "cannot register with the manager; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&shutdown).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
