@@ -19,7 +19,7 @@ use nix::unistd::{Gid, Group};
 use tokio::net::UnixListener;
 use tracing::warn;
 
-use crate::daemon::DaemonStartError;
+use crate::start_error::DaemonStartError;
 
 /// Binds the socket at `path` for the members of `group` (a name or a numeric id).
 pub(crate) async fn bind(path: &Path, group: &str) -> Result<UnixListener, DaemonStartError> {

@@ -36,6 +36,7 @@ use crate::origin_fetcher::OriginJob;
 use crate::parent_fetcher::{FetchContext, FetchError};
 use crate::parent_pool::ParentPool;
 use crate::piece_claims::PieceClaims;
+use crate::report::Report;
 use crate::scheduler_link::Announce;
 use crate::scheduler_set::SchedulerSet;
 use crate::stats::DaemonStats;
@@ -45,20 +46,6 @@ use crate::traffic::{Pace, Priority, Traffic};
 /// working one before the download goes to the origin (rather than the whole `parent_wait`:
 /// peers that cannot be reached must not slow a pull down by much).
 const AFTER_PARENTS_FAILED: Duration = Duration::from_secs(2);
-
-/// What fetchers tell the run.
-pub(crate) enum Report {
-    /// The origin fetcher created the task (it learnt the length first).
-    Created(Arc<PieceClaims>),
-    /// A piece was verified and committed.
-    Piece {
-        number: u32,
-        digest: PieceDigest,
-        /// The parent it came from and the milliseconds it took (request to verified);
-        /// `None` when read from the origin.
-        parent: Option<(String, u32)>,
-    },
-}
 
 /// A validated download request.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@ use pollen_core::RateLimiter;
 use pollen_proto::daemon::daemon_server::DaemonServer;
 use pollen_proto::scheduler::HostInfo;
 use pollen_source::HttpSource;
-use pollen_storage::{Store, StoreError};
+use pollen_storage::Store;
 use pollen_wire::{ClientTls, UploadServer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -25,28 +25,9 @@ use crate::local_api::LocalApi;
 use crate::manager_session::{CachedPlacement, ManagerSession};
 use crate::proxy::ProxyState;
 use crate::scheduler_set::SchedulerSet;
+use crate::start_error::DaemonStartError;
 use crate::stats::DaemonStats;
 use crate::upload_provider::StoreProvider;
-
-/// Why a daemon could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DaemonStartError {
-    /// A directory or socket could not be set up.
-    #[error("{what}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The piece store could not be opened.
-    #[error("cannot open the piece store")]
-    Store(#[from] StoreError),
-    /// The configuration is not usable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonStartError {
     let what = what.into();

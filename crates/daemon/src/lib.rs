@@ -32,18 +32,21 @@ mod parent_fetcher;
 mod parent_pool;
 mod piece_claims;
 mod proxy;
+mod report;
 mod scheduler_link;
 mod scheduler_set;
+mod start_error;
 mod stats;
 mod traffic;
 mod upload_provider;
 
 pub use config::{DaemonConfig, GcConfig, ProxyConfig, ProxyRule};
-pub use daemon::{Daemon, DaemonHandle, DaemonStartError};
+pub use daemon::{Daemon, DaemonHandle};
 pub use error::DownloadError;
 #[doc(hidden)]
 pub use local_api::fuzz_local_api_request;
 pub use proxy::ca::{load_or_create as proxy_ca, CaError};
 #[doc(hidden)]
 pub use proxy::fuzz_mirror_request;
+pub use start_error::DaemonStartError;
 pub use stats::DaemonStats;

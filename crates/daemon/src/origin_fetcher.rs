@@ -18,10 +18,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::conductor::Report;
 use crate::config::DaemonConfig;
 use crate::error::DownloadError;
 use crate::piece_claims::PieceClaims;
+use crate::report::Report;
 use crate::stats::DaemonStats;
 use crate::traffic::{Pace, PieceSlot};
 

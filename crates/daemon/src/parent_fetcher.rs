@@ -21,10 +21,10 @@ use pollen_wire::{ClientTls, PieceClient, PieceResponse, WireError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::conductor::Report;
 use crate::config::DaemonConfig;
 use crate::error::DownloadError;
 use crate::piece_claims::PieceClaims;
+use crate::report::Report;
 use crate::stats::DaemonStats;
 use crate::traffic::{Pace, PieceSlot};
 

@@ -89,7 +89,7 @@ impl AppState {
 /// All routes.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
-        .route("/api/v1/openapi.json", get(system::openapi))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/api/v1/sessions", post(account::sign_in))
         .route("/api/v1/sessions/current", delete(account::sign_out))
         .route("/api/v1/me", get(account::me))

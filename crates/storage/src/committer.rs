@@ -13,7 +13,7 @@ use redb::Database;
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
-use crate::store::PIECES;
+use crate::tables::PIECES;
 
 pub(crate) struct PieceCommit {
     pub task: TaskId,

@@ -16,10 +16,12 @@ mod content;
 mod error;
 mod meta;
 mod piece_writer;
+mod slice_book;
 mod slice_sink;
 mod slice_write;
 mod slices;
 mod store;
+mod tables;
 
 pub use content::{preallocate, ContentFile};
 pub use error::StoreError;

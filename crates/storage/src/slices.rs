@@ -8,46 +8,17 @@
 //! [`crate::Store::commit_piece`]; a verified slice is never more than that: verified bytes
 //! in the content file.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use pollen_core::slice::{piece_root, SliceHasher};
 use pollen_core::{Bitfield, SliceHash, SliceLayout};
 
 use crate::error::StoreError;
+use crate::slice_book::SliceBook;
 use crate::store::TaskEntry;
 
 /// Read size when a piece's slice hashes are computed from the content file.
 const HASH_READ: usize = 1 << 20;
-
-/// The slices of one task.
-pub(crate) struct SliceBook {
-    hashes: HashMap<u32, Arc<[SliceHash]>>,
-    /// Slices that can be served: every slice of a present piece and every verified slice
-    /// of an unfinished one. Kept up to date as slices are verified and pieces committed or
-    /// dropped, so nothing is derived per request.
-    pub(crate) held: Bitfield,
-    /// Unfinished pieces with a verified slice.
-    begun: HashSet<u32>,
-    /// Slices a writer is writing right now (see `crate::slice_write`).
-    pub(crate) writing: HashSet<u32>,
-}
-
-impl SliceBook {
-    /// The book of a task whose pieces `present` are held.
-    pub(crate) fn new(layout: SliceLayout, present: &Bitfield) -> Self {
-        let mut held = Bitfield::new(layout.count());
-        for n in present.iter_set() {
-            layout.range_of(n).for_each(|g| held.set(g));
-        }
-        Self {
-            hashes: HashMap::new(),
-            held,
-            begun: HashSet::new(),
-            writing: HashSet::new(),
-        }
-    }
-}
 
 /// What marking a slice verified did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,18 +10,15 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pollen_core::{Bitfield, PieceDigest, PieceLayout, SliceLayout, TaskId};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
 use crate::committer::{self, PieceCommit};
 use crate::content::ContentFile;
 use crate::error::StoreError;
 use crate::meta::{ContentStamp, TaskMeta};
-use crate::slices::SliceBook;
-
-pub(crate) const TASKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tasks");
-pub(crate) const PIECES: TableDefinition<([u8; 32], u32), [u8; 32]> =
-    TableDefinition::new("pieces");
+use crate::slice_book::SliceBook;
+use crate::tables::{PIECES, TASKS};
 
 /// The daemon's piece store.
 pub struct Store {

@@ -34,7 +34,7 @@ impl Modify for Security {
     info(title = "Pollen manager API", description = "Clusters, peers, users, tokens and jobs of a Pollen deployment."),
     modifiers(&Security),
     paths(
-        system::healthz, system::metrics, system::openapi,
+        system::healthz, system::metrics, serve,
         account::sign_in, account::sign_out, account::me, account::change_password,
         tokens::list, tokens::create, tokens::revoke,
         join_tokens::list, join_tokens::create, join_tokens::revoke,
@@ -56,4 +56,11 @@ pub struct ApiDoc;
 /// The document as JSON.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// This document.
+#[utoipa::path(get, operation_id = "openapi", path = "/api/v1/openapi.json", tag = "system",
+    responses((status = 200, description = "The OpenAPI 3 document", body = Object)))]
+pub async fn serve() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(document())
 }
