@@ -233,3 +233,142 @@ async fn with_mutual_tls_only_roles_holding_the_cluster_certificates_reach_the_m
         bare.log_text()
     );
 }
+
+/// How a raw TLS client fared against a port: the server's alert if it refused us.
+async fn tls_probe(
+    addr: &str,
+    cfg: std::sync::Arc<pollen_tls::rustls::ClientConfig>,
+    h2: bool,
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = pollen_tls::rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    // Under TLS 1.3 the server judges the client's certificate after the client finished
+    // its side: a refusal arrives as an alert on the first read. A gRPC server that took us
+    // answers the HTTP/2 preface with its SETTINGS frame; the data plane waits for a request,
+    // so its check is done by the caller with a real request.
+    if h2 {
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+    } else {
+        tls.write_all(&[0u8; 1])
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+    }
+    let mut head = [0u8; 9];
+    match tokio::time::timeout(HANG, tls.read_exact(&mut head)).await {
+        Err(_) => Err("no answer".into()),
+        Ok(Err(e)) => Err(format!("read: {e}")),
+        Ok(Ok(_)) if h2 && head[3] != 0x4 => Err(format!("not a SETTINGS frame: {head:?}")),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// A client config that trusts `ca` and shows `cert` (none: no certificate at all).
+fn client_config(
+    ca: &Path,
+    cert: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    h2: bool,
+) -> std::sync::Arc<pollen_tls::rustls::ClientConfig> {
+    use pollen_tls::rustls;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut cfg = match cert {
+        Some((c, k)) => {
+            let m = Material::load(&pollen_tls::TlsConfig::new(
+                ca.to_path_buf(),
+                c.clone(),
+                k.clone(),
+            ))
+            .expect("certificates");
+            (*m.client_config().expect("client config")).clone()
+        }
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
+                roots.add(c.expect("pem")).expect("a root");
+            }
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+        }
+    };
+    if h2 {
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+    }
+    std::sync::Arc::new(cfg)
+}
+
+/// Each TLS port of a cluster (the scheduler's and the manager's gRPC ports, a daemon's
+/// upload port) refuses a client that trusts the cluster's CA, so that the client goes on
+/// with the handshake, but shows no certificate or one another CA signed: the refusal comes
+/// from the server (its alert names why). The same client with the cluster's certificate is
+/// taken, so the probe itself works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tls_port_refuses_a_client_without_a_certificate_from_the_cluster_ca() {
+    let mut spec = ClusterSpec::new(bin(), 1);
+    spec.tls = true;
+    let cluster = Cluster::start(spec).await.expect("cluster with mutual TLS");
+    let certs = cluster.certs.clone().expect("certificates");
+    let m = cluster
+        .start_manager(ADMIN_PASSWORD, "keepalive_timeout = \"3s\"\n")
+        .await
+        .expect("manager");
+    let other = make_dev_certs(&cluster.dir.path().join("other-ca"), &[]).expect("certs");
+    let strip = |u: &str| u.split_once("://").map_or(u, |(_, a)| a).to_string();
+    let upload = cluster.peers[0].upload_addr().await.expect("upload addr");
+    let ports = [
+        ("scheduler", strip(&cluster.scheduler_url), true),
+        ("manager", m.addrs().1, true),
+        ("upload", upload.to_string(), false),
+    ];
+    for (what, addr, h2) in &ports {
+        let none = tls_probe(addr, client_config(&certs.ca_cert, None, *h2), *h2).await;
+        let e = none.expect_err(&format!(
+            "the {what} port took a client without a certificate"
+        ));
+        assert!(
+            e.contains("received fatal alert: CertificateRequired"),
+            "{what}: {e}"
+        );
+        let foreign = client_config(&certs.ca_cert, Some(&other.daemon), *h2);
+        let e = tls_probe(addr, foreign, *h2)
+            .await
+            .expect_err(&format!("the {what} port took another CA's certificate"));
+        // Both dev CAs are named alike, so the server finds "its" issuer and the signature
+        // check fails (DecryptError); a CA named otherwise gets UnknownCA.
+        assert!(
+            ["UnknownCA", "BadCertificate", "DecryptError"]
+                .iter()
+                .any(|a| e.contains(&format!("received fatal alert: {a}"))),
+            "{what}: {e}"
+        );
+        if *h2 {
+            let ours = client_config(&certs.ca_cert, Some(&certs.daemon), true);
+            tls_probe(addr, ours, true).await.unwrap_or_else(|e| {
+                panic!("the {what} port refused the cluster's certificate: {e}")
+            });
+        }
+    }
+    // The data plane with the cluster's certificate answers a real request.
+    let ours = Material::load(&certs.daemon_config()).expect("load");
+    let tls = ClientTls::new(
+        ours.client_config().expect("client"),
+        ours.peer_name().clone(),
+    );
+    let mut c = PieceClient::connect_with(upload, Duration::from_secs(5), Some(&tls))
+        .await
+        .expect("connect");
+    c.request_bitfield(pollen_core::TaskId([0; 32]))
+        .await
+        .expect("request");
+    c.next_response()
+        .await
+        .expect("the upload port answers a client with the cluster's certificate");
+}
