@@ -7,6 +7,7 @@ pub(crate) mod demo;
 pub(crate) mod get;
 pub(crate) mod init;
 pub(crate) mod manager;
+pub(crate) mod metrics_listener;
 pub(crate) mod preheat;
 pub(crate) mod scheduler;
 pub(crate) mod standalone;

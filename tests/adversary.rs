@@ -501,9 +501,15 @@ async fn without_tls_a_seed_claim_or_a_scheduler_registration_needs_a_join_token
         "unknown, revoked, expired",
     )
     .await;
-    // With the manager's first token: taken, and the only scheduler it knows.
+    // With the manager's first token: taken, and the only scheduler it knows. Its metrics
+    // listener counts what it refuses.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut args = scheduler_args(&m, 0);
+    args.extend(["--metrics-listen".into(), metrics_addr.to_string()]);
     let sched = cluster
-        .start_scheduler("sched", "127.0.0.1:0", &scheduler_args(&m, 0))
+        .start_scheduler("sched", "127.0.0.1:0", &args)
         .await
         .expect("scheduler");
     admin
@@ -572,6 +578,21 @@ async fn without_tls_a_seed_claim_or_a_scheduler_registration_needs_a_join_token
     };
     let e = seed_session(None).await.expect_err("no token");
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pollen_scheduler_refusals_total{reason=\"seed_claim\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        refused >= 2,
+        "the direct fake seed and the probe were refused and counted: {metrics}"
+    );
     seed_session(Some(secret.clone()))
         .await
         .expect("the scheduler takes the manager's seed token");

@@ -55,6 +55,10 @@ pub struct SchedulerArgs {
     /// (`pollen certs issue --host-id`) [config: require_host_certificates, default false].
     #[arg(long)]
     pub require_host_certificates: bool,
+    /// Address of the metrics listener (`/metrics`, `/healthz`; port 0 picks one, logged at
+    /// start) [default: none].
+    #[arg(long, env = "POLLEN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Time between keepalives to the manager.
     #[arg(long, env = "POLLEN_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = pollen_core::duration::parse_duration)]
     pub keepalive_interval: std::time::Duration,
@@ -100,11 +104,18 @@ pub(crate) async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let shutdown = CancellationToken::new();
+    let service = SchedulerService::new(cfg.clone());
+    if let Some(addr) = args.metrics_listen {
+        let svc = service.clone();
+        let bound =
+            super::metrics_listener::serve(addr, move || svc.metrics_text(), shutdown.clone())
+                .await?;
+        tracing::info!(addr = %bound, "metrics listening");
+    }
     // The address stays the last word: scripts and the cluster helper read it from there.
     let how = if tls.is_some() { " (mutual TLS)" } else { "" };
     println!("scheduler{how} listening on {addr}");
-    let shutdown = CancellationToken::new();
-    let service = SchedulerService::new(cfg.clone());
     if let Some(hashes) = seed_tokens {
         tracing::info!(
             tokens = hashes.len(),

@@ -53,6 +53,8 @@ pub struct Core {
     /// Host ids some connection proved with a certificate naming them: from then on only a
     /// connection whose certificate names the same id may speak for them.
     bound_hosts: HashSet<String>,
+    /// What the scheduler counts (see [`crate::metrics`]).
+    pub metrics: std::sync::Arc<crate::metrics::SchedulerMetrics>,
 }
 
 /// The seed hosts asked to fetch one task.
@@ -160,7 +162,16 @@ impl Core {
             early_claims_total: 0,
             join: Default::default(),
             bound_hosts: Default::default(),
+            metrics: Default::default(),
         }
+    }
+
+    /// The metrics text, with the gauges read now.
+    pub fn metrics_text(&self) -> String {
+        let now = Instant::now();
+        let blocked = self.blocked_hosts.values().filter(|u| **u > now).count();
+        self.metrics
+            .render(self.model.tasks.len(), self.model.hosts.len(), blocked)
     }
 
     /// Early piece claims held over all tasks, waiting for their digests (see
@@ -724,6 +735,7 @@ impl Core {
         self.bad_reports.remove(accused);
         let until = now + keep;
         self.blocked_hosts.insert(accused.to_string(), until);
+        self.metrics.hosts_blocked.inc();
         if let Some(h) = self.model.hosts.get_mut(accused) {
             h.blocked_until = Some(until);
         }
@@ -898,7 +910,11 @@ impl Core {
                     .host
                     .and_then(|slot| self.model.hosts.at(slot))
                     .map(|h| h.session_from.unwrap_or(h.ip));
-                grant_for(&self.grants, tid, child, self.cfg.upload_grant_ttl)
+                let g = grant_for(&self.grants, tid, child, self.cfg.upload_grant_ttl);
+                if g.is_some() {
+                    self.metrics.grants.inc();
+                }
+                g
             } else {
                 None
             };
@@ -943,6 +959,7 @@ impl Core {
         };
         p.state = PeerState::BackToSource;
         p.reads_origin = true;
+        self.metrics.back_to_source.inc();
         p.send(back_to_source(reason));
         task.origin_reader = true;
     }

@@ -18,6 +18,7 @@ pub mod evaluator;
 mod fuzz_entry;
 pub mod join_gate;
 pub mod manager_link;
+pub mod metrics;
 pub mod model;
 mod piece_cost;
 pub mod piece_set;

@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::config::SchedulerConfig;
 use crate::core::Core;
+use crate::metrics::Refusal;
 
 /// The scheduler service; cheap to clone.
 #[derive(Clone)]
@@ -99,6 +100,11 @@ impl SchedulerService {
         self.lock().join.set_from_manager(hashes)
     }
 
+    /// The metrics in OpenMetrics text (see [`crate::metrics`]).
+    pub fn metrics_text(&self) -> String {
+        self.lock().metrics_text()
+    }
+
     /// Replaces the evaluator's tunables for the decisions that follow.
     pub fn set_evaluator(&self, e: crate::EvaluatorConfig) {
         self.lock().set_evaluator(e);
@@ -129,11 +135,12 @@ impl Scheduler for SchedulerService {
         if info.seed {
             // A seed's reports of task facts count and it receives trigger headers: the
             // claim needs the role in its certificate or a join token.
-            self.lock()
-                .check_seed_claim(proven.as_ref(), token.as_deref(), "a seed host session")
-                .inspect_err(
-                    |e| warn!(host = %info.host_id, error = %e.message(), "seed claim refused"),
-                )?;
+            let core = self.lock();
+            core.check_seed_claim(proven.as_ref(), token.as_deref(), "a seed host session")
+                .inspect_err(|e| {
+                    core.metrics.refused(Refusal::SeedClaim);
+                    warn!(host = %info.host_id, error = %e.message(), "seed claim refused")
+                })?;
         }
         let ip: IpAddr = match info.ip.parse() {
             Ok(ip) => ip,
@@ -143,21 +150,24 @@ impl Scheduler for SchedulerService {
         let host_id = info.host_id.clone();
         let (session, grant_key) = {
             let mut core = self.lock();
+            let metrics = core.metrics.clone();
             core.check_host_binding(
                 &host_id,
                 proven_host.as_deref(),
                 proven.is_some(),
                 "a host session",
             )
-            .inspect_err(
-                |e| warn!(host = %host_id, error = %e.message(), "host session refused"),
-            )?;
+            .inspect_err(|e| {
+                metrics.refused(Refusal::HostBinding);
+                warn!(host = %host_id, error = %e.message(), "host session refused")
+            })?;
             // A connection proving the host id may take it over from one that does not.
             if proven_host.as_deref() != Some(host_id.as_str()) {
                 core.check_takeover(&host_id, remote, std::time::Instant::now())
-                    .inspect_err(
-                        |e| warn!(host = %host_id, error = %e.message(), "host session refused"),
-                    )?;
+                    .inspect_err(|e| {
+                        metrics.refused(Refusal::Takeover);
+                        warn!(host = %host_id, error = %e.message(), "host session refused")
+                    })?;
             }
             let session = core.open_host(info, ip, tx.clone());
             if let Some(from) = remote {
@@ -199,14 +209,31 @@ impl Scheduler for SchedulerService {
         let (tx, rx) = mpsc::channel(1024);
         let (tid, pid) = {
             let mut core = self.lock();
+            let metrics = core.metrics.clone();
             core.check_host_binding(
                 &reg.host_id,
                 proven_host.as_deref(),
                 proven.is_some(),
                 "a register",
-            )?;
-            core.check_register_origin(&reg.host_id, remote, proven.as_ref(), token.as_deref())?;
-            core.register(reg, tx)?
+            )
+            .inspect_err(|_| metrics.refused(Refusal::HostBinding))?;
+            core.check_register_origin(&reg.host_id, remote, proven.as_ref(), token.as_deref())
+                .inspect_err(|e| {
+                    metrics.refused(if e.message().contains("seed") {
+                        Refusal::SeedClaim
+                    } else {
+                        Refusal::RegisterOrigin
+                    })
+                })?;
+            let ids = core.register(reg, tx).inspect_err(|e| {
+                metrics.refused(if e.code() == tonic::Code::ResourceExhausted {
+                    Refusal::PeerCap
+                } else {
+                    Refusal::BadRegister
+                })
+            })?;
+            metrics.registers.inc();
+            ids
         };
         let this = self.clone();
         tokio::spawn(async move {
@@ -232,13 +259,16 @@ impl Scheduler for SchedulerService {
         let proven_host = pollen_tls::incoming::proven_host(&request);
         let load = request.into_inner();
         let mut core = self.lock();
+        let metrics = core.metrics.clone();
         core.check_host_binding(
             &load.host_id,
             proven_host.as_deref(),
             proven.is_some(),
             "a load report",
-        )?;
-        core.report_load(&load, remote)?;
+        )
+        .inspect_err(|_| metrics.refused(Refusal::HostBinding))?;
+        core.report_load(&load, remote)
+            .inspect_err(|_| metrics.refused(Refusal::LoadReport))?;
         Ok(Response::new(LoadAck {}))
     }
 }

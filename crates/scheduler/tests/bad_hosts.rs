@@ -76,10 +76,15 @@ fn a_host_reported_for_bad_data_by_two_others_is_blocked_for_a_while() {
     failed(&mut core, &t1, "r1-1", "bad-1", true);
     failed(&mut core, &t2, "r2-2", "bad-2", false);
     assert!(!core.host_blocked("bad"));
-    // A second host reports bad data, on another task: blocked fleet-wide.
+    assert_eq!(core.metrics.hosts_blocked.get(), 0);
+    // A second host reports bad data, on another task: blocked fleet-wide, and counted.
     failed(&mut core, &t2, "r2-2", "bad-2", true);
     assert!(core.host_blocked("bad"));
     assert!(block_recorded(&core));
+    assert_eq!(core.metrics.hosts_blocked.get(), 1);
+    assert!(core
+        .metrics_text()
+        .contains("pollen_scheduler_blocked_hosts 1\n"));
     assert!(!core.host_blocked("r1") && !core.host_blocked("r2"));
     // Reconnecting does not lift it.
     let _again = open(&mut core, "bad");
@@ -88,4 +93,7 @@ fn a_host_reported_for_bad_data_by_two_others_is_blocked_for_a_while() {
     core.collect_garbage(Instant::now() + Duration::from_secs(601));
     assert!(!core.host_blocked("bad"));
     assert!(!block_recorded(&core));
+    assert!(core
+        .metrics_text()
+        .contains("pollen_scheduler_blocked_hosts 0\n"));
 }
