@@ -429,7 +429,8 @@ impl Connection {
             };
             out.clear();
             let refused = |task: &TaskId| {
-                let no = self.provider.is_private(task) && !granted.contains(task);
+                // The connection's own set first: a granted task needs no store lookup.
+                let no = !granted.contains(task) && self.provider.is_private(task);
                 if no {
                     self.stats.ungranted.fetch_add(1, Ordering::Relaxed);
                     debug!(task = %task, "private task asked without a grant; answered as unknown");
