@@ -404,6 +404,8 @@ impl Core {
         };
         if let (Some(session), Some(from)) = (host.session_from, from) {
             if session != from {
+                self.metrics
+                    .refused(crate::metrics::Refusal::RegisterOrigin);
                 warn!(host = host_id, %session, %from, "register naming another address's host refused");
                 return Err(Status::permission_denied(format!(
                     "this register names host {host_id}, whose host session came from another address"
@@ -411,7 +413,8 @@ impl Core {
             }
         }
         if host.info.seed {
-            self.check_seed_claim(proven, token, "announcing as a seed host's peer")?;
+            self.check_seed_claim(proven, token, "announcing as a seed host's peer")
+                .inspect_err(|_| self.metrics.refused(crate::metrics::Refusal::SeedClaim))?;
         }
         Ok(())
     }

@@ -217,14 +217,7 @@ impl Scheduler for SchedulerService {
                 "a register",
             )
             .inspect_err(|_| metrics.refused(Refusal::HostBinding))?;
-            core.check_register_origin(&reg.host_id, remote, proven.as_ref(), token.as_deref())
-                .inspect_err(|e| {
-                    metrics.refused(if e.message().contains("seed") {
-                        Refusal::SeedClaim
-                    } else {
-                        Refusal::RegisterOrigin
-                    })
-                })?;
+            core.check_register_origin(&reg.host_id, remote, proven.as_ref(), token.as_deref())?;
             let ids = core.register(reg, tx).inspect_err(|e| {
                 metrics.refused(if e.code() == tonic::Code::ResourceExhausted {
                     Refusal::PeerCap

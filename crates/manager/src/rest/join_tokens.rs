@@ -122,10 +122,7 @@ pub async fn revoke(
 ) -> ApiResult<StatusCode> {
     who.check(Resource::Clusters, Access::Write)?;
     if !join_tokens::revoke(&state.db.pool, id).await?
-        && !join_tokens::list(&state.db.pool)
-            .await?
-            .iter()
-            .any(|t| t.id == id)
+        && !join_tokens::exists(&state.db.pool, id).await?
     {
         return Err(ApiError::NotFound("join token"));
     }

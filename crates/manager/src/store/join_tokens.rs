@@ -140,6 +140,15 @@ pub async fn revoke(pool: &AnyPool, id: i64) -> Result<bool, sqlx::Error> {
     Ok(r.rows_affected() == 1)
 }
 
+/// Whether a token with this id was ever made (revoked or not).
+pub async fn exists(pool: &AnyPool, id: i64) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT id FROM join_tokens WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .is_some())
+}
+
 /// Revokes every live token named `name` (the one `pollen standalone` makes for itself at
 /// each start replaces the last).
 pub async fn revoke_named(pool: &AnyPool, name: &str) -> Result<u64, sqlx::Error> {
