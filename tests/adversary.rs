@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
-use pollen::registry_kit::tools_present;
+use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen_testkit::registry_kit::tools_present;
 
 /// A network namespace with only loopback up, removed on drop: nothing started in it can
 /// reach any address outside this machine, even if the guard under test fails.
@@ -233,7 +233,7 @@ async fn a_local_user_cannot_reach_a_socket_it_may_not_use_nor_write_where_it_ca
         .tempdir_in("/tmp")
         .expect("tempdir");
     let chmod = |p: &std::path::Path, m| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
     };
     chmod(base.path(), 0o755);
     let cli = base.path().join("pollen");
@@ -357,7 +357,7 @@ async fn a_reader_that_never_reads_cannot_hold_an_upload_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_claim_or_a_scheduler_registration_without_its_role_is_refused() {
     use common::manager::*;
-    use pollen::cluster::tls_flags;
+    use pollen_testkit::cluster::tls_flags;
     let mut spec = ClusterSpec::standalone(bin(), 0);
     spec.tls = true;
     let cluster = Cluster::start(spec).await.expect("cluster");
@@ -632,9 +632,9 @@ async fn without_tls_a_seed_claim_or_a_scheduler_registration_needs_a_join_token
 /// keeps its session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_id_bound_to_a_certificate_cannot_be_spoken_for_by_another_host() {
-    use pollen::cluster::tls_flags;
     use pollen_proto::scheduler::scheduler_client::SchedulerClient;
     use pollen_proto::scheduler::{HostInfo, HostLoad};
+    use pollen_testkit::cluster::tls_flags;
     let mut spec = ClusterSpec::new(bin(), 0);
     spec.tls = true;
     let cluster = Cluster::start(spec).await.expect("cluster");
@@ -816,8 +816,8 @@ async fn ask_without_grant(addr: std::net::SocketAddr, task: pollen_core::TaskId
 /// slice, while the same host is served a public task by the same seed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_task_is_served_only_with_the_schedulers_grant() {
-    use pollen::origin::PRIVATE_TOKEN;
     use pollen_proto::daemon::{DownloadRequest, Header};
+    use pollen_testkit::origin::PRIVATE_TOKEN;
     let origin = origin(8 * MIB).await;
     let cluster = Cluster::start(ClusterSpec::new(bin(), 1))
         .await

@@ -6,7 +6,7 @@ mod common;
 use std::process::Output;
 
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn pollen_get(daemon: &DaemonProc, args: &[&str]) -> Output {
@@ -159,8 +159,8 @@ async fn an_absurd_frame_on_the_upload_port_is_refused_and_the_daemon_keeps_serv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_reported_plainly_and_leaves_no_file_behind() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+    // Mounting a small tmpfs needs root.
+    if !pollen_testkit::tools::runs(&[pollen_testkit::tools::Need::root()]) {
         return;
     }
     let origin = origin(32 * MIB).await;

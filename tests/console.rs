@@ -109,11 +109,11 @@ impl Browser {
     }
 
     async fn click(&self, css: &str) {
-        self.click_on(Locator::Css(css)).await
+        self.click_on(Locator::Css(css)).await;
     }
 
     async fn click_link(&self, text: &str) {
-        self.click_on(Locator::LinkText(text)).await
+        self.click_on(Locator::LinkText(text)).await;
     }
 
     /// Clicks what `at` finds, finding it again while the page redraws it.
@@ -173,7 +173,7 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_signs_in_shows_the_swarm_and_runs_a_preheat_job() {
-    if !pollen::registry_kit::tools_present(&["chromium", "chromedriver"]) {
+    if !pollen_testkit::registry_kit::tools_present(&["chromium", "chromedriver"]) {
         return;
     }
     let origin = origin(4 * MIB).await;

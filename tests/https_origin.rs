@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec};
-use pollen::origin::{random_data, Origin};
+use pollen_testkit::cluster::{Cluster, ClusterSpec};
+use pollen_testkit::origin::{random_data, Origin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_origin_is_fetched_when_its_ca_is_trusted_and_refused_otherwise() {

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
-use pollen::origin::{random_data, Origin};
+use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen_testkit::origin::{random_data, Origin};
 
 async fn tls_origin(cert_pem: &str, key_pem: &str, size: u64) -> Origin {
     Origin::start_tls(

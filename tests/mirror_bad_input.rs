@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{bin, mount_tmpfs, origin, unmount, MIB};
-use pollen::cluster::{Cluster, ClusterSpec};
 use pollen_core::ContentDigest;
+use pollen_testkit::cluster::{Cluster, ClusterSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -21,19 +21,34 @@ async fn one_daemon() -> (Cluster, String) {
     (cluster, proxy)
 }
 
+/// How a raw exchange ended.
+#[derive(Debug, PartialEq)]
+enum Ending {
+    /// The server closed the connection (or reset it).
+    Closed,
+    /// The server said nothing more for five seconds, with the connection still open.
+    Silent,
+}
+
 /// Sends raw bytes, returns what comes back until the server closes or goes quiet.
 async fn raw(addr: &str, request: &[u8]) -> String {
+    raw_ending(addr, request).await.0
+}
+
+/// [`raw`], and how it ended. A write the server cut short counts as closed.
+async fn raw_ending(addr: &str, request: &[u8]) -> (String, Ending) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(request).await.expect("write");
+    let _ = s.write_all(request).await;
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
-        if n == 0 {
-            break;
+    let ending = loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break Ending::Closed,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break Ending::Silent,
         }
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    };
+    (String::from_utf8_lossy(&out).into_owned(), ending)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -93,7 +108,13 @@ async fn malformed_paths_digests_and_headers_get_clear_errors() {
         "GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(200_000)
     );
-    let answer = raw(&proxy, huge.as_bytes()).await;
+    let (answer, ending) = raw_ending(&proxy, huge.as_bytes()).await;
+    // Refused means a 431, or the connection closed before the head was read; not silence.
+    assert_eq!(
+        ending,
+        Ending::Closed,
+        "an enormous header was left hanging"
+    );
     assert!(
         answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
         "enormous header answered with {:?}",
@@ -233,8 +254,8 @@ async fn a_client_leaving_mid_blob_leaves_a_good_cache_and_connect_tunnels_clean
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_cache_disk_does_not_break_a_pull() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+    // Mounting a small tmpfs needs root.
+    if !pollen_testkit::tools::runs(&[pollen_testkit::tools::Need::root()]) {
         return;
     }
     let o = origin(32 * MIB).await;
@@ -317,28 +338,39 @@ async fn slow_and_idle_clients_are_cut_off_without_starving_others() {
     let cluster = Cluster::start(spec).await.expect("daemon");
     let proxy = cluster.peers[0].proxy_addr().await.expect("proxy");
 
-    // Every connection slot taken: two idle clients and two sending a header a byte at a time.
+    // Every connection slot taken: two idle clients and two sending a header a byte at a
+    // time, every 100 ms, for as long as the server lets them. An idle timeout would never cut
+    // the drippers off (they are never quiet); only a deadline on the whole head does.
     let mut idle = Vec::new();
     for _ in 0..2 {
         idle.push(TcpStream::connect(&proxy).await.expect("connect"));
     }
-    let mut slow = Vec::new();
+    let mut drippers = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(&proxy).await.expect("connect");
         s.write_all(b"GET /v2/ HTTP/1.1\r\nX-Slow: ")
             .await
             .expect("write");
-        slow.push(s);
-    }
-    let drip = async {
-        for _ in 0..30 {
-            for s in slow.iter_mut() {
-                let _ = s.write_all(b"a").await;
+        drippers.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut buf = [0u8; 256];
+            loop {
+                tokio::select! {
+                    r = s.read(&mut buf) => {
+                        let n = r.unwrap_or(0);
+                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        return (started.elapsed(), text);
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        if s.write_all(b"a").await.is_err() {
+                            return (started.elapsed(), String::new());
+                        }
+                    }
+                }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    // A well-behaved client still gets its answer once the header timeout frees a slot.
+        }));
+    }
+    // A well-behaved client still gets its answer once the header deadline frees a slot.
     let answer = async {
         reqwest::Client::new()
             .get(format!("http://{proxy}/healthz"))
@@ -347,10 +379,23 @@ async fn slow_and_idle_clients_are_cut_off_without_starving_others() {
             .expect("answered")
             .status()
     };
-    let (status, ()) = tokio::join!(tokio::time::timeout(common::HANG, answer), drip);
+    let status = tokio::time::timeout(common::HANG, answer).await;
     assert_eq!(status.expect("not starved"), 200);
-    // The slow and idle ones were cut off.
-    for mut s in idle.into_iter().chain(slow) {
+    // The drippers were cut off while still sending, by the head's deadline.
+    for d in drippers {
+        let (after, text) = tokio::time::timeout(common::HANG, d)
+            .await
+            .expect("a client dripping its header was never cut off")
+            .expect("dripper");
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+        // Cut at the 1 s deadline, not at once (a lower bound: a slow machine only cuts later).
+        assert!(after >= Duration::from_millis(900), "cut after {after:?}");
+    }
+    // The idle ones were cut off too.
+    for mut s in idle {
         let mut buf = [0u8; 256];
         let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
             .await

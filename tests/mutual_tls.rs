@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::manager::*;
 use common::*;
-use pollen::cluster::{tls_flags, Cluster, ClusterSpec, DaemonProc};
-use pollen::origin::Origin;
+use pollen_testkit::cluster::{tls_flags, Cluster, ClusterSpec, DaemonProc};
+use pollen_testkit::origin::Origin;
 use pollen_tls::{make_dev_certs, Material};
 use pollen_wire::{ClientTls, PieceClient, PieceResponse};
 
@@ -73,8 +73,11 @@ async fn with_mutual_tls_only_daemons_holding_the_cluster_certificates_take_part
     let plain_url = cluster.scheduler_url.replacen("https://", "http://", 1);
     let mut plain = cluster.stranger("plain", vec!["--scheduler".into(), plain_url]);
     plain.start().await.expect("a plain daemon starts");
-    // Give both time to try (the host session retries with backoff) before checking.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both tried, and were turned away, twice (the host session retries with backoff),
+    // before anything is checked.
+    for stranger in [&foreign, &plain] {
+        wait_for_log_count(&stranger.log, "cannot open a host session", 2).await;
+    }
     fetches_alone(&foreign, &origin, cluster.dir.path()).await;
     fetches_alone(&plain, &origin, cluster.dir.path()).await;
 

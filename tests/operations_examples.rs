@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec};
+use pollen_testkit::cluster::{Cluster, ClusterSpec};
 
 /// The shell blocks between the `manager-examples` markers, in order.
 fn examples() -> String {

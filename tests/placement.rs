@@ -100,10 +100,18 @@ async fn killing_one_of_two_schedulers_mid_swarm_fails_no_download() {
         .expect("manager");
     let admin = Admin::sign_in(&m).await;
     // Both schedulers join the default cluster (cluster id 0).
+    // The first scheduler shows its metrics, so the test can see it owns tasks before it
+    // dies.
+    let s1_args = [
+        scheduler_args(&m, 0),
+        vec!["--metrics-listen".into(), "127.0.0.2:0".into()],
+    ]
+    .concat();
     let mut s1 = cluster
-        .start_scheduler("sched-1", "127.0.0.2:0", &scheduler_args(&m, 0))
+        .start_scheduler("sched-1", "127.0.0.2:0", &s1_args)
         .await
         .expect("scheduler");
+    let s1_metrics = metrics_addr(&cluster.dir.path().join("sched-1.log")).await;
     let s2 = cluster
         .start_scheduler("sched-2", "127.0.0.3:0", &scheduler_args(&m, 0))
         .await
@@ -152,24 +160,75 @@ async fn killing_one_of_two_schedulers_mid_swarm_fails_no_download() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    // Several files, so both schedulers have tasks to lose.
-    let urls: Vec<String> = (0..4)
-        .map(|i| origin.url(&format!("/blob?copy={i}")))
-        .collect();
+    // Four files, two served by each scheduler (tasks are spread by rendezvous hashing of
+    // the task id), so the one killed has tasks to lose.
+    let (mut own1, mut own2) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        let url = origin.url(&format!("/blob?copy={i}"));
+        let task = pollen_core::TaskKey {
+            url: url.clone(),
+            ..Default::default()
+        }
+        .task_id()
+        .expect("task id")
+        .hex();
+        let owner = pollen_core::rendezvous::order(&[&s1.url, &s2.url], &task)[0];
+        let mine = if owner == s1.url {
+            &mut own1
+        } else {
+            &mut own2
+        };
+        if mine.len() < 2 {
+            mine.push(url);
+        }
+        if own1.len() == 2 && own2.len() == 2 {
+            break;
+        }
+    }
+    let urls: Vec<String> = own1.into_iter().chain(own2).collect();
+    let finished = std::sync::atomic::AtomicUsize::new(0);
     let mut jobs = Vec::new();
     for (i, d) in daemons.iter().enumerate().skip(1) {
         for (j, url) in urls.iter().enumerate() {
             let out = cluster.dir.path().join(format!("out-{i}-{j}"));
+            let finished = &finished;
             jobs.push(async move {
                 let r = download_within(d, url, &out).await;
+                finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 (out, r)
             });
         }
     }
-    let (results, ()) = tokio::join!(futures::future::join_all(jobs), async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The kill comes once the first scheduler holds its tasks and peers registered with it,
+    // and while downloads still run.
+    let (results, finished_at_kill) = tokio::join!(futures::future::join_all(jobs), async {
+        let deadline = Instant::now() + HANG;
+        loop {
+            let text = reqwest::get(format!("http://{s1_metrics}/metrics"))
+                .await
+                .expect("the scheduler's metrics")
+                .text()
+                .await
+                .expect("metrics text");
+            let tasks = metric(&text, "pollen_scheduler_tasks");
+            let registers = metric(&text, "pollen_scheduler_registers_total");
+            if tasks >= 2.0 && registers >= 1.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the first scheduler never got a task:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let at_kill = finished.load(std::sync::atomic::Ordering::SeqCst);
         s1.kill().await;
+        at_kill
     });
+    assert!(
+        finished_at_kill < 20,
+        "every download had finished before the scheduler died"
+    );
     let mut done = 0;
     for (out, r) in results {
         r.unwrap_or_else(|e| panic!("a download failed after the scheduler died: {e}"));
@@ -282,7 +341,7 @@ async fn config_changes_reach_schedulers_and_a_lost_manager_leaves_the_last_in_f
 
 /// Waits until `d`'s stat passes `check`.
 async fn wait_for_stat(
-    d: &pollen::cluster::DaemonProc,
+    d: &pollen_testkit::cluster::DaemonProc,
     what: &str,
     check: impl Fn(&pollen_proto::daemon::StatResponse) -> bool,
 ) {
@@ -295,4 +354,22 @@ async fn wait_for_stat(
         assert!(std::time::Instant::now() < deadline, "{what}: last {s:?}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// The address a scheduler's metrics listener took, from its log.
+async fn metrics_addr(log: &std::path::Path) -> String {
+    wait_for_log(log, "metrics listening").await;
+    let text = std::fs::read_to_string(log).expect("log");
+    text.lines()
+        .find(|l| l.contains("metrics listening"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+        .expect("the metrics address in the log")
+        .to_string()
+}
+
+/// A sample's value in OpenMetrics text (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -9,8 +9,8 @@ mod common;
 use std::path::Path;
 
 use common::{bin, HANG};
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
-use pollen::registry_kit::{self as registry, BlockedPorts, Containerd, Registry};
+use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen_testkit::registry_kit::{self as registry, BlockedPorts, Containerd, Registry};
 
 const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "containerd", "ctr"];
 const LAYER: usize = 6 << 20;
@@ -49,8 +49,9 @@ async fn private_registry(dir: &Path, layers: usize) -> (Registry, std::path::Pa
     (reg, layout)
 }
 
-/// Every blob in `served` was sent at most once, whole.
-fn at_most_once(served: &std::collections::HashMap<String, u64>, blobs: &[String], layout: &Path) {
+/// Every blob in `served` was sent exactly once, whole: the seed's one fetch.
+fn exactly_once(served: &std::collections::HashMap<String, u64>, blobs: &[String], layout: &Path) {
+    assert!(!blobs.is_empty());
     for b in blobs {
         let size = std::fs::metadata(
             layout
@@ -60,9 +61,9 @@ fn at_most_once(served: &std::collections::HashMap<String, u64>, blobs: &[String
         .expect("blob in layout")
         .len();
         let got = served.get(b).copied().unwrap_or(0);
-        assert!(
-            got <= size,
-            "the registry served {b} {got} bytes, more than its {size}"
+        assert_eq!(
+            got, size,
+            "the registry served {b} {got} bytes, not its {size} once"
         );
     }
 }
@@ -143,13 +144,13 @@ async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_
         );
     }
 
-    // The registry sent each blob at most once beyond the push's own reads.
+    // The registry sent each blob exactly once beyond the push's own reads: to the seed.
     let served = reg.blob_bytes_served();
     let pulled: std::collections::HashMap<String, u64> = served
         .iter()
         .map(|(k, v)| (k.clone(), v - pushed.get(k).copied().unwrap_or(0)))
         .collect();
-    at_most_once(&pulled, &blobs, &layout);
+    exactly_once(&pulled, &blobs, &layout);
     let s1 = d1.stat().await.expect("stat");
     let s2 = d2.stat().await.expect("stat");
     assert!(
@@ -201,6 +202,15 @@ async fn containerd_and_skopeo_pull_through_two_daemons_and_the_registry_serves_
     .await
     .expect("pull from registry B");
     assert_eq!(registry::layout_blobs(&out_b), copied);
+    // The logs these maps come from are live: A's counted the blobs it served above, and
+    // B's holds the manifest request this pull made through the mirror.
+    assert!(blobs
+        .iter()
+        .all(|b| a_before.get(b).is_some_and(|n| *n > 0)));
+    assert!(
+        reg_b.requests_logged("GET", "/manifests/") > 0,
+        "registry B logged no manifest request"
+    );
     assert_eq!(
         reg.blob_bytes_served(),
         a_before,
@@ -274,9 +284,22 @@ async fn pulls_succeed_with_every_upload_port_blocked_and_without_a_scheduler() 
         blobs.len() as u64,
         "the blobs did not come through the mirror"
     );
+    // The block took effect: connections to upload ports were turned away, and no byte
+    // reached this daemon from a peer, so the pull's bytes came from the origin.
+    let rejected = blocked.rejected_packets().expect("iptables counters");
+    assert!(
+        rejected > 0,
+        "no connection to an upload port was tried and refused"
+    );
+    assert_eq!(
+        served.p2p_download_bytes, 0,
+        "a peer's bytes got through the block"
+    );
+    assert!(served.origin_bytes > 0, "the blobs came from nowhere");
     drop(blocked);
 
     // No scheduler at all: straight from the registry, and the daemon says why.
+    let log_before = d1.log_text().len();
     cluster.kill_scheduler();
     let out = tmp.path().join("out2");
     tokio::time::timeout(
@@ -297,9 +320,10 @@ async fn pulls_succeed_with_every_upload_port_blocked_and_without_a_scheduler() 
         "the second image's blobs did not come through the mirror"
     );
     let log = d1.log_text();
+    let since_kill = &log[log_before.min(log.len())..];
     assert!(
-        log.contains("scheduler"),
-        "daemon log does not mention the scheduler:\n{log}"
+        since_kill.contains("downloading from the origin"),
+        "after the scheduler died the daemon did not say it went to the origin:\n{since_kill}"
     );
     reg.stop().await;
 }
@@ -402,6 +426,10 @@ async fn pull_takes_no_blob_bytes(
     let after = reg.blob_bytes_served();
     for b in blobs {
         assert!(copied.contains(b), "the pull lacks {b}");
+        assert!(
+            before.get(b).is_some_and(|n| *n > 0),
+            "the access log shows no fetch of {b} before the pull (the preheat's)"
+        );
         assert_eq!(
             after.get(b),
             before.get(b),

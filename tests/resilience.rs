@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec};
+use pollen_testkit::cluster::{Cluster, ClusterSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_scheduler_get_goes_to_the_origin_and_the_daemon_says_why() {
@@ -220,7 +220,7 @@ fn edit_output(path: &std::path::Path, how: &str) {
 }
 
 /// How often the daemon logged that it dropped a changed cached copy.
-fn drops(d: &pollen::cluster::DaemonProc) -> usize {
+fn drops(d: &pollen_testkit::cluster::DaemonProc) -> usize {
     d.log_text()
         .matches("the cached copy was changed on disk")
         .count()
@@ -326,8 +326,12 @@ async fn an_output_on_another_filesystem_is_copied_and_verified() {
     let size = 20 * MIB;
     let origin = origin(size).await;
     let cluster = lone_daemon(&[]).await;
-    if dev(other).is_none() || dev(other) == dev(cluster.dir.path()) {
-        eprintln!("skipped: /dev/shm is missing or on the same filesystem as the data dir");
+    let elsewhere = dev(other).is_some() && dev(other) != dev(cluster.dir.path());
+    if !pollen_testkit::tools::runs(&[pollen_testkit::tools::Need::condition(
+        "shm-filesystem",
+        elsewhere,
+        "mount a tmpfs on /dev/shm, apart from the filesystem of the temporary directory",
+    )]) {
         return;
     }
     let out_dir = tempfile::tempdir_in(other).expect("tempdir");
@@ -459,9 +463,12 @@ async fn a_peer_whose_link_drops_a_fifth_of_its_packets_completes_and_verifies()
     let net = LossyNet::up(0.2);
     let size = 16 * MIB;
     let addr = format!("{}:0", net.host_ip).parse().expect("address");
-    let origin = pollen::origin::Origin::start(addr, pollen::origin::random_data(size as usize))
-        .await
-        .expect("origin");
+    let origin = pollen_testkit::origin::Origin::start(
+        addr,
+        pollen_testkit::origin::random_data(size as usize),
+    )
+    .await
+    .expect("origin");
     let mut spec = ClusterSpec::new(bin(), 2);
     spec.listen_ip = Some(net.host_ip.clone());
     spec.peer_netns = vec![None, Some((net.ns.clone(), net.ns_ip.clone()))];

@@ -5,7 +5,7 @@ mod common;
 
 use common::manager::Admin;
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec};
+use pollen_testkit::cluster::{Cluster, ClusterSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_serves_this_machine_and_daemons_that_join_it() {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use pollen::cluster::{Cluster, ClusterSpec};
+use pollen_testkit::cluster::{Cluster, ClusterSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_peers_get_verified_copies_while_the_origin_serves_the_file_about_once() {
@@ -120,7 +120,9 @@ async fn a_parent_killed_mid_transfer_does_not_break_the_other_downloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_serving_corrupt_pieces_is_blocklisted_and_the_bytes_come_from_elsewhere() {
-    let size = 16 * MIB;
+    // 16 pieces of 256 slices: far more than one parent's connections can have in flight,
+    // so a parent that was not dropped after its first forged slice would be caught again.
+    let size = 64 * MIB;
     let origin = origin(size).await;
     let expected = origin.digest();
     let mut spec = ClusterSpec::new(bin(), 2);
@@ -163,8 +165,26 @@ async fn a_parent_serving_corrupt_pieces_is_blocklisted_and_the_bytes_come_from_
         .expect("the download survives a lying parent");
     assert_eq!(sha256_file(&second), expected);
     let s = cluster.peers[1].stat().await.expect("stat");
+    // The lie was seen...
     assert!(s.pieces_rejected >= 1, "no piece was rejected: {s:?}");
-    assert!(cluster.peers[1].log_text().contains("parent failed"));
+    let log = cluster.peers[1].log_text();
+    assert_eq!(
+        log.matches("parent failed").count(),
+        1,
+        "the lying parent failed more than once, or never:\n{log}"
+    );
+    // ...and the liar was dropped at once: no more forged slices than its connections had in
+    // flight when the first one arrived (2 connections x 2 requests by default), and it was
+    // never taken up again.
+    assert!(s.pieces_rejected <= 4, "the liar kept being asked: {s:?}");
+    assert_eq!(
+        log.matches("downloading from parent").count(),
+        1,
+        "the liar was taken up again:\n{log}"
+    );
+    // The bytes came from the origin instead: nothing from peers, the whole file from it.
+    assert_eq!(s.p2p_download_bytes, 0, "{s:?}");
+    assert_eq!(s.origin_bytes, size, "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

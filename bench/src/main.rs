@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
-use pollen::origin::{random_data, Origin};
 use pollen_proto::daemon::DownloadRequest;
+use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen_testkit::origin::{random_data, Origin};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -399,7 +399,7 @@ mod wire_only {
             Some(m) => Some(ClientTls::new(m.client_config()?, m.peer_name().clone())),
             None => None,
         };
-        let data = pollen::origin::random_data(size as usize);
+        let data = pollen_testkit::origin::random_data(size as usize);
         let layout = PieceLayout::for_content(size);
         let slices = SliceLayout::new(layout);
         let hashes: Vec<Arc<[SliceHash]>> = (0..layout.piece_count())

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use pollen::cluster::{Cluster, ClusterSpec};
-use pollen::registry_kit::{self as kit, Registry};
+use pollen_testkit::cluster::{Cluster, ClusterSpec};
+use pollen_testkit::registry_kit::{self as kit, Registry};
 
 /// One side of the comparison.
 pub struct Side {

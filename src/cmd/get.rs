@@ -46,7 +46,7 @@ pub struct GetArgs {
 pub(crate) async fn connect_daemon(
     socket: &std::path::Path,
 ) -> anyhow::Result<pollen_proto::daemon::daemon_client::DaemonClient<tonic::transport::Channel>> {
-    pollen_daemon::api_client::connect(socket).await.map_err(|e| {
+    pollen_daemon::api::client::connect(socket).await.map_err(|e| {
         if e.denied {
             return anyhow!(
                 "you may not use the pollen daemon at {} (permission denied): its socket is for root and the members of the daemon's api_group (default `pollen`); ask an administrator to add you to that group",

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc, ManagerProc, SchedulerProc};
+use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc, ManagerProc, SchedulerProc};
 use serde_json::{json, Value};
 
 use super::{bin, HANG};
@@ -151,15 +151,20 @@ pub fn placement_urls(d: &DaemonProc) -> Vec<String> {
 
 /// Waits until `path` (a log) contains `text`.
 pub async fn wait_for_log(path: &std::path::Path, text: &str) {
+    wait_for_log_count(path, text, 1).await;
+}
+
+/// Waits until the log at `path` holds `text` at least `n` times.
+pub async fn wait_for_log_count(path: &std::path::Path, text: &str, n: usize) {
     let deadline = Instant::now() + HANG;
     loop {
         let log = std::fs::read_to_string(path).unwrap_or_default();
-        if log.contains(text) {
+        if log.matches(text).count() >= n {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{} never said {text:?}:\n{log}",
+            "{} never said {text:?} {n} times:\n{log}",
             path.display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -8,9 +8,9 @@ pub mod manager;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
-use pollen::origin::{random_data, Origin};
 use pollen_core::ContentDigest;
+use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen_testkit::origin::{random_data, Origin};
 
 /// A failsafe against a hung test, not a performance bound.
 pub const HANG: Duration = Duration::from_secs(240);

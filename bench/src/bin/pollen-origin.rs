@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use pollen::origin::Origin;
+use pollen_testkit::origin::Origin;
 
 /// Serves a file at /blob and counts the bytes it sends.
 #[derive(Parser, Debug)]

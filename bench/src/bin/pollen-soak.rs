@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use pollen::cluster::{Cluster, ClusterSpec, DaemonProc};
-use pollen::origin::{random_data, Origin};
 use pollen_core::ContentDigest;
+use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
+use pollen_testkit::origin::{random_data, Origin};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

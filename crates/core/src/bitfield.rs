@@ -98,6 +98,32 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn the_last_piece_is_in_range_and_the_one_after_is_not() {
+        let mut b = Bitfield::new(10);
+        assert_eq!(b.len(), 10);
+        assert!(!b.is_empty() && Bitfield::new(0).is_empty());
+        assert!(!b.is_full());
+        (0..10).for_each(|i| b.set(i));
+        assert!(b.is_full());
+        // Piece 10 does not exist: never present, never cleared into a neighbour.
+        b.set(10);
+        assert!(!b.get(10));
+        b.clear(10);
+        assert!(b.get(9) && b.is_full());
+        b.clear(9);
+        assert!(!b.get(9) && !b.is_full());
+        // The bits past the end of the last byte stay zero, so the byte form round-trips.
+        assert_eq!(b.as_bytes(), &[0xff, 0x80]);
+        // A length that fills its last byte: one past the end is outside the bytes too.
+        let mut whole = Bitfield::new(16);
+        assert!(!whole.get(16));
+        whole.set(16);
+        whole.clear(16);
+        assert_eq!(whole.count(), 0);
+        assert_eq!(Bitfield::from_bytes(10, b.as_bytes()), Some(b.clone()));
+    }
+
+    #[test]
     fn bits_past_the_length_are_rejected() {
         assert!(Bitfield::from_bytes(3, &[0b1110_0000]).is_some());
         assert!(Bitfield::from_bytes(3, &[0b1111_0000]).is_none());

@@ -101,6 +101,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn piece_digests_convert_and_show_their_algorithm() {
+        let d = PieceDigest::of(b"piece");
+        assert_eq!(PieceDigest::from(blake3::hash(b"piece")), d);
+        assert_eq!(PieceDigest::from_slice(&d.0), Some(d));
+        assert_eq!(PieceDigest::from_slice(&d.0[..31]), None);
+        assert_eq!(
+            format!("{d:?}"),
+            format!("blake3:{}", hex::encode(&d.0[..8]))
+        );
+        let c = ContentDigest([0xab; 32]);
+        assert_eq!(format!("{c:?}"), format!("sha256:{}", "ab".repeat(32)));
+    }
+
+    #[test]
     fn content_digest_round_trips_and_rejects_garbage() {
         let d = ContentDigest::of(b"hello");
         let parsed: ContentDigest = d.to_string().parse().expect("round trip");

@@ -9,10 +9,12 @@ pub mod humane {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes a duration as milliseconds (`"1500ms"`).
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}ms", d.as_millis()))
     }
 
+    /// Reads a duration written as in [`super::parse_duration`] (`"30s"`, `"500ms"`, `"2m"`).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         super::parse_duration(&s).map_err(serde::de::Error::custom)
@@ -50,7 +52,24 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("3h"), Ok(Duration::from_secs(3 * 3600)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Config {
+        #[serde(with = "super::humane")]
+        wait: Duration,
+    }
+
+    #[test]
+    fn durations_in_configs_read_as_written_and_write_back_the_same() {
+        let c: Config = serde_json::from_str(r#"{"wait": "2m"}"#).expect("parses");
+        assert_eq!(c.wait, Duration::from_secs(120));
+        let text = serde_json::to_string(&c).expect("writes");
+        assert_eq!(text, r#"{"wait":"120000ms"}"#);
+        assert_eq!(serde_json::from_str::<Config>(&text).expect("again"), c);
+        assert!(serde_json::from_str::<Config>(r#"{"wait": "soon"}"#).is_err());
     }
 }

@@ -124,6 +124,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_grant_clock_is_the_real_one() {
+        // 2020-01-01 and 2100-01-01: a clock read as 0 or 1 expires every grant at once.
+        let now = unix_now();
+        assert!((1_577_836_800..4_102_444_800).contains(&now), "{now}");
+    }
+
+    #[test]
     fn a_grant_admits_only_its_task_address_and_time_under_a_known_key() {
         let s = GrantSigner::generate();
         let keys = [GrantSigner::generate().public_key(), s.public_key()];
@@ -131,6 +138,8 @@ mod tests {
         let child: IpAddr = "10.1.2.3".parse().expect("ip");
         let g = s.sign(&task, child, 1_000);
         assert_eq!(verify(&keys, &task, child, &g, 999), Ok(()));
+        // Valid through its expiry second, expired after it.
+        assert_eq!(verify(&keys, &task, child, &g, 1_000), Ok(()));
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("ip");
         assert_eq!(verify(&keys, &task, mapped, &g, 999), Ok(()));
         assert_eq!(

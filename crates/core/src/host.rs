@@ -8,3 +8,19 @@ pub fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".into())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_hostname_is_the_kernels() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let expected = if kernel.is_empty() {
+            "host".to_string()
+        } else {
+            kernel
+        };
+        assert_eq!(super::hostname(), expected);
+    }
+}

@@ -41,22 +41,34 @@ impl std::fmt::Debug for JoinToken {
 /// Why a token or a token file was not taken. Never carries the token itself.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinTokenError {
+    /// The token is too short, too long or holds characters a token never has (its length).
     #[error("a join token must be 16 to 256 visible ASCII characters (no spaces); this one is {0} characters or holds others")]
     Malformed(usize),
-    #[error("cannot read the join token file {path}: {source}")]
+    /// The file could not be read.
+    #[error("cannot read the join token file {path}")]
     Read {
+        /// The file.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// One line of a file of accepted tokens is neither a token nor `sha256:HEX`.
     #[error("{path} line {line}: {why}")]
     Line {
+        /// The file.
         path: String,
+        /// The line's number, from 1.
         line: usize,
+        /// What is wrong with it.
         why: String,
     },
+    /// The file holds no token.
     #[error("{path} holds no token")]
-    Empty { path: String },
+    Empty {
+        /// The file.
+        path: String,
+    },
 }
 
 impl JoinToken {
@@ -142,7 +154,7 @@ mod tests {
         assert_eq!(t.secret(), "pjt_abcdefghijklmnopqrstuvwxyz");
         assert_eq!(t.hash(), hash("pjt_abcdefghijklmnopqrstuvwxyz"));
         assert_eq!(t.hash().len(), 64);
-        assert!(!format!("{t:?}").contains("abcdef"));
+        assert_eq!(format!("{t:?}"), "JoinToken(<redacted>)");
         for bad in [
             "short",
             "has a space inside it ok",
@@ -177,5 +189,16 @@ mod tests {
             Err(JoinTokenError::Empty { .. })
         ));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unreadable_token_file_keeps_the_os_error_as_its_cause() {
+        let e = JoinToken::read(Path::new("/nonexistent/pollen-token")).expect_err("no file");
+        assert!(e.to_string().contains("/nonexistent/pollen-token"), "{e}");
+        let cause = std::error::Error::source(&e).expect("the OS error");
+        assert_eq!(
+            cause.downcast_ref::<std::io::Error>().map(|io| io.kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
     }
 }

@@ -5,17 +5,22 @@
 //! does I/O beyond the rate limiter's sleeps and that accept, so every other crate can depend
 //! on it without pulling a runtime into its own design.
 
+#![warn(missing_docs)]
+
 pub mod accept;
 pub mod bitfield;
+pub mod byte_range;
 pub mod credentials;
 pub mod digest;
 pub mod duration;
+pub mod error_kind;
 pub mod grant;
 pub mod host;
 pub mod join;
 pub mod piece;
 pub mod rate_limit;
 pub mod reconnect;
+pub mod rendezvous;
 pub mod size;
 pub mod slice;
 pub mod task_id;

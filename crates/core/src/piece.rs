@@ -100,6 +100,13 @@ mod tests {
     fn explicit_piece_length_must_be_usable() {
         assert!(PieceLayout::with_piece_length(10, 0).is_none());
         assert!(PieceLayout::with_piece_length(u64::MAX, 1).is_none());
+        // Exactly u32::MAX pieces fit; one more does not.
+        let max = u64::from(u32::MAX);
+        assert_eq!(
+            PieceLayout::with_piece_length(max, 1).map(|l| (l.piece_count(), l.content_length())),
+            Some((u32::MAX, max))
+        );
+        assert!(PieceLayout::with_piece_length(max + 1, 1).is_none());
         assert_eq!(
             PieceLayout::with_piece_length(10, 4).map(|l| l.piece_count()),
             Some(3)

@@ -10,7 +10,10 @@
 //! the manager): every clone sees the new rate at its next call.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock: the same as the system's, except that a test can pause and advance it.
+use tokio::time::Instant;
 
 /// The smallest burst, in bytes.
 const BURST_FLOOR: f64 = 256.0 * 1024.0;
@@ -138,6 +141,50 @@ mod tests {
         assert!(
             w > Duration::from_millis(400) && w <= Duration::from_millis(500),
             "{w:?}"
+        );
+    }
+
+    /// Moves `total` bytes in `chunk`-byte steps through `l` and returns the (paused,
+    /// virtual) time it took.
+    async fn move_bytes(l: &RateLimiter, total: u64, chunk: u64) -> Duration {
+        let start = Instant::now();
+        let mut moved = 0;
+        while moved < total {
+            l.acquire(chunk).await;
+            moved += chunk;
+        }
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transfer_takes_its_size_over_the_rate_less_one_burst() {
+        // 24 MiB at 8 MiB/s in 128 KiB writes: the burst (a twentieth of a second, 409.6 KiB)
+        // is free, the rest paced, so 2.95 s of (virtual) time, exactly.
+        let (rate, total) = (8u64 << 20, 24u64 << 20);
+        let took = move_bytes(&RateLimiter::new(Some(rate)), total, 128 << 10).await;
+        let burst = rate as f64 / 20.0;
+        let expected = (total as f64 - burst) / rate as f64;
+        assert!(
+            (took.as_secs_f64() - expected).abs() < 0.01,
+            "took {took:?}, expected {expected:.3} s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clones_share_one_budget() {
+        // Two transfers through clones of one limiter take as long as one of twice the size.
+        let rate = 4u64 << 20;
+        let l = RateLimiter::new(Some(rate));
+        let other = l.clone();
+        let (a, b) = tokio::join!(
+            move_bytes(&l, 4 << 20, 64 << 10),
+            move_bytes(&other, 4 << 20, 64 << 10)
+        );
+        let took = a.max(b).as_secs_f64();
+        let expected = (8.0 * 1048576.0 - 262144.0) / rate as f64;
+        assert!(
+            (took - expected).abs() < 0.02,
+            "took {took:.3} s, expected {expected:.3} s"
         );
     }
 }

@@ -87,4 +87,17 @@ mod tests {
         stop.cancel();
         assert!(!Reconnect::default().wait(&stop).await);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ends_after_its_delay_or_at_once_on_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut r = Reconnect::default();
+        let started = tokio::time::Instant::now();
+        assert!(r.wait(&shutdown).await, "the wait ran out");
+        assert!(started.elapsed() >= FIRST);
+        shutdown.cancel();
+        let started = tokio::time::Instant::now();
+        assert!(!r.wait(&shutdown).await, "shutdown ends the wait");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
 }

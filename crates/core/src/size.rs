@@ -33,7 +33,8 @@ pub fn parse_size(input: &str) -> Result<u64, SizeError> {
     }
     let f: f64 = num.parse().map_err(|_| err())?;
     let bytes = f * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+    // The number holds only digits and dots, so it is never negative.
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
         return Err(err());
     }
     Ok(bytes as u64)
@@ -57,5 +58,25 @@ mod tests {
         for bad in ["", "MiB", "12XB", "-1", "99999999999999999999TiB"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_unit_scales_and_sizes_past_u64_are_refused() {
+        for (text, bytes) in [
+            ("3k", 3_000),
+            ("3KB", 3_000),
+            ("2g", 2_000_000_000),
+            ("2GB", 2_000_000_000),
+            ("1t", 1_000_000_000_000),
+            ("1tb", 1_000_000_000_000),
+            ("1TiB", 1 << 40),
+            ("1.5tib", 3 << 39),
+            ("0.5KiB", 512),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        // Past u64 as a fraction, and as a number too long for an f64 to be finite.
+        assert!(parse_size("20000000000000000000.5").is_err());
+        assert!(parse_size(&format!("1{}.5", "0".repeat(400))).is_err());
     }
 }

@@ -341,4 +341,16 @@ mod tests {
             prop_assert_eq!(next, len);
         }
     }
+
+    #[test]
+    fn the_largest_piece_has_its_slice_count_and_whole_slices_add_no_empty_one() {
+        assert_eq!(MAX_SLICES_PER_PIECE, 256);
+        assert_eq!(
+            u64::from(MAX_SLICES_PER_PIECE) * SLICE_LENGTH,
+            crate::piece::MAX_PIECE_LENGTH
+        );
+        // Two whole slices fed: two hashes, not a third for the empty rest.
+        let piece = vec![9u8; 2 * SLICE_LENGTH as usize];
+        assert_eq!(slice_hashes(&piece).len(), 2);
+    }
 }

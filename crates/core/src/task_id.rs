@@ -220,4 +220,13 @@ mod tests {
             Err(TaskIdError::UnsupportedScheme(_))
         ));
     }
+
+    #[test]
+    fn a_task_id_shows_as_lowercase_hex_and_reads_back() {
+        let id = TaskId([0xAB; 32]);
+        assert_eq!(id.hex(), "ab".repeat(32));
+        assert_eq!(id.to_string(), id.hex());
+        assert_eq!(format!("{id:?}"), format!("TaskId({})", "ab".repeat(6)));
+        assert_eq!(id.hex().parse::<TaskId>().ok(), Some(id));
+    }
 }

@@ -16,18 +16,18 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::conductor::Conductor;
+use crate::api::service::LocalApi;
 use crate::config::DaemonConfig;
-use crate::host_sessions::HostSessions;
+use crate::control::host_sessions::HostSessions;
+use crate::control::manager_session::{CachedPlacement, ManagerSession};
+use crate::download::conductor::Conductor;
 use crate::identity;
+use crate::links::scheduler_set::SchedulerSet;
 use crate::live_limits::LiveLimits;
-use crate::local_api::LocalApi;
-use crate::manager_session::{CachedPlacement, ManagerSession};
 use crate::proxy::ProxyState;
-use crate::scheduler_set::SchedulerSet;
 use crate::start_error::DaemonStartError;
 use crate::stats::DaemonStats;
-use crate::upload_provider::StoreProvider;
+use crate::upload::upload_provider::StoreProvider;
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonStartError {
     let what = what.into();
@@ -51,13 +51,18 @@ pub struct DaemonHandle {
     pub stats: Arc<DaemonStats>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    /// The work the servers spawned (downloads, sessions, answers): see `Conductor::tasks`.
+    work: tokio_util::task::TaskTracker,
 }
 
 impl DaemonHandle {
-    /// Stops every part of the daemon and waits for them.
+    /// Stops every part of the daemon and waits for them, and for every task they spawned:
+    /// when it returns, nothing of the daemon runs any more.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.work.close();
+        self.work.wait().await;
         let _ = std::fs::remove_file(&self.api_socket);
     }
 
@@ -79,7 +84,7 @@ impl Daemon {
             let dir = cfg.data_dir.clone();
             tokio::task::spawn_blocking(move || Store::open(&dir))
                 .await
-                .map_err(|e| DaemonStartError::Config(e.to_string()))??
+                .map_err(DaemonStartError::setup("the piece store"))??
         };
         // Only a seed shows a token: a secret goes only where it must.
         let join_token = match (&cfg.join_token_file, cfg.seed) {
@@ -87,15 +92,14 @@ impl Daemon {
             _ if cfg.join_token.is_some() => cfg.join_token.clone(),
             (Some(p), true) => Some(
                 pollen_core::join::JoinToken::read(p)
-                    .map_err(|e| DaemonStartError::Config(e.to_string()))?,
+                    .map_err(DaemonStartError::setup("the join token"))?,
             ),
             _ => None,
         };
         let tls = match &cfg.tls {
-            Some(t) => Some(
-                pollen_tls::Material::load(t)
-                    .map_err(|e| DaemonStartError::Config(format!("mutual TLS: {e}")))?,
-            ),
+            Some(t) => {
+                Some(pollen_tls::Material::load(t).map_err(DaemonStartError::setup("mutual TLS"))?)
+            }
             None => None,
         };
         // A certificate bound to one host gives the host id; otherwise it is this data
@@ -131,14 +135,14 @@ impl Daemon {
             ),
             None => None,
         };
-        let api = crate::api_socket::bind(&cfg.api_socket, &cfg.api_group).await?;
+        let api = crate::api::socket::bind(&cfg.api_socket, &cfg.api_group).await?;
         let shutdown = CancellationToken::new();
         let stats = Arc::new(DaemonStats::default());
         let mut tasks = JoinSet::new();
 
         let upload_limiter =
             RateLimiter::new((cfg.upload_rate_limit > 0).then_some(cfg.upload_rate_limit));
-        let grant_keys = crate::grant_keys::GrantKeys::default();
+        let grant_keys = crate::upload::grant_keys::GrantKeys::default();
         let upload = UploadServer::new(
             listener,
             Arc::new(StoreProvider::new(
@@ -154,8 +158,7 @@ impl Daemon {
         .with_congestion_control(&cfg.upload_congestion_control)
         .with_timeouts(cfg.upload_first_request_timeout, cfg.upload_idle_timeout)
         .with_write_timeout(cfg.upload_write_timeout);
-        let tls_error =
-            |e: pollen_tls::TlsError| DaemonStartError::Config(format!("mutual TLS: {e}"));
+        let tls_error = |e| DaemonStartError::setup::<pollen_tls::TlsError>("mutual TLS")(e);
         let (upload, peer_tls) = match &tls {
             Some(m) => (
                 upload.with_tls(m.server_config(&[]).map_err(tls_error)?),
@@ -176,7 +179,7 @@ impl Daemon {
         ));
         if let Some(url) = &cfg.scheduler {
             // Checks the URL (and its scheme against [tls]) now, so a mistake stops the start.
-            crate::scheduler_link::SchedulerLink::new(
+            crate::links::scheduler_link::SchedulerLink::new(
                 url,
                 cfg.connect_timeout,
                 client_tls.clone(),
@@ -192,14 +195,14 @@ impl Daemon {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let guard = pollen_source::OriginGuard::new(&cfg.origin_allow)
-            .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+            .map_err(DaemonStartError::setup("the origin guard (origin_allow)"))?;
         let source = HttpSource::new(
             cfg.connect_timeout,
             cfg.origin_read_timeout,
             &roots,
             guard.clone(),
         )
-        .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+        .map_err(DaemonStartError::setup("the origin client"))?;
         let conductor = Arc::new(
             Conductor::new(
                 store.clone(),
@@ -261,7 +264,7 @@ impl Daemon {
                 }
                 Some(url) => {
                     let endpoint = pollen_tls::grpc_endpoint("manager", url, client_tls.clone())
-                        .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+                        .map_err(DaemonStartError::setup("the manager link"))?;
                     let session = ManagerSession {
                         url: url.clone(),
                         endpoint,
@@ -307,13 +310,13 @@ impl Daemon {
                 &guard,
                 pollen_source::OriginPolicy::of(cfg.seed, false),
             )
-            .map_err(|e| DaemonStartError::Config(e.to_string()))?;
+            .map_err(DaemonStartError::setup("the proxy's origin client"))?;
             let rules =
                 crate::proxy::rules::Rules::new(&cfg.proxy).map_err(DaemonStartError::Config)?;
             let (cert, key) = crate::proxy::ca::load_or_create(&cfg)
-                .map_err(|e| DaemonStartError::Config(format!("proxy CA: {e}")))?;
+                .map_err(DaemonStartError::setup("the proxy's CA"))?;
             let ca = crate::proxy::ca::Ca::new(&cert, &key)
-                .map_err(|e| DaemonStartError::Config(format!("proxy CA: {e}")))?;
+                .map_err(DaemonStartError::setup("the proxy's CA"))?;
             let state = Arc::new(ProxyState {
                 conductor: conductor.clone(),
                 cfg: cfg.proxy.clone(),
@@ -363,6 +366,7 @@ impl Daemon {
             stats,
             shutdown,
             tasks,
+            work: conductor.tasks.clone(),
         })
     }
 }

@@ -17,8 +17,8 @@ use pollen_storage::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::conductor::Conductor;
 use crate::config::GcConfig;
+use crate::download::conductor::Conductor;
 
 /// What the planner needs to know of a task.
 #[derive(Clone, Debug)]
@@ -116,8 +116,8 @@ pub(crate) async fn run(
             {
                 continue;
             }
-            if let Err(e) = crate::content_check::keep_complete(&store, entry).await {
-                warn!(error = %e, "could not re-read a changed cached copy");
+            if let Err(e) = crate::download::content_check::keep_complete(&store, entry).await {
+                warn!(error = %pollen_core::error_kind::Chain(&e), "could not re-read a changed cached copy");
             }
         }
         let held: Vec<Held> = store
@@ -145,7 +145,9 @@ pub(crate) async fn run(
             let s = store.clone();
             match tokio::task::spawn_blocking(move || s.remove_task(&id)).await {
                 Ok(Ok(())) => info!(task = %&id.hex()[..12], "evicted from the cache"),
-                Ok(Err(e)) => warn!(task = %&id.hex()[..12], error = %e, "eviction failed"),
+                Ok(Err(e)) => {
+                    warn!(task = %&id.hex()[..12], error = %pollen_core::error_kind::Chain(&e), "eviction failed");
+                }
                 Err(_) => return,
             }
         }

@@ -2,49 +2,43 @@
 //! them to other peers, and answers the CLI on a local socket.
 //!
 //! The path of one download: the local API (or a seed trigger from the scheduler) asks the
-//! [`conductor`] for a task; it opens an announce stream to the scheduler, learns the task's
-//! layout and piece digests, and runs one [`parent_fetcher`] per parent the scheduler offers,
-//! or the [`origin_fetcher`] when told (or when the scheduler is unreachable or no parent turns
-//! up in time). Every piece is verified against its published BLAKE3 digest before it is
-//! committed to the store; the whole content is checked against its sha256 when known.
+//! conductor (`download/`) for a task; it opens an announce stream to the scheduler
+//! (`links/`), learns the task's layout and piece digests, and runs one parent fetcher per
+//! parent the scheduler offers, or the origin fetcher when told (or when the scheduler is
+//! unreachable or no parent turns up in time). Every piece is verified against its published
+//! BLAKE3 digest before it is committed to the store; the whole content is checked against
+//! its sha256 when known. `upload/` serves what is held; `control/` carries the scheduler's
+//! and the manager's orders; `api/` is the local socket; `proxy/` the registry mirror and
+//! HTTP proxy.
+//!
+//! Layering, top to bottom: `api`, `control`, `proxy` → `download` → `links`, `upload` → the
+//! shared parts at the root (config, errors, stats, traffic, live limits).
 
+#![warn(missing_docs)]
 #![allow(clippy::result_large_err)] // tonic::Status is the error type of every RPC.
 
-mod announce_queue;
-pub mod api_client;
-mod api_socket;
-mod caller;
-mod conductor;
+pub mod api;
+mod control;
+mod download;
+mod links;
+mod proxy;
+mod upload;
+
 pub mod config;
-mod content_check;
 mod daemon;
 mod error;
 mod gc;
-mod grant_keys;
-mod host_sessions;
 mod identity;
 mod live_limits;
-pub(crate) mod local_api;
-mod manager_session;
-mod origin_fetcher;
-mod output_writer;
-mod parent_fetcher;
-mod parent_pool;
-mod piece_claims;
-mod proxy;
-mod report;
-mod scheduler_link;
-mod scheduler_set;
 mod start_error;
 mod stats;
 mod traffic;
-mod upload_provider;
 
+#[doc(hidden)]
+pub use api::service::fuzz_local_api_request;
 pub use config::{DaemonConfig, GcConfig, ProxyConfig, ProxyRule};
 pub use daemon::{Daemon, DaemonHandle};
 pub use error::DownloadError;
-#[doc(hidden)]
-pub use local_api::fuzz_local_api_request;
 pub use proxy::ca::{load_or_create as proxy_ca, CaError};
 #[doc(hidden)]
 pub use proxy::fuzz_mirror_request;

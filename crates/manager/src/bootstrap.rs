@@ -12,15 +12,21 @@ use std::path::{Path, PathBuf};
 use crate::auth::{password, secret, Role};
 use crate::store::users;
 
+/// Why the first admin or the default cluster could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    #[error("database error creating the first admin: {0}")]
+    /// The database refused.
+    #[error("database error creating the first admin")]
     Db(#[from] sqlx::Error),
-    #[error("the initial admin password is not acceptable: {0}")]
+    /// The password given for the first admin is too weak.
+    #[error("the initial admin password is not acceptable")]
     Password(#[from] password::PasswordError),
-    #[error("cannot write {path}: {source}")]
+    /// A file (the generated password, the first join token) could not be written.
+    #[error("cannot write {path}")]
     Write {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
 }

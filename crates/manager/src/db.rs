@@ -24,11 +24,11 @@ pub enum Backend {
 pub enum DbError {
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
-    #[error("cannot open the database: {0}")]
+    #[error("cannot open the database")]
     Connect(#[source] sqlx::Error),
-    #[error("cannot migrate the database schema: {0}")]
+    #[error("cannot migrate the database schema")]
     Migrate(#[source] sqlx::migrate::MigrateError),
-    #[error("database error: {0}")]
+    #[error("database error")]
     Query(#[from] sqlx::Error),
 }
 

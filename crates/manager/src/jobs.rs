@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
+use pollen_core::error_kind::Chain;
 use pollen_core::{TaskId, TaskIdError, TaskKey};
 use pollen_oci::{Credentials, ImageReference, Platform, Registry};
 use pollen_proto::manager::{command, CommandResult, DeleteTask, Header, ListTasks, Preheat};
@@ -351,11 +352,11 @@ async fn targets(
         password,
     });
     let insecure = args.insecure || reference.is_loopback_registry();
-    let mut registry =
-        Registry::for_reference(&reference, insecure, credentials).map_err(|e| e.to_string())?;
+    let mut registry = Registry::for_reference(&reference, insecure, credentials)
+        .map_err(|e| Chain(&e).to_string())?;
     let resolved = pollen_oci::resolve(&mut registry, &reference, platform.as_ref())
         .await
-        .map_err(|e| format!("cannot resolve {reference}: {e}"))?;
+        .map_err(|e| format!("cannot resolve {reference}: {}", Chain(&e)))?;
     let auth: Vec<Header> = registry
         .blob_headers()
         .into_iter()

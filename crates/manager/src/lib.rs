@@ -41,12 +41,12 @@ pub enum ManagerError {
     Db(#[from] DbError),
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
-    #[error("cannot create the data directory {path}: {source}")]
+    #[error("cannot create the data directory {path}")]
     DataDir {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("mutual TLS on the gRPC port: {0}")]
+    #[error("mutual TLS on the gRPC port")]
     Tls(#[from] pollen_tls::TlsError),
     #[error(transparent)]
     Secrets(#[from] auth::sealed::SealError),

@@ -42,7 +42,7 @@ pub async fn serve_http(
                 Some(acceptor) => {
                     match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
-                            serve_connection(s, peer, router, header_read_timeout, token).await
+                            serve_connection(s, peer, router, header_read_timeout, token).await;
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake refused"),
                         Err(_) => debug!(%peer, "TLS handshake not finished in time"),

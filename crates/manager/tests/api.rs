@@ -7,52 +7,52 @@ use common::scenarios;
 use common::TestManager;
 
 async fn system_routes_answer_without_credentials(m: TestManager) {
-    scenarios::system_routes_answer_without_credentials(&m).await
+    scenarios::system_routes_answer_without_credentials(&m).await;
 }
 async fn users_and_sessions_round_trip(m: TestManager) {
-    scenarios::users_and_sessions_round_trip(&m).await
+    scenarios::users_and_sessions_round_trip(&m).await;
 }
 async fn clusters_round_trip(m: TestManager) {
-    scenarios::clusters_round_trip(&m).await
+    scenarios::clusters_round_trip(&m).await;
 }
 async fn every_write_is_audited(m: TestManager) {
-    scenarios::every_write_is_audited(&m).await
+    scenarios::every_write_is_audited(&m).await;
 }
 async fn hosts_are_listed(m: TestManager) {
-    scenarios::hosts_are_listed(&m).await
+    scenarios::hosts_are_listed(&m).await;
 }
 async fn a_guest_token_cannot_create_or_delete_anything(m: TestManager) {
-    scenarios::a_guest_token_cannot_create_or_delete_anything(&m).await
+    scenarios::a_guest_token_cannot_create_or_delete_anything(&m).await;
 }
 async fn tokens_are_scoped_expire_and_revoke(m: TestManager) {
-    scenarios::tokens_are_scoped_expire_and_revoke(&m).await
+    scenarios::tokens_are_scoped_expire_and_revoke(&m).await;
 }
 async fn a_token_cannot_mint_a_token_with_more_scopes_than_its_own(m: TestManager) {
-    scenarios::a_token_cannot_mint_a_token_with_more_scopes_than_its_own(&m).await
+    scenarios::a_token_cannot_mint_a_token_with_more_scopes_than_its_own(&m).await;
 }
 async fn failed_sign_ins_are_throttled_per_client(m: TestManager) {
-    scenarios::failed_sign_ins_are_throttled_per_client(&m).await
+    scenarios::failed_sign_ins_are_throttled_per_client(&m).await;
 }
 async fn a_user_cannot_see_another_users_tokens(m: TestManager) {
-    scenarios::a_user_cannot_see_another_users_tokens(&m).await
+    scenarios::a_user_cannot_see_another_users_tokens(&m).await;
 }
 async fn join_tokens_are_admins_only_shown_once_and_stored_hashed(m: TestManager) {
-    scenarios::join_tokens_are_admins_only_shown_once_and_stored_hashed(&m).await
+    scenarios::join_tokens_are_admins_only_shown_once_and_stored_hashed(&m).await;
 }
 async fn secrets_never_appear_in_responses(m: TestManager) {
-    scenarios::secrets_never_appear_in_responses(&m).await
+    scenarios::secrets_never_appear_in_responses(&m).await;
 }
 
 async fn jobs_are_created_listed_and_fail_with_a_reason(m: TestManager) {
-    scenarios::jobs_are_created_listed_and_fail_with_a_reason(&m).await
+    scenarios::jobs_are_created_listed_and_fail_with_a_reason(&m).await;
 }
 
 async fn a_private_jobs_urls_are_shown_only_to_its_owner_and_admins(m: TestManager) {
-    scenarios::a_private_jobs_urls_are_shown_only_to_its_owner_and_admins(&m).await
+    scenarios::a_private_jobs_urls_are_shown_only_to_its_owner_and_admins(&m).await;
 }
 
 async fn peers_answer_for_their_caches(m: TestManager) {
-    scenarios::peers_answer_for_their_caches(&m).await
+    scenarios::peers_answer_for_their_caches(&m).await;
 }
 
 /// The database outlives the manager: a restart finds every user and cluster.

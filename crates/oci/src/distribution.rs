@@ -29,12 +29,13 @@ application/vnd.docker.distribution.manifest.v2+json";
 #[derive(Debug, thiserror::Error)]
 pub enum DistributionError {
     /// The registry could not be reached or the transfer broke.
-    #[error("registry {registry}: {reason}")]
+    #[error("cannot reach registry {registry}")]
     Http {
         /// The registry.
         registry: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: reqwest::Error,
     },
     /// The registry answered with an error status.
     #[error("registry answered HTTP {status} for {url}")]
@@ -169,9 +170,9 @@ impl Registry {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| DistributionError::Http {
+            .map_err(|source| DistributionError::Http {
                 registry: reference.registry.clone(),
-                reason: e.to_string(),
+                source,
             })?;
         Ok(Self {
             http,
@@ -184,7 +185,7 @@ impl Registry {
     fn http_error(&self, e: reqwest::Error) -> DistributionError {
         DistributionError::Http {
             registry: self.base.clone(),
-            reason: e.to_string(),
+            source: e,
         }
     }
 
@@ -518,5 +519,26 @@ mod tests {
         assert!(parse_manifest("m", body, Some(&wrong)).is_err());
         assert!(parse_manifest("m", body, Some(&ContentDigest::of(body))).is_ok());
         assert!(parse_manifest("m", b"not json", None).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_keeps_the_client_error_as_its_cause() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let reference = ImageReference::parse(&format!("127.0.0.1:{port}/a/b:v1")).expect("ref");
+        let mut registry = Registry::for_reference(&reference, true, None).expect("client");
+        let e = resolve(&mut registry, &reference, None)
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(e, DistributionError::Http { .. }), "{e:?}");
+        let cause = std::error::Error::source(&e).expect("a cause");
+        assert!(
+            cause
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(|r| r.is_connect()),
+            "{cause:?}"
+        );
+        assert!(!e.to_string().contains(&cause.to_string()), "{e}");
     }
 }

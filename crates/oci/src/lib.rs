@@ -5,6 +5,8 @@
 //! [`resolve`] turns a reference into the blobs a pull fetches, through the OCI distribution
 //! API (for preheating them into the swarm).
 
+#![warn(missing_docs)]
+
 mod distribution;
 mod platform;
 mod reference;

@@ -157,6 +157,7 @@ impl ImageReference {
         matches!(host, "localhost" | "127.0.0.1" | "[::1]")
     }
 
+    /// What goes after `/manifests/` for this image: its digest when it has one, else its tag.
     pub fn manifest_reference(&self) -> String {
         match (&self.digest, &self.tag) {
             (Some(d), _) => d.to_string(),

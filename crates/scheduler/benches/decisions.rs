@@ -138,7 +138,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 decide(&mut core, i);
                 i += 1;
-            })
+            });
         });
 
         let mut core = populated(&cfg);

@@ -378,3 +378,62 @@ fn score(
         bad: false,
     })
 }
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    fn fields(w: &Weights) -> [(&'static str, f64); 8] {
+        [
+            ("load", w.load),
+            ("pieces", w.pieces),
+            ("success", w.success),
+            ("speed", w.speed),
+            ("host_type", w.host_type),
+            ("idc", w.idc),
+            ("location", w.location),
+            ("proximity", w.proximity),
+        ]
+    }
+
+    #[test]
+    fn every_named_weight_is_set_and_nothing_else_is() {
+        let default = Weights::default();
+        for name in Weights::NAMES {
+            let mut w = Weights::default();
+            assert!(w.set(name, 9.5), "{name}");
+            for ((field, v), (_, d)) in fields(&w).into_iter().zip(fields(&default)) {
+                let expected = if field == name { 9.5 } else { d };
+                assert_eq!(v, expected, "after setting {name}, {field} is {v}");
+            }
+        }
+        assert!(!Weights::default().set("nonsense", 1.0));
+    }
+
+    #[test]
+    fn free_slots_count_both_the_last_report_and_the_children_assigned_since() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let mut h = crate::model::Host {
+            info: pollen_proto::scheduler::HostInfo {
+                max_upload_connections: 20,
+                ..Default::default()
+            },
+            ip: "127.0.0.1".parse().expect("ip"),
+            session: 1,
+            commands: tx,
+            children: 0,
+            load: Default::default(),
+            session_from: None,
+            blocked_until: None,
+            last_heard: std::time::Instant::now(),
+        };
+        assert_eq!(free_slots(&h), 20);
+        h.load.upload_connections = 3;
+        assert_eq!(free_slots(&h), 17);
+        h.children = 4;
+        let assigned = 4 * CONNECTIONS_PER_CHILD;
+        assert_eq!(free_slots(&h), 20u32.saturating_sub(assigned.max(3)));
+        h.load.upload_connections = 50;
+        assert_eq!(free_slots(&h), 0);
+    }
+}

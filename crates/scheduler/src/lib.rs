@@ -9,6 +9,7 @@
 //! Non-goals: persistence (the model is rebuilt from daemons' announcements after a restart)
 //! and cross-scheduler coordination.
 
+#![warn(missing_docs)]
 #![allow(clippy::result_large_err)] // tonic::Status is the error type of every RPC.
 
 mod config;

@@ -89,7 +89,7 @@ impl ManagerLink {
                     Ok(s) => {
                         let s = s.into_inner();
                         self.apply_join_tokens(&service, s.seed_join_token_hashes);
-                        self.apply_if_changed(&service, &base, s.config, &mut applied)
+                        self.apply_if_changed(&service, &base, s.config, &mut applied);
                     }
                     Err(e) if e.code() == tonic::Code::NotFound => {
                         warn!(manager = %self.url, "the manager forgot this scheduler; registering again");

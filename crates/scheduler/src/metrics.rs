@@ -44,7 +44,7 @@ impl Refusal {
 }
 
 impl EncodeLabelValue for Refusal {
-    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         std::fmt::Write::write_str(e, self.as_str())
     }
 }

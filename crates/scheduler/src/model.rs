@@ -32,18 +32,25 @@ pub type HostTx = mpsc::Sender<Result<HostCommand, Status>>;
 /// What a host last reported about its load.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Load {
+    /// Upload connections open.
     pub upload_connections: u32,
+    /// Bytes per second it uploads.
     pub upload_bytes_per_sec: u64,
 }
 
 /// A daemon with an open host session.
 pub struct Host {
+    /// What the daemon said of itself when its session opened.
     pub info: HostInfo,
+    /// The address peers reach it on.
     pub ip: IpAddr,
+    /// Which of the host's sessions this is (a newer one replaces an older).
     pub session: u64,
+    /// Commands to the daemon (delete a task, fetch one from the origin).
     pub commands: HostTx,
     /// Children currently told to download from this host, over all tasks.
     pub children: usize,
+    /// Its last load report.
     pub load: Load,
     /// The address the host session came from (announces naming this host must come from it
     /// too); `None` when unknown.
@@ -55,6 +62,7 @@ pub struct Host {
     pub last_heard: std::time::Instant,
 }
 
+/// Where a peer is in its download.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerState {
     /// Registered, waiting for parents or downloading from them.
@@ -67,15 +75,21 @@ pub enum PeerState {
 
 /// One peer: a host's download of one task.
 pub struct Peer {
+    /// The peer's id (unique per download).
     pub id: String,
     /// This peer's slot in its task's table (set when it is added).
     pub slot: u32,
+    /// Its host's id.
     pub host_id: String,
     /// The slot of its host in [`Model::hosts`]; `None` while the host has no session.
     pub host: Option<u32>,
+    /// Where it is in its download.
     pub state: PeerState,
+    /// The pieces it reported holding.
     pub finished: PieceSet,
+    /// Its announce stream; `None` once closed.
     pub tx: Option<PeerTx>,
+    /// Parents it reported as failed: never offered to it again.
     pub blocklist: HashSet<String>,
     /// Slots of the parents recorded for this peer (those it keeps and those last offered),
     /// in the task's table. Changed only through [`Task::set_parents`], which keeps
@@ -84,7 +98,9 @@ pub struct Peer {
     /// Slots of the peers that record this one as a parent: the DAG rule walks down these
     /// from a child, which has few or none, instead of up from every candidate.
     pub children: Vec<u32>,
+    /// Pieces its children fetched from it.
     pub uploads_ok: u64,
+    /// Fetches from it its children reported as failed.
     pub uploads_failed: u64,
     /// The scheduler chose this peer to read the origin (sent it back to source, or it is
     /// on a seed host): its reports of the task's facts count (see `task_facts`).
@@ -99,6 +115,7 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// A peer that has just registered, with no pieces and no parents.
     pub fn new(id: String, host_id: String, host: Option<u32>) -> Self {
         Self {
             id,
@@ -120,6 +137,8 @@ impl Peer {
         }
     }
 
+    /// Sends `ev` down its announce stream; dropped (and logged) when the stream is full or
+    /// closed.
     pub fn send(&self, ev: scheduler_event::Event) {
         if let Some(tx) = &self.tx {
             if tx.try_send(Ok(SchedulerEvent { event: Some(ev) })).is_err() {
@@ -129,18 +148,23 @@ impl Peer {
     }
 }
 
-/// A task and its peers.
 /// Most early piece claims one task keeps (see [`Task::early_claims`]), and all tasks
 /// together: claims past either do not count as held pieces until their peer reports them
 /// again. About 60 bytes each, so the total bounds what hosts that lie before the origin
 /// is read can make the scheduler hold to some 60 MiB.
 pub const MAX_EARLY_CLAIMS: usize = 1 << 16;
+/// See [`MAX_EARLY_CLAIMS`].
 pub const MAX_EARLY_CLAIMS_TOTAL: usize = 1 << 20;
 
+/// A task and its peers.
 pub struct Task {
+    /// What the first peer asked for (URL, digest, tag …).
     pub request: TaskRequest,
+    /// Its length, once published by a peer that read the origin.
     pub content_length: Option<u64>,
+    /// Its piece length, published with the length (0 until then).
     pub piece_length: u64,
+    /// Published piece digests, by piece number.
     pub digests: HashMap<u32, Vec<u8>>,
     /// Claims to hold a piece made before its digest was published, by peer id, with the
     /// first bytes of the digest claimed: checked when the digest is published, so a peer
@@ -148,6 +172,7 @@ pub struct Task {
     pub early_claims: HashMap<u32, Vec<(String, [u8; 8])>>,
     /// Entries in `early_claims`, capped at [`MAX_EARLY_CLAIMS`].
     pub early_claim_count: usize,
+    /// Its peers, by slot.
     pub peers: Slots<Peer>,
     /// Peer slots in join order (with swap-removal): the sampling order of the evaluator.
     pub order: Vec<u32>,
@@ -156,9 +181,11 @@ pub struct Task {
     /// Peers registered that had no usable parent the last time they asked (a set, so a
     /// piece report does not scan every peer to find them).
     waiters: std::collections::BTreeSet<String>,
+    /// When a seed was last asked to fetch it.
     pub seed_triggered: Option<Instant>,
     /// Typical piece upload time over all parents of the task.
     pub typical_cost: PieceCost,
+    /// When a peer of it last did anything (idle tasks are forgotten).
     pub last_active: Instant,
     /// Some peer was chosen to read the origin (see `Core::send_to_origin`), so the task's
     /// facts are known or on their way.
@@ -166,6 +193,7 @@ pub struct Task {
 }
 
 impl Task {
+    /// A task with no peers yet, asked for by `request`.
     pub fn new(request: TaskRequest, now: Instant) -> Self {
         Self {
             request,
@@ -299,12 +327,15 @@ impl Task {
 /// The whole model.
 #[derive(Default)]
 pub struct Model {
+    /// Hosts with an open session, by slot.
     pub hosts: Slots<Host>,
     /// Ids of the seed hosts among `hosts` (so finding a seed does not walk every host).
     pub seed_hosts: std::collections::BTreeSet<String>,
     /// Counts seed host sessions opened, so a task that has tried every seed host knows when
     /// a new one may have come.
     pub seed_epoch: u64,
+    /// Tasks by id.
     pub tasks: HashMap<String, Task>,
+    /// The number the next host session gets.
     pub next_session: u64,
 }

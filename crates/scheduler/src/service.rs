@@ -139,7 +139,7 @@ impl Scheduler for SchedulerService {
             core.check_seed_claim(proven.as_ref(), token.as_deref(), "a seed host session")
                 .inspect_err(|e| {
                     core.metrics.refused(Refusal::SeedClaim);
-                    warn!(host = %info.host_id, error = %e.message(), "seed claim refused")
+                    warn!(host = %info.host_id, error = %e.message(), "seed claim refused");
                 })?;
         }
         let ip: IpAddr = match info.ip.parse() {
@@ -159,14 +159,14 @@ impl Scheduler for SchedulerService {
             )
             .inspect_err(|e| {
                 metrics.refused(Refusal::HostBinding);
-                warn!(host = %host_id, error = %e.message(), "host session refused")
+                warn!(host = %host_id, error = %e.message(), "host session refused");
             })?;
             // A connection proving the host id may take it over from one that does not.
             if proven_host.as_deref() != Some(host_id.as_str()) {
                 core.check_takeover(&host_id, remote, std::time::Instant::now())
                     .inspect_err(|e| {
                         metrics.refused(Refusal::Takeover);
-                        warn!(host = %host_id, error = %e.message(), "host session refused")
+                        warn!(host = %host_id, error = %e.message(), "host session refused");
                     })?;
             }
             let session = core.open_host(info, ip, tx.clone());
@@ -223,7 +223,7 @@ impl Scheduler for SchedulerService {
                     Refusal::PeerCap
                 } else {
                     Refusal::BadRegister
-                })
+                });
             })?;
             metrics.registers.inc();
             ids

@@ -152,7 +152,7 @@ impl World {
         while let Ok(Ok(ev)) = self.streams[i].try_recv() {
             match ev.event {
                 Some(scheduler_event::Event::Parents(p)) => {
-                    last = Answer::Parents(p.parents.into_iter().map(|p| p.peer_id).collect())
+                    last = Answer::Parents(p.parents.into_iter().map(|p| p.peer_id).collect());
                 }
                 Some(scheduler_event::Event::BackToSource(_)) => last = Answer::Origin,
                 _ => {}

@@ -70,7 +70,7 @@ fn told(rx: &mut Events) -> Told {
         match ev.event {
             Some(scheduler_event::Event::TaskInfo(i)) => t.lengths.push(i.content_length),
             Some(scheduler_event::Event::PieceDigests(d)) => {
-                t.digests.extend(d.pieces.into_iter().map(|p| p.digest))
+                t.digests.extend(d.pieces.into_iter().map(|p| p.digest));
             }
             Some(scheduler_event::Event::Parents(p)) => t
                 .parents

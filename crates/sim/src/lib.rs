@@ -5,6 +5,8 @@
 //! joining late, how close does every peer get to the theoretical completion bound T_min,
 //! and how many bytes does the origin send? The same seed gives the same run.
 
+#![warn(missing_docs)]
+
 pub mod spec;
 pub mod swarm;
 

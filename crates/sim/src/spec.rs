@@ -7,8 +7,11 @@ use serde::Serialize;
 /// A class of peers: upload and download in bytes per second, and its share of the swarm.
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerClass {
+    /// Upload, bytes per second.
     pub upload: f64,
+    /// Download, bytes per second.
     pub download: f64,
+    /// Fraction of the peers in this class.
     pub share: f64,
 }
 
@@ -17,8 +20,9 @@ pub struct PeerClass {
 pub struct SimSpec {
     /// Peers downloading the task (the seed peer is extra).
     pub peers: usize,
-    /// Pieces in the task, and bytes per piece.
+    /// Pieces in the task.
     pub pieces: u32,
+    /// Bytes per piece.
     pub piece_bytes: f64,
     /// The origin's upload in bytes per second. The seed peer sits beside it: it reads the
     /// origin at this rate and uploads at this rate.
@@ -27,6 +31,7 @@ pub struct SimSpec {
     pub classes: Vec<PeerClass>,
     /// Fraction of peers that join late, spread evenly over `late_window` x T_min.
     pub late_fraction: f64,
+    /// The window late joiners spread over, in multiples of T_min.
     pub late_window: f64,
     /// Virtual seconds per step.
     pub dt: f64,
@@ -37,10 +42,13 @@ pub struct SimSpec {
     /// Node stage, as in the daemon: most parents at once, most concurrent pieces per
     /// ordinary parent (a seed parent gets one), pieces in flight spread over the parents
     /// (each gets `in_flight` over their number, at least one; 0: `pieces_per_parent`
-    /// each), and how long a parent with nothing to give is kept.
+    /// each), and how long a parent with nothing to give is kept: most parents at once.
     pub max_parents: usize,
+    /// Most concurrent pieces per ordinary parent.
     pub pieces_per_parent: usize,
+    /// Pieces in flight, spread over the parents.
     pub in_flight: usize,
+    /// Seconds a parent with nothing to give is kept.
     pub idle_drop: f64,
     /// Pieces a parent uploads at once (0: no cap); a child finding a parent at its cap
     /// asks its other parents instead of queueing.

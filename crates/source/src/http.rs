@@ -33,34 +33,22 @@ pub struct OriginResponse {
 impl OriginResponse {
     /// The next body chunk; `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, SourceError> {
-        self.body
-            .chunk()
-            .await
-            .map_err(|e| SourceError::Body(e.to_string()))
+        self.body.chunk().await.map_err(|e| SourceError::Body {
+            what: "the body broke".into(),
+            source: Some(Box::new(e)),
+        })
     }
-}
-
-/// An error with its causes, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// A failed request as a [`SourceError`]: the guard's refusal when it refused (final, never
 /// retried), otherwise a connect error.
-pub fn connect_error(url: &str, e: &reqwest::Error) -> SourceError {
-    match refusal_in(e) {
-        Some(r) => SourceError::Refused(r.to_string()),
-        None => SourceError::Connect {
-            url: url.to_string(),
-            reason: error_chain(e),
-        },
+pub fn connect_error(url: &str, e: reqwest::Error) -> SourceError {
+    if let Some(r) = refusal_in(&e) {
+        return SourceError::Refused(r.to_string());
+    }
+    SourceError::Connect {
+        url: url.to_string(),
+        source: Box::new(e),
     }
 }
 
@@ -121,20 +109,25 @@ pub fn client(
         }))
         .user_agent(concat!("pollen/", env!("CARGO_PKG_VERSION")));
     for pem in extra_roots {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| SourceError::Protocol(format!("invalid CA certificate: {e}")))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| SourceError::Client {
+                what: "an extra CA certificate is not valid PEM".into(),
+                source: Some(Box::new(e)),
+            })?;
         if certs.is_empty() {
-            return Err(SourceError::Protocol(
-                "invalid CA certificate: no PEM certificate found".into(),
-            ));
+            return Err(SourceError::Client {
+                what: "an extra CA certificate file holds no PEM certificate".into(),
+                source: None,
+            });
         }
         for c in certs {
             builder = builder.add_root_certificate(c);
         }
     }
-    builder
-        .build()
-        .map_err(|e| SourceError::Protocol(error_chain(&e)))
+    builder.build().map_err(|e| SourceError::Client {
+        what: "the HTTP client".into(),
+        source: Some(Box::new(e)),
+    })
 }
 
 impl HttpSource {
@@ -174,7 +167,7 @@ impl HttpSource {
     pub fn check(&self, url: &str, policy: OriginPolicy) -> Result<(), SourceError> {
         let parsed = url::Url::parse(url).map_err(|e| SourceError::Connect {
             url: url.to_string(),
-            reason: format!("not a valid URL: {e}"),
+            source: Box::new(e),
         })?;
         self.guard
             .check_url(&parsed, policy)
@@ -221,7 +214,7 @@ impl HttpSource {
             .headers(map)
             .send()
             .await
-            .map_err(|e| connect_error(url, &e))?;
+            .map_err(|e| connect_error(url, e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(SourceError::Status {

@@ -8,12 +8,14 @@
 //! said about the content (length, ETag, Last-Modified); errors say whether the origin refused
 //! (a status to show the user) or the transfer broke (worth a retry).
 
+#![warn(missing_docs)]
+
 mod error;
 mod http;
 mod origin_guard;
 
 pub use error::SourceError;
-pub use http::{client, connect_error, error_chain, HttpSource, OriginResponse, Redirects};
+pub use http::{client, connect_error, HttpSource, OriginResponse, Redirects};
 pub use origin_guard::{
     refusal_in, BadAllowEntry, GuardRefusal, GuardRule, OriginGuard, OriginPolicy, ResolveError,
 };

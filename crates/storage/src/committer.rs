@@ -33,13 +33,9 @@ pub(crate) fn spawn(
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
-                let result = commit(&db, &batch).map_err(|e| e.to_string());
+                let result = commit(&db, &batch);
                 for item in batch {
-                    let r = result
-                        .as_ref()
-                        .map(|_| ())
-                        .map_err(|e| StoreError::Db(e.clone()));
-                    let _ = item.done.send(r);
+                    let _ = item.done.send(result.clone());
                 }
             }
         })

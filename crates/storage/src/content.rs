@@ -64,3 +64,35 @@ pub fn preallocate(f: &File, len: u64) -> std::io::Result<()> {
     }
     f.set_len(len)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn preallocation_reserves_the_blocks_and_empty_content_needs_none() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let empty = File::create(dir.path().join("empty")).expect("create");
+        preallocate(&empty, 0).expect("an empty file is fine");
+        assert_eq!(empty.metadata().expect("meta").len(), 0);
+        let full = File::create(dir.path().join("full")).expect("create");
+        preallocate(&full, 1 << 20).expect("sized");
+        let meta = full.metadata().expect("meta");
+        assert_eq!(meta.len(), 1 << 20);
+        // Where the filesystem reserves blocks (ext4, xfs, tmpfs), they are reserved now,
+        // before any byte is written: a full disk shows at once, not mid-download.
+        let supported = nix::fcntl::fallocate(
+            File::create(dir.path().join("probe"))
+                .expect("probe")
+                .as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            4096,
+        )
+        .is_ok();
+        if supported {
+            assert!(meta.blocks() * 512 >= 1 << 20, "{} blocks", meta.blocks());
+        }
+    }
+}

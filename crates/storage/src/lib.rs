@@ -11,6 +11,8 @@
 //! are known only in memory (module `slices`). Slice bytes reach a content file only through
 //! module `slice_write`: a parent's after they matched their hash, nobody's over a verified slice.
 
+#![warn(missing_docs)]
+
 mod committer;
 mod content;
 mod error;

@@ -173,6 +173,7 @@ mod tests {
         let len = entry.layout().length(1);
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
         let mut w = PieceWriter::new(entry.clone(), 1);
+        assert_eq!(w.piece(), 1);
         w.write(&data[..100]).await.expect("small");
         for part in data[100..].chunks(70_000) {
             w.write(part).await.expect("chunk");
@@ -194,7 +195,7 @@ mod tests {
         w.write(&[7u8; 1000]).await.expect("write");
         match w.finish().await {
             Err(StoreError::PieceLength { announced, written }) => {
-                assert_eq!((announced, written), (4096, 1000))
+                assert_eq!((announced, written), (4096, 1000));
             }
             other => panic!("expected a length error, got {other:?}"),
         }
@@ -227,5 +228,23 @@ mod tests {
         entry.content().read_at(&mut back, 0).expect("read");
         assert_eq!(&back[..SLICE_LENGTH as usize], first);
         assert!(back[SLICE_LENGTH as usize..].iter().all(|b| *b == 0));
+    }
+
+    #[tokio::test]
+    async fn a_piece_short_by_part_of_its_last_slice_has_no_digest() {
+        // Every slice begun, the last one short: the hashes are all there, the length is not.
+        let piece = 2 * SLICE_LENGTH;
+        let (_dir, _store, entry) = entry_of(piece, piece);
+        let mut w = PieceWriter::new(entry.clone(), 0);
+        w.write(&vec![5u8; (SLICE_LENGTH + 1000) as usize])
+            .await
+            .expect("write");
+        match w.finish().await {
+            Err(StoreError::PieceLength { announced, written }) => {
+                assert_eq!((announced, written), (piece, SLICE_LENGTH + 1000));
+            }
+            other => panic!("expected a length error, got {other:?}"),
+        }
+        assert_eq!(entry.held_slice_count(), 0, "nothing of it is held");
     }
 }

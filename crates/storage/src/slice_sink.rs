@@ -136,6 +136,11 @@ mod tests {
             "{last:?}"
         );
         assert!(!sink.busy() && !entry.has_slice(0) && entry.has_slice(1));
+        assert_eq!(
+            entry.held_slice_count(),
+            1,
+            "the verified slice alone is held"
+        );
         let mut buf = sink.buffer(s);
         assert_eq!(
             buf.len(),

@@ -368,6 +368,13 @@ mod tests {
         cfg.key = dir.path().join("absent.key");
         let e = Material::load(&cfg).err().expect("missing key");
         assert!(e.to_string().contains("absent.key"), "{e}");
+        // The OS's reason is the cause, not repeated in the error's own text.
+        let cause = std::error::Error::source(&e).expect("the OS error");
+        assert_eq!(
+            cause.downcast_ref::<std::io::Error>().map(|io| io.kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
+        assert!(!e.to_string().contains(&cause.to_string()), "{e}");
         std::fs::write(dir.path().join("empty.pem"), "").expect("write");
         cfg = certs.daemon_config();
         cfg.cert = dir.path().join("empty.pem");

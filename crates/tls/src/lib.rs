@@ -5,6 +5,8 @@
 //! certs dev`). The gRPC servers' connection admission lives here too, since under TLS the
 //! handshake is what a connection must finish in time.
 
+#![warn(missing_docs)]
+
 mod config;
 mod dev;
 mod endpoint;

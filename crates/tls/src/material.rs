@@ -17,7 +17,7 @@ use crate::config::TlsConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("cannot use {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -165,6 +165,7 @@ impl Material {
         self.chain.first().and_then(crate::role::host_of)
     }
 
+    /// The name every daemon's certificate carries and every parent is checked against.
     pub fn peer_name(&self) -> &ServerName<'static> {
         &self.peer_name
     }

@@ -205,3 +205,58 @@ impl PieceClient {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Message;
+
+    /// A parent that answers anything with `frames`, then keeps the connection open.
+    async fn parent_sending(frames: Vec<Message>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut out = Vec::new();
+            for f in &frames {
+                f.encode(&mut out);
+            }
+            s.write_all(&out).await.expect("write");
+            std::future::pending::<()>().await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_parents_error_frame_is_an_error_naming_its_message() {
+        let addr = parent_sending(vec![Message::Error {
+            message: "no such task".into(),
+        }])
+        .await;
+        let mut c = PieceClient::connect(addr, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let e = c.next_response().await.expect_err("refused");
+        assert!(
+            e.to_string().contains("no such task") || format!("{e:?}").contains("no such task"),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slice_without_its_hashes_is_refused_as_malformed() {
+        let addr = parent_sending(vec![Message::Slice(SliceHeader {
+            slice: 0,
+            offset: 0,
+            length: 4,
+        })])
+        .await;
+        let mut c = PieceClient::connect(addr, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let e = c.next_response().await.expect_err("malformed");
+        assert!(matches!(e, WireError::Malformed { tag: 0x04, .. }), "{e:?}");
+    }
+}

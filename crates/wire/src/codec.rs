@@ -499,4 +499,26 @@ mod tests {
             .expect("clean")
             .is_none());
     }
+
+    #[test]
+    fn a_long_error_is_cut_at_a_character_boundary_within_the_limit() {
+        // 3000 two-byte characters: 6000 bytes, cut to the 4096-byte limit, which falls
+        // inside no character (4096 is even), then one more with an odd start.
+        for prefix in ["", "x"] {
+            let message = format!("{prefix}{}", "é".repeat(3000));
+            let mut out = Vec::new();
+            Message::Error {
+                message: message.clone(),
+            }
+            .encode(&mut out);
+            let (decoded, used) = decode_frame(&out).expect("decodes").expect("whole");
+            assert_eq!(used, out.len());
+            let Message::Error { message: got } = decoded else {
+                panic!("{decoded:?}");
+            };
+            assert!(got.len() <= 4096 && got.len() >= 4094, "{}", got.len());
+            assert!(message.starts_with(&got), "not a prefix of the original");
+            assert!(!got.contains('\u{fffd}'), "a character was split");
+        }
+    }
 }

@@ -8,10 +8,15 @@
 //!
 //! Frames are `tag: u8 | length: u32 BE | value`; see [`codec`] for the messages.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod codec;
+mod connection;
+pub mod provider;
 pub mod server;
 
 pub use client::{ClientTls, PieceClient, PieceResponse};
 pub use codec::{Message, SliceHeader, WireError};
-pub use server::{PieceProvider, ServedSlice, UploadServer, UploadStats};
+pub use provider::{PieceProvider, ServedSlice, UploadStats};
+pub use server::UploadServer;

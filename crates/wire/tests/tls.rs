@@ -12,7 +12,7 @@ use pollen_wire::{
     ClientTls, PieceClient, PieceProvider, PieceResponse, ServedSlice, UploadServer, UploadStats,
 };
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +49,8 @@ struct Setup {
     stats: Arc<UploadStats>,
     stop: CancellationToken,
     ours: Material,
-    theirs: Material,
+    /// Certificates of another cluster's CA.
+    theirs: pollen_tls::DevCerts,
 }
 
 async fn setup() -> Setup {
@@ -57,7 +58,6 @@ async fn setup() -> Setup {
     let ours = make_dev_certs(&dir.path().join("ours"), &[]).expect("certs");
     let theirs = make_dev_certs(&dir.path().join("theirs"), &[]).expect("certs");
     let ours = Material::load(&ours.daemon_config()).expect("load");
-    let theirs = Material::load(&theirs.daemon_config()).expect("load");
     let data: Vec<u8> = (0..PIECE * PIECES as usize)
         .map(|i| (i % 251) as u8)
         .collect();
@@ -136,41 +136,95 @@ async fn a_client_with_a_cluster_certificate_gets_every_piece_intact() {
     s.stop.cancel();
 }
 
-#[tokio::test]
-async fn clients_without_a_cluster_certificate_get_nothing() {
-    let s = setup().await;
-    // Plain TCP: the server is waiting for a TLS hello.
-    let plain = fetch_all(&s, None).await;
-    assert!(plain.is_err(), "a plain client was served");
-    // A certificate from another CA.
-    let rogue = ClientTls::new(s.theirs.client_config().expect("client"), peer_name());
-    let e = fetch_all(&s, Some(&rogue)).await;
-    assert!(e.is_err(), "a client from another CA was served");
-    // The right CA, but no certificate of its own.
+/// A client that trusts the cluster's CA (so it never gives up on the server's certificate
+/// itself) and shows `cert`, a (chain, key) pair of PEM files, or no certificate.
+fn trusting_client(
+    s: &Setup,
+    cert: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+) -> ClientTls {
     let ca_pem = std::fs::read(s._dir.path().join("ours/ca.pem")).expect("ca");
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(&ca_pem) {
         roots.add(c.expect("pem")).expect("root");
     }
-    let anonymous = ClientConfig::builder_with_provider(Arc::new(
+    let builder = ClientConfig::builder_with_provider(Arc::new(
         tokio_rustls::rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let anonymous = ClientTls::new(Arc::new(anonymous), peer_name());
-    let e = fetch_all(&s, Some(&anonymous)).await;
-    assert!(e.is_err(), "a client without a certificate was served");
+    .with_root_certificates(roots);
+    let config = match cert {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(chain)
+                    .expect("chain")
+                    .map(|c| c.expect("pem"))
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).expect("key"),
+            )
+            .expect("client auth"),
+    };
+    ClientTls::new(Arc::new(config), peer_name())
+}
+
+/// Waits until the server has counted `n` refused connections (it counts after the client
+/// may already have seen its error).
+async fn refusals_reach(s: &Setup, n: u64) {
+    for _ in 0..500 {
+        if s.stats.protocol_errors.load(Ordering::Relaxed) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the server counted {} refused connections, not {n}",
+        s.stats.protocol_errors.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test]
+async fn clients_without_a_cluster_certificate_get_nothing() {
+    let s = setup().await;
+    // Each outsider trusts the cluster's CA or speaks no TLS at all, so the refusal can only
+    // come from the server; each one adds exactly one refused connection to its count.
+    let plain = fetch_all(&s, None).await;
+    assert!(plain.is_err(), "a plain client was served");
+    refusals_reach(&s, 1).await;
+
+    let rogue = trusting_client(&s, Some(&s.theirs.daemon));
+    let e = fetch_all(&s, Some(&rogue))
+        .await
+        .expect_err("a client with another CA's certificate was served");
+    refusals_reach(&s, 2).await;
+
+    let anonymous = trusting_client(&s, None);
+    let e2 = fetch_all(&s, Some(&anonymous))
+        .await
+        .expect_err("a client without a certificate was served");
+    refusals_reach(&s, 3).await;
+
+    assert_eq!(
+        s.stats.protocol_errors.load(Ordering::Relaxed),
+        3,
+        "one refusal per outsider ({e}; {e2})"
+    );
     assert_eq!(
         s.stats.bytes.load(Ordering::Relaxed),
         0,
         "piece bytes were sent"
     );
-    assert!(
-        s.stats.protocol_errors.load(Ordering::Relaxed) >= 3,
-        "refused handshakes are counted"
+    // The same trusting client with a certificate from the cluster's CA is served: what
+    // refused the others was their certificate, not the client's set-up.
+    let ours = s._dir.path().join("ours");
+    let member = trusting_client(
+        &s,
+        Some(&(ours.join("daemon.pem"), ours.join("daemon.key"))),
     );
+    let got = fetch_all(&s, Some(&member))
+        .await
+        .expect("a member is served");
+    assert!(got == s.data);
     s.stop.cancel();
 }
 

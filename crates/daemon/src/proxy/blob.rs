@@ -26,7 +26,7 @@ use super::pump;
 use super::task_stream::TaskStream;
 use super::upstream::{control_header, forward_headers, relay};
 use super::ProxyState;
-use crate::conductor::TaskSpec;
+use crate::download::task_spec::TaskSpec;
 
 /// A blob GET, as the mirror parsed it.
 pub(crate) struct BlobRequest {
@@ -121,32 +121,6 @@ pub(crate) async fn serve(state: Arc<ProxyState>, req: BlobRequest) -> Response<
     resp
 }
 
-/// A single `bytes=` range, resolved against the content length: (first, last) inclusive.
-pub(crate) fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = v.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') || len == 0 {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (a, b) = (a.trim(), b.trim());
-    let (first, last) = if a.is_empty() {
-        let n: u64 = b.parse().ok()?;
-        if n == 0 {
-            return None;
-        }
-        (len.saturating_sub(n), len - 1)
-    } else {
-        let first: u64 = a.parse().ok()?;
-        let last = if b.is_empty() {
-            len - 1
-        } else {
-            b.parse::<u64>().ok()?.min(len - 1)
-        };
-        (first, last)
-    };
-    (first <= last && first < len).then_some((first, last))
-}
-
 /// A Range GET: answered from pieces already held when they cover it, otherwise relayed to
 /// the registry (and, with `prefetch`, the whole blob is fetched into the cache meanwhile).
 async fn serve_range(
@@ -162,7 +136,8 @@ async fn serve_range(
         .filter(|e| e.held_bytes_trusted())
         .and_then(|entry| {
             let layout = entry.layout();
-            let (first, last) = parse_range(range.to_str().ok()?, layout.content_length())?;
+            let (first, last) =
+                pollen_core::byte_range::parse(range.to_str().ok()?, layout.content_length())?;
             let have = entry.bitfield();
             let (p, q) = (layout.piece_at(first)?, layout.piece_at(last)?);
             (p..=q).all(|n| have.get(n)).then_some((first, last))
@@ -184,7 +159,9 @@ async fn serve_range(
             let item = match stream.next(&mut no_hash).await {
                 Ok(Some(b)) => Ok(b),
                 Ok(None) => break,
-                Err(e) => Err(std::io::Error::other(e.to_string())),
+                Err(e) => Err(std::io::Error::other(
+                    pollen_core::error_kind::Chain(&e).to_string(),
+                )),
             };
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
@@ -204,22 +181,4 @@ async fn serve_range(
         HeaderValue::from_static("application/octet-stream"),
     );
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_range;
-
-    #[test]
-    fn single_ranges_resolve_and_others_are_refused() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=50-1000", 100), Some((50, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
-        assert_eq!(parse_range("bytes=9-1", 100), None);
-        assert_eq!(parse_range("bytes=-0", 100), None);
-    }
 }

@@ -20,7 +20,7 @@ use crate::config::DaemonConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     /// A CA file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("cannot use {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -186,5 +186,26 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(load_or_create(&half), Err(CaError::Incomplete)));
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_named_with_the_os_error_as_its_cause() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = DaemonConfig {
+            data_dir: dir.path().to_path_buf(),
+            proxy: crate::config::ProxyConfig {
+                ca_cert: Some(dir.path().join("absent.pem")),
+                ca_key: Some(dir.path().join("absent.key")),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = load_or_create(&cfg).expect_err("no such files");
+        assert!(e.to_string().contains("absent"), "{e}");
+        let cause = std::error::Error::source(&e).expect("the OS error");
+        assert_eq!(
+            cause.downcast_ref::<std::io::Error>().map(|io| io.kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
     }
 }

@@ -199,7 +199,7 @@ async fn ping(
     {
         Ok(resp) => super::upstream::from_upstream(resp),
         Err(e) => {
-            tracing::warn!(%url, error = %super::upstream::error_chain(&e), "registry unreachable for the /v2/ check; answering it locally");
+            tracing::warn!(%url, error = %pollen_core::error_kind::Chain(&e), "registry unreachable for the /v2/ check; answering it locally");
             let mut r = Response::new(super::body::full("{}"));
             r.headers_mut().insert(
                 "docker-distribution-api-version",

@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use self::body::Body;
-use crate::conductor::Conductor;
 use crate::config::ProxyConfig;
+use crate::download::conductor::Conductor;
 
 /// Largest request head (request line and headers) accepted.
 pub(crate) const MAX_HEADER_BYTES: usize = 64 << 10;
@@ -77,7 +77,8 @@ pub(crate) async fn serve(
         let state = state.clone();
         let token = shutdown.clone();
         let header_timeout = state.cfg.header_read_timeout;
-        tokio::spawn(async move {
+        let tasks = state.conductor.tasks.clone();
+        tasks.spawn(async move {
             let _permit = permit;
             let svc = service_fn(move |req| {
                 let state = state.clone();
@@ -178,7 +179,7 @@ pub fn fuzz_mirror_request(path_and_query: &str, registry_header: &str, range: &
         assert!(!digest.is_empty());
         let _ = digest.parse::<pollen_core::ContentDigest>();
     }
-    if let Some((first, last)) = blob::parse_range(range, len) {
+    if let Some((first, last)) = pollen_core::byte_range::parse(range, len) {
         assert!(
             first <= last && last < len,
             "range {first}-{last} outside {len}"

@@ -14,7 +14,8 @@ use super::body::Body;
 use super::pump;
 use super::upstream::{control_header, forward_headers, relay};
 use super::ProxyState;
-use crate::conductor::{DownloadWatch, TaskSpec};
+use crate::download::task_spec::TaskSpec;
+use crate::download::watch::DownloadWatch;
 
 /// Client headers that do not travel with the task (they describe this one request).
 fn task_headers(fwd: &HeaderMap) -> Vec<(String, String)> {
@@ -56,7 +57,7 @@ async fn content_length(state: &ProxyState, watch: &mut DownloadWatch) -> Option
         }
         if let Some(outcome) = watch.result.borrow().clone() {
             if let Err(e) = outcome {
-                warn!(error = %e, "P2P download failed before it started; relaying to the origin");
+                warn!(error = %pollen_core::error_kind::Chain(&e), "P2P download failed before it started; relaying to the origin");
             }
             return state
                 .conductor

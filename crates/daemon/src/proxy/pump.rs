@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::body::{self, Body};
 use super::task_stream::{StreamFail, TaskStream};
 use super::ProxyState;
-use crate::conductor::DownloadWatch;
+use crate::download::watch::DownloadWatch;
 use crate::error::DownloadError;
 use crate::stats::DaemonStats;
 

@@ -15,7 +15,7 @@ use pollen_core::TaskId;
 use pollen_storage::{Store, TaskEntry};
 use sha2::{Digest as _, Sha256};
 
-use crate::conductor::DownloadWatch;
+use crate::download::watch::DownloadWatch;
 use crate::error::DownloadError;
 
 /// Largest chunk handed out at a time.
@@ -25,7 +25,7 @@ const READ_CHUNK: u64 = 256 << 10;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StreamFail {
     /// The P2P download failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Download(#[from] DownloadError),
     /// No piece at the cursor arrived within the stall timeout.
     #[error("no progress for {0:?}")]
@@ -179,5 +179,5 @@ async fn read(
     .await
     .map_err(|_| StreamFail::Read("the reading task was cancelled".into()))?;
     *hash = h;
-    r.map_err(|e| StreamFail::Read(e.to_string()))
+    r.map_err(|e| StreamFail::Read(pollen_core::error_kind::Chain(&e).to_string()))
 }

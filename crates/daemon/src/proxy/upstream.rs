@@ -14,7 +14,7 @@ use url::Url;
 
 use super::body::{self, Body};
 use super::ProxyState;
-pub(crate) use pollen_source::error_chain;
+use pollen_core::error_kind::Chain;
 use pollen_source::refusal_in;
 
 use crate::config::ProxyConfig;
@@ -204,10 +204,10 @@ pub(crate) async fn relay(
             body::text_error(StatusCode::FORBIDDEN, &format!("pollen: {refusal}"))
         }
         Err(e) => {
-            warn!(%url, error = %error_chain(&e), "upstream unreachable");
+            warn!(%url, error = %Chain(&e), "upstream unreachable");
             body::text_error(
                 StatusCode::BAD_GATEWAY,
-                &format!("pollen: cannot reach {url}: {}", error_chain(&e)),
+                &format!("pollen: cannot reach {url}: {}", Chain(&e)),
             )
         }
     }

@@ -16,7 +16,7 @@ pub enum ApiError {
     BadToken,
     #[error("wrong user name or password")]
     BadSignIn,
-    #[error("{0}")]
+    #[error(transparent)]
     Forbidden(#[from] Denied),
     #[error("{0}")]
     ForbiddenWhy(&'static str),

@@ -48,16 +48,18 @@ fn free_port() -> u16 {
 }
 
 impl Postgres {
-    /// Starts a server, or None (after saying why) when PostgreSQL is not installed and
-    /// `POLLEN_REQUIRE_TOOLS` is unset.
+    /// Starts a server, or None when PostgreSQL is missing and the run asked to skip it
+    /// (`POLLEN_SKIP_TOOLS=postgresql`; see `pollen_testkit::tools`).
     pub async fn start() -> Option<Self> {
-        let Some(bin) = bin_dir() else {
-            if std::env::var_os("POLLEN_REQUIRE_TOOLS").is_some() {
-                panic!("PostgreSQL is not installed (apt-get install postgresql)");
-            }
-            eprintln!("skipped: PostgreSQL is not installed");
+        let bin = bin_dir();
+        if !pollen_testkit::tools::runs(&[pollen_testkit::tools::Need::condition(
+            "postgresql",
+            bin.is_some(),
+            "apt-get install -y postgresql",
+        )]) {
             return None;
-        };
+        }
+        let bin = bin?;
         let dir = tempfile::tempdir().expect("temp dir");
         if nix::unistd::geteuid().is_root() {
             let u = nix::unistd::User::from_name("postgres")

@@ -1,0 +1,257 @@
+//! The daemon's local API on its unix socket: what `pollen get` and `pollen demo` call.
+//!
+//! Who may call it: the socket is 0660 in a 0750 directory, both in the `api_group` group,
+//! so only root and that group's members reach it; each call's caller is read from the socket
+//! (`SO_PEERCRED`) and the output is written with the caller's rights (see `caller`).
+//!
+//! `Download` validates the request, checks the caller may write the output location before
+//! any byte is fetched, streams progress, and writes the finished content to the output path through a
+//! temporary file and a rename, so the path never holds a partial or unverified file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pollen_proto::daemon::daemon_server::Daemon;
+use pollen_proto::daemon::{
+    DownloadProgress, DownloadRequest, StatRequest, StatResponse, TaskStat,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::download::caller::Caller;
+use crate::download::conductor::Conductor;
+use crate::download::output_writer::{create_new, output_error, temp_sibling, OutputWriter};
+use crate::download::task_spec::TaskSpec;
+use crate::download::watch::DownloadWatch;
+use crate::error::DownloadError;
+use crate::stats::DaemonStats;
+
+pub(crate) struct LocalApi {
+    pub conductor: Arc<Conductor>,
+    pub upload_addr: String,
+    pub proxy_addr: String,
+    pub limits: Arc<crate::live_limits::LiveLimits>,
+}
+
+/// Fails early when the output directory does not exist or the caller may not write it.
+async fn probe_output(caller: &Caller, output: &Path) -> Result<(), DownloadError> {
+    let path = output.to_path_buf();
+    caller
+        .run(move || {
+            if path.is_dir() {
+                return Err(std::io::Error::other("is a directory"));
+            }
+            let probe = temp_sibling(&path);
+            create_new(&probe)?;
+            std::fs::remove_file(&probe)
+        })
+        .await
+        .map_err(|e| output_error(output, e))
+}
+
+/// The fuzz entry for the local API's parser of untrusted bytes
+/// (`fuzz/fuzz_targets/local_api_request.rs`): a `DownloadRequest` as it arrives on the
+/// socket, through validation and the origin guard's check of its URL. Panics only when an
+/// invariant breaks.
+pub fn fuzz_local_api_request(bytes: &[u8]) {
+    use prost::Message;
+    let Ok(req) = DownloadRequest::decode(bytes) else {
+        return;
+    };
+    if let Ok(spec) = TaskSpec::from_request(&req) {
+        assert_eq!(spec.id.hex().len(), 64);
+        if let Ok(url) = url::Url::parse(&spec.key.url) {
+            let guard = pollen_source::OriginGuard::default();
+            for policy in [
+                pollen_source::OriginPolicy::LocalUser,
+                pollen_source::OriginPolicy::Fleet,
+            ] {
+                let _ = guard.check_url(&url, policy);
+            }
+        }
+    }
+    let _ = Path::new(&req.output_path).is_absolute();
+}
+
+async fn follow(
+    conductor: Arc<Conductor>,
+    mut watch: DownloadWatch,
+    output: Option<(PathBuf, Caller)>,
+    tx: mpsc::Sender<Result<DownloadProgress, Status>>,
+) {
+    let id = watch.id;
+    let msg = |p: crate::download::watch::Progress, done: bool, cached: bool| DownloadProgress {
+        task_id: id.hex(),
+        content_length: p.content_length,
+        completed_bytes: p.completed,
+        done,
+        from_cache: cached,
+    };
+    let store = conductor.store.clone();
+    let link_from = conductor
+        .cfg
+        .output_hardlink
+        .then_some(conductor.cfg.data_dir.as_path());
+    // Cache only: the task is kept in the store, nothing is written elsewhere.
+    let mut writer = output.map(|(o, caller)| OutputWriter::new(o, link_from, caller));
+    let outcome: Result<(), DownloadError> = async {
+        loop {
+            let done = watch.result.borrow_and_update().clone();
+            if let Some(entry) = store.get(&id) {
+                match &done {
+                    Some(Ok(())) => {
+                        return match writer.as_mut() {
+                            Some(w) => w.finish(&entry, &store.content_path(&id)).await,
+                            None => Ok(()),
+                        }
+                    }
+                    Some(Err(_)) => {}
+                    None => {
+                        if let Some(w) = writer.as_mut() {
+                            w.export_present(&entry).await?;
+                        }
+                    }
+                }
+            }
+            if let Some(r) = done {
+                return r.and(Err(DownloadError::TaskLost(
+                    "the finished task was removed before its output was written; run the download again".into(),
+                )));
+            }
+            let p = *watch.progress.borrow_and_update();
+            if tx.send(Ok(msg(p, false, false))).await.is_err() {
+                return Err(DownloadError::ShuttingDown);
+            }
+            tokio::select! {
+                _ = watch.result.changed() => {}
+                _ = watch.progress.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+    .await;
+    if let Some(w) = writer {
+        w.discard().await;
+    }
+    let last = match outcome {
+        Ok(()) => Ok(msg(*watch.progress.borrow(), true, watch.from_cache)),
+        Err(e) => Err(Status::from(e)),
+    };
+    let _ = tx.send(last).await;
+}
+
+#[tonic::async_trait]
+impl Daemon for LocalApi {
+    type DownloadStream = ReceiverStream<Result<DownloadProgress, Status>>;
+
+    async fn download(
+        &self,
+        request: Request<DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let caller = Caller::of_connection(request.extensions().get::<UdsConnectInfo>())?;
+        let req = request.into_inner();
+        let output = match (req.cache_only, req.output_path.is_empty()) {
+            (true, true) => None,
+            (true, false) => {
+                return Err(DownloadError::InvalidRequest(
+                    "a cache-only download takes no output path".into(),
+                )
+                .into())
+            }
+            (false, _) => Some(PathBuf::from(&req.output_path)),
+        };
+        let spec = TaskSpec::from_request(&req)?;
+        if let Some(output) = &output {
+            if !output.is_absolute() {
+                return Err(DownloadError::InvalidRequest(format!(
+                    "output path {:?} must be absolute",
+                    req.output_path
+                ))
+                .into());
+            }
+            probe_output(&caller, output).await?;
+        }
+        let watch = self.conductor.start(spec);
+        let (tx, rx) = mpsc::channel(16);
+        let output = output.map(|o| (o, caller));
+        self.conductor
+            .tasks
+            .spawn(follow(self.conductor.clone(), watch, output, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn stat(&self, _: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
+        let s = &self.conductor.stats;
+        let rates = self.limits.rates();
+        let tasks = self
+            .conductor
+            .store
+            .tasks()
+            .into_iter()
+            .map(|e| {
+                let snap = e.snapshot();
+                TaskStat {
+                    task_id: e.id.hex(),
+                    content_length: snap.meta.content_length,
+                    piece_count: snap.present.len(),
+                    pieces_present: snap.present.count(),
+                    complete: snap.meta.complete,
+                }
+            })
+            .collect();
+        Ok(Response::new(StatResponse {
+            host_id: self.conductor.host_id.clone(),
+            upload_addr: self.upload_addr.clone(),
+            proxy_addr: self.proxy_addr.clone(),
+            origin_bytes: DaemonStats::get(&s.origin_bytes),
+            p2p_download_bytes: DaemonStats::get(&s.p2p_download_bytes),
+            upload_bytes: DaemonStats::get(&s.upload.bytes),
+            pieces_from_origin: DaemonStats::get(&s.pieces_from_origin),
+            pieces_from_peers: DaemonStats::get(&s.pieces_from_peers),
+            pieces_rejected: DaemonStats::get(&s.pieces_rejected),
+            proxy_p2p_served: DaemonStats::get(&s.proxy_p2p_served),
+            proxy_fallbacks: DaemonStats::get(&s.proxy_fallbacks),
+            proxy_aborted: DaemonStats::get(&s.proxy_aborted),
+            upload_protocol_errors: DaemonStats::get(&s.upload.protocol_errors),
+            upload_timed_out: DaemonStats::get(&s.upload.timed_out),
+            tasks,
+            upload_rate_limit: rates.upload,
+            download_rate_limit: rates.download,
+            back_to_source_rate_limit: rates.back_to_source,
+            scheduler_connected: s
+                .scheduler_sessions
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod fuzz_entry_tests {
+    use pollen_proto::daemon::{DownloadRequest, Header};
+    use prost::Message;
+
+    #[test]
+    fn the_fuzz_entry_takes_odd_requests() {
+        let mut ok = Vec::new();
+        DownloadRequest {
+            url: "http://[::ffff:169.254.169.254]:80/x?y=1".into(),
+            output_path: "/tmp/out".into(),
+            digest: "sha256:zz".into(),
+            headers: vec![Header {
+                name: "bad\nname".into(),
+                value: "v".into(),
+            }],
+            filtered_query: vec!["y".into(); 3],
+            ..Default::default()
+        }
+        .encode(&mut ok)
+        .expect("encode");
+        for input in [&ok[..], &ok[..ok.len() / 2], &[0xff; 16][..], &[][..]] {
+            super::fuzz_local_api_request(input);
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! A daemon stopped in the middle of a download stops everything it started: when
+//! `DaemonHandle::shutdown` returns, no task of the daemon is left on its runtime, and the
+//! output file the download was writing is not left half-written.
+
+use std::time::Duration;
+
+use pollen_daemon::{Daemon, DaemonConfig, ProxyConfig};
+use pollen_proto::daemon::DownloadRequest;
+use pollen_testkit::origin::{random_data, Origin};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn a_daemon_stopped_mid_download_leaves_no_task_and_no_half_written_file() {
+    // The daemon runs on a runtime of its own, so what is left on it is the daemon's alone;
+    // the origin and the client run on another.
+    let (outside, daemon_rt) = (runtime(), runtime());
+    let dir = tempfile::tempdir().expect("tmp");
+    let origin = outside
+        .block_on(Origin::start(
+            ([127, 0, 0, 1], 0).into(),
+            random_data(64 << 20),
+        ))
+        .expect("origin");
+    let cfg = DaemonConfig {
+        data_dir: dir.path().join("data"),
+        api_socket: dir.path().join("api.sock"),
+        api_group: String::new(),
+        upload_listen: ([127, 0, 0, 1], 0).into(),
+        origin_allow: vec!["127.0.0.0/8".into()],
+        proxy: ProxyConfig {
+            listen: None,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let daemon = daemon_rt.block_on(Daemon::start(cfg)).expect("daemon");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).expect("out dir");
+    let output = out_dir.join("file");
+    // The origin sends about 6 MiB/s: the download is well under way, far from done, when
+    // the daemon is told to stop.
+    let url = origin.url("/slow");
+    let (client, stream) = outside.block_on(async {
+        let mut client = pollen_daemon::api::client::connect(&daemon.api_socket)
+            .await
+            .expect("connect");
+        let mut stream = client
+            .download(DownloadRequest {
+                url,
+                output_path: output.to_string_lossy().into_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("download starts")
+            .into_inner();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(60), stream.message())
+                .await
+                .expect("progress")
+                .expect("stream")
+                .expect("a message");
+            assert!(
+                !m.done,
+                "the download finished before the daemon was stopped"
+            );
+            if m.completed_bytes > 0 {
+                break;
+            }
+        }
+        (client, stream)
+    });
+    assert!(
+        daemon_rt.metrics().num_alive_tasks() > 0,
+        "the daemon runs tasks while it downloads"
+    );
+    daemon_rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), daemon.shutdown())
+            .await
+            .expect("shutdown hung");
+    });
+    // What shutdown waited for is over; a connection the HTTP client or the API server was
+    // closing as it returned may take a moment more. Nothing may go on for longer (the
+    // download alone would take ten seconds more).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while daemon_rt.metrics().num_alive_tasks() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} tasks of the daemon still alive after shutdown",
+            daemon_rt.metrics().num_alive_tasks()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop((client, stream));
+    let files: Vec<_> = std::fs::read_dir(&out_dir)
+        .expect("out dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        files.is_empty(),
+        "shutdown left {files:?} in the output directory"
+    );
+    assert!(
+        origin.bytes_served() < 64 << 20,
+        "the download had finished: the test proves nothing"
+    );
+}
