@@ -339,6 +339,63 @@ async fn config_changes_reach_schedulers_and_a_lost_manager_leaves_the_last_in_f
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_peer_cluster_s_load_limit_caps_its_seeds_uploads_and_reaches_the_scheduler() {
+    let cluster = empty_cluster().await;
+    let (m, admin, _s) = control_plane(&cluster, "").await;
+    let default = admin.get("/api/v1/scheduler-clusters").await[0]["id"]
+        .as_i64()
+        .expect("the default cluster");
+    let body = |limit: u32| {
+        json!({"name": "seeds", "config": {"load_limit": limit},
+               "scheduler_cluster_ids": [default]})
+    };
+    let seeds = admin.post("/api/v1/seed-peer-clusters", body(3)).await["id"]
+        .as_i64()
+        .expect("a seed-peer cluster");
+    let mut d = daemon(
+        &cluster,
+        &m,
+        "seed-1",
+        "127.0.0.21",
+        &[
+            "--seed",
+            "--seed-peer-cluster-id",
+            &seeds.to_string(),
+            "--max-upload-connections",
+            "40",
+        ],
+    );
+    d.start().await.expect("seed");
+    d.wait_connected().await.expect("connected");
+    let sched_log = cluster.dir.path().join("sched.log");
+    // The cluster's limit replaces the seed's own 40, in its upload server and at the
+    // scheduler that chooses its children.
+    wait_for_stat(&d, "the cluster's load limit", |s| {
+        s.max_upload_connections == 3
+    })
+    .await;
+    wait_for_log(&sched_log, "upload_cap_to=3").await;
+    // Changed by an operator: it follows while the seed runs.
+    let r = admin
+        .http
+        .put(format!("{}/api/v1/seed-peer-clusters/{seeds}", admin.base))
+        .header("cookie", &admin.cookie)
+        .json(&body(5))
+        .send()
+        .await
+        .expect("put");
+    assert!(r.status().is_success());
+    wait_for_stat(&d, "the new load limit", |s| s.max_upload_connections == 5).await;
+    wait_for_log(&sched_log, "upload_cap_to=5").await;
+    let log = std::fs::read_to_string(&sched_log).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("upload_cap_from=3 upload_cap_to=5")),
+        "the scheduler did not move from the first limit to the second:\n{log}"
+    );
+}
+
 /// Waits until `d`'s stat passes `check`.
 async fn wait_for_stat(
     d: &pollen_testkit::cluster::DaemonProc,

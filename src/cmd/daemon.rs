@@ -51,7 +51,8 @@ pub struct DaemonArgs {
     /// Scheduler cluster to be placed in, whatever the manager's scopes say.
     #[arg(long, env = "POLLEN_SCHEDULER_CLUSTER_ID")]
     pub scheduler_cluster_id: Option<i64>,
-    /// For a seed peer: the seed-peer cluster it belongs to.
+    /// For a seed peer: the seed-peer cluster it belongs to (its load_limit caps this
+    /// daemon's upload connections).
     #[arg(long, env = "POLLEN_SEED_PEER_CLUSTER_ID")]
     pub seed_peer_cluster_id: Option<i64>,
     /// Hostname reported to the manager [default: the machine's].

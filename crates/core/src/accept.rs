@@ -6,13 +6,14 @@
 //! descriptors, say) is logged and retried after a pause, so it cannot spin a core.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+use crate::places::Places;
 
 /// Pause after a failed accept.
 const RETRY_AFTER: Duration = Duration::from_millis(50);
@@ -21,12 +22,12 @@ const RETRY_AFTER: Duration = Duration::from_millis(50);
 /// by the returned permit. `None` once `shutdown` fires or `places` is closed.
 pub async fn next_connection(
     listener: &TcpListener,
-    places: &Arc<Semaphore>,
+    places: &Places,
     shutdown: &CancellationToken,
 ) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
     let place = tokio::select! {
         _ = shutdown.cancelled() => return None,
-        p = places.clone().acquire_owned() => p.ok()?,
+        p = places.take() => p?,
     };
     loop {
         tokio::select! {
@@ -50,15 +51,15 @@ mod tests {
     async fn a_connection_takes_a_place_and_shutdown_ends_the_wait() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let places = Arc::new(Semaphore::new(1));
+        let places = Places::new(1);
         let shutdown = CancellationToken::new();
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (place, _stream, _) = next_connection(&listener, &places, &shutdown)
             .await
             .expect("a connection");
-        assert_eq!(places.available_permits(), 0);
+        assert_eq!(places.available(), 0);
         drop(place);
-        assert_eq!(places.available_permits(), 1);
+        assert_eq!(places.available(), 1);
         shutdown.cancel();
         assert!(next_connection(&listener, &places, &shutdown)
             .await

@@ -18,6 +18,7 @@ pub mod grant;
 pub mod host;
 pub mod join;
 pub mod piece;
+pub mod places;
 pub mod rate_limit;
 pub mod reconnect;
 pub mod rendezvous;

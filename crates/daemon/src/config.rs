@@ -18,7 +18,8 @@ pub struct DaemonConfig {
     /// Scheduler cluster to be placed in, whatever the manager's scopes say. Default 0: let
     /// the manager choose.
     pub scheduler_cluster_id: i64,
-    /// For a seed peer: the seed-peer cluster it belongs to. Default 0: none.
+    /// For a seed peer: the seed-peer cluster it belongs to; the cluster's `load_limit`
+    /// replaces `max_upload_connections`. Default 0: none.
     pub seed_peer_cluster_id: i64,
     /// Hostname reported to the manager (its clusters' hostname scopes match it). Default:
     /// the machine's.

@@ -169,6 +169,7 @@ impl Daemon {
             ),
             None => (upload, None),
         };
+        let upload_places = upload.places();
         tasks.spawn(upload.run(shutdown.clone()));
 
         let client_tls = tls.as_ref().map(|m| m.tonic_client());
@@ -226,6 +227,7 @@ impl Daemon {
                 conductor.traffic.back_to_source_limiter(),
                 cfg.back_to_source_rate_limit,
             ),
+            (upload_places.clone(), cfg.max_upload_connections),
         ));
 
         if cfg.scheduler.is_some() || cfg.manager.is_some() {
@@ -251,6 +253,7 @@ impl Daemon {
                 info,
                 conductor.clone(),
                 stats.clone(),
+                upload_places,
                 shutdown.clone(),
             ));
             // A fixed scheduler is used from the start (with a manager, until it answers).

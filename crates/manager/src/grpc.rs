@@ -147,6 +147,13 @@ impl ManagerService {
         let chosen = placement::choose(&all, &d, |id| {
             active.iter().any(|s| s.scheduler_cluster_id == id)
         });
+        // A seed peer serves at most its seed-peer cluster's load_limit connections at once.
+        let load_limit = match hello.seed_peer_cluster_id {
+            id if hello.seed && id > 0 => clusters::get_seed_peer_cluster(pool, id)
+                .await?
+                .map(|c| c.config.load_limit),
+            _ => None,
+        };
         Ok(match chosen {
             Some(id) => Placement {
                 scheduler_cluster_id: id,
@@ -161,6 +168,7 @@ impl ManagerService {
                         upload_rate_limit: p.upload_rate_limit,
                         download_rate_limit: p.download_rate_limit,
                         back_to_source_rate_limit: p.back_to_source_rate_limit,
+                        max_upload_connections: load_limit,
                     }
                 }),
             },

@@ -3,7 +3,6 @@
 //! `header_read_timeout`, bodies within [`crate::rest::MAX_BODY_BYTES`].
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,7 +10,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -28,7 +26,7 @@ pub async fn serve_http(
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let slots = pollen_core::places::Places::new(max_connections);
     while let Some((permit, stream, peer)) =
         pollen_core::accept::next_connection(&listener, &slots, &shutdown).await
     {

@@ -343,8 +343,71 @@ async fn join_tokens_gate_schedulers_and_seeds(m: TestManager) {
     assert!(!k.seed_join_token_hashes.contains(&seed_hash), "{k:?}");
 }
 
+/// A seed peer that names its seed-peer cluster gets that cluster's load_limit as its cap on
+/// upload connections with its placement, and a new placement when the limit changes; a plain
+/// daemon, and a seed of no seed-peer cluster, keep their own cap.
+async fn a_seed_peer_cluster_s_load_limit_reaches_its_seed_peers(m: TestManager) {
+    let admin = m.admin().await;
+    let mut c = client(&m).await;
+    let s = c
+        .register_scheduler(scheduler("http://127.0.0.9:8002", 0))
+        .await
+        .expect("register")
+        .into_inner();
+    let r = admin
+        .post(
+            "/api/v1/seed-peer-clusters",
+            json!({"name": "seeds", "config": {"load_limit": 7},
+                   "scheduler_cluster_ids": [s.scheduler_cluster_id]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let seeds = r.json["id"].as_i64().expect("id");
+    let cap = |p: &Placement| p.config.as_ref().and_then(|c| c.max_upload_connections);
+
+    let open = |hello: DaemonMessage| {
+        let mut c = c.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(hello).await.expect("hello");
+            let stream = c
+                .daemon_session(ReceiverStream::new(rx))
+                .await
+                .expect("session")
+                .into_inner();
+            (tx, stream)
+        }
+    };
+    let mut in_cluster = seed_hello("seed-1");
+    if let Some(daemon_message::Message::Hello(h)) = in_cluster.message.as_mut() {
+        h.seed_peer_cluster_id = seeds;
+    }
+    let (_tx1, mut seed) = open(in_cluster.clone()).await;
+    assert_eq!(cap(&next_placement(&mut seed).await), Some(7));
+    let (_tx2, mut loose) = open(seed_hello("seed-2")).await;
+    assert_eq!(cap(&next_placement(&mut loose).await), None);
+    // A plain daemon naming the cluster is no seed peer of it.
+    if let Some(daemon_message::Message::Hello(h)) = in_cluster.message.as_mut() {
+        h.seed = false;
+        h.host_id = "plain-1".into();
+    }
+    let (_tx3, mut plain) = open(in_cluster).await;
+    assert_eq!(cap(&next_placement(&mut plain).await), None);
+
+    let r = admin
+        .put(
+            &format!("/api/v1/seed-peer-clusters/{seeds}"),
+            json!({"name": "seeds", "config": {"load_limit": 2},
+                   "scheduler_cluster_ids": [s.scheduler_cluster_id]}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    assert_eq!(cap(&next_placement(&mut seed).await), Some(2));
+}
+
 on_both_databases!(
     schedulers_and_daemons_follow_the_manager,
     bad_registrations_are_refused,
-    join_tokens_gate_schedulers_and_seeds
+    join_tokens_gate_schedulers_and_seeds,
+    a_seed_peer_cluster_s_load_limit_reaches_its_seed_peers
 );

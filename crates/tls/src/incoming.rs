@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
@@ -234,7 +234,7 @@ pub fn admit(
 ) -> ReceiverStream<io::Result<Admitted>> {
     let tls = tls.map(TlsAcceptor::from);
     let (tx, rx) = mpsc::channel(64);
-    let places = Arc::new(Semaphore::new(max_connections.max(1)));
+    let places = pollen_core::places::Places::new(max_connections);
     tokio::spawn(async move {
         while let Some((place, stream, peer)) =
             pollen_core::accept::next_connection(&listener, &places, &shutdown).await

@@ -28,6 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pollen_core::places::Places;
 use pollen_core::RateLimiter;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -70,7 +71,8 @@ pub struct UploadServer {
     provider: Arc<dyn PieceProvider>,
     limiter: RateLimiter,
     stats: Arc<UploadStats>,
-    permits: Arc<Semaphore>,
+    /// Places for connections; the cap may change while the server runs.
+    places: Arc<Places>,
     /// Places for slices being sent, over every connection; `None` without a cap.
     pieces: Option<Arc<Semaphore>>,
     first_request_timeout: Duration,
@@ -95,7 +97,7 @@ impl UploadServer {
             provider,
             limiter,
             stats,
-            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+            places: Arc::new(Places::new(max_connections)),
             pieces: None,
             first_request_timeout: FIRST_REQUEST_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
@@ -143,12 +145,18 @@ impl UploadServer {
         self
     }
 
+    /// The cap on connections served at once, which may be changed while the server runs
+    /// (a seed peer's cluster sets it).
+    pub fn places(&self) -> Arc<Places> {
+        self.places.clone()
+    }
+
     /// Accepts connections until `shutdown` fires.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut conns = tokio::task::JoinSet::new();
         let mut congestion_refused = false;
         while let Some((permit, stream, peer)) =
-            pollen_core::accept::next_connection(&self.listener, &self.permits, &shutdown).await
+            pollen_core::accept::next_connection(&self.listener, &self.places, &shutdown).await
         {
             let _ = stream.set_nodelay(true);
             if let Some(name) = &self.congestion {

@@ -185,7 +185,7 @@ impl Daemon for LocalApi {
 
     async fn stat(&self, _: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
         let s = &self.conductor.stats;
-        let rates = self.limits.rates();
+        let limits = self.limits.in_force();
         let tasks = self
             .conductor
             .store
@@ -218,9 +218,10 @@ impl Daemon for LocalApi {
             upload_protocol_errors: DaemonStats::get(&s.upload.protocol_errors),
             upload_timed_out: DaemonStats::get(&s.upload.timed_out),
             tasks,
-            upload_rate_limit: rates.upload,
-            download_rate_limit: rates.download,
-            back_to_source_rate_limit: rates.back_to_source,
+            upload_rate_limit: limits.upload,
+            download_rate_limit: limits.download,
+            back_to_source_rate_limit: limits.back_to_source,
+            max_upload_connections: limits.upload_connections as u32,
             scheduler_connected: s
                 .scheduler_sessions
                 .load(std::sync::atomic::Ordering::Relaxed)

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pollen_core::places::Places;
 use pollen_proto::scheduler::HostInfo;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -23,6 +24,8 @@ pub(crate) struct HostSessions {
     info: HostInfo,
     conductor: Arc<Conductor>,
     stats: Arc<DaemonStats>,
+    /// The upload server's places: their cap goes with every load report.
+    places: Arc<Places>,
     shutdown: CancellationToken,
     running: Mutex<HashMap<String, CancellationToken>>,
 }
@@ -32,12 +35,14 @@ impl HostSessions {
         info: HostInfo,
         conductor: Arc<Conductor>,
         stats: Arc<DaemonStats>,
+        places: Arc<Places>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             info,
             conductor,
             stats,
+            places,
             shutdown,
             running: Mutex::new(HashMap::new()),
         }
@@ -87,6 +92,7 @@ impl HostSessions {
         self.conductor.tasks.spawn(link.clone().run_load_reports(
             self.info.host_id.clone(),
             self.stats.clone(),
+            self.places.clone(),
             Duration::from_secs(1),
             token.clone(),
         ));

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pollen_core::places::Places;
 use pollen_proto::scheduler::scheduler_client::SchedulerClient;
 use pollen_proto::scheduler::{
     host_command, HostInfo, HostLoad, PeerEvent, Register, SchedulerEvent, TaskRequest,
@@ -100,12 +101,14 @@ impl SchedulerLink {
     }
 
     /// Reports this host's load to the scheduler every `every` until `shutdown`: upload
-    /// connections in use and the bytes per second sent and received since the last report.
+    /// connections in use and the cap on them now (`places`), and the bytes per second sent
+    /// and received since the last report.
     /// A refused report (no host session yet) is retried at the next tick.
     pub async fn run_load_reports(
         self,
         host_id: String,
         stats: Arc<DaemonStats>,
+        places: Arc<Places>,
         every: Duration,
         shutdown: CancellationToken,
     ) {
@@ -130,6 +133,7 @@ impl SchedulerLink {
                 upload_connections: stats.upload.connections.load(Ordering::Relaxed) as u32,
                 upload_bytes_per_sec: (now.0 .0.saturating_sub(last.0 .0) as f64 / secs) as u64,
                 download_bytes_per_sec: (now.0 .1.saturating_sub(last.0 .1) as f64 / secs) as u64,
+                max_upload_connections: places.cap() as u32,
             };
             last = now;
             let mut client = self.client.clone();

@@ -30,7 +30,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use pollen_source::HttpSource;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -69,7 +68,7 @@ pub(crate) async fn serve(
     state: Arc<ProxyState>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(state.cfg.max_connections.max(1)));
+    let slots = pollen_core::places::Places::new(state.cfg.max_connections);
     while let Some((permit, stream, peer)) =
         pollen_core::accept::next_connection(&listener, &slots, &shutdown).await
     {

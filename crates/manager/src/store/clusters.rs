@@ -60,7 +60,9 @@ pub struct PeerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SeedPeerClusterConfig {
-    /// Tasks a seed peer of this cluster is asked to fetch at once (default 300).
+    /// Upload connections each seed peer of this cluster serves at once (default 300). Sent
+    /// to the seed peers with their placement, which cap their upload server at it and report
+    /// the cap to their schedulers, so no more children are sent to a seed than it takes.
     pub load_limit: u32,
 }
 

@@ -138,8 +138,10 @@ impl Core {
         }
     }
 
-    /// Records a host's load report from `from`; `NotFound` when the host has no open session,
-    /// `PermissionDenied` when the report does not come from its session's address.
+    /// Records a host's load report from `from`, with the cap on its upload connections when
+    /// the report gives one (a seed peer's cluster may change it while the host runs);
+    /// `NotFound` when the host has no open session, `PermissionDenied` when the report does
+    /// not come from its session's address.
     pub fn report_load(&mut self, load: &HostLoad, from: Option<IpAddr>) -> Result<(), Status> {
         let Some(host) = self.model.hosts.get_mut(&load.host_id) else {
             return Err(Status::not_found("no open host session for this host"));
@@ -155,6 +157,11 @@ impl Core {
             upload_connections: load.upload_connections,
             upload_bytes_per_sec: load.upload_bytes_per_sec,
         };
+        let cap = load.max_upload_connections;
+        if cap > 0 && cap != host.info.max_upload_connections {
+            info!(host = %load.host_id, upload_cap_from = host.info.max_upload_connections, upload_cap_to = cap, "the host's upload connection cap changed");
+            host.info.max_upload_connections = cap;
+        }
         host.last_heard = Instant::now();
         Ok(())
     }
@@ -398,6 +405,46 @@ mod tests {
             .report_load(&load("nobody"), None)
             .expect_err("no session");
         assert_eq!(e.code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn a_load_report_s_connection_cap_replaces_the_announced_one_and_none_keeps_it() {
+        let mut core = Core::new(SchedulerConfig::default(), 1);
+        host(&mut core, "h1", "10.0.0.1");
+        let from = Some("10.0.0.1".parse().expect("ip"));
+        let cap = |core: &Core| {
+            core.model
+                .hosts
+                .get("h1")
+                .map(|h| h.info.max_upload_connections)
+        };
+        core.report_load(
+            &HostLoad {
+                max_upload_connections: 40,
+                ..load("h1")
+            },
+            from,
+        )
+        .expect("report");
+        assert_eq!(cap(&core), Some(40));
+        // A host that does not say (0) keeps the cap it had.
+        core.report_load(&load("h1"), from).expect("report");
+        assert_eq!(cap(&core), Some(40));
+        core.report_load(
+            &HostLoad {
+                max_upload_connections: 2,
+                ..load("h1")
+            },
+            from,
+        )
+        .expect("report");
+        assert_eq!(cap(&core), Some(2));
+        let h = core.model.hosts.get("h1").expect("host");
+        assert_eq!(
+            crate::evaluator::free_slots(h),
+            0,
+            "3 connections in use fill a cap of 2: no child may be sent there"
+        );
     }
 
     #[test]
