@@ -205,3 +205,74 @@ async fn sweep(state: Arc<AppState>, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Every error in `e`'s source chain, `e` first.
+    fn chain<'a>(
+        e: &'a (dyn std::error::Error + 'static),
+    ) -> Vec<&'a (dyn std::error::Error + 'static)> {
+        std::iter::successors(Some(e), |&e| e.source()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_refused_start_keeps_the_cause_in_its_source_chain() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").expect("file");
+        let password = Some("a long enough password");
+
+        // A data directory under a regular file: the file system's error is the source.
+        let cfg = ManagerConfig {
+            data_dir: file.join("data"),
+            ..Default::default()
+        };
+        let e = Manager::open(cfg, password).await.err().expect("refused");
+        assert!(matches!(e, ManagerError::DataDir { .. }), "{e:?}");
+        let io = e
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("an io error as the source");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotADirectory);
+
+        // A database that cannot be opened: the driver's error is in the chain.
+        let cfg = ManagerConfig {
+            data_dir: dir.path().join("d1"),
+            database_url: Some(format!("sqlite://{}/m.db", file.display())),
+            ..Default::default()
+        };
+        let e = Manager::open(cfg, password).await.err().expect("refused");
+        assert!(matches!(e, ManagerError::Db(DbError::Connect(_))), "{e:?}");
+        assert!(
+            chain(&e).iter().any(|s| s.is::<sqlx::Error>()),
+            "no sqlx error in the chain of {e:?}"
+        );
+
+        // A first admin password that is too weak: the password rule says why.
+        let cfg = ManagerConfig {
+            data_dir: dir.path().join("d2"),
+            ..Default::default()
+        };
+        let e = Manager::open(cfg, Some("short"))
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(
+                e,
+                ManagerError::Bootstrap(bootstrap::BootstrapError::Password(_))
+            ),
+            "{e:?}"
+        );
+        assert!(
+            chain(&e)
+                .iter()
+                .any(|s| s.downcast_ref::<auth::password::PasswordError>()
+                    == Some(&auth::password::PasswordError::TooShort)),
+            "{e:?}"
+        );
+    }
+}

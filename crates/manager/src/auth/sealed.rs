@@ -24,7 +24,7 @@ const PREFIX: &str = "v1:";
 pub enum SealError {
     #[error("the secrets key in {0} is not 64 hex digits (32 bytes)")]
     BadKey(String),
-    #[error("cannot read or create the secrets key file {path}: {source}")]
+    #[error("cannot read or create the secrets key file {path}")]
     KeyFile {
         path: PathBuf,
         source: std::io::Error,
@@ -173,9 +173,12 @@ mod tests {
             SecretBox::load(Some(&f), dir.path()),
             Err(SealError::BadKey(_))
         ));
-        assert!(matches!(
-            SecretBox::load(Some(&dir.path().join("missing")), dir.path()),
-            Err(SealError::KeyFile { .. })
-        ));
+        let e = SecretBox::load(Some(&dir.path().join("missing")), dir.path())
+            .expect_err("a missing key file");
+        assert!(matches!(e, SealError::KeyFile { .. }), "{e:?}");
+        let io = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the io error as the source");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     }
 }
