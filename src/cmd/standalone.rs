@@ -95,8 +95,8 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         .replace_join_token(
             "standalone",
             &[
-                pollen_manager::store::join_tokens::JoinRole::Scheduler,
-                pollen_manager::store::join_tokens::JoinRole::Seed,
+                pollen_manager::JoinRole::Scheduler,
+                pollen_manager::JoinRole::Seed,
             ],
         )
         .await

@@ -34,8 +34,11 @@ pub enum BootstrapError {
 /// How the first admin was made, if one was.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FirstAdmin {
+    /// Users existed already; none was made.
     AlreadyUsers,
+    /// Made with the password the operator gave.
     FromGivenPassword,
+    /// Made with a generated password, written (0600) to this file.
     PasswordWrittenTo(PathBuf),
 }
 

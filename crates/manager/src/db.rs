@@ -15,19 +15,25 @@ use sqlx::AnyPool;
 /// Which engine a URL selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// `sqlite://PATH` (the default: a file in the data directory).
     Sqlite,
+    /// `postgres://USER@HOST/DB` (production).
     Postgres,
 }
 
-/// A database URL the manager cannot use.
+/// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// A URL of no engine the manager speaks (shown without its password).
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
+    /// The database could not be reached or opened.
     #[error("cannot open the database")]
     Connect(#[source] sqlx::Error),
+    /// The schema could not be brought up to date.
     #[error("cannot migrate the database schema")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A query failed.
     #[error("database error")]
     Query(#[from] sqlx::Error),
 }
@@ -62,7 +68,9 @@ static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// A migrated connection pool.
 #[derive(Clone, Debug)]
 pub struct Db {
+    /// The connections.
     pub pool: AnyPool,
+    /// The engine behind them.
     pub backend: Backend,
 }
 

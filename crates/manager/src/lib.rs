@@ -8,18 +8,20 @@
 //! Non-goals: the manager is never on a download's path. If it is down, schedulers and
 //! daemons keep the placement and config they last received, and downloads go on.
 
-pub mod auth;
-pub mod bootstrap;
-pub mod config;
+#![warn(missing_docs)]
+
+pub(crate) mod auth;
+pub(crate) mod bootstrap;
+pub(crate) mod config;
 pub mod db;
-pub mod grpc;
-pub mod hub;
-pub mod jobs;
-pub mod metrics;
-pub mod placement;
-pub mod rest;
-pub mod server;
-pub mod store;
+pub(crate) mod grpc;
+pub(crate) mod hub;
+pub(crate) mod jobs;
+pub(crate) mod metrics;
+pub(crate) mod placement;
+pub(crate) mod rest;
+pub(crate) mod server;
+pub(crate) mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,23 +33,31 @@ use tracing::{info, warn};
 pub use bootstrap::FirstAdmin;
 pub use config::{ManagerConfig, RestTls};
 pub use db::{Backend, Db, DbError};
+pub use store::join_tokens::JoinRole;
 
 use rest::AppState;
 
 /// Why the manager could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
+    /// The database could not be opened or migrated.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The first admin, the default cluster or the first join token could not be made.
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    /// The data directory could not be created.
     #[error("cannot create the data directory {path}")]
     DataDir {
+        /// The directory.
         path: std::path::PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The certificates for mutual TLS (gRPC) or HTTPS (REST) could not be loaded.
     #[error("mutual TLS on the gRPC port")]
     Tls(#[from] pollen_tls::TlsError),
+    /// The key that seals stored job secrets could not be read or made.
     #[error(transparent)]
     Secrets(#[from] auth::sealed::SealError),
 }
@@ -137,6 +147,7 @@ impl Manager {
         Ok(secret)
     }
 
+    /// The manager's database.
     pub fn db(&self) -> &Db {
         &self.state.db
     }

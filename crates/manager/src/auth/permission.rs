@@ -159,10 +159,6 @@ impl Principal {
         Ok(())
     }
 
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
     /// Ok when this caller may hand a new token `scopes`: a token mints only within its own
     /// scopes (a leaked `account` token must not become an every-scope one); a console
     /// session mints within its role, which `check` bounds on every use anyway.

@@ -17,6 +17,7 @@ pub enum JoinRole {
 }
 
 impl JoinRole {
+    /// The role's name in the API and the database.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Scheduler => "scheduler",

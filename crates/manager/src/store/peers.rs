@@ -93,16 +93,6 @@ pub async fn upsert(pool: &AnyPool, h: &Hello<'_>) -> Result<Peer, sqlx::Error> 
     Peer::from_row(&row)
 }
 
-/// Records that the peer was heard from.
-pub async fn touch(pool: &AnyPool, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE peers SET last_seen_at = $1, state = 'active' WHERE id = $2")
-        .bind(now())
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 pub async fn set_inactive(pool: &AnyPool, id: i64) -> Result<(), sqlx::Error> {
     let t = now();
     sqlx::query("UPDATE peers SET state = 'inactive', updated_at = $1 WHERE id = $2")

@@ -6,9 +6,8 @@ use sqlx::{any::AnyRow, AnyPool, Row};
 
 use crate::db::now;
 
-/// `active` while keepalives arrive; `inactive` after one was missed.
+/// A scheduler's state while keepalives arrive (`inactive` after one was missed).
 pub const ACTIVE: &str = "active";
-pub const INACTIVE: &str = "inactive";
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Scheduler {

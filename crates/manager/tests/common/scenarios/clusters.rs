@@ -167,11 +167,23 @@ pub async fn clusters_round_trip(m: &TestManager) {
     );
 }
 
-/// Schedulers and peers, as registered (here straight into the database; the gRPC tests
-/// register them for real), are listed, filtered and read; an admin forgets a scheduler.
+/// Shows a join token on every call, as a scheduler or a seed does.
+#[derive(Clone)]
+struct ShowToken(tonic::metadata::AsciiMetadataValue);
+
+impl tonic::service::Interceptor for ShowToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut()
+            .insert(pollen_core::join::METADATA, self.0.clone());
+        Ok(req)
+    }
+}
+
+/// Schedulers and peers, as they register over gRPC, are listed, filtered and read; an admin
+/// forgets a scheduler.
 pub async fn hosts_are_listed(m: &TestManager) {
-    use pollen_manager::store::{clusters, peers, schedulers};
-    let db = pollen_manager::Db::open(&m.db_url).await.expect("db");
+    use pollen_proto::manager::manager_client::ManagerClient;
+    use pollen_proto::manager::{daemon_message, DaemonHello, DaemonMessage, SchedulerInfo};
     let admin = m.admin().await;
     let r = admin
         .post(
@@ -180,39 +192,62 @@ pub async fn hosts_are_listed(m: &TestManager) {
         )
         .await;
     let cluster = r.json["id"].as_i64().expect("id");
-    let _ = clusters::list_scheduler_clusters(&db.pool)
+    let channel = tonic::transport::Endpoint::from_shared(m.grpc.clone())
+        .expect("url")
+        .connect()
         .await
-        .expect("list");
-    let s = schedulers::register(
-        &db.pool,
-        &schedulers::Registration {
+        .expect("connect");
+    let token: tonic::metadata::AsciiMetadataValue =
+        m.join_token().parse().expect("a token is ASCII");
+    let mut c = ManagerClient::with_interceptor(channel, ShowToken(token));
+    let s = c
+        .register_scheduler(SchedulerInfo {
             scheduler_cluster_id: cluster,
-            hostname: "sched-1",
-            ip: "127.0.0.9",
+            hostname: "sched-1".into(),
+            ip: "127.0.0.9".into(),
             port: 8002,
-            url: "http://127.0.0.9:8002",
-            idc: "",
-            location: "",
-        },
-    )
-    .await
-    .expect("register");
-    let p = peers::upsert(
-        &db.pool,
-        &peers::Hello {
-            host_id: &unique("host"),
-            hostname: "node-1",
-            ip: "127.0.0.10",
+            url: "http://127.0.0.9:8002".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(DaemonMessage {
+        message: Some(daemon_message::Message::Hello(DaemonHello {
+            host_id: unique("host"),
+            hostname: "node-1".into(),
+            ip: "127.0.0.10".into(),
             upload_port: 4000,
-            idc: "",
-            location: "",
-            is_seed: true,
-            scheduler_cluster_id: Some(cluster),
-            seed_peer_cluster_id: None,
-        },
-    )
+            seed: true,
+            scheduler_cluster_id: cluster,
+            ..Default::default()
+        })),
+    })
     .await
-    .expect("peer");
+    .expect("hello");
+    let mut session = c
+        .daemon_session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("session")
+        .into_inner();
+    // The peer is recorded before its first placement is sent.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), session.message())
+        .await
+        .expect("a placement in time")
+        .expect("stream ok");
+    assert!(first.is_some(), "the session closed without a placement");
+    let r = admin
+        .get(&format!(
+            "/api/v1/peers?scheduler_cluster_id={cluster}&seed=true"
+        ))
+        .await;
+    let peer = r.json[0]["id"].as_i64().unwrap_or_else(|| {
+        panic!(
+            "the seed was not recorded in its pinned cluster: {}",
+            r.text
+        )
+    });
     // (No `active=true` here: the test manager's 2 s keepalive timeout may already have passed.)
     let r = admin
         .get(&format!(
@@ -222,7 +257,7 @@ pub async fn hosts_are_listed(m: &TestManager) {
     assert_eq!(r.json.as_array().map(Vec::len), Some(1), "{}", r.text);
     assert_eq!(
         admin
-            .get(&format!("/api/v1/schedulers/{}", s.id))
+            .get(&format!("/api/v1/schedulers/{}", s.scheduler_id))
             .await
             .json["url"],
         "http://127.0.0.9:8002"
@@ -240,7 +275,7 @@ pub async fn hosts_are_listed(m: &TestManager) {
         .await;
     assert_eq!(r.json.as_array().map(Vec::len), Some(0), "{}", r.text);
     assert_eq!(
-        admin.get(&format!("/api/v1/peers/{}", p.id)).await.json["hostname"],
+        admin.get(&format!("/api/v1/peers/{peer}")).await.json["hostname"],
         "node-1"
     );
     assert_eq!(
@@ -249,14 +284,14 @@ pub async fn hosts_are_listed(m: &TestManager) {
     );
     assert_eq!(
         admin
-            .delete(&format!("/api/v1/schedulers/{}", s.id))
+            .delete(&format!("/api/v1/schedulers/{}", s.scheduler_id))
             .await
             .status,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
         admin
-            .get(&format!("/api/v1/schedulers/{}", s.id))
+            .get(&format!("/api/v1/schedulers/{}", s.scheduler_id))
             .await
             .status,
         StatusCode::NOT_FOUND
