@@ -285,5 +285,26 @@ mod tests {
                     == Some(&auth::password::PasswordError::TooShort)),
             "{e:?}"
         );
+
+        // No password given, and the file for the generated one cannot be written (a
+        // directory stands in its place): the file system's error is in the chain.
+        let data_dir = dir.path().join("d3");
+        std::fs::create_dir_all(data_dir.join("initial-admin-password")).expect("dir");
+        let cfg = ManagerConfig {
+            data_dir,
+            ..Default::default()
+        };
+        let e = Manager::open(cfg, None).await.err().expect("refused");
+        assert!(
+            matches!(
+                e,
+                ManagerError::Bootstrap(bootstrap::BootstrapError::Write { .. })
+            ),
+            "{e:?}"
+        );
+        assert!(
+            chain(&e).iter().any(|s| s.is::<std::io::Error>()),
+            "no io error in the chain of {e:?}"
+        );
     }
 }

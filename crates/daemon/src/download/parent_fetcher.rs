@@ -427,3 +427,22 @@ impl ParentJob {
         self.claims.release(n, &self.parent_id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_keeps_the_wire_error_and_its_io_cause() {
+        let e = FetchError::from(WireError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        let wire = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<WireError>())
+            .expect("the wire error as the source");
+        assert!(
+            matches!(wire, WireError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionReset),
+            "{wire:?}"
+        );
+    }
+}

@@ -110,7 +110,7 @@ impl Pump {
         if let Err(e) = p2p {
             let why = match &e {
                 StreamFail::Stalled(d) => format!("no progress for {d:?}"),
-                other => other.to_string(),
+                other => pollen_core::error_kind::Chain(other).to_string(),
             };
             warn!(url = %self.url, offset = pos, reason = %why, "P2P path failed; serving the rest from the origin");
             DaemonStats::add(&self.state.conductor.stats.proxy_fallbacks, 1);

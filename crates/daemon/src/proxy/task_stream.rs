@@ -30,9 +30,13 @@ pub(crate) enum StreamFail {
     /// No piece at the cursor arrived within the stall timeout.
     #[error("no progress for {0:?}")]
     Stalled(Duration),
-    /// Reading a present piece failed.
-    #[error("reading the piece store: {0}")]
-    Read(String),
+    /// Reading a present piece from the content file failed.
+    #[error("reading the piece store")]
+    Read(#[source] pollen_storage::StoreError),
+    /// The bytes at the cursor will not come: the download ended without them, or the
+    /// reading task was stopped.
+    #[error("{0}")]
+    Gone(String),
 }
 
 /// An in-order reader over one task, from `pos` up to `end` (exclusive; the content's end
@@ -136,7 +140,7 @@ impl TaskStream {
             match self.outcome() {
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(())) => {
-                    return Err(StreamFail::Read(format!(
+                    return Err(StreamFail::Gone(format!(
                         "the download ended without the bytes at offset {}",
                         self.pos
                     )))
@@ -149,7 +153,7 @@ impl TaskStream {
     /// Waits for progress or the end of the download, at most the stall timeout.
     async fn wait(&mut self) -> Result<(), StreamFail> {
         let Some(watch) = self.watch.as_mut() else {
-            return Err(StreamFail::Read("a held piece went missing".into()));
+            return Err(StreamFail::Gone("a held piece went missing".into()));
         };
         if watch.progressed_within(self.stall).await {
             Ok(())
@@ -177,7 +181,45 @@ async fn read(
         (h, r)
     })
     .await
-    .map_err(|_| StreamFail::Read("the reading task was cancelled".into()))?;
+    .map_err(|_| StreamFail::Gone("the reading task was cancelled".into()))?;
     *hash = h;
-    r.map_err(|e| StreamFail::Read(pollen_core::error_kind::Chain(&e).to_string()))
+    r.map_err(StreamFail::Read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pollen_core::error_kind::Chain;
+    use pollen_storage::StoreError;
+
+    #[test]
+    fn a_failed_read_keeps_the_store_error_and_its_io_cause() {
+        let e = StreamFail::Read(StoreError::io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "short read",
+        )));
+        let store = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<StoreError>())
+            .expect("the store error as the source");
+        assert_eq!(
+            std::error::Error::source(store)
+                .map(|s| s.to_string())
+                .as_deref(),
+            Some("short read"),
+            "the io error under it"
+        );
+        // The mirror's log line shows the whole chain.
+        assert!(
+            Chain(&e)
+                .to_string()
+                .starts_with("reading the piece store: "),
+            "{}",
+            Chain(&e)
+        );
+        // A download's own failure passes through with its sources.
+        let e = StreamFail::from(DownloadError::Storage(StoreError::io(
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        )));
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<StoreError>()));
+    }
 }

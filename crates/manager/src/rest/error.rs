@@ -76,3 +76,20 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_fault_keeps_its_cause_but_answers_without_it() {
+        let e = ApiError::from(sqlx::Error::Protocol("SELECT secret FROM users".into()));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            std::error::Error::source(&e).is_some_and(|s| s.is::<sqlx::Error>()),
+            "the driver's error is the source: {e:?}"
+        );
+        // The client is told to retry, never shown the SQL.
+        assert!(!e.to_string().contains("SELECT"), "{e}");
+    }
+}
