@@ -192,6 +192,7 @@ mod tests {
     async fn a_piece_given_fewer_or_more_bytes_than_it_holds_has_no_digest() {
         let (_dir, _store, entry) = entry_of(4096, 4096);
         let mut w = PieceWriter::new(entry.clone(), 0);
+        assert_eq!(w.piece(), 0);
         w.write(&[7u8; 1000]).await.expect("write");
         match w.finish().await {
             Err(StoreError::PieceLength { announced, written }) => {
