@@ -432,6 +432,19 @@ mod tests {
         }
 
         #[test]
+        fn frames_encoded_one_after_another_decode_in_order(a in arb_message(), b in arb_message()) {
+            // Connections encode several frames into one buffer before sending it.
+            let mut buf = Vec::new();
+            a.encode(&mut buf);
+            b.encode(&mut buf);
+            let (first, used) = decode_frame(&buf).expect("decodes").expect("complete");
+            prop_assert_eq!(first, a);
+            let (second, rest) = decode_frame(&buf[used..]).expect("decodes").expect("complete");
+            prop_assert_eq!(used + rest, buf.len());
+            prop_assert_eq!(second, b);
+        }
+
+        #[test]
         fn a_prefix_asks_for_more_and_never_errors(m in arb_message(), cut in 0usize..64) {
             let mut buf = Vec::new();
             m.encode(&mut buf);
