@@ -217,4 +217,26 @@ mod tests {
             vec![4, 5]
         );
     }
+
+    #[tokio::test]
+    async fn hashes_of_a_piece_longer_than_one_read_are_computed_over_its_bytes_only() {
+        // One piece of 2.5 MiB: read in 1 MiB, 1 MiB and a last half, at its own offset.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let len = 10 * SLICE_LENGTH;
+        let meta = TaskMeta {
+            content_length: len,
+            piece_length: 16 * SLICE_LENGTH,
+            ..Default::default()
+        };
+        let entry = store.ensure_task(TaskId([6; 32]), meta).expect("task");
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        entry.content().write_at(&data, 0).expect("write");
+        store
+            .commit_piece(&entry, 0, PieceDigest::of(&data))
+            .await
+            .expect("commit");
+        let hashes = entry.load_slice_hashes(0).expect("read").expect("present");
+        assert_eq!(&*hashes, slice_hashes(&data).as_slice());
+    }
 }
