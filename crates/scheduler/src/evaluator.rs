@@ -383,6 +383,44 @@ fn score(
 mod unit_tests {
     use super::*;
 
+    #[test]
+    fn a_child_keeps_each_parent_it_names_once_and_never_itself() {
+        let task = Task::new(Default::default(), std::time::Instant::now());
+        assert_eq!(kept_parents(&task, 3, &[1, 3, 1, 2, 3], None), vec![1, 2]);
+        assert!(kept_parents(&task, 3, &[3], None).is_empty());
+    }
+
+    #[test]
+    fn location_affinity_is_the_share_of_leading_parts_in_common() {
+        assert_eq!(location_affinity("", "eu|fra|r1"), 0.0, "unknown");
+        assert_eq!(location_affinity("eu|fra|r1", ""), 0.0, "unknown");
+        assert_eq!(location_affinity("eu|fra|r1", "eu|fra|r1"), 1.0);
+        assert!((location_affinity("eu|fra|r1", "eu|fra|r2") - 2.0 / 3.0).abs() < 1e-9);
+        // Measured against the longer of the two.
+        assert_eq!(location_affinity("eu|fra", "eu|fra|r2|u7"), 0.5);
+        assert_eq!(
+            location_affinity("eu|fra|r1", "us|fra|r1"),
+            0.0,
+            "only leading parts count"
+        );
+    }
+
+    #[test]
+    fn proximity_is_one_for_the_same_near_network_a_half_for_the_same_site() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(proximity(ip("10.1.2.3"), ip("10.1.2.200")), 1.0);
+        assert_eq!(proximity(ip("10.1.2.3"), ip("10.1.9.3")), 0.5);
+        assert_eq!(proximity(ip("10.1.2.3"), ip("10.7.2.3")), 0.0);
+        assert_eq!(proximity(ip("fd00:1:2:3::1"), ip("fd00:1:2:3::9")), 1.0);
+        assert_eq!(proximity(ip("fd00:1:2:3::1"), ip("fd00:1:2:4::1")), 0.5);
+        assert_eq!(proximity(ip("fd00:1:2:3::1"), ip("fd00:9:2:3::1")), 0.0);
+        assert_eq!(
+            proximity(ip("10.1.2.3"), ip("::ffff:10.1.2.3")),
+            0.0,
+            "families differ"
+        );
+    }
+
     fn fields(w: &Weights) -> [(&'static str, f64); 8] {
         [
             ("load", w.load),
