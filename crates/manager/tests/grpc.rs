@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestManager;
+use common::{ShowToken, TestManager};
 use pollen_proto::manager::manager_client::ManagerClient;
 use pollen_proto::manager::{
     daemon_message, manager_message, DaemonHello, DaemonMessage, Placement, SchedulerInfo,
@@ -14,20 +14,6 @@ use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-
-/// Attaches a join token (if any) to every call, as a scheduler or a seed does.
-#[derive(Clone)]
-struct ShowToken(Option<tonic::metadata::AsciiMetadataValue>);
-
-impl tonic::service::Interceptor for ShowToken {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut()
-                .insert(pollen_core::join::METADATA, v.clone());
-        }
-        Ok(req)
-    }
-}
 
 type Client = ManagerClient<InterceptedService<Channel, ShowToken>>;
 

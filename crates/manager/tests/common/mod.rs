@@ -11,6 +11,20 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+/// Attaches a join token (if any) to every gRPC call, as a scheduler or a seed does.
+#[derive(Clone)]
+pub struct ShowToken(pub Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for ShowToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut()
+                .insert(pollen_core::join::METADATA, v.clone());
+        }
+        Ok(req)
+    }
+}
+
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
 pub struct TestManager {

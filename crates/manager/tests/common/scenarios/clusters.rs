@@ -167,18 +167,6 @@ pub async fn clusters_round_trip(m: &TestManager) {
     );
 }
 
-/// Shows a join token on every call, as a scheduler or a seed does.
-#[derive(Clone)]
-struct ShowToken(tonic::metadata::AsciiMetadataValue);
-
-impl tonic::service::Interceptor for ShowToken {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut()
-            .insert(pollen_core::join::METADATA, self.0.clone());
-        Ok(req)
-    }
-}
-
 /// Schedulers and peers, as they register over gRPC, are listed, filtered and read; an admin
 /// forgets a scheduler.
 pub async fn hosts_are_listed(m: &TestManager) {
@@ -197,9 +185,8 @@ pub async fn hosts_are_listed(m: &TestManager) {
         .connect()
         .await
         .expect("connect");
-    let token: tonic::metadata::AsciiMetadataValue =
-        m.join_token().parse().expect("a token is ASCII");
-    let mut c = ManagerClient::with_interceptor(channel, ShowToken(token));
+    let token = m.join_token().parse().expect("a token is ASCII");
+    let mut c = ManagerClient::with_interceptor(channel, crate::common::ShowToken(Some(token)));
     let s = c
         .register_scheduler(SchedulerInfo {
             scheduler_cluster_id: cluster,
