@@ -12,7 +12,9 @@
 //! - hold a piece the child lacks, or be downloading the task itself while every piece is
 //!   in the swarm or on its way (some peer holds the whole task or reads the origin);
 //!   otherwise the pieces it lacks may exist nowhere, and offering it would keep the child
-//!   busy with a parent that can never give anything;
+//!   busy with a parent that can never give anything. Before the task's facts are
+//!   published only a peer reading the origin counts as downloading: nothing another holds
+//!   can be checked yet, and the facts may yet expose it as a liar;
 //! - with `dag` on, not be a descendant of the child.
 //!
 //! The rank is a weighted sum of features in 0..=1 (weights in [`Weights`]): free upload
@@ -324,7 +326,14 @@ fn score(
     // The peer's own facts first: the host lookup is the costly step (a cache miss per
     // candidate in a large model), so it runs only for candidates that can help.
     let useful = p.finished.count_missing_from(&child.finished);
-    let downloading = matches!(p.state, PeerState::Running | PeerState::BackToSource);
+    // Before the origin reader publishes the task's facts, nothing another peer holds can
+    // be checked, and a peer that joined early may be a liar the facts will expose: only
+    // the reader is worth asking.
+    let downloading = match p.state {
+        PeerState::BackToSource => true,
+        PeerState::Running => task.content_length.is_some(),
+        _ => false,
+    };
     if useful == 0
         && !(downloading
             && p.finished.len() < total as u32

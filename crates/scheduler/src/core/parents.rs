@@ -431,6 +431,65 @@ mod tests {
         assert_eq!(w.core.parents_of(&tid, "p2"), vec!["p1".to_string()]);
     }
 
+    /// The peers offered to `peer` so far.
+    fn offered(rx: &mut Rx) -> Vec<String> {
+        drain(rx)
+            .into_iter()
+            .filter_map(|e| match e {
+                scheduler_event::Event::Parents(p) => Some(p.parents),
+                _ => None,
+            })
+            .flatten()
+            .map(|p| p.peer_id)
+            .collect()
+    }
+
+    /// Before the origin reader publishes the task's facts, nothing any other peer holds can
+    /// be checked, so only the reader is offered: a host that joined first and claimed a
+    /// length and every piece is not (it would be asked for pieces it cannot prove), neither
+    /// before the facts nor after they contradict its claim.
+    #[test]
+    fn before_the_facts_are_published_only_the_origin_reader_is_offered() {
+        let mut w = world();
+        let mut reader = w.join("p1", "h1");
+        assert!(drain(&mut reader)
+            .iter()
+            .any(|e| matches!(e, scheduler_event::Event::BackToSource(_))));
+        let _liar = w.join("liar", "h2");
+        w.event(
+            "liar",
+            peer_event::Event::ContentInfo(ContentInfo {
+                content_length: 8 << 40,
+                piece_length: 64 << 20,
+            }),
+        );
+        w.event(
+            "liar",
+            peer_event::Event::PiecesFinished(PiecesFinished {
+                pieces: (0..PIECES)
+                    .map(|n| FinishedPiece {
+                        number: n,
+                        digest: vec![0xBA; 32],
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+        );
+        let mut honest = w.join("p3", "h3");
+        let early = offered(&mut honest);
+        assert!(!early.contains(&"liar".to_string()), "{early:?}");
+        assert!(early.contains(&"p1".to_string()), "{early:?}");
+        w.holds_everything("p1");
+        w.event(
+            "p3",
+            peer_event::Event::NeedParents(NeedParents {
+                parents: vec!["p1".into()],
+            }),
+        );
+        let late = offered(&mut honest);
+        assert!(!late.contains(&"liar".to_string()), "{late:?}");
+    }
+
     #[test]
     fn a_parent_a_peer_reported_failed_is_not_offered_to_it_again() {
         let mut w = world();
