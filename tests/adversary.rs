@@ -810,8 +810,9 @@ async fn ask_without_grant(addr: std::net::SocketAddr, task: pollen_core::TaskId
     bits || slice
 }
 
-/// (f) A task fetched with credentials is private: the seed that holds it serves it to the
-/// peer the scheduler granted it to (the peer's bytes come from the seed, none from the
+/// (f) A task fetched with credentials is private: the seed that holds it (fetched with the
+/// credentials of a request it served itself; the scheduler never relays them) serves it to
+/// the peer the scheduler granted it to (the peer's bytes come from the seed, none from the
 /// origin), but its upload port gives a host that shows no grant neither the bitfield nor a
 /// slice, while the same host is served a public task by the same seed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -837,6 +838,14 @@ async fn a_private_task_is_served_only_with_the_schedulers_grant() {
         }],
         ..Default::default()
     };
+    let on_seed = DownloadRequest {
+        output_path: dir.join("private.seed.out").display().to_string(),
+        ..request.clone()
+    };
+    tokio::time::timeout(HANG, seed.download_request(on_seed))
+        .await
+        .expect("hung")
+        .expect("the seed's own download");
     tokio::time::timeout(HANG, peer.download_request(request))
         .await
         .expect("hung")

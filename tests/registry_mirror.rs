@@ -355,21 +355,9 @@ async fn a_private_blob_in_the_cache_is_refused_to_a_client_the_registry_refuses
     .expect("authorised pull hung")
     .expect("pull failed");
     let blobs = registry::image_blobs(&layout).expect("blobs");
-    // The cache marks a blob complete after its own whole-content check, which may finish
-    // just after the client has the last byte.
-    let deadline = std::time::Instant::now() + HANG;
-    loop {
-        let stat = d1.stat().await.expect("stat");
-        if stat.tasks.iter().filter(|t| t.complete).count() >= blobs.len() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "blobs not cached: {:?}",
-            stat.tasks
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    d1.wait_cached(blobs.len(), HANG)
+        .await
+        .expect("blobs cached");
 
     // Without: the same daemon answers with the registry's 401 and challenge, not the bytes.
     let client = reqwest::Client::new();

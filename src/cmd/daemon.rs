@@ -138,6 +138,17 @@ pub struct DaemonArgs {
     /// [default: https://registry-1.docker.io].
     #[arg(long, env = "POLLEN_DEFAULT_REGISTRY")]
     pub default_registry: Option<String>,
+    /// A mirror listener bound to one registry, REGISTRY=ADDRESS (e.g.
+    /// http://registry.local:5000=127.0.0.1:4002); repeatable. Needed by CRI-O, Podman, skopeo
+    /// and buildah for registries that ask for credentials: their `/v2/` check names no
+    /// registry. `pollen init … --registry REGISTRY=ADDRESS` points them at it [default: none].
+    #[arg(
+        long = "registry-mirror",
+        env = "POLLEN_REGISTRY_MIRRORS",
+        value_delimiter = ',',
+        value_name = "REGISTRY=ADDRESS"
+    )]
+    pub registry_mirrors: Vec<pollen_daemon::config::RegistryMirror>,
     /// How long to wait for a usable parent before fetching from the origin (e.g. 15s).
     #[arg(long, env = "POLLEN_PARENT_WAIT", value_parser = parse_duration)]
     pub parent_wait: Option<Duration>,
@@ -237,6 +248,9 @@ impl DaemonArgs {
         }
         if let Some(v) = self.default_registry {
             cfg.proxy.default_registry = v;
+        }
+        if !self.registry_mirrors.is_empty() {
+            cfg.proxy.registry_mirrors = self.registry_mirrors;
         }
         if let Some(v) = self.upload_write_timeout {
             cfg.upload_write_timeout = v;

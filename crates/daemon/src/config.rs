@@ -204,6 +204,12 @@ pub struct ProxyConfig {
     /// which is what Docker's `registry-mirrors` and a CRI-O/Podman mirror send.
     /// Default `https://registry-1.docker.io`.
     pub default_registry: String,
+    /// Mirror listeners bound to one registry each: every `/v2/` request on one goes to its
+    /// registry, the `/v2/` check included, so a client that names no registry in that check
+    /// (CRI-O, Podman, skopeo, buildah) meets the right registry's auth challenge, and token
+    /// scopes name the real repository. Written by `pollen init … --registry REG=ADDR`; see
+    /// docs/OPERATIONS.md. Default none.
+    pub registry_mirrors: Vec<RegistryMirror>,
     /// Registries reached over plain HTTP when a request names them by host only (`?ns=`):
     /// `host` (any port) or `host:port`. Default `localhost`, `127.0.0.1`, `::1`, as Docker
     /// does; every other registry is reached over HTTPS.
@@ -238,6 +244,42 @@ pub struct ProxyConfig {
     pub ca_key: Option<PathBuf>,
 }
 
+/// A mirror listener bound to one registry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryMirror {
+    /// The registry: `scheme://host[:port]`, or `host[:port]` (https unless listed in
+    /// `insecure_registries`); `docker.io` is Docker Hub.
+    pub registry: String,
+    /// Address the listener binds (port 0: any free port).
+    pub listen: SocketAddr,
+}
+
+impl std::str::FromStr for RegistryMirror {
+    type Err = String;
+
+    /// `REGISTRY=ADDR`, as the `--registry-mirror` flag takes it.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (registry, listen) = s.rsplit_once('=').ok_or_else(|| {
+            format!(
+                "{s:?}: expected REGISTRY=ADDRESS, e.g. http://registry.local:5000=127.0.0.1:4002"
+            )
+        })?;
+        let listen = listen
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {listen:?} is not an address such as 127.0.0.1:4002"))?;
+        let registry = registry.trim();
+        if registry.is_empty() {
+            return Err(format!("{s:?}: no registry before '='"));
+        }
+        Ok(Self {
+            registry: registry.to_string(),
+            listen,
+        })
+    }
+}
+
 /// One proxy rule.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -257,6 +299,7 @@ impl Default for ProxyConfig {
         Self {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 4001))),
             default_registry: "https://registry-1.docker.io".into(),
+            registry_mirrors: Vec::new(),
             insecure_registries: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(30),
@@ -324,6 +367,28 @@ pub use pollen_core::duration::parse_duration;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_mirrors_load_from_toml_and_the_flag_form() {
+        let cfg: DaemonConfig = toml::from_str(
+            "[[proxy.registry_mirrors]]\nregistry = \"http://r:5000\"\nlisten = \"127.0.0.1:4002\"\n",
+        )
+        .expect("toml");
+        let want = RegistryMirror {
+            registry: "http://r:5000".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 4002)),
+        };
+        assert_eq!(cfg.proxy.registry_mirrors, vec![want.clone()]);
+        assert_eq!("http://r:5000=127.0.0.1:4002".parse(), Ok(want));
+        for bad in [
+            "http://r:5000",
+            "=127.0.0.1:1",
+            "r=notanaddr",
+            "r=127.0.0.1",
+        ] {
+            assert!(bad.parse::<RegistryMirror>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn toml_with_human_durations_loads_and_unknown_keys_are_refused() {

@@ -43,6 +43,9 @@ pub struct DaemonHandle {
     pub upload_addr: SocketAddr,
     /// Address of the registry mirror and HTTP proxy, when enabled.
     pub proxy_addr: Option<SocketAddr>,
+    /// Each mirror listener bound to one registry: the registry (`scheme://host[:port]`) and
+    /// the address it listens on.
+    pub registry_mirrors: Vec<(String, SocketAddr)>,
     /// The local API socket.
     pub api_socket: PathBuf,
     /// This host's id.
@@ -135,6 +138,28 @@ impl Daemon {
             ),
             None => None,
         };
+        let mut registry_listeners = Vec::new();
+        for m in &cfg.proxy.registry_mirrors {
+            let registry =
+                crate::proxy::bound_registry(m, &cfg.proxy).map_err(DaemonStartError::Config)?;
+            if registry_listeners.iter().any(|(r, _, _)| *r == registry) {
+                return Err(DaemonStartError::Config(format!(
+                    "registry {registry} has two mirror listeners in proxy.registry_mirrors"
+                )));
+            }
+            let l = crate::proxy::bind(m.listen).await.map_err(io_err(format!(
+                "binding the mirror port {} of {registry}",
+                m.listen
+            )))?;
+            let addr = l
+                .local_addr()
+                .map_err(io_err("reading a registry mirror's address"))?;
+            registry_listeners.push((registry, addr, l));
+        }
+        let registry_mirrors: Vec<(String, SocketAddr)> = registry_listeners
+            .iter()
+            .map(|(r, a, _)| (r.clone(), *a))
+            .collect();
         let api = crate::api::socket::bind(&cfg.api_socket, &cfg.api_group).await?;
         let shutdown = CancellationToken::new();
         let stats = Arc::new(DaemonStats::default());
@@ -304,7 +329,7 @@ impl Daemon {
             }
         }
 
-        if let Some(listener) = proxy_listener {
+        if proxy_listener.is_some() || !registry_listeners.is_empty() {
             let relay_client = pollen_source::client(
                 cfg.connect_timeout,
                 cfg.origin_read_timeout,
@@ -328,7 +353,23 @@ impl Daemon {
                 rules,
                 ca: Some(Arc::new(ca)),
             });
-            tasks.spawn(crate::proxy::serve(listener, state, shutdown.clone()));
+            if let Some(listener) = proxy_listener {
+                tasks.spawn(crate::proxy::serve(
+                    listener,
+                    state.clone(),
+                    crate::proxy::Door::Shared,
+                    shutdown.clone(),
+                ));
+            }
+            for (registry, addr, listener) in registry_listeners {
+                info!(%registry, %addr, "registry mirror listening");
+                tasks.spawn(crate::proxy::serve(
+                    listener,
+                    state.clone(),
+                    crate::proxy::Door::Registry(registry.into()),
+                    shutdown.clone(),
+                ));
+            }
         }
 
         if cfg.gc.disk_low_watermark > cfg.gc.disk_high_watermark {
@@ -348,6 +389,7 @@ impl Daemon {
             conductor: conductor.clone(),
             upload_addr: upload_addr.to_string(),
             proxy_addr: proxy_addr.map(|a| a.to_string()).unwrap_or_default(),
+            registry_mirrors: registry_mirrors.clone(),
             limits,
         };
         let token = shutdown.clone();
@@ -364,6 +406,7 @@ impl Daemon {
         Ok(DaemonHandle {
             upload_addr,
             proxy_addr,
+            registry_mirrors,
             api_socket: cfg.api_socket.clone(),
             host_id,
             stats,

@@ -125,6 +125,38 @@ impl DaemonProc {
         Ok(a)
     }
 
+    /// Address (`host:port`) of its mirror listener bound to `registry` (`scheme://host[:port]`).
+    pub async fn registry_mirror_addr(&self, registry: &str) -> anyhow::Result<String> {
+        let s = self.stat().await?;
+        s.registry_mirrors
+            .iter()
+            .find(|m| m.registry == registry)
+            .map(|m| m.addr.clone())
+            .with_context(|| {
+                format!(
+                    "{} has no mirror listener for {registry}: {:?}",
+                    self.name, s.registry_mirrors
+                )
+            })
+    }
+
+    /// Waits until its cache holds at least `n` complete tasks, at most `within`. (The cache
+    /// marks a task complete after its own whole-content check, which may finish just after a
+    /// client has the last byte.)
+    pub async fn wait_cached(&self, n: usize, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let stat = self.stat().await?;
+            if stat.tasks.iter().filter(|t| t.complete).count() >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} caches too little: {:?}", self.name, stat.tasks);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until its host session with the scheduler is open.
     pub async fn wait_connected(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + STARTUP;

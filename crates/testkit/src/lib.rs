@@ -16,6 +16,7 @@ mod launch;
 pub mod origin;
 pub mod registry_kit;
 pub mod role_proc;
+pub mod token_service;
 pub mod tools;
 
 pub use cluster::{Cluster, ClusterSpec};

@@ -91,9 +91,6 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry storing under `dir`; with `htpasswd`, it requires basic auth.
     pub async fn start(dir: &Path, htpasswd: Option<&Path>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let port = free_port()?;
-        let host = format!("127.0.0.1:{port}");
         let auth = htpasswd
             .map(|p| {
                 format!(
@@ -102,6 +99,15 @@ impl Registry {
                 )
             })
             .unwrap_or_default();
+        Self::start_with_auth(dir, &auth).await
+    }
+
+    /// Starts a registry storing under `dir` with `auth`, the `auth:` section of its config
+    /// (empty: anonymous; see [`crate::token_service::TokenService::registry_auth_config`]).
+    pub async fn start_with_auth(dir: &Path, auth: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port()?;
+        let host = format!("127.0.0.1:{port}");
         let config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth}",
             dir.join("data").display()
@@ -305,13 +311,25 @@ impl Containerd {
 
     /// `ctr images pull --hosts-dir HOSTS_DIR REF`.
     pub async fn pull(&self, hosts_dir: &Path, reference: &str) -> anyhow::Result<String> {
-        run(Command::new("ctr")
-            .arg("-a")
+        self.pull_as(hosts_dir, reference, None).await
+    }
+
+    /// `ctr images pull --hosts-dir HOSTS_DIR [--user USER:PASSWORD] REF`.
+    pub async fn pull_as(
+        &self,
+        hosts_dir: &Path,
+        reference: &str,
+        user: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("-a")
             .arg(&self.socket)
             .args(["images", "pull", "--hosts-dir"])
-            .arg(hosts_dir)
-            .arg(reference))
-        .await
+            .arg(hosts_dir);
+        if let Some(u) = user {
+            cmd.args(["--user", u]);
+        }
+        run(cmd.arg(reference)).await
     }
 
     /// Digests of the blobs in its content store.

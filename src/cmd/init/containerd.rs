@@ -131,7 +131,7 @@ pub(crate) fn plan(
     for reg in regs {
         let path = certs_d.join(&reg.host).join("hosts.toml");
         let existing = read_existing(&path)?;
-        let content = hosts_toml(existing.as_deref(), reg, mirror)
+        let content = hosts_toml(existing.as_deref(), reg, reg.mirror(mirror))
             .with_context(|| format!("merging {}", path.display()))?;
         files.push(ConfigFile { path, content });
     }
@@ -146,6 +146,7 @@ mod tests {
         Registry {
             host: "127.0.0.1:5000".into(),
             url: "http://127.0.0.1:5000".into(),
+            own_mirror: None,
         }
     }
 

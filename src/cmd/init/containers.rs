@@ -1,11 +1,15 @@
 //! CRI-O and Podman (containers-registries.conf): a drop-in owned by Pollen that adds the
 //! mirror in front of each registry.
 //!
-//! These clients cannot tell a mirror which registry a request is for, so the mirror location
-//! carries it as a namespace, `MIRROR/pollen-registry/SCHEME/HOST_PORT`, which the daemon's
-//! mirror reads back. Docker Hub goes to the mirror without one (the daemon's default
-//! registry). Registries with Bearer-token auth other than the default see the token scope of
-//! the rewritten name, so give those their own daemon with `--default-registry`.
+//! These clients cannot tell a mirror which registry a request is for. A registry given with
+//! its own mirror listener (`--registry REG=ADDR`) goes to that listener, which serves only
+//! it: the `/v2/` check meets that registry's auth challenge and token scopes name the real
+//! repository, so private registries work. Otherwise the mirror location carries the
+//! registry as a namespace, `MIRROR/pollen-registry/SCHEME/HOST_PORT`, which the daemon's
+//! mirror reads back; that serves anonymous registries, but the `/v2/` check (which drops the
+//! namespace) reaches the daemon's default registry, so a registry that asks for credentials
+//! never gets them (docs/OPERATIONS.md). Docker Hub goes to the mirror without one (the
+//! daemon's default registry).
 
 use std::path::Path;
 
@@ -19,6 +23,9 @@ pub(crate) const NEXT_STEP_PODMAN: &str =
 
 /// The mirror location for one registry.
 pub(crate) fn mirror_location(reg: &Registry, mirror: &str) -> String {
+    if let Some(own) = &reg.own_mirror {
+        return own.clone();
+    }
     if reg.host == "docker.io" {
         return mirror.to_string();
     }
@@ -69,10 +76,17 @@ mod tests {
             Registry {
                 host: "docker.io".into(),
                 url: "https://registry-1.docker.io".into(),
+                own_mirror: None,
             },
             Registry {
                 host: "127.0.0.1:5000".into(),
                 url: "http://127.0.0.1:5000".into(),
+                own_mirror: None,
+            },
+            Registry {
+                host: "private.example:5000".into(),
+                url: "https://private.example:5000".into(),
+                own_mirror: Some("127.0.0.1:4002".into()),
             },
         ];
         let t = drop_in(&regs, "127.0.0.1:4001");
@@ -87,5 +101,11 @@ mod tests {
             Some("127.0.0.1:4001/pollen-registry/http/127.0.0.1_5000")
         );
         assert_eq!(r[1]["insecure"].as_bool(), Some(true));
+        assert_eq!(
+            r[2]["mirror"][0]["location"].as_str(),
+            Some("127.0.0.1:4002"),
+            "a registry with its own listener is mirrored there, with no namespace"
+        );
+        assert_eq!(r[2]["insecure"].as_bool(), Some(false));
     }
 }

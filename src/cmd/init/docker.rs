@@ -44,6 +44,11 @@ pub(crate) fn plan(
     }
     let path = under(root, "/etc/docker/daemon.json");
     let existing = read_existing(&path)?;
+    // Docker Hub's own listener, when it has one, is the mirror Docker uses.
+    let mirror = regs
+        .iter()
+        .find(|r| r.host == "docker.io")
+        .map_or(mirror, |r| r.mirror(mirror));
     let content = merged(existing.as_deref(), mirror)
         .with_context(|| format!("merging {}", path.display()))?;
     Ok(vec![ConfigFile { path, content }])

@@ -37,8 +37,11 @@ pub struct InitArgs {
     #[arg(value_enum)]
     pub runtime: Runtime,
     /// Registries to mirror through Pollen: `host[:port]` (reached over https) or a URL such as
-    /// `http://registry.local:5000`; repeatable [default: docker.io].
-    #[arg(long = "registry", value_name = "REGISTRY")]
+    /// `http://registry.local:5000`; repeatable [default: docker.io]. `REGISTRY=ADDRESS` sends
+    /// that registry's pulls to the daemon's mirror listener bound to it (the daemon's
+    /// `--registry-mirror REGISTRY=ADDRESS`) instead of `--mirror`: needed by CRI-O, Podman,
+    /// skopeo and buildah for a registry that asks for credentials.
+    #[arg(long = "registry", value_name = "REGISTRY[=ADDRESS]")]
     pub registries: Vec<String>,
     /// Address of the daemon's mirror (its `--proxy-listen`) [default: 127.0.0.1:4001].
     #[arg(long, default_value = "127.0.0.1:4001")]
@@ -59,10 +62,16 @@ pub(crate) struct Registry {
     pub host: String,
     /// `scheme://host[:port]` the registry is reached at.
     pub url: String,
+    /// `host:port` of the daemon's mirror listener bound to this registry, if it has one.
+    pub own_mirror: Option<String>,
 }
 
 impl Registry {
     fn parse(s: &str) -> anyhow::Result<Self> {
+        let (s, own_mirror) = match s.split_once('=') {
+            Some((r, m)) => (r, Some(mirror_url(m)?)),
+            None => (s, None),
+        };
         let s = s.trim().trim_end_matches('/');
         let (scheme, host) = match s.split_once("://") {
             Some((sc, h)) if sc == "http" || sc == "https" => (sc, h),
@@ -85,7 +94,13 @@ impl Registry {
         Ok(Self {
             host: host.to_string(),
             url,
+            own_mirror,
         })
+    }
+
+    /// The mirror this registry's pulls go to: its own listener, else the shared `mirror`.
+    pub(crate) fn mirror<'a>(&'a self, shared: &'a str) -> &'a str {
+        self.own_mirror.as_deref().unwrap_or(shared)
     }
 }
 
@@ -145,6 +160,21 @@ pub(crate) async fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     if changed || args.dry_run {
         println!("{next}");
     }
+    for r in registries.iter().filter(|r| r.own_mirror.is_some()) {
+        println!(
+            "The daemon must serve {}'s mirror: start it with --registry-mirror {}={} (or [[proxy.registry_mirrors]] in its config).",
+            r.host,
+            r.url,
+            r.mirror(&mirror)
+        );
+        if matches!(args.runtime, Runtime::Crio | Runtime::Podman) {
+            println!(
+                "containers/image sends {}'s credentials to it only, never to a mirror: store them for the mirror too (podman login --tls-verify=false {}, or the same entry under that key in the auth file).",
+                r.host,
+                r.mirror(&mirror)
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -168,6 +198,14 @@ mod tests {
         assert!(Registry::parse("ftp://x").is_err());
         assert!(Registry::parse("http://x/path").is_err());
         assert!(Registry::parse("a b").is_err());
+        let r = Registry::parse("http://127.0.0.1:5000=127.0.0.1:4002").expect("own mirror");
+        assert_eq!(r.url, "http://127.0.0.1:5000");
+        assert_eq!(r.mirror("127.0.0.1:4001"), "127.0.0.1:4002");
+        assert_eq!(
+            Registry::parse("docker.io").expect("hub").mirror("m:1"),
+            "m:1"
+        );
+        assert!(Registry::parse("http://r=http://x/y").is_err());
         assert!(mirror_url("http://127.0.0.1:4001").is_ok());
         assert!(mirror_url("https://x/y").is_err());
     }

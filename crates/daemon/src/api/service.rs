@@ -33,6 +33,7 @@ pub(crate) struct LocalApi {
     pub conductor: Arc<Conductor>,
     pub upload_addr: String,
     pub proxy_addr: String,
+    pub registry_mirrors: Vec<(String, std::net::SocketAddr)>,
     pub limits: Arc<crate::live_limits::LiveLimits>,
 }
 
@@ -206,6 +207,14 @@ impl Daemon for LocalApi {
             host_id: self.conductor.host_id.clone(),
             upload_addr: self.upload_addr.clone(),
             proxy_addr: self.proxy_addr.clone(),
+            registry_mirrors: self
+                .registry_mirrors
+                .iter()
+                .map(|(registry, addr)| pollen_proto::daemon::RegistryMirror {
+                    registry: registry.clone(),
+                    addr: addr.to_string(),
+                })
+                .collect(),
             origin_bytes: DaemonStats::get(&s.origin_bytes),
             p2p_download_bytes: DaemonStats::get(&s.p2p_download_bytes),
             upload_bytes: DaemonStats::get(&s.upload.bytes),

@@ -203,7 +203,7 @@ impl Conductor {
         let register = Register {
             peer_id: peer_id.to_string(),
             host_id: self.host_id.clone(),
-            task: Some(spec.to_proto()),
+            task: Some(spec.for_scheduler()),
         };
         let wait = self.cfg.connect_timeout * 2;
         // The task's own scheduler first; the others, in hash order, if it is down.

@@ -90,6 +90,18 @@ impl TaskSpec {
         }
     }
 
+    /// The task as the register message to the scheduler carries it: a private task's
+    /// credentials stay on this host (the scheduler relays no private task to a seed, and
+    /// the task's own peers read the origin with the credentials they hold).
+    pub fn for_scheduler(&self) -> TaskRequest {
+        let mut t = self.to_proto();
+        if self.key.private {
+            t.headers
+                .retain(|h| !pollen_core::credentials::is_credential_header(&h.name));
+        }
+        t
+    }
+
     /// The task a local client asked for on the API socket (never private by its own
     /// say: credentials among its headers decide that, in [`TaskSpec::new`]).
     pub fn from_request(req: &DownloadRequest) -> Result<Self, DownloadError> {
@@ -151,6 +163,20 @@ mod tests {
                 .expect("spec");
         assert!(!b.key.private);
         assert_eq!(a.id, b.id);
+    }
+
+    #[test]
+    fn a_private_tasks_credentials_never_reach_the_scheduler() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let headers = [("Authorization", "Bearer t"), ("Accept", "*/*")];
+        let private = TaskSpec::from_request(&request("http://o/x", &d, &headers)).expect("spec");
+        let sent = private.for_scheduler();
+        assert!(sent.private);
+        assert_eq!(sent.task_id, private.id.hex(), "the id is unchanged");
+        let names: Vec<&str> = sent.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["Accept"]);
+        // The download itself keeps them, for the origin.
+        assert_eq!(private.headers.len(), 2);
     }
 
     #[test]

@@ -115,13 +115,23 @@ pub(crate) fn registry_in_path(path: &str) -> Option<Result<(String, String), St
     Some(Ok((format!("{scheme}://{host}"), format!("/v2/{tail}"))))
 }
 
-/// Answers a `/v2/` request.
-pub(crate) async fn handle(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Body> {
+/// Answers a `/v2/` request; on a listener `bound` to one registry, for that registry
+/// whatever the request names.
+pub(crate) async fn handle(
+    state: Arc<ProxyState>,
+    bound: Option<&str>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let (ns, query) = query_without_ns(req.uri().query());
-    let (registry, path) = match registry_in_path(req.uri().path()) {
-        Some(Ok(found)) => found,
-        Some(Err(e)) => return oci_error(StatusCode::BAD_REQUEST, "NAME_INVALID", &e),
-        None => match registry_base(
+    let in_path = match bound {
+        Some(_) => None,
+        None => registry_in_path(req.uri().path()),
+    };
+    let (registry, path) = match (bound, in_path) {
+        (Some(r), _) => (r.to_string(), req.uri().path().to_string()),
+        (None, Some(Ok(found))) => found,
+        (None, Some(Err(e))) => return oci_error(StatusCode::BAD_REQUEST, "NAME_INVALID", &e),
+        (None, None) => match registry_base(
             ns.as_deref(),
             control_header(req.headers(), "registry"),
             &state.cfg,

@@ -62,10 +62,21 @@ impl ProxyState {
     }
 }
 
-/// Serves the mirror and proxy on `listener` until `shutdown`.
+/// What one listener serves.
+#[derive(Clone, Debug)]
+pub(crate) enum Door {
+    /// The mirror for any registry (named by `?ns=`, a header, the path, or the default) and
+    /// the HTTP proxy.
+    Shared,
+    /// The mirror of one registry (`scheme://host[:port]`), for every `/v2/` request.
+    Registry(Arc<str>),
+}
+
+/// Serves `door` on `listener` until `shutdown`.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<ProxyState>,
+    door: Door,
     shutdown: CancellationToken,
 ) {
     let slots = pollen_core::places::Places::new(state.cfg.max_connections);
@@ -77,11 +88,13 @@ pub(crate) async fn serve(
         let token = shutdown.clone();
         let header_timeout = state.cfg.header_read_timeout;
         let tasks = state.conductor.tasks.clone();
+        let door = door.clone();
         tasks.spawn(async move {
             let _permit = permit;
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(dispatch(state, req).await) }
+                let door = door.clone();
+                async move { Ok::<_, Infallible>(dispatch(state, &door, req).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -99,16 +112,29 @@ pub(crate) async fn serve(
     }
 }
 
-async fn dispatch(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Body> {
+async fn dispatch(state: Arc<ProxyState>, door: &Door, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let mirror_path = req.uri().scheme().is_none() && (path == "/v2" || path.starts_with("/v2/"));
+    if let Door::Registry(registry) = door {
+        if mirror_path {
+            return mirror::handle(state, Some(registry), req).await;
+        }
+        if req.uri().scheme().is_none() && path == "/healthz" {
+            return Response::new(body::full("ok\n"));
+        }
+        return body::text_error(
+            StatusCode::NOT_FOUND,
+            &format!("pollen: this port mirrors {registry} only (/v2/...)"),
+        );
+    }
     if req.method() == Method::CONNECT {
         return tunnel::connect(state, req).await;
     }
     if req.uri().scheme().is_some() {
         return forward(state, req).await;
     }
-    let path = req.uri().path();
-    if path == "/v2" || path.starts_with("/v2/") {
-        return mirror::handle(state, req).await;
+    if mirror_path {
+        return mirror::handle(state, None, req).await;
     }
     if path == "/healthz" {
         return Response::new(body::full("ok\n"));
@@ -117,6 +143,15 @@ async fn dispatch(state: Arc<ProxyState>, req: Request<Incoming>) -> Response<Bo
         StatusCode::NOT_FOUND,
         "pollen: this port serves the registry mirror (/v2/...) and HTTP proxy requests",
     )
+}
+
+/// The registry a bound mirror listener serves, as `scheme://host[:port]`.
+pub(crate) fn bound_registry(
+    m: &crate::config::RegistryMirror,
+    cfg: &ProxyConfig,
+) -> Result<String, String> {
+    upstream::registry_base(None, Some(&m.registry), cfg)
+        .map_err(|e| format!("registry mirror {}={}: {e}", m.registry, m.listen))
 }
 
 /// A plain-HTTP proxy request (absolute-form URI).

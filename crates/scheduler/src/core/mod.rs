@@ -218,6 +218,14 @@ impl Core {
             debug!(host = %reg.host_id, "register from a host without a session");
         }
         let (tid, pid) = (task_req.task_id.clone(), reg.peer_id.clone());
+        // A private task's credentials stay with the peers that hold them: none is kept
+        // here, relayed to a seed or logged, whatever the register carried.
+        let mut task_req = task_req;
+        if task_req.private {
+            task_req
+                .headers
+                .retain(|h| !pollen_core::credentials::is_credential_header(&h.name));
+        }
         let known = self
             .model
             .tasks

@@ -183,6 +183,12 @@ impl Core {
         let Some(task) = self.model.tasks.get(tid) else {
             return false;
         };
+        // A private task is fetched only with the credentials of a request the fetcher
+        // serves. No seed has those (the scheduler never sees them), so one of the task's
+        // own peers reads the origin.
+        if task.request.private {
+            return false;
+        }
         let peer_host = task.peers.get(pid).map(|p| p.host_id.as_str());
         if !self.seeds_tried.contains_key(tid) {
             self.seeds_tried
@@ -488,6 +494,72 @@ mod tests {
         );
         let late = offered(&mut honest);
         assert!(!late.contains(&"liar".to_string()), "{late:?}");
+    }
+
+    /// A private task's first peer reads the origin itself with the credentials it holds:
+    /// no seed is asked (it would have none), and the credentials the register carried are
+    /// kept nowhere in the scheduler.
+    #[test]
+    fn a_private_task_triggers_no_seed_and_keeps_no_credentials() {
+        let mut w = world();
+        let (tx, mut seed_commands) = mpsc::channel(64);
+        w.core.open_host(
+            HostInfo {
+                host_id: "seed".into(),
+                upload_port: 4100,
+                max_upload_connections: 100,
+                seed: true,
+                ..Default::default()
+            },
+            "127.0.0.9".parse().expect("ip"),
+            tx,
+        );
+        let mut req = TaskRequest {
+            url: "http://r/v2/p/blobs/sha256:ab".into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            private: true,
+            headers: vec![
+                pollen_proto::scheduler::Header {
+                    name: "Authorization".into(),
+                    value: "Basic YWxpY2U6czNjcmV0".into(),
+                },
+                pollen_proto::scheduler::Header {
+                    name: "Accept".into(),
+                    value: "*/*".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        req.task_id = crate::task_facts::expected_task_id(&req).expect("id");
+        let tid = req.task_id.clone();
+        let (ptx, mut peer) = mpsc::channel(64);
+        w.core
+            .register(
+                Register {
+                    peer_id: "p1".into(),
+                    host_id: "h1".into(),
+                    task: Some(req),
+                },
+                ptx,
+            )
+            .expect("registered");
+        assert!(
+            drain(&mut peer)
+                .iter()
+                .any(|e| matches!(e, scheduler_event::Event::BackToSource(_))),
+            "the private task's first peer was not sent to the origin"
+        );
+        assert!(
+            seed_commands.try_recv().is_err(),
+            "a seed was asked to fetch a private task"
+        );
+        let kept = &w.core.model.tasks.get(&tid).expect("task").request;
+        assert!(
+            kept.headers.iter().all(|h| h.name != "Authorization"),
+            "{:?}",
+            kept.headers
+        );
+        assert_eq!(kept.headers.len(), 1, "other headers stay");
     }
 
     #[test]
