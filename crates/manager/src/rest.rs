@@ -95,15 +95,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/me", get(account::me))
         .route("/api/v1/me/password", put(account::change_password))
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
-        .route("/api/v1/tokens/:id", delete(tokens::revoke))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route(
             "/api/v1/join-tokens",
             get(join_tokens::list).post(join_tokens::create),
         )
-        .route("/api/v1/join-tokens/:id", delete(join_tokens::revoke))
+        .route("/api/v1/join-tokens/{id}", delete(join_tokens::revoke))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route(
-            "/api/v1/users/:id",
+            "/api/v1/users/{id}",
             get(users::get).patch(users::update).delete(users::delete),
         )
         .route(
@@ -111,7 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(clusters::list_scheduler_clusters).post(clusters::create_scheduler_cluster),
         )
         .route(
-            "/api/v1/scheduler-clusters/:id",
+            "/api/v1/scheduler-clusters/{id}",
             get(clusters::get_scheduler_cluster)
                 .put(clusters::replace_scheduler_cluster)
                 .delete(clusters::delete_scheduler_cluster),
@@ -121,21 +121,21 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(clusters::list_seed_peer_clusters).post(clusters::create_seed_peer_cluster),
         )
         .route(
-            "/api/v1/seed-peer-clusters/:id",
+            "/api/v1/seed-peer-clusters/{id}",
             get(clusters::get_seed_peer_cluster)
                 .put(clusters::replace_seed_peer_cluster)
                 .delete(clusters::delete_seed_peer_cluster),
         )
         .route("/api/v1/schedulers", get(hosts::list_schedulers))
         .route(
-            "/api/v1/schedulers/:id",
+            "/api/v1/schedulers/{id}",
             get(hosts::get_scheduler).delete(hosts::delete_scheduler),
         )
         .route("/api/v1/peers", get(hosts::list_peers))
-        .route("/api/v1/peers/:id", get(hosts::get_peer))
-        .route("/api/v1/peers/:id/tasks", get(hosts::peer_tasks))
+        .route("/api/v1/peers/{id}", get(hosts::get_peer))
+        .route("/api/v1/peers/{id}/tasks", get(hosts::peer_tasks))
         .route("/api/v1/jobs", get(jobs::list).post(jobs::create))
-        .route("/api/v1/jobs/:id", get(jobs::get))
+        .route("/api/v1/jobs/{id}", get(jobs::get))
         .route("/api/v1/audit-log", get(audit::list))
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
@@ -156,7 +156,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(console::to_console))
         .route("/console", get(console::to_console))
         .route("/console/", get(console::index))
-        .route("/console/:file", get(console::file));
+        .route("/console/{file}", get(console::file));
     api.merge(console)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -272,7 +272,7 @@ fn router(data: Bytes) -> (Router, Shared) {
         .route("/mutable", get(mutable))
         // Any registry blob path serves the same bytes: a registry for mirror tests (one that
         // lies whenever the digest asked for is not this data's).
-        .route("/v2/*rest", get(blob))
+        .route("/v2/{*rest}", get(blob))
         .with_state(shared.clone());
     (app, shared)
 }

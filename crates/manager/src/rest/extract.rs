@@ -2,7 +2,6 @@
 
 use std::marker::PhantomData;
 
-use axum::async_trait;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
@@ -12,7 +11,6 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use crate::auth::Principal;
 
-#[async_trait]
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
@@ -45,7 +43,6 @@ impl<T: DeserializeOwned> Body<T> {
     }
 }
 
-#[async_trait]
 impl<S: Send + Sync, T> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 

@@ -195,7 +195,7 @@ pub async fn every_write_is_audited(m: &TestManager) {
         && e["status"] == 201));
     assert!(rows.iter().any(|e| e["method"] == "DELETE"
         && e["target"] == target.as_str()
-        && e["route"] == "/api/v1/seed-peer-clusters/:id"
+        && e["route"] == "/api/v1/seed-peer-clusters/{id}"
         && e["status"] == 204));
     assert!(rows.iter().any(|e| e["target"] == "/api/v1/sessions"
         && e["status"] == 401
