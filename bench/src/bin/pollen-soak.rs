@@ -128,10 +128,10 @@ async fn round(
     // Victims: indices into peers, or None for the seed (one round in four may take it).
     let mut victims: Vec<Option<usize>> = Vec::new();
     while victims.len() < args.kills.min(args.peers) {
-        let v = if rng.gen_ratio(1, 4) && !victims.contains(&None) {
+        let v = if rng.random_ratio(1, 4) && !victims.contains(&None) {
             None
         } else {
-            Some(rng.gen_range(0..args.peers))
+            Some(rng.random_range(0..args.peers))
         };
         if !victims.contains(&v) {
             victims.push(v);
@@ -146,7 +146,7 @@ async fn round(
         .collect();
     let delays: Vec<Duration> = victims
         .iter()
-        .map(|_| Duration::from_millis(rng.gen_range(200..3000)))
+        .map(|_| Duration::from_millis(rng.random_range(200..3000)))
         .collect();
     let mut errors = Vec::new();
     let outcomes = {

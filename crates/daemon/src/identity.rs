@@ -16,7 +16,7 @@ pub(crate) fn host_id(data_dir: &Path) -> std::io::Result<String> {
     let id = format!(
         "{}-{:08x}",
         pollen_core::host::hostname(),
-        rand::thread_rng().gen::<u32>()
+        rand::rng().random::<u32>()
     );
     let tmp = data_dir.join("host_id.tmp");
     std::fs::write(&tmp, &id)?;

@@ -228,7 +228,7 @@ async fn choose_hosts(
             (hosts.len() * args.peer_percentage as usize).div_ceil(100)
         };
         use rand::seq::SliceRandom as _;
-        hosts.shuffle(&mut rand::thread_rng());
+        hosts.shuffle(&mut rand::rng());
         hosts.truncate(n);
     }
     Ok(hosts)

@@ -95,9 +95,9 @@ fn populated(cfg: &SchedulerConfig) -> Core {
                 piece_length: 4 << 20,
             }),
         );
-        let have = rng.gen_range(0..PIECES);
+        let have = rng.random_range(0..PIECES);
         let pieces = (0..PIECES)
-            .filter(|_| rng.gen_ratio(have, PIECES))
+            .filter(|_| rng.random_ratio(have, PIECES))
             .map(|n| FinishedPiece {
                 number: n,
                 digest: vec![n as u8; 32],

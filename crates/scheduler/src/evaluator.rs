@@ -210,7 +210,7 @@ pub fn select_parents(
     };
     let total = task.piece_count().unwrap_or(1).max(1) as f64;
     let n = task.order.len();
-    let start = if n == 0 { 0 } else { rng.gen_range(0..n) };
+    let start = if n == 0 { 0 } else { rng.random_range(0..n) };
     let sample = task.seeds.iter().copied().chain(
         (0..n.min(cfg.sample_limit))
             .map(|i| task.order[(start + i) % n])

@@ -6,7 +6,6 @@
 //! than into a sparse file). Where `fallocate` is unsupported the file is made sparse instead.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -56,7 +55,7 @@ impl ContentFile {
 pub fn preallocate(f: &File, len: u64) -> std::io::Result<()> {
     if len > 0 {
         let flags = nix::fcntl::FallocateFlags::empty();
-        match nix::fcntl::fallocate(f.as_raw_fd(), flags, 0, len as i64) {
+        match nix::fcntl::fallocate(f, flags, 0, len as i64) {
             Ok(()) => {}
             Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOSYS) => {}
             Err(e) => return Err(e.into()),
@@ -83,9 +82,7 @@ mod tests {
         // Where the filesystem reserves blocks (ext4, xfs, tmpfs), they are reserved now,
         // before any byte is written: a full disk shows at once, not mid-download.
         let supported = nix::fcntl::fallocate(
-            File::create(dir.path().join("probe"))
-                .expect("probe")
-                .as_raw_fd(),
+            File::create(dir.path().join("probe")).expect("probe"),
             nix::fcntl::FallocateFlags::empty(),
             0,
             4096,

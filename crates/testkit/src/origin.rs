@@ -403,7 +403,7 @@ impl Origin {
 pub fn random_data(size: usize) -> Bytes {
     use rand::{RngCore, SeedableRng};
     let mut v = vec![0u8; size];
-    rand::rngs::SmallRng::from_entropy().fill_bytes(&mut v);
+    rand::rngs::SmallRng::from_os_rng().fill_bytes(&mut v);
     Bytes::from(v)
 }
 

@@ -45,7 +45,7 @@ impl DemoOrigin {
     /// Serves `size` random bytes at `/blob` on a free loopback port.
     pub(crate) async fn start(size: usize) -> std::io::Result<Self> {
         let mut data = vec![0u8; size];
-        rand::rngs::SmallRng::from_entropy().fill_bytes(&mut data);
+        rand::rngs::SmallRng::from_os_rng().fill_bytes(&mut data);
         let digest = ContentDigest(Sha256::digest(&data).into());
         let served = Arc::new(AtomicU64::new(0));
         let blob = Blob {

@@ -274,7 +274,7 @@ impl Conductor {
         if let Some(c) = &claims {
             progress.send_replace(progress_of(c));
         }
-        let peer_id = format!("{}-{:08x}", self.host_id, rand::thread_rng().gen::<u32>());
+        let peer_id = format!("{}-{:08x}", self.host_id, rand::rng().random::<u32>());
         let (mut events_tx, mut events_rx) = match self.open_announce(&spec, &peer_id).await {
             Some(a) => (Some(AnnounceQueue::new(a.tx)), Some(a.rx)),
             None => (None, None),

@@ -51,7 +51,7 @@ pub(crate) struct OriginJob {
 /// again at random, so daemons that failed together do not retry together.
 fn retry_pause(attempt: u32) -> Duration {
     let base = 300u64 << attempt.saturating_sub(1).min(6);
-    Duration::from_millis(base + rand::thread_rng().gen_range(0..=base / 2))
+    Duration::from_millis(base + rand::rng().random_range(0..=base / 2))
 }
 
 impl OriginJob {

@@ -52,7 +52,7 @@ pub(crate) fn temp_sibling(output: &Path) -> PathBuf {
         .unwrap_or_else(|| "download".into());
     output.with_file_name(format!(
         ".{name}.pollen-{:08x}.tmp",
-        rand::thread_rng().gen::<u32>()
+        rand::rng().random::<u32>()
     ))
 }
 

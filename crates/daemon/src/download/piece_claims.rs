@@ -202,7 +202,7 @@ impl PieceClaims {
             })
             .filter(|(_, holders, _)| !seed || *holders == 0)
             .collect();
-        candidates.shuffle(&mut rand::thread_rng());
+        candidates.shuffle(&mut rand::rng());
         let pick = candidates
             .iter()
             .min_by_key(|(fresh, holders, _)| (*fresh, *holders))
@@ -231,7 +231,7 @@ impl PieceClaims {
                                 || g.since.get(n).is_some_and(|t| t.elapsed() >= stuck_after))
                     })
                     .collect();
-                dup.shuffle(&mut rand::thread_rng());
+                dup.shuffle(&mut rand::rng());
                 *dup.first()?
             }
         };

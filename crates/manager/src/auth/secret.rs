@@ -13,7 +13,7 @@ pub const TOKEN_PREFIX: &str = "pln_";
 /// A new random secret: `prefix` then 43 URL-safe base64 characters.
 pub fn generate(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     format!(
         "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

@@ -50,7 +50,7 @@ impl Swarm {
                 Some((h, _)) if holders > h => {}
                 Some((h, _)) if holders == h => {
                     ties += 1;
-                    if self.rng.gen_range(0..=ties) == 0 {
+                    if self.rng.random_range(0..=ties) == 0 {
                         best = Some((holders, n));
                     }
                 }
@@ -68,7 +68,7 @@ impl Swarm {
         if seed || child.in_flight.len() as u32 != missing || endgame.is_empty() {
             return None;
         }
-        Some(endgame[self.rng.gen_range(0..endgame.len())])
+        Some(endgame[self.rng.random_range(0..endgame.len())])
     }
 
     pub(super) fn start_transfers(&mut self) {
