@@ -109,7 +109,8 @@ db_error_from!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::UpgradeError
 );
 
 #[cfg(test)]

@@ -186,17 +186,26 @@ impl Store {
         std::fs::set_permissions(&content, std::fs::Permissions::from_mode(0o700))
             .map_err(StoreError::io)?;
         let meta = dir.join("metadata.redb");
-        let db = match Database::create(&meta) {
+        // redb's file format v3 is the one later redb releases read (they cannot open v2):
+        // new metadata files are made in it, and an older cache is converted once on open.
+        let mut db = match redb::Builder::new()
+            .create_with_file_format_v3(true)
+            .create(&meta)
+        {
             Ok(db) => {
                 std::fs::set_permissions(&meta, std::fs::Permissions::from_mode(0o600))
                     .map_err(StoreError::io)?;
-                Arc::new(db)
+                db
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::InUse(dir.display().to_string()))
             }
             Err(e) => return Err(e.into()),
         };
+        if db.upgrade()? {
+            tracing::info!(file = %meta.display(), "cache metadata converted to redb's file format v3");
+        }
+        let db = Arc::new(db);
         {
             let txn = db.begin_write()?;
             txn.open_table(TASKS)?;

@@ -205,3 +205,55 @@ async fn a_piece_row_past_the_layout_is_ignored_on_load() {
     assert_eq!(entry.bitfield().count(), 0);
     assert!(entry.present_digests().is_empty());
 }
+
+#[tokio::test]
+async fn a_cache_in_redbs_older_file_format_is_converted_on_open_and_keeps_its_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = TaskId([7; 32]);
+    let data: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let m = meta(data.len() as u64);
+    let layout = PieceLayout::with_piece_length(m.content_length, m.piece_length).expect("layout");
+    let first = &data[..layout.length(0) as usize];
+    // The metadata as redb 2's own file format (v2) holds it: one task, its first piece.
+    let path = dir.path().join("metadata.redb");
+    std::fs::create_dir_all(dir.path().join("content")).expect("content dir");
+    std::fs::write(dir.path().join("content").join(id.hex()), &data).expect("content");
+    {
+        let db = redb::Builder::new()
+            .create_with_file_format_v3(false)
+            .create(&path)
+            .expect("v2 db");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(TASKS)
+            .expect("tasks")
+            .insert(id.0, serde_json::to_vec(&m).expect("meta").as_slice())
+            .expect("task row");
+        txn.open_table(PIECES)
+            .expect("pieces")
+            .insert((id.0, 0), PieceDigest::of(first).0)
+            .expect("piece row");
+        txn.commit().expect("commit");
+    }
+    // (A copy shows the file really was in the older format: upgrading it does something.)
+    let copy = dir.path().join("copy.redb");
+    std::fs::copy(&path, &copy).expect("copy");
+    let mut probe = Database::create(&copy).expect("copy");
+    assert!(probe.upgrade().expect("upgrade"), "the fixture is not v2");
+    drop(probe);
+
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let entry = store.get(&id).expect("the task survives the conversion");
+        assert_eq!(entry.bitfield().count(), 1);
+        assert_eq!(
+            entry.present_digests(),
+            vec![(0, PieceDigest::of(first))],
+            "its piece and digest too"
+        );
+    }
+    let mut db = Database::create(&path).expect("reopen");
+    assert!(
+        !db.upgrade().expect("upgrade"),
+        "the file was left in the older format"
+    );
+}
