@@ -112,3 +112,70 @@ fn a_daemon_stopped_mid_download_leaves_no_task_and_no_half_written_file() {
         "the download had finished: the test proves nothing"
     );
 }
+
+#[test]
+fn an_open_proxy_tunnel_is_closed_by_shutdown() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (outside, daemon_rt) = (runtime(), runtime());
+    let dir = tempfile::tempdir().expect("tmp");
+    // The tunnel's far end: a server that holds every connection and reports when it ends.
+    let (far, far_addr) = outside.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        (l, addr)
+    });
+    let far_end = outside.spawn(async move {
+        let (mut s, _) = far.accept().await.expect("accept");
+        let mut buf = [0u8; 64];
+        // Zero bytes: the daemon closed its side.
+        while s.read(&mut buf).await.expect("read") > 0 {}
+    });
+    let cfg = DaemonConfig {
+        data_dir: dir.path().join("data"),
+        api_socket: dir.path().join("api.sock"),
+        api_group: String::new(),
+        upload_listen: ([127, 0, 0, 1], 0).into(),
+        proxy: ProxyConfig {
+            listen: Some(([127, 0, 0, 1], 0).into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let daemon = daemon_rt.block_on(Daemon::start(cfg)).expect("daemon");
+    let proxy = daemon.proxy_addr.expect("proxy");
+    let client = outside.block_on(async {
+        let mut c = tokio::net::TcpStream::connect(proxy)
+            .await
+            .expect("connect");
+        c.write_all(format!("CONNECT {far_addr} HTTP/1.1\r\nHost: {far_addr}\r\n\r\n").as_bytes())
+            .await
+            .expect("send");
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).await.expect("answer");
+        assert_eq!(&head, b"HTTP/1.1 200", "the tunnel opened");
+        c
+    });
+    daemon_rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), daemon.shutdown())
+            .await
+            .expect("shutdown hung");
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while daemon_rt.metrics().num_alive_tasks() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} tasks of the daemon still alive after shutdown (the tunnel)",
+            daemon_rt.metrics().num_alive_tasks()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    outside.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), far_end)
+            .await
+            .expect("the far end of the tunnel was never closed")
+            .expect("far end");
+    });
+    drop(client);
+}

@@ -152,7 +152,7 @@ async fn serve_range(
     let total = entry.layout().content_length();
     let stream = TaskStream::held(state.conductor.store.clone(), spec.id, first, last + 1);
     let (tx, body) = body::channel(4);
-    tokio::spawn(async move {
+    state.spawn(async move {
         let mut stream = stream;
         let mut no_hash = None;
         loop {

@@ -55,6 +55,21 @@ pub(crate) struct ProxyState {
 }
 
 impl ProxyState {
+    /// Runs `work` (a tunnel, a response body being fed) among the daemon's tracked tasks,
+    /// so shutdown waits for it, and ends it when the daemon stops.
+    pub(crate) fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.conductor.shutdown.clone();
+        self.conductor.tasks.spawn(async move {
+            tokio::select! {
+                _ = work => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+
     /// How strict the origin guard is for what the proxy fetches or relays: a local client's
     /// request, unless this daemon is a seed (see `Conductor::origin_policy`).
     pub fn origin_policy(&self) -> pollen_source::OriginPolicy {

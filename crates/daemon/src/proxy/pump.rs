@@ -69,6 +69,7 @@ pub(crate) fn respond(
     if let Some(len) = length {
         h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
+    let spawner = state.clone();
     let pump = Pump {
         state,
         url,
@@ -77,7 +78,7 @@ pub(crate) fn respond(
         length,
         tx,
     };
-    tokio::spawn(pump.run(stream));
+    spawner.spawn(pump.run(stream));
     resp
 }
 

@@ -32,9 +32,10 @@ pub(crate) async fn connect(state: Arc<ProxyState>, req: Request<Incoming>) -> R
         );
     }
     if state.rules.intercepts(&target) {
-        tokio::spawn(async move {
+        let s = state.clone();
+        state.spawn(async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => super::intercept::serve(state, upgraded, target).await,
+                Ok(upgraded) => super::intercept::serve(s, upgraded, target).await,
                 Err(e) => warn!(%target, error = %e, "CONNECT upgrade failed"),
             }
         });
@@ -79,7 +80,7 @@ pub(crate) async fn connect(state: Arc<ProxyState>, req: Request<Incoming>) -> R
             )
         }
     };
-    tokio::spawn(async move {
+    state.spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
