@@ -16,6 +16,30 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// Stops `daemon` and checks that nothing of it is left on `daemon_rt`: what shutdown
+/// waited for is over; a connection the HTTP client or the API server was closing as it
+/// returned may take a moment more, nothing longer. `what` names the work under test.
+fn stop_and_check_nothing_is_left(
+    daemon_rt: &tokio::runtime::Runtime,
+    daemon: pollen_daemon::DaemonHandle,
+    what: &str,
+) {
+    daemon_rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), daemon.shutdown())
+            .await
+            .expect("shutdown hung");
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while daemon_rt.metrics().num_alive_tasks() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} tasks of the daemon still alive after shutdown ({what})",
+            daemon_rt.metrics().num_alive_tasks()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_daemon_stopped_mid_download_leaves_no_task_and_no_half_written_file() {
     // The daemon runs on a runtime of its own, so what is left on it is the daemon's alone;
@@ -80,23 +104,8 @@ fn a_daemon_stopped_mid_download_leaves_no_task_and_no_half_written_file() {
         daemon_rt.metrics().num_alive_tasks() > 0,
         "the daemon runs tasks while it downloads"
     );
-    daemon_rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), daemon.shutdown())
-            .await
-            .expect("shutdown hung");
-    });
-    // What shutdown waited for is over; a connection the HTTP client or the API server was
-    // closing as it returned may take a moment more. Nothing may go on for longer (the
-    // download alone would take ten seconds more).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while daemon_rt.metrics().num_alive_tasks() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} tasks of the daemon still alive after shutdown",
-            daemon_rt.metrics().num_alive_tasks()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // (The download alone would take ten seconds more.)
+    stop_and_check_nothing_is_left(&daemon_rt, daemon, "a download");
     drop((client, stream));
     let files: Vec<_> = std::fs::read_dir(&out_dir)
         .expect("out dir")
@@ -157,20 +166,7 @@ fn an_open_proxy_tunnel_is_closed_by_shutdown() {
         assert_eq!(&head, b"HTTP/1.1 200", "the tunnel opened");
         c
     });
-    daemon_rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), daemon.shutdown())
-            .await
-            .expect("shutdown hung");
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while daemon_rt.metrics().num_alive_tasks() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} tasks of the daemon still alive after shutdown (the tunnel)",
-            daemon_rt.metrics().num_alive_tasks()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    stop_and_check_nothing_is_left(&daemon_rt, daemon, "the tunnel");
     outside.block_on(async {
         tokio::time::timeout(Duration::from_secs(10), far_end)
             .await
