@@ -33,6 +33,10 @@ pub struct GetArgs {
     /// Query parameter that does not change the content (e.g. a signature); repeatable.
     #[arg(long = "filter-query")]
     pub filter_query: Vec<String>,
+    /// At the end, print what was fetched as one JSON object on stdout (output, task_id,
+    /// bytes, seconds, peer_bytes, origin_bytes, held_bytes, from_cache).
+    #[arg(long)]
+    pub json: bool,
     /// Unix socket of the local daemon.
     #[arg(
         long,
@@ -107,6 +111,7 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         filtered_query: args.filter_query,
         cache_only: false,
     };
+    let started = std::time::Instant::now();
     let mut stream = client
         .download(request)
         .await
@@ -142,18 +147,133 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
-            eprintln!(
-                "saved {} ({} bytes, task {}{})",
-                output.display(),
-                msg.content_length,
-                &msg.task_id[..msg.task_id.len().min(12)],
-                if msg.from_cache {
-                    ", from local cache"
-                } else {
-                    ""
-                }
-            );
+            let done = Done::of(&msg, started.elapsed());
+            eprintln!("{}", done.line(&output));
+            if args.json {
+                println!("{}", done.json(&output, &msg.task_id));
+            }
             return Ok(ExitCode::SUCCESS);
         }
+    }
+}
+
+/// What a finished download fetched from where, and how long it took.
+#[derive(Debug, PartialEq)]
+struct Done {
+    bytes: u64,
+    seconds: f64,
+    peer_bytes: u64,
+    origin_bytes: u64,
+    /// Held before this run (a resumed download), neither fetched from peers nor the origin.
+    held_bytes: u64,
+    from_cache: bool,
+    task: String,
+}
+
+impl Done {
+    fn of(msg: &pollen_proto::daemon::DownloadProgress, took: std::time::Duration) -> Self {
+        let fetched = msg.peer_bytes.saturating_add(msg.origin_bytes);
+        Self {
+            bytes: msg.content_length,
+            seconds: took.as_secs_f64(),
+            peer_bytes: msg.peer_bytes,
+            origin_bytes: msg.origin_bytes,
+            held_bytes: if msg.from_cache {
+                msg.content_length
+            } else {
+                msg.content_length.saturating_sub(fetched)
+            },
+            from_cache: msg.from_cache,
+            task: msg.task_id.chars().take(12).collect(),
+        }
+    }
+
+    /// `saved OUT: 3.0 MiB in 1.2 s (2.5 MiB/s): 2.0 MiB from peers, 1.0 MiB from the origin`.
+    fn line(&self, output: &std::path::Path) -> String {
+        use indicatif::HumanBytes as H;
+        let head = format!("saved {}: {}", output.display(), H(self.bytes));
+        if self.from_cache {
+            return format!(
+                "{head} from the local cache in {:.1} s (task {})",
+                self.seconds, self.task
+            );
+        }
+        let speed = if self.seconds > 0.0 {
+            ((self.peer_bytes + self.origin_bytes) as f64 / self.seconds) as u64
+        } else {
+            0
+        };
+        let mut parts = vec![
+            format!("{} from peers", H(self.peer_bytes)),
+            format!("{} from the origin", H(self.origin_bytes)),
+        ];
+        if self.held_bytes > 0 {
+            parts.push(format!("{} already held", H(self.held_bytes)));
+        }
+        format!(
+            "{head} in {:.1} s ({}/s): {} (task {})",
+            self.seconds,
+            H(speed),
+            parts.join(", "),
+            self.task
+        )
+    }
+
+    fn json(&self, output: &std::path::Path, task_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "output": output.display().to_string(),
+            "task_id": task_id,
+            "bytes": self.bytes,
+            "seconds": self.seconds,
+            "peer_bytes": self.peer_bytes,
+            "origin_bytes": self.origin_bytes,
+            "held_bytes": self.held_bytes,
+            "from_cache": self.from_cache,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pollen_proto::daemon::DownloadProgress;
+
+    fn done(peer: u64, origin: u64, cached: bool) -> Done {
+        Done::of(
+            &DownloadProgress {
+                task_id: "ab".repeat(32),
+                content_length: 3 << 20,
+                completed_bytes: 3 << 20,
+                done: true,
+                from_cache: cached,
+                peer_bytes: peer,
+                origin_bytes: origin,
+            },
+            std::time::Duration::from_millis(1500),
+        )
+    }
+
+    #[test]
+    fn the_final_line_says_how_much_came_from_where_how_fast() {
+        let out = std::path::Path::new("/tmp/model.bin");
+        assert_eq!(
+            done(2 << 20, 1 << 20, false).line(out),
+            "saved /tmp/model.bin: 3.00 MiB in 1.5 s (2.00 MiB/s): 2.00 MiB from peers, 1.00 MiB from the origin (task abababababab)"
+        );
+        assert_eq!(
+            done(0, 0, true).line(out),
+            "saved /tmp/model.bin: 3.00 MiB from the local cache in 1.5 s (task abababababab)"
+        );
+        let resumed = done(1 << 20, 0, false);
+        assert_eq!(resumed.held_bytes, 2 << 20);
+        assert!(
+            resumed.line(out).ends_with("1.00 MiB from peers, 0 B from the origin, 2.00 MiB already held (task abababababab)"),
+            "{}",
+            resumed.line(out)
+        );
+        let j = resumed.json(out, &"ab".repeat(32));
+        assert_eq!(j["peer_bytes"], 1 << 20);
+        assert_eq!(j["held_bytes"], 2 << 20);
+        assert_eq!(j["from_cache"], false);
     }
 }

@@ -90,6 +90,8 @@ async fn follow(
         completed_bytes: p.completed,
         done,
         from_cache: cached,
+        peer_bytes: p.from_peers,
+        origin_bytes: p.from_origin,
     };
     let store = conductor.store.clone();
     let link_from = conductor

@@ -260,6 +260,7 @@ impl Conductor {
                 progress.send_replace(Progress {
                     content_length: len,
                     completed: len,
+                    ..Progress::default()
                 });
             }
             return Ok(());

@@ -180,6 +180,9 @@ impl OriginJob {
                 };
                 self.pace.take(chunk.len() as u64, true).await;
                 DaemonStats::add(&self.stats.origin_bytes, chunk.len() as u64);
+                claims
+                    .from_origin
+                    .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let mut data = &chunk[..];
                 while !data.is_empty() {
                     let Some(n) = layout.piece_at(pos) else {

@@ -117,8 +117,12 @@ impl ParentJob {
         let mut claimed = Vec::new();
         let mut commits = JoinSet::new();
         let stats = self.ctx.stats.clone();
+        let counted = self.claims.clone();
         let mut sink = SliceSink::new(self.claims.entry.clone()).on_stored(Arc::new(move |n| {
             DaemonStats::add(&stats.p2p_download_bytes, n);
+            counted
+                .from_peers
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }));
         let mut result = self.fetch(&mut claimed, &mut commits, &mut sink).await;
         // The last slice read is acted on whatever ended the connection: it may be the one

@@ -10,7 +10,7 @@
 //! verified or its fetch failed. Waiters are woken on every change.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,10 @@ pub(crate) struct PieceClaims {
     /// Slices that arrived after another parent's copy was verified (the price of the
     /// endgame and of re-fetching stuck slices).
     duplicates: AtomicU32,
+    /// Verified bytes this download received from peers, and bytes it read from the origin:
+    /// what `pollen get` reports at the end.
+    pub from_peers: AtomicU64,
+    pub from_origin: AtomicU64,
 }
 
 struct Inner {
@@ -75,6 +79,8 @@ impl PieceClaims {
             }),
             changed: Notify::new(),
             duplicates: AtomicU32::new(0),
+            from_peers: AtomicU64::new(0),
+            from_origin: AtomicU64::new(0),
         }
     }
 

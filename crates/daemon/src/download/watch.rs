@@ -14,6 +14,9 @@ use crate::error::DownloadError;
 pub(crate) struct Progress {
     pub content_length: u64,
     pub completed: u64,
+    /// Of those, verified bytes from peers and bytes read from the origin by this run.
+    pub from_peers: u64,
+    pub from_origin: u64,
 }
 
 /// How a download ended; `None` while it runs.
@@ -61,6 +64,10 @@ pub(crate) fn progress_of(claims: &PieceClaims) -> Progress {
             .iter_set()
             .map(|n| layout.length(n))
             .sum(),
+        from_peers: claims.from_peers.load(std::sync::atomic::Ordering::Relaxed),
+        from_origin: claims
+            .from_origin
+            .load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -94,6 +101,7 @@ mod tests {
         ptx.send_replace(Progress {
             content_length: 10,
             completed: 4,
+            ..Progress::default()
         });
         assert!(w.progressed_within(Duration::from_secs(5)).await);
         assert_eq!(w.progress.borrow_and_update().completed, 4);
