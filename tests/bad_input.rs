@@ -119,6 +119,36 @@ async fn get_without_a_daemon_says_how_to_start_one() {
     assert!(stderr(&o).contains("pollen daemon --scheduler"));
 }
 
+/// An output under a path that is a file is named as such (not as a missing directory), and
+/// `pollen ca export` without a CA says where the daemon makes one and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_for_a_directory_and_a_missing_ca_are_named_as_such() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("file");
+    let o = tokio::process::Command::new(bin())
+        .args(["get", "http://127.0.0.1:9/x", "-O"])
+        .arg(file.join("out"))
+        .arg("--api-socket")
+        .arg(dir.path().join("nobody.sock"))
+        .output()
+        .await
+        .expect("runs");
+    assert_fails_with(&o, "a-file is a file, not a directory");
+
+    let data = dir.path().join("data");
+    let o = tokio::process::Command::new(bin())
+        .args(["ca", "export", "--data-dir"])
+        .arg(&data)
+        .output()
+        .await
+        .expect("runs");
+    assert_fails_with(&o, "no proxy CA under");
+    assert!(stderr(&o).contains("first start"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "a certificate was printed");
+    assert!(!data.exists(), "ca export created {}", data.display());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_frame_on_the_upload_port_is_refused_and_the_daemon_keeps_serving() {
     let origin = origin(6 * MIB).await;

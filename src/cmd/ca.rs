@@ -1,7 +1,8 @@
 //! `pollen ca export`: prints the certificate of the CA the daemon's HTTPS proxy signs
 //! intercepted hosts with, for the node to trust (e.g. into
-//! /usr/local/share/ca-certificates/pollen.crt, then `update-ca-certificates`). The CA is
-//! generated here if the daemon has not made it yet, in the same place it would.
+//! /usr/local/share/ca-certificates/pollen.crt, then `update-ca-certificates`). It never
+//! makes a CA: one exported before the daemon made its own (or from the wrong data
+//! directory) would be a CA the proxy never signs with.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +42,13 @@ pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.data_dir {
         cfg.data_dir = d;
     }
-    let (cert, _key) = pollen_daemon::proxy_ca(&cfg).context("cannot load the proxy CA")?;
+    let Some((_, cert)) = pollen_daemon::proxy_ca_cert(&cfg).context("cannot load the proxy CA")?
+    else {
+        anyhow::bail!(
+            "no proxy CA under {} yet: the daemon makes it on its first start with this data directory; start it, or point --data-dir (or --config) at the daemon's own",
+            cfg.data_dir.join("proxy").display()
+        );
+    };
     print!("{cert}");
     Ok(ExitCode::SUCCESS)
 }

@@ -97,6 +97,13 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     let parent = output
         .parent()
         .ok_or_else(|| anyhow!("invalid output path {}", output.display()))?;
+    if parent.exists() && !parent.is_dir() {
+        bail!(
+            "cannot write {}: {} is a file, not a directory",
+            output.display(),
+            parent.display()
+        );
+    }
     if !parent.is_dir() {
         bail!("output directory {} does not exist", parent.display());
     }

@@ -58,6 +58,17 @@ fn ca_paths(cfg: &DaemonConfig) -> Result<(PathBuf, PathBuf, bool), CaError> {
     }
 }
 
+/// The CA's certificate (PEM), without making one: `None` when Pollen owns the CA and the
+/// daemon has not made it yet (where `cfg` says it would).
+pub fn existing_cert(cfg: &DaemonConfig) -> Result<Option<(PathBuf, String)>, CaError> {
+    let (cert_path, _, generated) = ca_paths(cfg)?;
+    if generated && !cert_path.exists() {
+        return Ok(None);
+    }
+    let cert = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+    Ok(Some((cert_path, cert)))
+}
+
 /// The CA's certificate and key (PEM), generating and storing them when Pollen owns the CA
 /// and none exists yet.
 pub fn load_or_create(cfg: &DaemonConfig) -> Result<(String, String), CaError> {
