@@ -10,7 +10,7 @@ use crate::cmd;
 #[derive(Parser, Debug)]
 #[command(name = "pollen", version, about, long_about = None)]
 pub struct Cli {
-    /// Log more (debug level); errors print their whole cause chain.
+    /// Log more (debug level); errors print their whole cause chain, one cause a line (POLLEN_BACKTRACE=1 adds a backtrace).
     #[arg(short, long, global = true, env = "POLLEN_VERBOSE")]
     pub verbose: bool,
     #[command(subcommand)]
@@ -103,12 +103,42 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            if cli.verbose {
-                eprintln!("error: {e:?}");
-            } else {
-                eprintln!("error: {e:#}");
+            eprintln!("{}", error_report(&e, cli.verbose));
+            // A backtrace only when asked for by name: RUST_BACKTRACE is often set for other
+            // programs, and a 404 is no place for thirty frames.
+            if std::env::var_os("POLLEN_BACKTRACE").is_some_and(|v| v == "1") {
+                eprintln!("{}", e.backtrace());
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How an error is shown: one line with its causes joined, or with `verbose` one cause per
+/// line. Never a backtrace (see `POLLEN_BACKTRACE`).
+fn error_report(e: &anyhow::Error, verbose: bool) -> String {
+    if !verbose {
+        return format!("error: {e:#}");
+    }
+    let mut out = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        out.push_str(&format!("\n  caused by: {cause}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod error_report_tests {
+    #[test]
+    fn errors_show_their_causes_and_no_backtrace() {
+        let e = anyhow::anyhow!("404 Not Found").context("origin failed");
+        assert_eq!(
+            super::error_report(&e, false),
+            "error: origin failed: 404 Not Found"
+        );
+        assert_eq!(
+            super::error_report(&e, true),
+            "error: origin failed\n  caused by: 404 Not Found"
+        );
     }
 }

@@ -68,6 +68,21 @@ async fn origin_errors_wrong_digests_and_bad_urls_fail_cleanly() {
     let o = pollen_get(d, &[&origin.url("/blob"), "-O", out_s, "--digest", &wrong]).await;
     assert_fails_with(&o, "digest mismatch");
 
+    // A closed port: its cause once, without the HTTP client's layers (which repeated the
+    // URL and said "error" three times).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let url = format!("http://{closed}/x");
+    let o = pollen_get(d, &[&url, "-O", out_s]).await;
+    assert_fails_with(
+        &o,
+        &format!("cannot reach the origin for {url}: Connection refused"),
+    );
+    assert_eq!(stderr(&o).matches("error").count(), 1, "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches(&url).count(), 1, "{}", stderr(&o));
+
     let o = pollen_get(d, &["http://[not-a-url", "-O", out_s]).await;
     assert_fails_with(&o, "malformed URL");
 

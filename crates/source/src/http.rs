@@ -48,7 +48,31 @@ pub fn connect_error(url: &str, e: reqwest::Error) -> SourceError {
     }
     SourceError::Connect {
         url: url.to_string(),
-        source: Box::new(e),
+        source: root_cause(e),
+    }
+}
+
+/// The cause worth showing of a failed request: the I/O error at the root of reqwest's chain
+/// ("Connection refused (os error 111)"), without the layers that repeat the URL and say
+/// "error" again; the request error itself when there is none (a timeout, a TLS failure).
+fn root_cause(e: reqwest::Error) -> crate::error::Cause {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut io = None;
+    while let Some(c) = cur {
+        if let Some(i) = c.downcast_ref::<std::io::Error>() {
+            // "Connection refused (os error 111)": the number tells a reader nothing more.
+            let text = i.to_string();
+            let text = match text.rfind(" (os error ") {
+                Some(at) if text.ends_with(')') => text[..at].to_string(),
+                _ => text,
+            };
+            io = Some(std::io::Error::new(i.kind(), text));
+        }
+        cur = c.source();
+    }
+    match io {
+        Some(i) if !e.is_timeout() => Box::new(i),
+        _ => Box::new(e),
     }
 }
 
