@@ -134,8 +134,9 @@ async fn get_without_a_daemon_says_how_to_start_one() {
     assert!(stderr(&o).contains("pollen daemon --scheduler"));
 }
 
-/// An output under a path that is a file is named as such (not as a missing directory), and
-/// `pollen ca export` without a CA says where the daemon makes one and creates nothing.
+/// An output under a path that is a file is named as such (not as a missing directory),
+/// `pollen ca export` without a CA says where the daemon makes one and creates nothing, and
+/// `pollen certs dev` names a directory it cannot use once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_for_a_directory_and_a_missing_ca_are_named_as_such() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -162,6 +163,17 @@ async fn a_file_for_a_directory_and_a_missing_ca_are_named_as_such() {
     assert!(stderr(&o).contains("first start"), "{}", stderr(&o));
     assert!(o.stdout.is_empty(), "a certificate was printed");
     assert!(!data.exists(), "ca export created {}", data.display());
+
+    // A directory the dev certificates cannot go to is named once.
+    let o = tokio::process::Command::new(bin())
+        .args(["certs", "dev", "--out"])
+        .arg(file.join("certs"))
+        .output()
+        .await
+        .expect("runs");
+    assert_fails_with(&o, "cannot write the dev certificates");
+    let shown = file.join("certs").display().to_string();
+    assert_eq!(stderr(&o).matches(&shown).count(), 1, "{}", stderr(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

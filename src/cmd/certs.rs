@@ -63,7 +63,7 @@ pub(crate) async fn run(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
         CertsCommand::Issue(args) => return issue(args),
     };
     let certs = pollen_tls::make_dev_certs(&args.out, &args.hosts)
-        .with_context(|| format!("cannot write certificates to {}", args.out.display()))?;
+        .context("cannot write the dev certificates")?;
     let (ca, m, s, d, seed) = (
         certs.ca_cert.display(),
         &certs.manager,
