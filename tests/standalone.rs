@@ -98,3 +98,64 @@ async fn standalone_serves_this_machine_and_daemons_that_join_it() {
     let schedulers = admin.get("/api/v1/schedulers?active=true").await;
     assert_eq!(schedulers.as_array().map(Vec::len), Some(1), "{schedulers}");
 }
+
+/// With its API socket in use by another daemon, or its proxy port taken, `pollen standalone`
+/// fails before it starts anything (no manager database, no listener) and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_checks_its_socket_and_ports_before_starting_anything() {
+    let other = Cluster::start(ClusterSpec::standalone(bin(), 1))
+        .await
+        .expect("a daemon already running");
+    let busy = &other.peers[0].socket;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr").to_string();
+    let data = other.dir.path().join("standalone");
+    let run = |socket: &std::path::Path, proxy: &str| {
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args([
+            "standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--scheduler-listen",
+            "127.0.0.1:0",
+            "--upload-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            proxy,
+            "--api-socket",
+        ])
+        .arg(socket)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("POLLEN_ADMIN_PASSWORD", "standalone-admin");
+        async move {
+            tokio::time::timeout(HANG, cmd.output())
+                .await
+                .expect("standalone hung")
+                .expect("runs")
+        }
+    };
+    let o = run(busy, "off").await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "standalone started on a busy socket");
+    assert!(
+        err.contains("another pollen daemon answers on") && err.contains("--api-socket"),
+        "{err}"
+    );
+    let o = run(&other.dir.path().join("free.sock"), &taken_addr).await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "standalone started on a taken port");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {taken_addr} for the seed's registry mirror"
+        )),
+        "{err}"
+    );
+    assert!(
+        !data.join("manager").exists(),
+        "the manager made its database before the start failed"
+    );
+    drop(taken);
+}

@@ -73,8 +73,63 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for the {what}"))
 }
 
+/// Fails, before anything starts, when a port the seed daemon will bind is taken or another
+/// daemon answers on the API socket: nothing of the manager or the scheduler is made first.
+async fn check_free(args: &StandaloneArgs, proxy: Option<SocketAddr>) -> anyhow::Result<()> {
+    for (addr, what) in [
+        (Some(args.upload_listen), "seed's upload server"),
+        (proxy, "seed's registry mirror and proxy"),
+    ] {
+        if let Some(addr) = addr.filter(|a| a.port() != 0) {
+            drop(bind(addr, what).await?);
+        }
+    }
+    if tokio::net::UnixStream::connect(&args.api_socket)
+        .await
+        .is_ok()
+    {
+        anyhow::bail!(
+            "another pollen daemon answers on {}: stop it, or give this one another --api-socket",
+            args.api_socket.display()
+        );
+    }
+    Ok(())
+}
+
+/// Where the console is and how to sign in to it.
+fn console_hint(rest: SocketAddr, first: &FirstAdmin, manager_dir: &std::path::Path) -> String {
+    let password = match first {
+        FirstAdmin::PasswordWrittenTo(path) => {
+            format!("the password in {} (made now)", path.display())
+        }
+        FirstAdmin::FromGivenPassword => "the password given (POLLEN_ADMIN_PASSWORD)".into(),
+        FirstAdmin::AlreadyUsers => {
+            let file = manager_dir.join("initial-admin-password");
+            if file.exists() {
+                format!("your password (the first one is in {})", file.display())
+            } else {
+                "your password".into()
+            }
+        }
+    };
+    format!("console: http://{rest}/ (sign in as admin with {password})")
+}
+
 pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
+    let proxy_listen = match args.proxy_listen.as_str() {
+        "off" => None,
+        a => Some(
+            a.parse::<SocketAddr>()
+                .with_context(|| format!("--proxy-listen {a:?} is not an address or `off`"))?,
+        ),
+    };
+    // Every address and the socket first: a taken one fails the start before the manager
+    // makes its database or the scheduler listens.
+    check_free(&args, proxy_listen).await?;
+    let rest = bind(args.listen, "manager").await?;
+    let grpc = bind(args.grpc_listen, "manager's gRPC").await?;
+    let sched = bind(args.scheduler_listen, "scheduler").await?;
 
     let cfg = ManagerConfig {
         database_url: args.database_url.clone(),
@@ -84,12 +139,6 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let (manager, first) = Manager::open(cfg, args.admin_password.as_deref())
         .await
         .context("cannot start the manager")?;
-    if let FirstAdmin::PasswordWrittenTo(path) = &first {
-        println!(
-            "created the user admin; its password is in {}",
-            path.display()
-        );
-    }
     // The scheduler and seed inside show a token of their own, made anew at each start.
     let own_token = manager
         .replace_join_token(
@@ -103,13 +152,10 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         .context("cannot make the standalone join token")?;
     let own_token = pollen_core::join::JoinToken::parse(&own_token)?;
     let first_join_token = manager.first_join_token().map(|p| p.to_path_buf());
-    let rest = bind(args.listen, "manager").await?;
-    let grpc = bind(args.grpc_listen, "manager's gRPC").await?;
     let rest_addr = rest.local_addr()?;
     let grpc_url = format!("http://{}", grpc.local_addr()?);
     let manager_task = tokio::spawn(manager.serve(rest, grpc, shutdown.clone()));
 
-    let sched = bind(args.scheduler_listen, "scheduler").await?;
     let sched_addr = sched.local_addr()?;
     let scheduler = SchedulerService::new(SchedulerConfig::default());
     let link = ManagerLink {
@@ -152,13 +198,7 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         },
         ..Default::default()
     };
-    daemon.proxy.listen = match args.proxy_listen.as_str() {
-        "off" => None,
-        a => Some(
-            a.parse()
-                .with_context(|| format!("--proxy-listen {a:?} is not an address or `off`"))?,
-        ),
-    };
+    daemon.proxy.listen = proxy_listen;
     let seed = Daemon::start(daemon)
         .await
         .context("cannot start the seed daemon")?;
@@ -170,6 +210,10 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         "standalone ready grpc={grpc_url} scheduler=http://{sched_addr} upload={} proxy={proxy} socket={} manager=http://{rest_addr}",
         seed.upload_addr,
         seed.api_socket.display(),
+    );
+    println!(
+        "{}",
+        console_hint(rest_addr, &first, &args.data_dir.join("manager"))
     );
     if let Some(path) = first_join_token {
         println!(
@@ -183,4 +227,34 @@ pub(crate) async fn run(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let _ = sched_task.await;
     let _ = manager_task.await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_hint_says_where_to_sign_in_and_with_what() {
+        let rest: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let dir = tempfile::tempdir().expect("tmp");
+        let made = console_hint(
+            rest,
+            &FirstAdmin::PasswordWrittenTo(dir.path().join("initial-admin-password")),
+            dir.path(),
+        );
+        assert!(
+            made.starts_with(
+                "console: http://127.0.0.1:8080/ (sign in as admin with the password in "
+            ),
+            "{made}"
+        );
+        assert!(made.contains("initial-admin-password (made now)"), "{made}");
+        let given = console_hint(rest, &FirstAdmin::FromGivenPassword, dir.path());
+        assert!(given.contains("POLLEN_ADMIN_PASSWORD"), "{given}");
+        assert!(console_hint(rest, &FirstAdmin::AlreadyUsers, dir.path())
+            .ends_with("with your password)"));
+        std::fs::write(dir.path().join("initial-admin-password"), "x").expect("file");
+        let later = console_hint(rest, &FirstAdmin::AlreadyUsers, dir.path());
+        assert!(later.contains("the first one is in "), "{later}");
+    }
 }
