@@ -71,3 +71,60 @@ async fn the_final_report_says_where_the_bytes_came_from() {
     );
     assert_eq!(sha256_file(&swarm.dir.path().join("d")), origin.digest());
 }
+
+/// Ctrl-C on `pollen get`: it says a rerun resumes and exits 130; the daemon, with nobody
+/// else waiting for the task, stops that download (it says so) and keeps what it holds, and
+/// the rerun fetches only the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_download_and_a_rerun_resumes() {
+    let origin = origin(16 * MIB).await;
+    let url = origin.url("/slow");
+    let cluster = Cluster::start(ClusterSpec::standalone(bin(), 1))
+        .await
+        .expect("cluster");
+    let d = &cluster.peers[0];
+    let out = cluster.dir.path().join("out");
+    let child = tokio::process::Command::new(bin())
+        .args(["get", &url, "-O"])
+        .arg(&out)
+        .arg("--api-socket")
+        .arg(&d.socket)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pollen get");
+    // Under way: the daemon has read part of the file.
+    let deadline = std::time::Instant::now() + HANG;
+    while d.stat().await.expect("stat").origin_bytes < 2 * MIB {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("pid") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let o = tokio::time::timeout(HANG, child.wait_with_output())
+        .await
+        .expect("pollen get did not exit on Ctrl-C")
+        .expect("wait");
+    assert_eq!(o.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("interrupted; a rerun resumes"), "{err}");
+    assert!(!out.exists(), "a partial output was left");
+    let deadline = std::time::Instant::now() + HANG;
+    while !d
+        .log_text()
+        .contains("nobody waits for the download any more")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never stopped the download nobody waited for"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let (line, r) = get(d, &url, &out).await;
+    assert!(r["held_bytes"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(line.contains("already held"), "{line}");
+    assert_eq!(sha256_file(&out), origin.digest());
+}

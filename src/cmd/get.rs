@@ -135,13 +135,31 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         );
         bar
     });
+    let interrupted = crate::signals::terminated();
+    tokio::pin!(interrupted);
     loop {
-        let msg = match stream.message().await {
+        let next = tokio::select! {
+            m = stream.message() => m,
+            _ = &mut interrupted => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                // Dropping the stream tells the daemon; with nobody else waiting for the
+                // task it stops, keeping what it holds.
+                drop(stream);
+                eprintln!("interrupted; a rerun resumes");
+                return Ok(ExitCode::from(130));
+            }
+        };
+        let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => bail!("the daemon closed the download without finishing it"),
             Err(s) => {
                 if let Some(b) = &bar {
                     b.abandon();
+                }
+                if connection_lost(&s) {
+                    bail!("lost the connection to the pollen daemon (it stopped or restarted); a rerun resumes where this one left off");
                 }
                 bail!("{}", s.message());
             }
@@ -162,6 +180,15 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
+}
+
+/// Whether `s` is the transport failing (the daemon went away) rather than the daemon's own
+/// answer: those come with a code of their own and a message that says what happened.
+fn connection_lost(s: &tonic::Status) -> bool {
+    let m = s.message();
+    matches!(s.code(), tonic::Code::Unknown | tonic::Code::Internal)
+        && (m.contains("h2 protocol error") || m.contains("transport error"))
+        || s.code() == tonic::Code::Unavailable && m.contains("transport error")
 }
 
 /// What a finished download fetched from where, and how long it took.

@@ -64,6 +64,10 @@ pub enum DownloadError {
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// Every local caller went away and nothing else asked for the task: the run stopped,
+    /// keeping the pieces it holds for a rerun.
+    #[error("nobody waits for the download any more; a rerun resumes it")]
+    Abandoned,
 }
 
 impl DownloadError {
@@ -86,6 +90,7 @@ impl DownloadError {
             DownloadError::Storage(e) => e.kind(),
             DownloadError::TaskLost(_) => ErrorKind::NotFound,
             DownloadError::ShuttingDown => ErrorKind::Unavailable,
+            DownloadError::Abandoned => ErrorKind::Unavailable,
         }
     }
 }
@@ -132,6 +137,7 @@ impl From<DownloadError> for tonic::Status {
             DownloadError::Storage(_) => Code::Internal,
             DownloadError::TaskLost(_) => Code::Aborted,
             DownloadError::ShuttingDown => Code::Aborted,
+            DownloadError::Abandoned => Code::Cancelled,
         };
         tonic::Status::new(code, Chain(&e).to_string())
     }

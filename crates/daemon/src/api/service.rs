@@ -177,12 +177,15 @@ impl Daemon for LocalApi {
             }
             probe_output(&caller, output).await?;
         }
-        let watch = self.conductor.start(spec);
+        let (watch, interest) = self.conductor.start_for_caller(spec);
         let (tx, rx) = mpsc::channel(16);
         let output = output.map(|o| (o, caller));
-        self.conductor
-            .tasks
-            .spawn(follow(self.conductor.clone(), watch, output, tx));
+        let conductor = self.conductor.clone();
+        self.conductor.tasks.spawn(async move {
+            // Held while the caller follows: when it goes away, so may the download.
+            let _interest = interest;
+            follow(conductor, watch, output, tx).await;
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -54,6 +54,38 @@ struct Inflight {
     progress: watch::Receiver<Progress>,
     result: watch::Receiver<Outcome>,
     priority: Arc<watch::Sender<Priority>>,
+    /// Stops the run (see [`Interest`]).
+    stop: CancellationToken,
+    /// Local callers holding an [`Interest`] in it.
+    callers: usize,
+    /// Something other than a local caller asked for it (a seed trigger, a preheat, a mirror
+    /// client, a prefetch): it runs to the end whoever leaves.
+    detached: bool,
+}
+
+/// A local caller's hold on a download. When the last one lets go (the caller went away,
+/// e.g. Ctrl-C) and nothing else asked for the task, the run stops; the pieces it holds stay,
+/// so a rerun resumes.
+pub(crate) struct Interest {
+    conductor: Arc<Conductor>,
+    id: TaskId,
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        let mut map = self
+            .conductor
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = map.get_mut(&self.id) {
+            f.callers = f.callers.saturating_sub(1);
+            if f.callers == 0 && !f.detached && !f.stop.is_cancelled() {
+                info!(task = %&self.id.hex()[..12], "nobody waits for the download any more; stopping it (a rerun resumes)");
+                f.stop.cancel();
+            }
+        }
+    }
 }
 
 pub(crate) struct Conductor {
@@ -126,15 +158,29 @@ impl Conductor {
             .collect()
     }
 
-    /// Starts (or joins) the download of a task someone waits for.
+    /// Starts (or joins) the download of a task someone waits for; it runs to the end.
     pub fn start(self: &Arc<Self>, spec: TaskSpec) -> DownloadWatch {
-        self.start_with(spec, Priority::Foreground)
+        self.start_with(spec, Priority::Foreground, false)
+    }
+
+    /// Starts (or joins) the download a local caller waits for: it stops when every such
+    /// caller has let go of its [`Interest`] and nothing else asked for the task.
+    pub fn start_for_caller(self: &Arc<Self>, spec: TaskSpec) -> (DownloadWatch, Interest) {
+        let id = spec.id;
+        let watch = self.start_with(spec, Priority::Foreground, true);
+        (
+            watch,
+            Interest {
+                conductor: self.clone(),
+                id,
+            },
+        )
     }
 
     /// Starts (or joins) a download nobody waits for: it yields to foreground downloads and
     /// passes the prefetch limiter until a foreground request joins it.
     pub fn prefetch(self: &Arc<Self>, spec: TaskSpec) -> DownloadWatch {
-        self.start_with(spec, Priority::Background)
+        self.start_with(spec, Priority::Background, false)
     }
 
     /// How strict the origin guard is for `spec`: the fleet rules for a seed peer (whoever
@@ -143,10 +189,20 @@ impl Conductor {
         OriginPolicy::of(self.cfg.seed, spec.ordered_by_fleet)
     }
 
-    fn start_with(self: &Arc<Self>, spec: TaskSpec, priority: Priority) -> DownloadWatch {
+    fn start_with(
+        self: &Arc<Self>,
+        spec: TaskSpec,
+        priority: Priority,
+        caller: bool,
+    ) -> DownloadWatch {
         let from_cache = self.store.get(&spec.id).is_some_and(|e| e.is_complete());
         let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = map.get(&spec.id) {
+        if let Some(f) = map.get_mut(&spec.id) {
+            if caller {
+                f.callers += 1;
+            } else {
+                f.detached = true;
+            }
             if priority == Priority::Foreground {
                 self.traffic.promote(&f.priority);
             }
@@ -161,12 +217,16 @@ impl Conductor {
         let (result_tx, result) = watch::channel(None);
         let (pace, priority) = self.traffic.pace(priority, spec.rate_limit);
         let priority = Arc::new(priority);
+        let stop = CancellationToken::new();
         map.insert(
             spec.id,
             Inflight {
                 progress: progress.clone(),
                 result: result.clone(),
                 priority: priority.clone(),
+                stop: stop.clone(),
+                callers: usize::from(caller),
+                detached: !caller,
             },
         );
         let this = self.clone();
@@ -174,7 +234,10 @@ impl Conductor {
         let span = info_span!("download", task = %&id.hex()[..12]);
         self.tasks.spawn(
             async move {
-                let r = this.run(spec, pace, progress_tx).await;
+                let r = tokio::select! {
+                    r = this.run(spec, pace, progress_tx) => r,
+                    _ = stop.cancelled() => Err(DownloadError::Abandoned),
+                };
                 if let Err(e) = &r {
                     warn!(error = %pollen_core::error_kind::Chain(e), "download failed");
                 }
