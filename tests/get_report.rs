@@ -128,3 +128,53 @@ async fn ctrl_c_stops_the_download_and_a_rerun_resumes() {
     assert!(line.contains("already held"), "{line}");
     assert_eq!(sha256_file(&out), origin.digest());
 }
+
+/// The daemon says what a download is doing: the last message of a download alone says it
+/// read the origin; in a swarm whose seed holds the file, that it fetched from peers. (On a
+/// terminal `pollen get` shows it beside the bar, and alone before the length is known.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_download_says_what_it_is_doing() {
+    use pollen_proto::daemon::DownloadRequest;
+    async fn last_doing(d: &DaemonProc, url: &str, out: &std::path::Path) -> String {
+        let mut stream = d
+            .client()
+            .await
+            .expect("client")
+            .download(DownloadRequest {
+                url: url.into(),
+                output_path: out.display().to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect("download")
+            .into_inner();
+        let mut seen = Vec::new();
+        while let Some(m) = tokio::time::timeout(HANG, stream.message())
+            .await
+            .expect("hung")
+            .expect("stream")
+        {
+            assert!(
+                !m.doing.is_empty(),
+                "a message says nothing of what it does"
+            );
+            seen.push(m.doing.clone());
+            if m.done {
+                return m.doing;
+            }
+        }
+        panic!("the stream ended without a last message: {seen:?}");
+    }
+    let origin = origin(4 * MIB).await;
+    let url = origin.url("/blob");
+    let alone = Cluster::start(ClusterSpec::standalone(bin(), 1))
+        .await
+        .expect("cluster");
+    let doing = last_doing(&alone.peers[0], &url, &alone.dir.path().join("a")).await;
+    assert_eq!(doing, "reading the origin");
+    let swarm = Cluster::start(ClusterSpec::new(bin(), 1))
+        .await
+        .expect("cluster");
+    let doing = last_doing(&swarm.peers[0], &url, &swarm.dir.path().join("b")).await;
+    assert_eq!(doing, "fetching from peers");
+}

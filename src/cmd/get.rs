@@ -124,17 +124,23 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|s| anyhow!("{}", s.message()))?
         .into_inner();
+    // Before the length is known there is nothing to measure: a spinner says what the
+    // download waits for; then a bar, with what it is doing beside it.
+    let waiting_style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let bar_style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(waiting_style);
+        bar.set_message("asking the daemon");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
+    let mut measuring = false;
     let interrupted = crate::signals::terminated();
     tokio::pin!(interrupted);
     loop {
@@ -165,8 +171,17 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
             }
         };
         if let Some(b) = &bar {
-            b.set_length(msg.content_length);
-            b.set_position(msg.completed_bytes);
+            if msg.content_length == 0 {
+                b.set_message(format!("{}…", msg.doing));
+            } else {
+                if !measuring {
+                    b.set_style(bar_style.clone());
+                    measuring = true;
+                }
+                b.set_length(msg.content_length);
+                b.set_position(msg.completed_bytes);
+                b.set_message(msg.doing.clone());
+            }
         }
         if msg.done {
             if let Some(b) = &bar {
@@ -282,6 +297,7 @@ mod tests {
                 from_cache: cached,
                 peer_bytes: peer,
                 origin_bytes: origin,
+                doing: String::new(),
             },
             std::time::Duration::from_millis(1500),
         )

@@ -92,6 +92,7 @@ async fn follow(
         from_cache: cached,
         peer_bytes: p.from_peers,
         origin_bytes: p.from_origin,
+        doing: p.phase.describe().to_string(),
     };
     let store = conductor.store.clone();
     let link_from = conductor

@@ -37,7 +37,7 @@ use crate::download::piece_claims::PieceClaims;
 use crate::download::report::Report;
 use crate::download::scheduler_events::{announce, close_announce, next_event, pieces_event};
 use crate::download::task_spec::TaskSpec;
-use crate::download::watch::{progress_of, DownloadWatch, Outcome, Progress};
+use crate::download::watch::{publish, set_phase, DownloadWatch, Outcome, Phase, Progress};
 use crate::error::DownloadError;
 use crate::links::announce_queue::AnnounceQueue;
 use crate::links::scheduler_link::Announce;
@@ -336,8 +336,9 @@ impl Conductor {
             .get(&spec.id)
             .map(|e| PieceClaims::for_download(e, &self.cfg));
         if let Some(c) = &claims {
-            progress.send_replace(progress_of(c));
+            publish(&progress, c);
         }
+        set_phase(&progress, Phase::Starting);
         let peer_id = format!("{}-{:08x}", self.host_id, rand::rng().random::<u32>());
         let (mut events_tx, mut events_rx) = match self.open_announce(&spec, &peer_id).await {
             Some(a) => (Some(AnnounceQueue::new(a.tx)), Some(a.rx)),
@@ -356,8 +357,10 @@ impl Conductor {
         let mut origin: Option<JoinHandle<Result<(), DownloadError>>> = None;
         let mut back_to_source = false;
         let mut pending_digests: Vec<(u32, PieceDigest)> = Vec::new();
+        set_phase(&progress, Phase::WaitingForPeers);
         if events_tx.is_none() {
             back_to_source = true;
+            set_phase(&progress, Phase::FromOrigin);
             origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
         } else if let Some(c) = &claims {
             let layout = c.entry.layout();
@@ -419,7 +422,7 @@ impl Conductor {
                                     reported.extend(entry.bitfield().iter_set());
                                     let c = PieceClaims::for_download(entry, &self.cfg);
                                     c.add_expected(pending_digests.drain(..));
-                                    progress.send_replace(progress_of(&c));
+                                    publish(&progress, &c);
                                     parents.task_known(&c);
                                     claims = Some(c);
                                 }
@@ -438,12 +441,16 @@ impl Conductor {
                     }
                     Some(scheduler_event::Event::Parents(p)) => {
                         parents.set_grant(p.grant.as_ref());
+                        if !p.parents.is_empty() && origin.is_none() {
+                            set_phase(&progress, Phase::FromPeers);
+                        }
                         parents.offer(p.parents, claims.as_ref());
                     }
                     Some(scheduler_event::Event::BackToSource(b)) => {
                         if origin.is_none() {
                             info!(reason = %b.reason, "scheduler sent this peer to the origin");
                             back_to_source = true;
+                            set_phase(&progress, Phase::FromOrigin);
                             origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
                         }
                     }
@@ -452,6 +459,7 @@ impl Conductor {
                         if origin.is_none() && parents.idle() {
                             warn!("lost the scheduler and no parent is working; downloading from the origin");
                             back_to_source = true;
+                            set_phase(&progress, Phase::FromOrigin);
                             origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
                         } else {
                             warn!("lost the scheduler; continuing with the parents at hand");
@@ -466,7 +474,7 @@ impl Conductor {
                             piece_length: layout.piece_length(),
                         }));
                         c.add_expected(pending_digests.drain(..));
-                        progress.send_replace(progress_of(&c));
+                        publish(&progress, &c);
                         parents.task_known(&c);
                         claims = Some(c);
                     }
@@ -475,7 +483,7 @@ impl Conductor {
                         reported.insert(number);
                         announce(&mut events_tx, pieces_event([(number, digest, parent)]));
                         if let Some(c) = &claims {
-                            progress.send_replace(progress_of(c));
+                            publish(&progress, c);
                         }
                     }
                 },
@@ -544,6 +552,7 @@ impl Conductor {
                             warn!(failed = parents.failed(), "every parent offered failed and no other came; downloading from the origin");
                         }
                         back_to_source = true;
+                        set_phase(&progress, Phase::FromOrigin);
                         origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
                     }
                 }

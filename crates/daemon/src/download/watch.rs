@@ -9,9 +9,38 @@ use tokio::sync::watch;
 use crate::download::piece_claims::PieceClaims;
 use crate::error::DownloadError;
 
+/// What a download is doing or waiting for, for a caller to show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Starting: checking the cache, asking a scheduler.
+    #[default]
+    Starting,
+    /// Registered with a scheduler; no parent offered and the origin not read yet (a seed
+    /// may be fetching it).
+    WaitingForPeers,
+    /// Fetching from parents.
+    FromPeers,
+    /// Reading the origin (sent there by the scheduler, or without one).
+    FromOrigin,
+}
+
+impl Phase {
+    /// In words, for `pollen get`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Phase::Starting => "asking the scheduler",
+            Phase::WaitingForPeers => "waiting for a peer or the seed to hold it",
+            Phase::FromPeers => "fetching from peers",
+            Phase::FromOrigin => "reading the origin",
+        }
+    }
+}
+
 /// Bytes of the task held so far, out of its length.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Progress {
+    /// What the download is doing now.
+    pub phase: Phase,
     pub content_length: u64,
     pub completed: u64,
     /// Of those, verified bytes from peers and bytes read from the origin by this run.
@@ -53,10 +82,30 @@ impl DownloadWatch {
     }
 }
 
+/// Publishes the bytes `claims`' task holds, keeping the phase.
+pub(crate) fn publish(progress: &watch::Sender<Progress>, claims: &PieceClaims) {
+    progress.send_modify(|p| {
+        *p = Progress {
+            phase: p.phase,
+            ..progress_of(claims)
+        }
+    });
+}
+
+/// Publishes a new phase, keeping the bytes.
+pub(crate) fn set_phase(progress: &watch::Sender<Progress>, phase: Phase) {
+    progress.send_if_modified(|p| {
+        let changed = p.phase != phase;
+        p.phase = phase;
+        changed
+    });
+}
+
 /// The bytes the claims' task holds, out of its length.
 pub(crate) fn progress_of(claims: &PieceClaims) -> Progress {
     let layout = claims.entry.layout();
     Progress {
+        phase: Phase::default(),
         content_length: layout.content_length(),
         completed: claims
             .entry
