@@ -104,8 +104,10 @@ impl Hub {
             })),
         };
         if tx.send(Ok(msg)).await.is_err() {
+            // Gone between finding its session and asking it: the same as going away while
+            // asked, and said the same way.
             self.lock().pending.remove(&id);
-            return Err(format!("{host_id} disconnected"));
+            return Err(format!("{host_id} disconnected before answering"));
         }
         let answer = tokio::time::timeout(timeout, rx).await;
         self.lock().pending.remove(&id);
