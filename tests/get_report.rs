@@ -178,3 +178,43 @@ async fn each_download_says_what_it_is_doing() {
     let doing = last_doing(&swarm.peers[0], &url, &swarm.dir.path().join("b")).await;
     assert_eq!(doing, "fetching from peers");
 }
+
+/// `-O -` writes the content, verified, to stdout and nothing else there; the report goes to
+/// stderr; with `--json` (also stdout) it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dash_writes_the_verified_content_to_stdout() {
+    let origin = origin(3 * MIB).await;
+    let url = origin.url("/blob");
+    let cluster = Cluster::start(ClusterSpec::standalone(bin(), 1))
+        .await
+        .expect("cluster");
+    let run = |extra: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(bin());
+        cmd.args(["get", &url, "-O", "-"])
+            .args(extra)
+            .arg("--api-socket")
+            .arg(&cluster.peers[0].socket);
+        async move {
+            tokio::time::timeout(HANG, cmd.output())
+                .await
+                .expect("not hung")
+                .expect("runs")
+        }
+    };
+    let o = run(&[]).await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(
+        o.stdout.as_slice(),
+        origin.data(),
+        "stdout is not the content"
+    );
+    assert!(err.contains("saved to stdout: 3.00 MiB"), "{err}");
+    let o = run(&["--json"]).await;
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("-O - and --json both write to stdout"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -15,7 +15,8 @@ use pollen_proto::daemon::{DownloadRequest, Header};
 pub struct GetArgs {
     /// URL to download (http or https).
     pub url: String,
-    /// File to write; written atomically, never left partial.
+    /// File to write; written atomically, never left partial. `-` writes the content to
+    /// stdout once all of it is verified (a consumer never sees an unverified byte).
     #[arg(short = 'O', long = "output")]
     pub output: PathBuf,
     /// Expected content digest, `sha256:<hex>`; the download fails if the content differs.
@@ -87,7 +88,25 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = &args.digest {
         d.parse::<ContentDigest>()?;
     }
-    let output = if args.output.is_absolute() {
+    // `-O -`: the daemon writes into a directory of the caller's own, then the content goes
+    // to stdout and the directory away.
+    let to_stdout = args.output.as_os_str() == "-";
+    if to_stdout && args.json {
+        bail!("-O - and --json both write to stdout; drop one");
+    }
+    let staging = if to_stdout {
+        Some(
+            tempfile::Builder::new()
+                .prefix("pollen-get-")
+                .tempdir()
+                .context("cannot make a temporary directory for -O -")?,
+        )
+    } else {
+        None
+    };
+    let output = if let Some(dir) = &staging {
+        dir.path().join("content")
+    } else if args.output.is_absolute() {
         args.output.clone()
     } else {
         std::env::current_dir()
@@ -188,6 +207,16 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
                 b.finish_and_clear();
             }
             let done = Done::of(&msg, started.elapsed());
+            if to_stdout {
+                let mut file = std::fs::File::open(&output)
+                    .with_context(|| format!("cannot read {}", output.display()))?;
+                let mut out = std::io::stdout().lock();
+                std::io::copy(&mut file, &mut out).context("cannot write to stdout")?;
+                std::io::Write::flush(&mut out).context("cannot write to stdout")?;
+                eprintln!("{}", done.line(std::path::Path::new("to stdout")));
+                drop(staging);
+                return Ok(ExitCode::SUCCESS);
+            }
             eprintln!("{}", done.line(&output));
             if args.json {
                 println!("{}", done.json(&output, &msg.task_id));
