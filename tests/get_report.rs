@@ -77,7 +77,8 @@ async fn the_final_report_says_where_the_bytes_came_from() {
 /// the rerun fetches only the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_the_download_and_a_rerun_resumes() {
-    let origin = origin(16 * MIB).await;
+    // About 4 s at the slow route's pace: Ctrl-C surely lands mid-download.
+    let origin = origin(24 * MIB).await;
     let url = origin.url("/slow");
     let cluster = Cluster::start(ClusterSpec::standalone(bin(), 1))
         .await
