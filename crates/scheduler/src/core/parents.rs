@@ -423,15 +423,7 @@ mod tests {
             "p2",
             peer_event::Event::NeedParents(NeedParents { parents: vec![] }),
         );
-        let offered: Vec<String> = drain(&mut second)
-            .into_iter()
-            .filter_map(|e| match e {
-                scheduler_event::Event::Parents(p) => Some(p.parents),
-                _ => None,
-            })
-            .flatten()
-            .map(|p| p.peer_id)
-            .collect();
+        let offered = offered(&mut second);
         assert!(offered.contains(&"p1".to_string()), "{offered:?}");
         let tid = w.tid.clone();
         assert_eq!(w.core.parents_of(&tid, "p2"), vec!["p1".to_string()]);
