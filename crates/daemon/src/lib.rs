@@ -39,7 +39,7 @@ pub use api::service::fuzz_local_api_request;
 pub use config::{DaemonConfig, GcConfig, ProxyConfig, ProxyRule};
 pub use daemon::{Daemon, DaemonHandle};
 pub use error::DownloadError;
-pub use proxy::ca::{existing_cert as proxy_ca_cert, load_or_create as proxy_ca, CaError};
+pub use proxy::ca::{existing_cert as proxy_ca_cert, CaError};
 #[doc(hidden)]
 pub use proxy::fuzz_mirror_request;
 pub use start_error::DaemonStartError;

@@ -71,7 +71,7 @@ pub fn existing_cert(cfg: &DaemonConfig) -> Result<Option<(PathBuf, String)>, Ca
 
 /// The CA's certificate and key (PEM), generating and storing them when Pollen owns the CA
 /// and none exists yet.
-pub fn load_or_create(cfg: &DaemonConfig) -> Result<(String, String), CaError> {
+pub(crate) fn load_or_create(cfg: &DaemonConfig) -> Result<(String, String), CaError> {
     let (cert_path, key_path, generated) = ca_paths(cfg)?;
     if generated && !cert_path.exists() {
         let (cert, key) = generate()?;
