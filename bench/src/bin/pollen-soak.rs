@@ -20,7 +20,7 @@ use pollen_core::ContentDigest;
 use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
 use pollen_testkit::origin::{random_data, Origin};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt as _, SeedableRng};
 
 /// Loops a swarm with random kills and restarts and reports failures and peak memory.
 #[derive(Parser, Debug)]

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rand::Rng;
+use rand::RngExt as _;
 
 /// Reads `data_dir/host_id`, creating it with a fresh id on first start.
 pub(crate) fn host_id(data_dir: &Path) -> std::io::Result<String> {

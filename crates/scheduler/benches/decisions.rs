@@ -17,7 +17,7 @@ use pollen_proto::scheduler::{
 use pollen_scheduler::core::Core;
 use pollen_scheduler::SchedulerConfig;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt as _, SeedableRng};
 use tokio::sync::mpsc;
 
 const TASKS: usize = 100;

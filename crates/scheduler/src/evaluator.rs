@@ -23,7 +23,7 @@
 
 use std::net::IpAddr;
 
-use rand::Rng;
+use rand::{Rng, RngExt as _};
 use serde::{Deserialize, Serialize};
 
 use crate::dag::Descendants;

@@ -401,9 +401,9 @@ impl Origin {
 
 /// `size` bytes of pseudo-random data (fast, not cryptographic).
 pub fn random_data(size: usize) -> Bytes {
-    use rand::{RngCore, SeedableRng};
+    use rand::Rng as _;
     let mut v = vec![0u8; size];
-    rand::rngs::SmallRng::from_os_rng().fill_bytes(&mut v);
+    rand::make_rng::<rand::rngs::SmallRng>().fill_bytes(&mut v);
     Bytes::from(v)
 }
 

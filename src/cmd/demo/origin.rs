@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use pollen_core::ContentDigest;
-use rand::{RngCore as _, SeedableRng as _};
+use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +45,7 @@ impl DemoOrigin {
     /// Serves `size` random bytes at `/blob` on a free loopback port.
     pub(crate) async fn start(size: usize) -> std::io::Result<Self> {
         let mut data = vec![0u8; size];
-        rand::rngs::SmallRng::from_os_rng().fill_bytes(&mut data);
+        rand::make_rng::<rand::rngs::SmallRng>().fill_bytes(&mut data);
         let digest = ContentDigest(Sha256::digest(&data).into());
         let served = Arc::new(AtomicU64::new(0));
         let blob = Blob {

@@ -22,7 +22,7 @@ use pollen_proto::scheduler::{
 use pollen_source::{HttpSource, OriginPolicy};
 use pollen_storage::Store;
 use pollen_wire::ClientTls;
-use rand::Rng;
+use rand::RngExt as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

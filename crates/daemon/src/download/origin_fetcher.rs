@@ -13,7 +13,7 @@ use std::time::Duration;
 use pollen_core::{PieceLayout, TaskId, TaskKey};
 use pollen_source::{HttpSource, OriginPolicy, SourceError};
 use pollen_storage::{PieceWriter, Store, TaskMeta};
-use rand::Rng;
+use rand::RngExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use pollen_core::Bitfield;
 use pollen_storage::TaskEntry;
-use rand::Rng;
+use rand::RngExt as _;
 
 use crate::download::caller::Caller;
 use crate::error::DownloadError;

@@ -4,7 +4,7 @@
 //! password it cannot be guessed from its hash, and a lookup by hash stays one index probe.
 
 use base64::Engine as _;
-use rand::RngCore as _;
+use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 
 /// What every access token starts with, so a leaked one is recognisable in a scan.

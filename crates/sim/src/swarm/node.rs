@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use pollen_scheduler::piece_set::PieceSet;
-use rand::Rng;
+use rand::RngExt as _;
 
 use super::{Swarm, Transfer, ORIGIN};
 
