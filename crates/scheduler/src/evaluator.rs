@@ -120,7 +120,7 @@ pub struct EvaluatorConfig {
     /// Keep the parent graph acyclic: never offer a descendant of the child as its parent
     /// (Dragonfly's rule). Default false: a piece only ever moves from a peer that holds it
     /// to one that lacks it, so two peers that are each other's parents trade different
-    /// pieces, which is what a swarm needs; the simulation (docs/BENCHMARKS.md) finishes
+    /// pieces, which is what a swarm needs; the simulation (docs/benchmarks-history.md) finishes
     /// the last of 1,000 peers at 1.24 x T_min without the rule and 1.76 x with it.
     pub dag: bool,
     /// Feature weights.
@@ -285,7 +285,7 @@ pub fn select_parents(
 /// Part of the load feature given to upload per child (the rest is free slots and free
 /// bandwidth): a 200 Mbit/s host with ten children serves each more than a 50 Mbit/s host
 /// with five, and sending children where each gets most is what keeps the slowest peer of
-/// a large swarm near the bound (docs/BENCHMARKS.md).
+/// a large swarm near the bound (docs/benchmarks-history.md).
 const SHARE_PART: f64 = 0.5;
 
 /// A candidate that passed the filter: its weighted score without the upload-per-child
@@ -389,98 +389,5 @@ fn score(
 }
 
 #[cfg(test)]
-mod unit_tests {
-    use super::*;
-
-    #[test]
-    fn a_child_keeps_each_parent_it_names_once_and_never_itself() {
-        let task = Task::new(Default::default(), std::time::Instant::now());
-        assert_eq!(kept_parents(&task, 3, &[1, 3, 1, 2, 3], None), vec![1, 2]);
-        assert!(kept_parents(&task, 3, &[3], None).is_empty());
-    }
-
-    #[test]
-    fn location_affinity_is_the_share_of_leading_parts_in_common() {
-        assert_eq!(location_affinity("", "eu|fra|r1"), 0.0, "unknown");
-        assert_eq!(location_affinity("eu|fra|r1", ""), 0.0, "unknown");
-        assert_eq!(location_affinity("eu|fra|r1", "eu|fra|r1"), 1.0);
-        assert!((location_affinity("eu|fra|r1", "eu|fra|r2") - 2.0 / 3.0).abs() < 1e-9);
-        // Measured against the longer of the two.
-        assert_eq!(location_affinity("eu|fra", "eu|fra|r2|u7"), 0.5);
-        assert_eq!(
-            location_affinity("eu|fra|r1", "us|fra|r1"),
-            0.0,
-            "only leading parts count"
-        );
-    }
-
-    #[test]
-    fn proximity_is_one_for_the_same_near_network_a_half_for_the_same_site() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(proximity(ip("10.1.2.3"), ip("10.1.2.200")), 1.0);
-        assert_eq!(proximity(ip("10.1.2.3"), ip("10.1.9.3")), 0.5);
-        assert_eq!(proximity(ip("10.1.2.3"), ip("10.7.2.3")), 0.0);
-        assert_eq!(proximity(ip("fd00:1:2:3::1"), ip("fd00:1:2:3::9")), 1.0);
-        assert_eq!(proximity(ip("fd00:1:2:3::1"), ip("fd00:1:2:4::1")), 0.5);
-        assert_eq!(proximity(ip("fd00:1:2:3::1"), ip("fd00:9:2:3::1")), 0.0);
-        assert_eq!(
-            proximity(ip("10.1.2.3"), ip("::ffff:10.1.2.3")),
-            0.0,
-            "families differ"
-        );
-    }
-
-    fn fields(w: &Weights) -> [(&'static str, f64); 8] {
-        [
-            ("load", w.load),
-            ("pieces", w.pieces),
-            ("success", w.success),
-            ("speed", w.speed),
-            ("host_type", w.host_type),
-            ("idc", w.idc),
-            ("location", w.location),
-            ("proximity", w.proximity),
-        ]
-    }
-
-    #[test]
-    fn every_named_weight_is_set_and_nothing_else_is() {
-        let default = Weights::default();
-        for name in Weights::NAMES {
-            let mut w = Weights::default();
-            assert!(w.set(name, 9.5), "{name}");
-            for ((field, v), (_, d)) in fields(&w).into_iter().zip(fields(&default)) {
-                let expected = if field == name { 9.5 } else { d };
-                assert_eq!(v, expected, "after setting {name}, {field} is {v}");
-            }
-        }
-        assert!(!Weights::default().set("nonsense", 1.0));
-    }
-
-    #[test]
-    fn free_slots_count_both_the_last_report_and_the_children_assigned_since() {
-        let (tx, _rx) = tokio::sync::mpsc::channel(1);
-        let mut h = crate::model::Host {
-            info: pollen_proto::scheduler::HostInfo {
-                max_upload_connections: 20,
-                ..Default::default()
-            },
-            ip: "127.0.0.1".parse().expect("ip"),
-            session: 1,
-            commands: tx,
-            children: 0,
-            load: Default::default(),
-            session_from: None,
-            blocked_until: None,
-            last_heard: std::time::Instant::now(),
-        };
-        assert_eq!(free_slots(&h), 20);
-        h.load.upload_connections = 3;
-        assert_eq!(free_slots(&h), 17);
-        h.children = 4;
-        let assigned = 4 * CONNECTIONS_PER_CHILD;
-        assert_eq!(free_slots(&h), 20u32.saturating_sub(assigned.max(3)));
-        h.load.upload_connections = 50;
-        assert_eq!(free_slots(&h), 0);
-    }
-}
+#[path = "evaluator_tests.rs"]
+mod unit_tests;
