@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pollen_proto::scheduler::{
-    peer_event, ContentInfo, FinishedPiece, HostInfo, NeedParents, PiecesFinished, Register,
-    TaskRequest,
+    peer_event, scheduler_event, ContentInfo, FinishedPiece, HostInfo, NeedParents, PiecesFinished,
+    Register, TaskRequest,
 };
 use pollen_scheduler::core::Core;
 use pollen_scheduler::SchedulerConfig;
@@ -53,8 +53,40 @@ fn register(core: &mut Core, task: usize, peer: usize, host: usize) {
     core.register(reg, tx).expect("valid register");
 }
 
+fn open_host(core: &mut Core, h: usize, seed: bool) {
+    let (tx, rx) = mpsc::channel(8);
+    std::mem::forget(rx); // keep the command channel open for seed triggers
+    let ip = format!("10.{}.{}.{}", h / 65536, (h / 256) % 256, h % 256);
+    core.open_host(
+        HostInfo {
+            host_id: format!("h{h}"),
+            ip: ip.clone(),
+            upload_port: 4100,
+            seed,
+            max_upload_connections: 64,
+            ..Default::default()
+        },
+        ip.parse().expect("ip"),
+        tx,
+    );
+}
+
+fn finished(pieces: impl Iterator<Item = u32>) -> peer_event::Event {
+    peer_event::Event::PiecesFinished(PiecesFinished {
+        pieces: pieces
+            .map(|n| FinishedPiece {
+                number: n,
+                digest: vec![n as u8; 32],
+                ..Default::default()
+            })
+            .collect(),
+    })
+}
+
 /// A scheduler with `cfg` holding `PEERS` peers spread over `TASKS` tasks, each peer on its
-/// own host and holding a random part of its task.
+/// own host. The first peer of each task is sent to the origin (no seed host is open yet),
+/// publishes the task's length and digests and holds all of it; every other peer holds a
+/// random part.
 fn populated(cfg: &SchedulerConfig) -> Core {
     // The benchmark's new peers pile up on the same hosts over millions of iterations; the
     // per-host cap is not what it measures.
@@ -64,52 +96,56 @@ fn populated(cfg: &SchedulerConfig) -> Core {
     };
     let mut core = Core::new(cfg, 7);
     let mut rng = StdRng::seed_from_u64(11);
-    for h in 0..PEERS + TASKS {
-        let (tx, rx) = mpsc::channel(8);
-        std::mem::forget(rx); // keep the command channel open for seed triggers
-        core.open_host(
-            HostInfo {
-                host_id: format!("h{h}"),
-                ip: format!("10.{}.{}.{}", h / 65536, (h / 256) % 256, h % 256),
-                upload_port: 4100,
-                seed: h >= PEERS,
-                max_upload_connections: 64,
-                ..Default::default()
-            },
-            format!("10.{}.{}.{}", h / 65536, (h / 256) % 256, h % 256)
-                .parse()
-                .expect("ip"),
-            tx,
-        );
+    for h in 0..PEERS {
+        open_host(&mut core, h, false);
     }
-    for p in 0..PEERS {
-        let t = p % TASKS;
-        register(&mut core, t, p, p);
-        let tid = REQUESTS[t].task_id.clone();
-        let pid = format!("p{p}");
+    for t in 0..TASKS {
+        register(&mut core, t, t, t);
+        let (tid, pid) = (&REQUESTS[t].task_id, format!("p{t}"));
         core.event(
-            &tid,
+            tid,
             &pid,
             peer_event::Event::ContentInfo(ContentInfo {
                 content_length: u64::from(PIECES) << 22,
                 piece_length: 4 << 20,
             }),
         );
+        core.event(tid, &pid, finished(0..PIECES));
+    }
+    for h in PEERS..PEERS + TASKS {
+        open_host(&mut core, h, true);
+    }
+    for p in TASKS..PEERS {
+        let t = p % TASKS;
+        register(&mut core, t, p, p);
         let have = rng.random_range(0..PIECES);
-        let pieces = (0..PIECES)
+        let pieces: Vec<u32> = (0..PIECES)
             .filter(|_| rng.random_ratio(have, PIECES))
-            .map(|n| FinishedPiece {
-                number: n,
-                digest: vec![n as u8; 32],
-                ..Default::default()
-            })
             .collect();
         core.event(
-            &tid,
-            &pid,
-            peer_event::Event::PiecesFinished(PiecesFinished { pieces }),
+            &REQUESTS[t].task_id,
+            &format!("p{p}"),
+            finished(pieces.into_iter()),
         );
     }
+    // The decisions measured must be real ones: a peer that asks is offered parents.
+    let (tx, mut rx) = mpsc::channel(8);
+    let reg = Register {
+        peer_id: "probe".into(),
+        host_id: "h0".into(),
+        task: Some(request(1)),
+    };
+    core.register(reg, tx).expect("valid register");
+    let offered = std::iter::from_fn(|| rx.try_recv().ok())
+        .filter_map(|ev| match ev.ok()?.event? {
+            scheduler_event::Event::Parents(p) => Some(p.parents.len()),
+            _ => None,
+        })
+        .sum::<usize>();
+    assert!(
+        offered > 0,
+        "a new peer was offered no parent: the benchmark would time empty decisions"
+    );
     core
 }
 
