@@ -18,7 +18,8 @@ Scenarios: `together` (all start at once), `staggered` (a fifth of the peers eve
 Per system and scenario it reports first / median / last completion over T_min (each peer
 timed from its own start), origin bytes / S (bytes the HTTP origin served; for BitTorrent,
 what the initial seeder uploaded) and origin-node bytes / S (everything that left hc1).
-The table is printed and, with --write, appended to docs/BENCHMARKS.md.
+The table is printed and, with --write, appended to docs/benchmarks-history.md (the report,
+docs/BENCHMARKS.md, is edited by hand).
 """
 
 import argparse
@@ -353,7 +354,7 @@ def main():
                     help="extra flags for Pollen's peers only, not the seed (before --daemon-args)")
     ap.add_argument("--keep-logs", metavar="DIR",
                     help="copy every Pollen daemon's log of each run to DIR/<system>-<N>-<S>-<scenario>/")
-    ap.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
+    ap.add_argument("--write", action="store_true", help="append the table to docs/benchmarks-history.md")
     args = ap.parse_args()
     # Runs share the namespaces hc1..hcN: a second run would tear down the first one's.
     lock = open("/tmp/pollen-swarm.lock", "w")
@@ -442,7 +443,7 @@ def main():
             r[0], r[1], r[2] >> 20, *r[3:]) for r in rows)
     print(table)
     if args.write:
-        with open(os.path.join(REPO, "docs", "BENCHMARKS.md"), "a") as f:
+        with open(os.path.join(REPO, "docs", "benchmarks-history.md"), "a") as f:
             f.write(f"\n### Shaped swarm run of {started}\n\n`sudo python3 bench/swarm.py "
                     f"--peers {args.peers} --sizes {args.sizes} --rate {args.rate} --down-rate {down} "
                     f"--scenarios {args.scenarios} --systems {args.systems}"

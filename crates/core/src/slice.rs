@@ -28,8 +28,8 @@ use crate::{PieceDigest, PieceLayout};
 
 /// Length of every slice but possibly the last of a piece: 256 KiB. Each hop of the swarm
 /// forwards a slice only once it is whole and verified, so this is what every hop waits
-/// for; 1 MiB cost N = 16 shaped swarms about 0.1 x T_min (docs/BENCHMARKS.md, "Slices of
-/// 256 KiB").
+/// for; 1 MiB cost N = 16 shaped swarms about 0.1 x T_min (docs/benchmarks-history.md,
+/// "Slices of 256 KiB").
 pub const SLICE_LENGTH: u64 = 1 << 18;
 /// Most slices a piece of the largest length has.
 pub const MAX_SLICES_PER_PIECE: u32 = (crate::piece::MAX_PIECE_LENGTH / SLICE_LENGTH) as u32;

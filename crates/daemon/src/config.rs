@@ -74,7 +74,8 @@ pub struct DaemonConfig {
     /// unevenly and the starved children finish last, and "cubic" shares it evenly. But
     /// CUBIC collapses on a lossy link (20 % loss: 107 s against BBR's 8.5 s in
     /// `tests/resilience.rs`), so the system's choice stands unless set here
-    /// (docs/BENCHMARKS.md). A name the kernel refuses is logged and the default is used.
+    /// (docs/benchmarks-history.md, "Upload congestion control"). A name the kernel refuses
+    /// is logged and the default is used.
     pub upload_congestion_control: String,
     /// An upload connection that sends no complete request this long after opening is
     /// closed, so idle sockets (a flood) cannot hold the slots children need. Default 10s.
@@ -106,7 +107,7 @@ pub struct DaemonConfig {
     /// Default 2: on a fast LAN or loopback one connection cannot keep up with the disk.
     /// With many parents `slices_in_flight` leaves each one slice at a time anyway, which is
     /// what lets each slice arrive, and be passed on, soonest on slow links (see
-    /// docs/BENCHMARKS.md).
+    /// docs/benchmarks-history.md, "Spreading slices over the parents").
     pub connections_per_parent: usize,
     /// How long a download waits for a usable parent before going to the origin itself.
     /// Default 15s.

@@ -7,10 +7,10 @@
 //! never written again) while the caller gathers the next one. Hashing and writing on the same
 //! thread, straight after each other, keeps the buffer in that core's cache: with the two on
 //! different threads, the kernel's copy into the page cache read the buffer cold and cost
-//! about five times as much per byte (see docs/BENCHMARKS.md). One slice is in flight at a
-//! time, so at most two slice buffers exist per writer and the runtime threads never do file
-//! I/O or hashing. The piece digest is known when the last slice is in; the caller compares it
-//! with what it expects before it commits the piece.
+//! about five times as much per byte (see docs/benchmarks-history.md). One slice is in
+//! flight at a time, so at most two slice buffers exist per writer and the runtime threads
+//! never do file I/O or hashing. The piece digest is known when the last slice is in; the
+//! caller compares it with what it expects before it commits the piece.
 
 use std::sync::Arc;
 
