@@ -118,3 +118,147 @@ pub(crate) async fn keep_complete(
         .map_err(|_| DownloadError::ShuttingDown)??;
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pollen_core::{PieceLayout, TaskId};
+    use pollen_storage::{PieceWriter, TaskMeta};
+    use std::io::Write as _;
+
+    /// A store holding one complete task of three pieces (9 MiB), and its bytes.
+    async fn complete_task() -> (tempfile::TempDir, Arc<Store>, Arc<TaskEntry>, Vec<u8>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let data: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let layout = PieceLayout::for_content(data.len() as u64);
+        let entry = store
+            .ensure_task(
+                TaskId([7; 32]),
+                TaskMeta {
+                    url: "http://origin/x".into(),
+                    content_length: data.len() as u64,
+                    piece_length: layout.piece_length(),
+                    ..Default::default()
+                },
+            )
+            .expect("task");
+        assert_eq!(layout.piece_count(), 3);
+        for n in 0..layout.piece_count() {
+            let range = layout.offset(n) as usize..(layout.offset(n) + layout.length(n)) as usize;
+            let mut w = PieceWriter::new(entry.clone(), n);
+            w.write(&data[range]).await.expect("write");
+            let (digest, _) = w.finish().await.expect("finish");
+            store.commit_piece(&entry, n, digest).await.expect("commit");
+        }
+        store.mark_complete(&entry).expect("complete");
+        (dir, store, entry, data)
+    }
+
+    fn sha256(data: &[u8]) -> ContentDigest {
+        ContentDigest(Sha256::digest(data).into())
+    }
+
+    #[tokio::test]
+    async fn the_whole_content_must_match_its_sha256() {
+        let (_dir, _store, entry, data) = complete_task().await;
+        verify(entry.clone(), sha256(&data)).await.expect("intact");
+        let err = verify(entry, sha256(b"something else"))
+            .await
+            .expect_err("another digest");
+        assert!(
+            matches!(&err, DownloadError::DigestMismatch { actual, .. } if *actual == sha256(&data).to_string()),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_byte_and_a_cut_file_name_the_pieces_they_broke() {
+        let (_dir, store, entry, _) = complete_task().await;
+        assert!(bad_pieces(entry.clone()).await.expect("read").is_empty());
+        let path = store.content_path(&entry.id);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[(5 << 20) + 17] ^= 0xff; // inside piece 1 (4 MiB pieces)
+        std::fs::write(&path, &bytes).expect("write");
+        assert_eq!(bad_pieces(entry.clone()).await.expect("read"), vec![1]);
+        // Cut inside piece 0: every piece after it is gone, piece 0 is short.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(100)
+            .expect("truncate");
+        assert_eq!(bad_pieces(entry).await.expect("read"), vec![0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn an_untouched_copy_is_kept_without_reading_it() {
+        let (_dir, store, entry, _) = complete_task().await;
+        assert!(entry.content_unchanged());
+        assert!(keep_complete(&store, entry.clone()).await.expect("check"));
+        assert!(store.get(&entry.id).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_copy_touched_but_intact_is_kept_and_stamped_again() {
+        let (_dir, store, entry, _) = complete_task().await;
+        let path = store.content_path(&entry.id);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_modified(later)
+            .expect("set mtime");
+        assert!(!entry.content_unchanged(), "the stamp moved");
+        assert!(keep_complete(&store, entry.clone()).await.expect("check"));
+        assert!(entry.content_unchanged(), "stamped again");
+        assert!(store.get(&entry.id).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_copy_grown_or_edited_is_dropped_from_the_store() {
+        // Appended to: every piece still matches, the length does not.
+        let (_dir, store, entry, _) = complete_task().await;
+        let path = store.content_path(&entry.id);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        f.write_all(b"edit\n").expect("append");
+        drop(f);
+        assert!(!keep_complete(&store, entry.clone()).await.expect("check"));
+        assert!(
+            store.get(&entry.id).is_none(),
+            "dropped, to be fetched again"
+        );
+
+        // Edited in place: the length is right, a piece is not.
+        let (_dir, store, entry, _) = complete_task().await;
+        let path = store.content_path(&entry.id);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[0] ^= 1;
+        std::fs::write(&path, &bytes).expect("write");
+        assert!(!keep_complete(&store, entry.clone()).await.expect("check"));
+        assert!(store.get(&entry.id).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_task_is_never_kept_as_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let entry = store
+            .ensure_task(
+                TaskId([8; 32]),
+                TaskMeta {
+                    url: "http://origin/y".into(),
+                    content_length: 10,
+                    piece_length: 4 << 20,
+                    ..Default::default()
+                },
+            )
+            .expect("task");
+        assert!(!keep_complete(&store, entry.clone()).await.expect("check"));
+        assert!(store.get(&entry.id).is_some(), "left alone, not dropped");
+    }
+}
