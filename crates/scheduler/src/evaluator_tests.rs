@@ -456,27 +456,53 @@ fn each_feature_alone_decides_between_two_otherwise_equal_candidates() {
 #[test]
 fn upload_per_child_favours_the_host_that_gives_each_child_most() {
     // Equal in every other feature: the same open connections (above what their children
-    // account for) and no bandwidth in use.
-    let world = |a: (u64, usize), b: (u64, usize)| {
-        let mut w = World::new();
-        for (id, (limit, children)) in [("a", a), ("b", b)] {
-            w.holder(id, info(limit));
-            let host = w.host_mut(&format!("{id}-host"));
-            host.children = children;
-            host.load.upload_connections = 19;
+    // account for) and no bandwidth in use. Each case is tried with "a" joining first and
+    // with "b" first, so the ranking, not the sample's order, decides.
+    let offered = |a: (u64, usize), b: (u64, usize)| {
+        let mut seen = Vec::new();
+        for order in [[("a", a), ("b", b)], [("b", b), ("a", a)]] {
+            let mut w = World::new();
+            for (id, (limit, children)) in order {
+                w.holder(id, info(limit));
+                let host = w.host_mut(&format!("{id}-host"));
+                host.children = children;
+                host.load.upload_connections = 19;
+            }
+            seen.push(w.offered(&[]));
         }
-        w
+        assert_eq!(seen[0], seen[1], "the order of joining decided");
+        seen.remove(0)
     };
     // 200 over ten (9 + the new child) is 20 each; 50 over two is 25 each.
-    assert_eq!(world((200, 9), (50, 1)).offered(&[]), ["b", "a"]);
+    assert_eq!(offered((200, 9), (50, 1)), ["b", "a"]);
     // 400 over ten is 40 each.
-    assert_eq!(world((400, 9), (50, 1)).offered(&[]), ["a", "b"]);
+    assert_eq!(offered((400, 9), (50, 1)), ["a", "b"]);
     // A host without a limit counts as the fastest known: 100 to its first child beats
     // 100 shared by two.
-    assert_eq!(world((100, 1), (0, 0)).offered(&[]), ["b", "a"]);
-    assert_eq!(world((0, 0), (100, 1)).offered(&[]), ["a", "b"]);
+    assert_eq!(offered((100, 1), (0, 0)), ["b", "a"]);
+    assert_eq!(offered((0, 0), (100, 1)), ["a", "b"]);
     // With no limits known at all the children alone decide.
-    assert_eq!(world((0, 3), (0, 1)).offered(&[]), ["b", "a"]);
+    assert_eq!(offered((0, 3), (0, 1)), ["b", "a"]);
+}
+
+#[test]
+fn the_sample_starts_at_a_random_place_so_decisions_see_different_peers() {
+    let mut w = World::new();
+    w.cfg.sample_limit = 2;
+    for i in 0..10 {
+        w.holder(&format!("p{i}"), info(0));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..20 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let offered = select_parents(&w.cfg, &w.task, &w.hosts, "child", &[], None, &mut rng);
+        assert!(offered.len() <= 2, "{offered:?}");
+        seen.extend(offered);
+    }
+    assert!(
+        seen.len() > 4,
+        "20 decisions with a sample of 2 saw only {seen:?}"
+    );
 }
 
 #[test]
