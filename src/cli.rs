@@ -30,6 +30,8 @@ pub enum Command {
     Daemon(Box<cmd::daemon::DaemonArgs>),
     /// Download a URL through the local daemon.
     Get(cmd::get::GetArgs),
+    /// Show the local daemon: its scheduler link, cache, traffic and recent tasks.
+    Status(cmd::status::StatusArgs),
     /// Start an origin, a scheduler, a seed and N peers on this machine and distribute a file.
     Demo(cmd::demo::DemoArgs),
     /// Fetch an image's blobs (by reference) into the local daemon's cache ahead of pulls.
@@ -68,6 +70,7 @@ pub fn main() -> ExitCode {
         | Command::Scheduler(_)
         | Command::Daemon(_) => "info",
         Command::Get(_)
+        | Command::Status(_)
         | Command::Demo(_)
         | Command::Init(_)
         | Command::Preheat(_)
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
             Command::Scheduler(a) => cmd::scheduler::run(a).await,
             Command::Daemon(a) => cmd::daemon::run(*a).await,
             Command::Get(a) => cmd::get::run(a).await,
+            Command::Status(a) => cmd::status::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Init(a) => cmd::init::run(a).await,
             Command::Preheat(a) => cmd::preheat::run(a).await,

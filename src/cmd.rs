@@ -3,6 +3,7 @@
 pub(crate) mod ca;
 pub(crate) mod certs;
 pub(crate) mod daemon;
+pub(crate) mod daemon_client;
 pub(crate) mod demo;
 pub(crate) mod get;
 pub(crate) mod init;
@@ -11,6 +12,7 @@ pub(crate) mod metrics_listener;
 pub(crate) mod preheat;
 pub(crate) mod scheduler;
 pub(crate) mod standalone;
+pub(crate) mod status;
 pub(crate) mod tls_args;
 
 /// Reads a role's TOML config file, or its defaults when none is given.

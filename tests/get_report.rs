@@ -7,20 +7,34 @@ mod common;
 use common::*;
 use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
 
-/// Runs `pollen get URL -O OUT --json` against `daemon`; its final line and JSON report.
-async fn get(daemon: &DaemonProc, url: &str, out: &std::path::Path) -> (String, serde_json::Value) {
-    let o = tokio::time::timeout(
+/// Runs `pollen ARGS --api-socket SOCKET` against `daemon`, within `HANG`.
+async fn pollen(daemon: &DaemonProc, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    tokio::time::timeout(
         HANG,
         tokio::process::Command::new(bin())
-            .args(["get", url, "--json", "-O"])
-            .arg(out)
+            .args(args)
             .arg("--api-socket")
             .arg(&daemon.socket)
             .output(),
     )
     .await
     .expect("not hung")
-    .expect("runs");
+    .expect("runs")
+}
+
+/// Runs `pollen get URL -O OUT --json` against `daemon`; its final line and JSON report.
+async fn get(daemon: &DaemonProc, url: &str, out: &std::path::Path) -> (String, serde_json::Value) {
+    let o = pollen(
+        daemon,
+        &[
+            "get".as_ref(),
+            url.as_ref(),
+            "--json".as_ref(),
+            "-O".as_ref(),
+            out.as_os_str(),
+        ],
+    )
+    .await;
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "pollen get failed: {err}");
     let report = serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
@@ -218,4 +232,55 @@ async fn dash_writes_the_verified_content_to_stdout() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// Runs `pollen status ARGS` against `daemon`; its stdout.
+async fn status(daemon: &DaemonProc, args: &[&str]) -> String {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["status".as_ref()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    let o = pollen(daemon, &all).await;
+    assert!(
+        o.status.success(),
+        "pollen status failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf-8")
+}
+
+/// `pollen status` after a download in a swarm: the daemon, its scheduler link, the bytes
+/// it moved and the task it holds, its URL shown without the query (a signature may be
+/// there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_link_the_cache_and_the_task_just_fetched() {
+    let size = 5 * MIB;
+    let origin = origin(size).await;
+    let cluster = Cluster::start(ClusterSpec::new(bin(), 1))
+        .await
+        .expect("cluster");
+    let d = &cluster.peers[0];
+    let url = format!("{}?signature=s3cr3t", origin.url("/blob"));
+    get(d, &url, &cluster.dir.path().join("m")).await;
+
+    let text = status(d, &[]).await;
+    for want in [
+        format!("scheduler  connected, 1 of 1 ({})", cluster.scheduler_url),
+        "cache      5.00 MiB held in 1 tasks (1 complete), no quota".to_string(),
+        "5.00 MiB from peers".to_string(),
+        "recent tasks, last used first:".to_string(),
+        "complete         5.00 MiB  ".to_string(),
+        format!("{}\n", origin.url("/blob")),
+    ] {
+        assert!(text.contains(&want), "{want:?} missing from\n{text}");
+    }
+    assert!(!text.contains("s3cr3t"), "the query was shown:\n{text}");
+
+    let j: serde_json::Value =
+        serde_json::from_str(&status(d, &["--json"]).await).expect("one JSON object");
+    assert_eq!(j["scheduler_sessions"], 1, "{j}");
+    assert_eq!(j["cache"]["held_bytes"], size, "{j}");
+    assert_eq!(j["peer_bytes"], size, "{j}");
+    let task = &j["recent_tasks"][0];
+    assert_eq!(task["complete"], true, "{j}");
+    assert_eq!(task["url"], origin.url("/blob"), "{j}");
+    assert!(task["last_access"].as_u64().is_some_and(|t| t > 0), "{j}");
 }

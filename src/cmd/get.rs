@@ -38,32 +38,8 @@ pub struct GetArgs {
     /// bytes, seconds, peer_bytes, origin_bytes, held_bytes, from_cache).
     #[arg(long)]
     pub json: bool,
-    /// Unix socket of the local daemon.
-    #[arg(
-        long,
-        env = "POLLEN_API_SOCKET",
-        default_value = "/run/pollen/daemon.sock"
-    )]
-    pub api_socket: PathBuf,
-}
-
-/// A client of the local daemon, or an error that says how to start one.
-pub(crate) async fn connect_daemon(
-    socket: &std::path::Path,
-) -> anyhow::Result<pollen_proto::daemon::daemon_client::DaemonClient<tonic::transport::Channel>> {
-    pollen_daemon::api::client::connect(socket).await.map_err(|e| {
-        if e.denied {
-            return anyhow!(
-                "you may not use the pollen daemon at {} (permission denied): its socket is for root and the members of the daemon's api_group (default `pollen`); ask an administrator to add you to that group",
-                e.path.display()
-            );
-        }
-        anyhow!(
-            "no pollen daemon is running at {} ({}); start one with `pollen daemon --scheduler http://SCHEDULER:8002`, or pass --api-socket",
-            e.path.display(),
-            e.reason
-        )
-    })
+    #[command(flatten)]
+    pub daemon: super::daemon_client::DaemonSocket,
 }
 
 fn parse_header(h: &str) -> anyhow::Result<Header> {
@@ -126,7 +102,7 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     if !parent.is_dir() {
         bail!("output directory {} does not exist", parent.display());
     }
-    let mut client = connect_daemon(&args.api_socket).await?;
+    let mut client = args.daemon.connect().await?;
     let request = DownloadRequest {
         url: args.url.clone(),
         output_path: output.to_string_lossy().into_owned(),

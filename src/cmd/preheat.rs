@@ -4,7 +4,6 @@
 //! a whole cluster: blobs are tasks named by their digest, the same ones the registry mirror
 //! serves.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
@@ -33,13 +32,8 @@ pub struct PreheatArgs {
     /// Talk to the registry over plain HTTP (always the case for localhost and 127.0.0.1).
     #[arg(long)]
     pub insecure: bool,
-    /// Unix socket of the local daemon.
-    #[arg(
-        long,
-        env = "POLLEN_API_SOCKET",
-        default_value = "/run/pollen/daemon.sock"
-    )]
-    pub api_socket: PathBuf,
+    #[command(flatten)]
+    pub daemon: super::daemon_client::DaemonSocket,
 }
 
 pub(crate) async fn run(args: PreheatArgs) -> anyhow::Result<ExitCode> {
@@ -49,7 +43,7 @@ pub(crate) async fn run(args: PreheatArgs) -> anyhow::Result<ExitCode> {
         (None, None) => None,
         _ => bail!("give both --username and --password, or neither"),
     };
-    let client = super::get::connect_daemon(&args.api_socket).await?;
+    let client = args.daemon.connect().await?;
     let insecure = args.insecure || reference.is_loopback_registry();
     let mut registry = Registry::for_reference(&reference, insecure, credentials)?;
     let resolved = pollen_oci::resolve(&mut registry, &reference, args.platform.as_ref())

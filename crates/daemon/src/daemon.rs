@@ -391,6 +391,7 @@ impl Daemon {
             proxy_addr: proxy_addr.map(|a| a.to_string()).unwrap_or_default(),
             registry_mirrors: registry_mirrors.clone(),
             limits,
+            cache_quota: cfg.gc.quota,
         };
         let token = shutdown.clone();
         tasks.spawn(async move {

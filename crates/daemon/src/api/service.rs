@@ -35,6 +35,8 @@ pub(crate) struct LocalApi {
     pub proxy_addr: String,
     pub registry_mirrors: Vec<(String, std::net::SocketAddr)>,
     pub limits: Arc<crate::live_limits::LiveLimits>,
+    /// `gc.quota`, reported by `Stat`.
+    pub cache_quota: u64,
 }
 
 /// Fails early when the output directory does not exist or the caller may not write it.
@@ -193,6 +195,9 @@ impl Daemon for LocalApi {
     async fn stat(&self, _: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
         let s = &self.conductor.stats;
         let limits = self.limits.in_force();
+        let sessions = s
+            .scheduler_sessions
+            .load(std::sync::atomic::Ordering::Relaxed);
         let tasks = self
             .conductor
             .store
@@ -200,12 +205,21 @@ impl Daemon for LocalApi {
             .into_iter()
             .map(|e| {
                 let snap = e.snapshot();
+                let layout = e.layout();
+                let mut url = snap.meta.url;
+                if let Some(q) = url.find(['?', '#']) {
+                    url.truncate(q);
+                }
                 TaskStat {
                     task_id: e.id.hex(),
                     content_length: snap.meta.content_length,
                     piece_count: snap.present.len(),
                     pieces_present: snap.present.count(),
                     complete: snap.meta.complete,
+                    url,
+                    last_access: snap.meta.last_access,
+                    held_bytes: snap.present.iter_set().map(|n| layout.length(n)).sum(),
+                    private: snap.meta.private,
                 }
             })
             .collect();
@@ -237,10 +251,10 @@ impl Daemon for LocalApi {
             download_rate_limit: limits.download,
             back_to_source_rate_limit: limits.back_to_source,
             max_upload_connections: limits.upload_connections as u32,
-            scheduler_connected: s
-                .scheduler_sessions
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > 0,
+            scheduler_connected: sessions > 0,
+            scheduler_sessions: sessions as u32,
+            schedulers: self.conductor.schedulers.urls(),
+            cache_quota: self.cache_quota,
         }))
     }
 }

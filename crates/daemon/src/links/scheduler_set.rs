@@ -73,6 +73,12 @@ impl SchedulerSet {
         Ok(Change { added, removed })
     }
 
+    /// The URLs of the schedulers in the set.
+    pub fn urls(&self) -> Vec<String> {
+        let links = self.links.read().unwrap_or_else(|e| e.into_inner());
+        links.iter().map(|l| l.url.clone()).collect()
+    }
+
     /// The schedulers to try for `task_id`, best first.
     pub fn for_task(&self, task_id: &str) -> Vec<SchedulerLink> {
         let mut links = self.links.read().map(|l| l.clone()).unwrap_or_default();
