@@ -486,6 +486,51 @@ fn upload_per_child_favours_the_host_that_gives_each_child_most() {
 }
 
 #[test]
+fn the_upload_share_is_weighed_against_the_rest_of_the_score_exactly() {
+    // Load and pieces only, pieces at weight 1. "a" holds 6 pieces, "b" 4: "a" is ahead by
+    // 0.2 before the share. "b" gives its next child 100 (no children yet); the share part
+    // is 0.5 x load weight x (a's upload per child over b's). With the load at weight 1, "a"
+    // at 50 per child gets 0.25 against 0.5 and loses by 0.05; at 70, 0.35 against 0.5, and
+    // wins by 0.05. With the load at weight 2 the share counts twice: "a" loses at 75 per
+    // child (0.75 against 1) and wins at 85.
+    let offered = |load: f64, a_limit: u64| {
+        let mut seen = Vec::new();
+        for order in [["a", "b"], ["b", "a"]] {
+            let mut w = World::new();
+            w.cfg.weights = Weights {
+                load,
+                pieces: 1.0,
+                success: 0.0,
+                speed: 0.0,
+                host_type: 0.0,
+                idc: 0.0,
+                location: 0.0,
+                proximity: 0.0,
+            };
+            for id in order {
+                let (limit, pieces) = if id == "a" { (a_limit, 6) } else { (100, 4) };
+                w.host(
+                    &format!("{id}-host"),
+                    &format!("10.9.1.{}", pieces),
+                    info(limit),
+                );
+                let held: Vec<u32> = (0..pieces).collect();
+                w.peer(id, &format!("{id}-host"), &held);
+                w.host_mut(&format!("{id}-host")).load.upload_connections = 19;
+            }
+            w.host_mut("a-host").children = 1;
+            seen.push(w.offered(&[]));
+        }
+        assert_eq!(seen[0], seen[1], "the order of joining decided");
+        seen.remove(0)
+    };
+    assert_eq!(offered(1.0, 100), ["b", "a"], "a gives 50 per child");
+    assert_eq!(offered(1.0, 140), ["a", "b"], "a gives 70 per child");
+    assert_eq!(offered(2.0, 150), ["b", "a"], "a gives 75 per child");
+    assert_eq!(offered(2.0, 170), ["a", "b"], "a gives 85 per child");
+}
+
+#[test]
 fn the_sample_starts_at_a_random_place_so_decisions_see_different_peers() {
     let mut w = World::new();
     w.cfg.sample_limit = 2;
