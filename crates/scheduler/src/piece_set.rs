@@ -90,6 +90,7 @@ mod tests {
                 rb.insert(*n);
             }
             prop_assert_eq!(sa.len() as usize, ra.len());
+            prop_assert_eq!(sa.is_empty(), ra.is_empty());
             prop_assert_eq!(sa.iter().collect::<Vec<_>>(), ra.iter().copied().collect::<Vec<_>>());
             prop_assert_eq!(sa.count_missing_from(&sb) as usize, ra.difference(&rb).count());
             prop_assert_eq!(sb.count_missing_from(&sa) as usize, rb.difference(&ra).count());
