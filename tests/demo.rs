@@ -43,6 +43,14 @@ async fn the_demo_spreads_a_file_peer_to_peer_verifies_every_copy_and_cleans_up(
     // counts on the sender's side only).
     let served = r["p2p_bytes"].as_u64().expect("p2p_bytes");
     assert!(served >= from_peers && served < from_peers + size, "{r}");
+    assert_eq!(r["p2p_received_bytes"], from_peers, "{r}");
+    // The report's rows account for what the origin sent: the seed's read (and a peer's,
+    // had one been sent to the origin) add up to at least the file and at most what was sent.
+    let read: u64 = std::iter::once(&r["seed"])
+        .chain(per_peer)
+        .map(|n| n["bytes_from_origin"].as_u64().expect("bytes_from_origin"))
+        .sum();
+    assert!(read >= size && read <= origin, "{r}");
     let left: Vec<_> = std::fs::read_dir(tmp.path())
         .expect("tmp")
         .flatten()

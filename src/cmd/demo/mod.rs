@@ -48,7 +48,15 @@ struct PeerReport {
     seconds: f64,
     verified: bool,
     error: Option<String>,
+    bytes_from_origin: u64,
     bytes_from_peers: u64,
+    bytes_uploaded: u64,
+}
+
+/// The seed's part: it reads the origin and serves the first copies.
+#[derive(Serialize)]
+struct SeedReport {
+    bytes_from_origin: u64,
     bytes_uploaded: u64,
 }
 
@@ -59,8 +67,11 @@ struct Report {
     origin_bytes: u64,
     p2p_bytes: u64,
     origin_ratio: f64,
+    /// Verified bytes the peers took from other nodes.
+    p2p_received_bytes: u64,
     all_verified: bool,
     seconds: f64,
+    seed: SeedReport,
     per_peer: Vec<PeerReport>,
 }
 
@@ -127,11 +138,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             seconds: secs,
             verified,
             error,
+            bytes_from_origin: p.bytes_from_origin(),
             bytes_from_peers: p.bytes_from_peers(),
             bytes_uploaded: p.bytes_uploaded(),
         });
     }
     let p2p_bytes = swarm.daemons().map(|d| d.bytes_uploaded()).sum();
+    let seed = SeedReport {
+        bytes_from_origin: swarm.seed.bytes_from_origin(),
+        bytes_uploaded: swarm.seed.bytes_uploaded(),
+    };
     swarm.stop().await;
     let report = Report {
         peers: args.peers,
@@ -139,45 +155,149 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         origin_bytes: origin.bytes_served(),
         p2p_bytes,
         origin_ratio: origin.bytes_served() as f64 / args.size.max(1) as f64,
+        p2p_received_bytes: per_peer.iter().map(|p| p.bytes_from_peers).sum(),
         all_verified: per_peer.iter().all(|p| p.verified),
         seconds,
+        seed,
         per_peer,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "{:<10} {:>9} {:>9} {:>14} {:>14}",
-            "peer", "seconds", "verified", "from peers", "uploaded"
-        );
-        for p in &report.per_peer {
-            println!(
-                "{:<10} {:>9.2} {:>9} {:>14} {:>14}{}",
-                p.peer,
-                p.seconds,
-                if p.verified { "yes" } else { "NO" },
-                p.bytes_from_peers,
-                p.bytes_uploaded,
-                p.error
-                    .as_deref()
-                    .map(|e| format!("  ({e})"))
-                    .unwrap_or_default()
-            );
-        }
-        println!();
-        println!("file size:           {} bytes", report.file_bytes);
-        println!("origin served:       {} bytes", report.origin_bytes);
-        println!("peers served:        {} bytes", report.p2p_bytes);
-        println!("origin bytes / size: {:.3}", report.origin_ratio);
-        println!(
-            "all copies verified: {}",
-            if report.all_verified { "yes" } else { "NO" }
-        );
-        println!("total time:          {:.2} s", report.seconds);
+        print!("{}", table(&report));
     }
     Ok(if report.all_verified {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The demo's report as a table in human units, with the totals explained.
+fn table(r: &Report) -> String {
+    use indicatif::HumanBytes as H;
+    let mut out = format!(
+        "{:<10} {:>8} {:>9} {:>12} {:>12} {:>12}\n",
+        "node", "seconds", "verified", "from origin", "from peers", "sent"
+    );
+    let mut row = |name: &str, secs: String, ok: &str, origin: u64, peers: u64, sent: u64| {
+        out.push_str(&format!(
+            "{name:<10} {secs:>8} {ok:>9} {:>12} {:>12} {:>12}\n",
+            H(origin).to_string(),
+            H(peers).to_string(),
+            H(sent).to_string()
+        ));
+    };
+    row(
+        "seed",
+        "-".into(),
+        "-",
+        r.seed.bytes_from_origin,
+        0,
+        r.seed.bytes_uploaded,
+    );
+    for p in &r.per_peer {
+        row(
+            &p.peer,
+            format!("{:.2}", p.seconds),
+            if p.verified { "yes" } else { "NO" },
+            p.bytes_from_origin,
+            p.bytes_from_peers,
+            p.bytes_uploaded,
+        );
+    }
+    for p in r.per_peer.iter().filter(|p| p.error.is_some()) {
+        out.push_str(&format!(
+            "{}: {}\n",
+            p.peer,
+            p.error.as_deref().unwrap_or_default()
+        ));
+    }
+    out.push_str(&format!(
+        "\n{} peers fetched a {} file in {:.2} s; the origin served {} ({:.3} x the file), \
+         every other byte moved between nodes.\n",
+        r.peers,
+        H(r.file_bytes),
+        r.seconds,
+        H(r.origin_bytes),
+        r.origin_ratio
+    ));
+    let extra = r.p2p_bytes.saturating_sub(r.p2p_received_bytes);
+    if extra > 0 {
+        out.push_str(&format!(
+            "Nodes sent {} to peers, which kept {}: the {} more were slices a peer asked of two \
+             parents at once (near its end, or when one was late) or that were cut off when a \
+             connection closed; only verified bytes count as kept.\n",
+            H(r.p2p_bytes),
+            H(r.p2p_received_bytes),
+            H(extra)
+        ));
+    }
+    out.push_str(&format!(
+        "Every copy checked against the origin's sha256: {}.\n",
+        if r.all_verified {
+            "all match"
+        } else {
+            "SOME DIFFER"
+        }
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(name: &str, from_peers: u64, sent: u64) -> PeerReport {
+        PeerReport {
+            peer: name.into(),
+            seconds: 2.5,
+            verified: true,
+            error: None,
+            bytes_from_origin: 0,
+            bytes_from_peers: from_peers,
+            bytes_uploaded: sent,
+        }
+    }
+
+    #[test]
+    fn the_table_has_the_seed_human_units_and_explains_the_totals() {
+        const MIB: u64 = 1 << 20;
+        let r = Report {
+            peers: 2,
+            file_bytes: 256 * MIB,
+            origin_bytes: 256 * MIB,
+            p2p_bytes: 520 * MIB,
+            origin_ratio: 1.0,
+            p2p_received_bytes: 512 * MIB,
+            all_verified: true,
+            seconds: 2.5,
+            seed: SeedReport {
+                bytes_from_origin: 256 * MIB,
+                bytes_uploaded: 300 * MIB,
+            },
+            per_peer: vec![
+                peer("peer-1", 256 * MIB, 120 * MIB),
+                peer("peer-2", 256 * MIB, 100 * MIB),
+            ],
+        };
+        let t = table(&r);
+        for want in [
+            "node        seconds  verified  from origin   from peers         sent",
+            "seed              -         -   256.00 MiB          0 B   300.00 MiB",
+            "peer-1         2.50       yes          0 B   256.00 MiB   120.00 MiB",
+            "2 peers fetched a 256.00 MiB file in 2.50 s; the origin served 256.00 MiB (1.000 x the file)",
+            "Nodes sent 520.00 MiB to peers, which kept 512.00 MiB: the 8.00 MiB more were slices",
+            "Every copy checked against the origin's sha256: all match.",
+        ] {
+            assert!(t.contains(want), "{want:?} missing from\n{t}");
+        }
+        let words: Vec<&str> = t.split_whitespace().collect();
+        assert!(
+            !words
+                .windows(2)
+                .any(|w| w[0].chars().all(|c| c.is_ascii_digit()) && w[1].starts_with("bytes")),
+            "no raw byte counts:\n{t}"
+        );
+    }
 }

@@ -38,6 +38,11 @@ impl Peer {
             .map_err(|s| anyhow::anyhow!("{}", s.message()))
     }
 
+    /// Bytes this daemon read from the origin.
+    pub(crate) fn bytes_from_origin(&self) -> u64 {
+        self.daemon.stats.origin_bytes.load(Ordering::Relaxed)
+    }
+
     /// Bytes this daemon took from other peers.
     pub(crate) fn bytes_from_peers(&self) -> u64 {
         self.daemon.stats.p2p_download_bytes.load(Ordering::Relaxed)
