@@ -145,12 +145,13 @@ async fn ctrl_c_stops_the_download_and_a_rerun_resumes() {
 }
 
 /// The daemon says what a download is doing: the last message of a download alone says it
-/// read the origin; in a swarm whose seed holds the file, that it fetched from peers. (On a
-/// terminal `pollen get` shows it beside the bar, and alone before the length is known.)
+/// read the origin; after failed transfers, which attempt it is on; in a swarm whose seed
+/// holds the file, that it fetched from peers. (On a terminal `pollen get` shows it beside
+/// the bar, and alone before the length is known.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_download_says_what_it_is_doing() {
     use pollen_proto::daemon::DownloadRequest;
-    async fn last_doing(d: &DaemonProc, url: &str, out: &std::path::Path) -> String {
+    async fn doing(d: &DaemonProc, url: &str, out: &std::path::Path) -> Vec<String> {
         let mut stream = d
             .client()
             .await
@@ -173,9 +174,11 @@ async fn each_download_says_what_it_is_doing() {
                 !m.doing.is_empty(),
                 "a message says nothing of what it does"
             );
-            seen.push(m.doing.clone());
+            if seen.last() != Some(&m.doing) {
+                seen.push(m.doing.clone());
+            }
             if m.done {
-                return m.doing;
+                return seen;
             }
         }
         panic!("the stream ended without a last message: {seen:?}");
@@ -185,13 +188,37 @@ async fn each_download_says_what_it_is_doing() {
     let alone = Cluster::start(ClusterSpec::standalone(bin(), 1))
         .await
         .expect("cluster");
-    let doing = last_doing(&alone.peers[0], &url, &alone.dir.path().join("a")).await;
-    assert_eq!(doing, "reading the origin");
+    let said = doing(&alone.peers[0], &url, &alone.dir.path().join("a")).await;
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("reading the origin"),
+        "{said:?}"
+    );
+    // `/flaky` answers 503, then breaks off half way, then serves.
+    let said = doing(
+        &alone.peers[0],
+        &origin.url("/flaky"),
+        &alone.dir.path().join("f"),
+    )
+    .await;
+    assert_eq!(
+        origin.flaky_requests(),
+        3,
+        "the fault did not happen as planned"
+    );
+    for attempt in [2, 3] {
+        let want = format!("reading the origin, attempt {attempt} of 4 (the last one failed)");
+        assert!(said.contains(&want), "{want:?} not among {said:?}");
+    }
     let swarm = Cluster::start(ClusterSpec::new(bin(), 1))
         .await
         .expect("cluster");
-    let doing = last_doing(&swarm.peers[0], &url, &swarm.dir.path().join("b")).await;
-    assert_eq!(doing, "fetching from peers");
+    let said = doing(&swarm.peers[0], &url, &swarm.dir.path().join("b")).await;
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("fetching from peers"),
+        "{said:?}"
+    );
 }
 
 /// `-O -` writes the content, verified, to stdout and nothing else there; the report goes to

@@ -94,7 +94,7 @@ async fn follow(
         from_cache: cached,
         peer_bytes: p.from_peers,
         origin_bytes: p.from_origin,
-        doing: p.phase.describe().to_string(),
+        doing: p.phase.describe(),
     };
     let store = conductor.store.clone();
     let link_from = conductor

@@ -64,6 +64,13 @@ impl OriginJob {
                     attempt += 1;
                     let pause = retry_pause(attempt);
                     warn!(url = %self.key.url, error = %pollen_core::error_kind::Chain(&e), attempt, ?pause, "origin transfer failed; retrying from the first missing piece");
+                    let _ = self
+                        .reports
+                        .send(Report::OriginRetry {
+                            attempt: attempt + 1,
+                            of: RETRIES + 1,
+                        })
+                        .await;
                     tokio::time::sleep(pause).await;
                 }
                 Err(FetchFail::Source(e)) => return Err(e.into()),

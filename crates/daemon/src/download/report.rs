@@ -19,4 +19,6 @@ pub(crate) enum Report {
         /// `None` when read from the origin.
         parent: Option<(String, u32)>,
     },
+    /// The origin fetcher starts attempt `attempt` of `of` after a failed transfer.
+    OriginRetry { attempt: u32, of: u32 },
 }

@@ -22,16 +22,21 @@ pub(crate) enum Phase {
     FromPeers,
     /// Reading the origin (sent there by the scheduler, or without one).
     FromOrigin,
+    /// Reading the origin again after a transfer failed: attempt `attempt` of `of`.
+    OriginRetry { attempt: u32, of: u32 },
 }
 
 impl Phase {
     /// In words, for `pollen get`.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> String {
         match self {
-            Phase::Starting => "asking the scheduler",
-            Phase::WaitingForPeers => "waiting for a peer or the seed to hold it",
-            Phase::FromPeers => "fetching from peers",
-            Phase::FromOrigin => "reading the origin",
+            Phase::Starting => "asking the scheduler".into(),
+            Phase::WaitingForPeers => "waiting for a peer or the seed to hold it".into(),
+            Phase::FromPeers => "fetching from peers".into(),
+            Phase::FromOrigin => "reading the origin".into(),
+            Phase::OriginRetry { attempt, of } => {
+                format!("reading the origin, attempt {attempt} of {of} (the last one failed)")
+            }
         }
     }
 }
