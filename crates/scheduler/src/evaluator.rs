@@ -389,5 +389,8 @@ fn score(
 }
 
 #[cfg(test)]
+#[path = "evaluator_rank_tests.rs"]
+mod rank_tests;
+#[cfg(test)]
 #[path = "evaluator_tests.rs"]
 mod unit_tests;

@@ -478,9 +478,7 @@ impl Conductor {
                         parents.task_known(&c);
                         claims = Some(c);
                     }
-                    Report::OriginRetry { attempt, of } => {
-                        set_phase(&progress, Phase::OriginRetry { attempt, of });
-                    }
+                    Report::OriginRetry { attempt, of } => set_phase(&progress, Phase::OriginRetry { attempt, of }),
                     Report::Piece { number, digest, parent } => {
                         last_progress = Instant::now();
                         reported.insert(number);
