@@ -301,4 +301,27 @@ async fn the_console_signs_in_shows_the_swarm_and_runs_a_preheat_job() {
     assert_eq!(job["state"], "succeeded", "{jobs}");
     let held = seed.stat().await.expect("stat");
     assert!(held.tasks.iter().any(|t| t.complete), "{held:?}");
+
+    // A peer that goes away: the console says since when and why, and when it was last
+    // seen.
+    peer.kill().await;
+    b.click("nav a[href='#/peers']").await;
+    b.wait_until("#peers", "the peers listed", |t| t.contains("console-seed"))
+        .await;
+    b.click("#peers-active").await; // every peer, not only the active ones
+    b.wait_until("#peers", "the peer inactive", |t| {
+        t.lines()
+            .any(|l| l.contains("console-peer") && l.contains("inactive since"))
+    })
+    .await;
+    b.click_link("console-peer").await;
+    b.wait_until("#inactive-reason", "why it is inactive", |t| {
+        t.starts_with("Inactive since ") && t.contains("its session ended")
+    })
+    .await;
+    b.wait_until("#last-seen", "when it was last seen", |t| {
+        t.starts_with("Last seen ") && !t.contains('—')
+    })
+    .await;
+    b.screenshot("peer-inactive.png").await;
 }

@@ -280,7 +280,9 @@ function viewPeers() {
       ['Address', p => h('code', {}, p.ip + ':' + p.upload_port)],
       ['Kind', p => p.is_seed ? 'seed' : 'peer'],
       ['Cluster', p => p.scheduler_cluster_id ?? '—', { num: true }],
-      ['State', p => state(p.state)],
+      ['State', p => p.state === 'inactive' && p.inactive_reason
+        ? h('span', { title: p.inactive_reason }, state(p.state), ' since ' + when(p.updated_at))
+        : state(p.state)],
       ['Last seen', p => when(p.last_seen_at)],
     ], await api('GET', '/peers' + q), 'No peer matches.');
   };
@@ -304,7 +306,10 @@ function viewPeer(id) {
       h('p', {}, 'Uploads on ', h('code', {}, p.ip + ':' + p.upload_port),
         ' · cluster ', String(p.scheduler_cluster_id ?? '—'),
         p.idc ? ' · IDC ' + p.idc : '', p.location ? ' · location ' + p.location : ''),
-      h('p', { class: 'muted' }, 'Last seen ' + when(p.last_seen_at)));
+      p.state === 'inactive'
+        ? h('p', { id: 'inactive-reason' }, 'Inactive since ' + when(p.updated_at) + ': ' + (p.inactive_reason || 'no reason recorded'))
+        : null,
+      h('p', { class: 'muted', id: 'last-seen' }, 'Last seen ' + when(p.last_seen_at)));
   }, 3000);
   live(tasks, async () => {
     let held;

@@ -22,6 +22,9 @@ pub struct ManagerConfig {
     /// (default 30s).
     #[serde(with = "pollen_core::duration::humane")]
     pub keepalive_timeout: Duration,
+    /// How often a daemon's open session refreshes its "last seen" time (default 30s).
+    #[serde(with = "pollen_core::duration::humane")]
+    pub peer_seen_interval: Duration,
     /// Connections served at once on the REST port (default 1024).
     pub max_connections: usize,
     /// A client must send its request headers within this time (default 10s).
@@ -84,6 +87,7 @@ impl Default for ManagerConfig {
             data_dir: PathBuf::from("/var/lib/pollen/manager"),
             session_ttl: Duration::from_secs(12 * 3600),
             keepalive_timeout: Duration::from_secs(30),
+            peer_seen_interval: Duration::from_secs(30),
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             job_peer_grace: Duration::from_secs(30),

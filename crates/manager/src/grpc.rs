@@ -345,8 +345,11 @@ impl ManagerRpc for ManagerService {
     }
 }
 
+/// Why a peer went inactive when its daemon's session ended.
+const SESSION_ENDED: &str = "its session ended: the daemon stopped, or its connection broke";
+
 impl ManagerService {
-    /// Sends placements until the daemon goes away, then marks it inactive.
+    /// Sends placements until the daemon goes away, then marks it inactive, saying why.
     async fn run_session(
         self,
         hello: DaemonHello,
@@ -360,57 +363,85 @@ impl ManagerService {
         let mut changed = self.state.changed.subscribe();
         let mut last: Option<Placement> = None;
         let mut peer_id = None;
-        loop {
-            match self.placement(&hello, ip).await {
-                Ok(p) if last.as_ref() != Some(&p) => {
-                    let row = peers::upsert(
-                        &pool,
-                        &peers::Hello {
-                            host_id: &hello.host_id,
-                            hostname: &hello.hostname,
-                            ip: &ip.map(|i| i.to_string()).unwrap_or_default(),
-                            upload_port: i64::from(hello.upload_port),
-                            idc: &hello.idc,
-                            location: &hello.location,
-                            is_seed: hello.seed,
-                            scheduler_cluster_id: (p.scheduler_cluster_id > 0)
-                                .then_some(p.scheduler_cluster_id),
-                            seed_peer_cluster_id: (hello.seed_peer_cluster_id > 0)
-                                .then_some(hello.seed_peer_cluster_id),
-                        },
-                    )
-                    .await;
-                    match row {
-                        Ok(r) => peer_id = Some(r.id),
-                        Err(e) => warn!(error = %e, host = %hello.host_id, "cannot record a peer"),
+        // While the session is open the daemon answers its HTTP/2 keepalive (a silent one
+        // ends the session within a minute), so its row's last-seen time is kept fresh.
+        let mut seen = tokio::time::interval(
+            self.state
+                .cfg
+                .peer_seen_interval
+                .max(Duration::from_millis(100)),
+        );
+        seen.tick().await;
+        let mut recompute = true;
+        let reason = loop {
+            // When only the last-seen tick woke the loop, the placement is unchanged.
+            if std::mem::take(&mut recompute) {
+                match self.placement(&hello, ip).await {
+                    Ok(p) if last.as_ref() != Some(&p) => {
+                        let row = peers::upsert(
+                            &pool,
+                            &peers::Hello {
+                                host_id: &hello.host_id,
+                                hostname: &hello.hostname,
+                                ip: &ip.map(|i| i.to_string()).unwrap_or_default(),
+                                upload_port: i64::from(hello.upload_port),
+                                idc: &hello.idc,
+                                location: &hello.location,
+                                is_seed: hello.seed,
+                                scheduler_cluster_id: (p.scheduler_cluster_id > 0)
+                                    .then_some(p.scheduler_cluster_id),
+                                seed_peer_cluster_id: (hello.seed_peer_cluster_id > 0)
+                                    .then_some(hello.seed_peer_cluster_id),
+                            },
+                        )
+                        .await;
+                        match row {
+                            Ok(r) => peer_id = Some(r.id),
+                            Err(e) => {
+                                warn!(error = %e, host = %hello.host_id, "cannot record a peer");
+                            }
+                        }
+                        let msg = ManagerMessage {
+                            message: Some(manager_message::Message::Placement(p.clone())),
+                        };
+                        if tx.send(Ok(msg)).await.is_err() {
+                            break SESSION_ENDED;
+                        }
+                        last = Some(p);
                     }
-                    let msg = ManagerMessage {
-                        message: Some(manager_message::Message::Placement(p.clone())),
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        break;
-                    }
-                    last = Some(p);
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "cannot compute a placement"),
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "cannot compute a placement"),
             }
             tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                r = changed.changed() => if r.is_err() { break },
+                _ = self.shutdown.cancelled() => break "the manager stopped while its session was open",
+                r = changed.changed() => {
+                    if r.is_err() {
+                        break "the manager stopped while its session was open";
+                    }
+                    recompute = true;
+                }
+                _ = seen.tick() => {
+                    if let Some(id) = peer_id {
+                        if let Err(e) = peers::seen(&pool, id).await {
+                            warn!(error = %e, "cannot record that a peer was seen");
+                        }
+                    }
+                }
                 m = inbound.message() => match m {
                     Ok(Some(DaemonMessage { message: Some(daemon_message::Message::Result(r)) })) => {
                         self.state.hub.complete(r);
+                        recompute = true;
                     }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
+                    Ok(Some(_)) => recompute = true,
+                    Ok(None) | Err(_) => break SESSION_ENDED,
                 },
             }
-        }
+        };
         self.state.hub.detach(&hello.host_id, session);
         let newest = self.state.close_daemon_session(&hello.host_id, session);
         if let Some(id) = peer_id.filter(|_| newest) {
-            if let Err(e) = peers::set_inactive(&pool, id).await {
+            if let Err(e) = peers::set_inactive(&pool, id, reason).await {
                 warn!(error = %e, "cannot mark a peer inactive");
             }
         }

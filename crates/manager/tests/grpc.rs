@@ -133,6 +133,20 @@ async fn schedulers_and_daemons_follow_the_manager(m: TestManager) {
         .expect("peers")
         .iter()
         .any(|p| p["host_id"] == "host-1"));
+    // While its session is open, its "last seen" moves on (refreshed every second here)
+    // without the row being rewritten: only the refresh moves it past `updated_at`.
+    let seen_after_update = |r: &serde_json::Value| {
+        let p = r
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["host_id"] == "host-1"))
+            .expect("host-1");
+        p["last_seen_at"].as_i64() > p["updated_at"].as_i64()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen_after_update(&admin.get("/api/v1/peers?active=true").await.json) {
+        assert!(Instant::now() < deadline, "last seen was never refreshed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // s1 keeps alive, s2 falls silent: s2 is dropped from the placement.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -190,6 +204,26 @@ async fn schedulers_and_daemons_follow_the_manager(m: TestManager) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // It says why and since when, and when it was last seen.
+    let r = admin.get("/api/v1/peers").await;
+    let gone = r
+        .json
+        .as_array()
+        .expect("peers")
+        .iter()
+        .find(|p| p["host_id"] == "host-1")
+        .expect("the row is kept")
+        .clone();
+    assert_eq!(gone["state"], "inactive", "{gone}");
+    assert_eq!(
+        gone["inactive_reason"], "its session ended: the daemon stopped, or its connection broke",
+        "{gone}"
+    );
+    assert!(
+        gone["last_seen_at"].as_i64() >= gone["created_at"].as_i64()
+            && gone["updated_at"].as_i64() >= gone["created_at"].as_i64(),
+        "{gone}"
+    );
 }
 
 /// Malformed registrations and sessions are refused with a reason, and store nothing.

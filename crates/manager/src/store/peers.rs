@@ -24,14 +24,18 @@ pub struct Peer {
     pub seed_peer_cluster_id: Option<i64>,
     /// `active` while its session is open, else `inactive`.
     pub state: String,
+    /// Why it is inactive (since `updated_at`); empty while active.
+    pub inactive_reason: String,
+    /// When it was last known alive: refreshed while its session is open (the session's
+    /// HTTP/2 keepalive ends a session whose daemon stopped answering within a minute).
     pub last_seen_at: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 const COLUMNS: &str = "id, host_id, hostname, ip, upload_port, idc, location, is_seed, \
-                       scheduler_cluster_id, seed_peer_cluster_id, state, last_seen_at, \
-                       created_at, updated_at";
+                       scheduler_cluster_id, seed_peer_cluster_id, state, inactive_reason, \
+                       last_seen_at, created_at, updated_at";
 
 impl Peer {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
@@ -47,6 +51,7 @@ impl Peer {
             scheduler_cluster_id: r.try_get("scheduler_cluster_id")?,
             seed_peer_cluster_id: r.try_get("seed_peer_cluster_id")?,
             state: r.try_get("state")?,
+            inactive_reason: r.try_get("inactive_reason")?,
             last_seen_at: r.try_get("last_seen_at")?,
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
@@ -76,7 +81,8 @@ pub async fn upsert(pool: &AnyPool, h: &Hello<'_>) -> Result<Peer, sqlx::Error> 
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $10, $10) \
          ON CONFLICT (host_id) DO UPDATE SET hostname = $2, ip = $3, upload_port = $4, idc = $5, \
          location = $6, is_seed = $7, scheduler_cluster_id = $8, seed_peer_cluster_id = $9, \
-         state = 'active', last_seen_at = $10, updated_at = $10 RETURNING {COLUMNS}"
+         state = 'active', inactive_reason = '', last_seen_at = $10, updated_at = $10 \
+         RETURNING {COLUMNS}"
     )))
     .bind(h.host_id)
     .bind(h.hostname)
@@ -93,10 +99,25 @@ pub async fn upsert(pool: &AnyPool, h: &Hello<'_>) -> Result<Peer, sqlx::Error> 
     Peer::from_row(&row)
 }
 
-pub async fn set_inactive(pool: &AnyPool, id: i64) -> Result<(), sqlx::Error> {
+/// Marks a peer inactive, saying why; its last-seen time becomes now.
+pub async fn set_inactive(pool: &AnyPool, id: i64, reason: &str) -> Result<(), sqlx::Error> {
     let t = now();
-    sqlx::query("UPDATE peers SET state = 'inactive', updated_at = $1 WHERE id = $2")
-        .bind(t)
+    sqlx::query(
+        "UPDATE peers SET state = 'inactive', inactive_reason = $1, last_seen_at = $2, \
+         updated_at = $2 WHERE id = $3",
+    )
+    .bind(reason)
+    .bind(t)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records that an active peer's session is still open.
+pub async fn seen(pool: &AnyPool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE peers SET last_seen_at = $1 WHERE id = $2 AND state = 'active'")
+        .bind(now())
         .bind(id)
         .execute(pool)
         .await?;
@@ -105,9 +126,14 @@ pub async fn set_inactive(pool: &AnyPool, id: i64) -> Result<(), sqlx::Error> {
 
 /// Marks every peer inactive (at manager start: no session survives a restart).
 pub async fn set_all_inactive(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE peers SET state = 'inactive' WHERE state = 'active'")
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE peers SET state = 'inactive', updated_at = $1, \
+         inactive_reason = 'the manager restarted while its session was open' \
+         WHERE state = 'active'",
+    )
+    .bind(now())
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

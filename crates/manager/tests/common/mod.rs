@@ -63,6 +63,7 @@ impl TestManager {
             database_url: Some(db_url.to_string()),
             data_dir: dir.path().to_path_buf(),
             keepalive_timeout: std::time::Duration::from_secs(2),
+            peer_seen_interval: std::time::Duration::from_secs(1),
             ..Default::default()
         };
         let (manager, _) = Manager::open(cfg, Some(ADMIN_PASSWORD))
