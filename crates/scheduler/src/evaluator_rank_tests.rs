@@ -6,6 +6,20 @@ use super::*;
 use pollen_proto::scheduler::HostInfo;
 use rand::SeedableRng as _;
 
+/// Weights that count only the load and the pieces features.
+fn load_and_pieces(load: f64, pieces: f64) -> Weights {
+    Weights {
+        load,
+        pieces,
+        success: 0.0,
+        speed: 0.0,
+        host_type: 0.0,
+        idc: 0.0,
+        location: 0.0,
+        proximity: 0.0,
+    }
+}
+
 #[test]
 fn each_feature_alone_decides_between_two_otherwise_equal_candidates() {
     // (feature, change that makes "b" the better of two identical holders)
@@ -99,16 +113,7 @@ fn the_upload_share_is_weighed_against_the_rest_of_the_score_exactly() {
         let mut seen = Vec::new();
         for order in [["a", "b"], ["b", "a"]] {
             let mut w = World::new();
-            w.cfg.weights = Weights {
-                load,
-                pieces: 1.0,
-                success: 0.0,
-                speed: 0.0,
-                host_type: 0.0,
-                idc: 0.0,
-                location: 0.0,
-                proximity: 0.0,
-            };
+            w.cfg.weights = load_and_pieces(load, 1.0);
             for id in order {
                 let (limit, pieces) = if id == "a" { (a_limit, 6) } else { (100, 4) };
                 w.host(
@@ -160,16 +165,7 @@ fn the_upload_share_is_half_the_load_weight() {
     // 0.5 x 0.5 = 0.725 against b 0.25 x 0.5 + 0.25 + 0.5 x 1 = 0.875; a split that gave
     // the other parts more would rank "a" first.
     let mut w = World::new();
-    w.cfg.weights = Weights {
-        load: 1.0,
-        pieces: 0.0,
-        success: 0.0,
-        speed: 0.0,
-        host_type: 0.0,
-        idc: 0.0,
-        location: 0.0,
-        proximity: 0.0,
-    };
+    w.cfg.weights = load_and_pieces(1.0, 0.0);
     for id in ["a", "b"] {
         w.holder(id, info(100));
     }
