@@ -84,6 +84,16 @@ fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
+/// The `Range` header asking for bytes `start` to `end` (exclusive; `None`: to the end), or
+/// none when that is the whole content.
+fn range_header(start: u64, end: Option<u64>) -> Option<String> {
+    match end {
+        Some(end) if end > start => Some(format!("bytes={start}-{}", end - 1)),
+        _ if start > 0 => Some(format!("bytes={start}-")),
+        _ => None,
+    }
+}
+
 /// How many redirects a guarded client follows.
 const MAX_REDIRECTS: usize = 10;
 
@@ -198,15 +208,18 @@ impl HttpSource {
             .map_err(|r| SourceError::Refused(r.to_string()))
     }
 
-    /// Requests `url` from byte `start` on (the whole content when `start` is zero), passing
-    /// the caller's headers through. With `if_range` (an ETag or Last-Modified recorded
-    /// earlier), a Range request is sent as conditional: an origin whose content changed
-    /// answers with the whole new content (`start` 0 in the response) instead of a range.
+    /// Requests `url` from byte `start` up to `end` (exclusive; `None`: to the end of the
+    /// content), the whole content when that is all of it, passing the caller's headers
+    /// through. With `if_range` (an ETag or Last-Modified recorded earlier), a Range request
+    /// is sent as conditional: an origin whose content changed answers with the whole new
+    /// content (`start` 0 in the response) instead of a range. An origin may answer with
+    /// more than was asked (the whole content, or to its end): the response says where its
+    /// body starts.
     pub async fn fetch(
         &self,
         url: &str,
         headers: &[(String, String)],
-        start: u64,
+        (start, end): (u64, Option<u64>),
         if_range: Option<&str>,
         policy: OriginPolicy,
     ) -> Result<OriginResponse, SourceError> {
@@ -219,10 +232,10 @@ impl HttpSource {
                 .map_err(|_| SourceError::InvalidHeader(format!("{k}: {v}")))?;
             map.append(name, value);
         }
-        if start > 0 {
+        if let Some(range) = range_header(start, end) {
             map.insert(
                 RANGE,
-                HeaderValue::from_str(&format!("bytes={start}-"))
+                HeaderValue::from_str(&range)
                     .map_err(|_| SourceError::InvalidHeader("range".into()))?,
             );
             if let Some(v) = if_range.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -286,5 +299,15 @@ mod tests {
         assert_eq!(parse_content_range("bytes 10-19/100"), Some((10, 100)));
         assert_eq!(parse_content_range("bytes */100"), None);
         assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn range_headers_ask_for_exactly_the_bytes_wanted() {
+        assert_eq!(range_header(0, None), None);
+        assert_eq!(range_header(10, None).as_deref(), Some("bytes=10-"));
+        assert_eq!(range_header(0, Some(10)).as_deref(), Some("bytes=0-9"));
+        assert_eq!(range_header(4, Some(8)).as_deref(), Some("bytes=4-7"));
+        // An empty span is no span: from `start` on.
+        assert_eq!(range_header(4, Some(4)).as_deref(), Some("bytes=4-"));
     }
 }

@@ -1,11 +1,15 @@
 //! Back-to-source: reads a task from its origin, cuts it into pieces, hashes and commits them.
 //!
-//! One streaming GET from the first missing piece onwards (a Range request when resuming), so
-//! a fresh download costs the origin one request, like `curl`. Pieces another fetcher holds or
-//! is fetching are read past, not written, and so are slices verified here already (see
-//! `pollen_storage::PieceWriter`). The BLAKE3 digest of each piece read here is what
-//! the scheduler publishes to every other peer. A connection that breaks early is retried from
-//! the first missing piece a few times before the download fails.
+//! A fresh download is one streaming GET, so it costs the origin one request, like `curl`.
+//! Otherwise each request asks for one run of pieces that are missing and that nobody else
+//! fetches (a bounded Range), so a byte is read from the origin once: pieces held here, or
+//! being fetched from a parent, are not read again. A piece someone else takes while the
+//! stream runs ends that request at its first byte and the job asks for the next run; a piece
+//! another fetcher lets go of unfinished is picked up before the job ends. (An origin that
+//! ignores Range makes the job read past what it does not need instead.) Slices verified here
+//! already are not written again (see `pollen_storage::PieceWriter`). The BLAKE3 digest of each
+//! piece read here is what the scheduler publishes to every other peer. A connection that
+//! breaks early is retried a few times before the download fails.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,12 +58,35 @@ fn retry_pause(attempt: u32) -> Duration {
     Duration::from_millis(base + rand::rng().random_range(0..=base / 2))
 }
 
+/// What the job reads next.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Every piece is here.
+    Done,
+    /// Bytes `start` to `end` (exclusive; `None`: to the end of the content).
+    Read(u64, Option<u64>),
+    /// Every missing piece is being fetched by someone else: wait until they finish or let go.
+    Wait,
+}
+
+/// How long a job waiting on other fetchers sleeps at most before it looks again (a claim let
+/// go wakes it at once).
+const RECHECK: Duration = Duration::from_millis(250);
+
 impl OriginJob {
     pub async fn run(mut self) -> Result<(), DownloadError> {
         let mut attempt = 0;
         loop {
-            match self.fetch_once().await {
-                Ok(()) => return Ok(()),
+            let (start, end) = match self.next() {
+                Next::Done => return Ok(()),
+                Next::Wait => {
+                    self.wait_for_others().await;
+                    continue;
+                }
+                Next::Read(start, end) => (start, end),
+            };
+            match self.fetch_once(start, end).await {
+                Ok(()) => attempt = 0,
                 Err(FetchFail::Source(e)) if e.is_retryable() && attempt < RETRIES => {
                     attempt += 1;
                     let pause = retry_pause(attempt);
@@ -79,15 +106,44 @@ impl OriginJob {
         }
     }
 
-    fn first_missing_offset(&self) -> u64 {
-        let Some(c) = &self.claims else { return 0 };
+    /// The first run of pieces missing here that nobody else fetches, or why there is none.
+    fn next(&self) -> Next {
+        let Some(c) = &self.claims else {
+            return Next::Read(0, None);
+        };
         let layout = c.entry.layout();
-        c.entry
-            .bitfield()
-            .iter_missing()
-            .next()
-            .map(|n| layout.offset(n))
-            .unwrap_or(layout.content_length())
+        let mut missing = false;
+        let mut run: Option<(u32, u32)> = None;
+        for n in c.entry.bitfield().iter_missing() {
+            missing = true;
+            let free = c.piece_free(n);
+            match run {
+                None if free => run = Some((n, n)),
+                None => {}
+                Some((first, last)) if free && n == last + 1 => run = Some((first, n)),
+                Some(_) => break,
+            }
+        }
+        match run {
+            Some((first, last)) => {
+                let end = layout.offset(last) + layout.length(last);
+                let end = (end < layout.content_length()).then_some(end);
+                Next::Read(layout.offset(first), end)
+            }
+            None if missing => Next::Wait,
+            None => Next::Done,
+        }
+    }
+
+    /// Waits until another fetcher commits or lets go of a piece (or a moment passes).
+    async fn wait_for_others(&self) {
+        let Some(c) = &self.claims else { return };
+        let changed = c.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if self.next() == Next::Wait {
+            let _ = tokio::time::timeout(RECHECK, changed).await;
+        }
     }
 
     async fn claims_for(
@@ -122,11 +178,8 @@ impl OriginJob {
         Ok(claims)
     }
 
-    async fn fetch_once(&mut self) -> Result<(), FetchFail> {
-        let start = self.first_missing_offset();
-        if self.claims.as_ref().is_some_and(|c| c.all_present()) {
-            return Ok(());
-        }
+    /// One request for bytes `start` to `end` (exclusive; `None`: to the end).
+    async fn fetch_once(&mut self, start: u64, end: Option<u64>) -> Result<(), FetchFail> {
         let recorded = self
             .claims
             .as_ref()
@@ -140,7 +193,7 @@ impl OriginJob {
             .fetch(
                 &self.key.url,
                 &self.headers,
-                start,
+                (start, end),
                 validator.as_deref(),
                 self.policy,
             )
@@ -165,7 +218,14 @@ impl OriginJob {
             )
             .await?;
         let layout = claims.entry.layout();
-        info!(url = %self.key.url, from = resp.start, total = resp.total_length, "reading from the origin");
+        // Whether the origin sent what was asked: only then is ending the request early at
+        // a piece someone else has cheaper than reading past it.
+        let ranged = resp.start == start;
+        let until = match end {
+            Some(end) if ranged => end,
+            _ => layout.content_length(),
+        };
+        info!(url = %self.key.url, from = resp.start, to = until, total = resp.total_length, "reading from the origin");
         let mut pos = resp.start;
         let mut current: Option<(u32, Option<PieceWriter>)> = None;
         let mut slot: Option<PieceSlot> = None;
@@ -207,6 +267,12 @@ impl OriginJob {
                             slot = Some(self.pace.piece_slot().await);
                         }
                         let ours = pos == layout.offset(n) && claims.claim_piece(n);
+                        if !ours && ranged && pos == layout.offset(n) {
+                            // Someone else has this piece or is fetching it: end this
+                            // request here rather than read it twice; the next asks for
+                            // what is still missing.
+                            return Ok(());
+                        }
                         let writer = ours.then(|| PieceWriter::new(claims.entry.clone(), n));
                         current = Some((n, writer));
                     }
@@ -226,7 +292,7 @@ impl OriginJob {
                     }
                 }
             }
-            if pos < layout.content_length() {
+            if pos < until {
                 return Err(FetchFail::Source(SourceError::Body {
                     what: format!(
                         "the origin closed the connection after {pos} of {} bytes",
@@ -358,6 +424,144 @@ impl From<pollen_storage::StoreError> for FetchFail {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traffic::{Priority, Traffic};
+    use pollen_source::OriginGuard;
+    use pollen_testkit::origin::{random_data, Origin};
+
+    const MIB: usize = 1 << 20;
+
+    /// A job for the `size` bytes an origin on loopback serves, its task made already (4 MiB
+    /// pieces), and the origin. The store's directory lives as long as the returned guard.
+    async fn job(size: usize) -> (tempfile::TempDir, OriginJob, Origin) {
+        job_at("/blob", size).await
+    }
+
+    /// [`job`] for the origin's route `path`.
+    async fn job_at(path: &str, size: usize) -> (tempfile::TempDir, OriginJob, Origin) {
+        let origin = Origin::start("127.0.0.1:0".parse().expect("addr"), random_data(size))
+            .await
+            .expect("origin");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let cfg = Arc::new(DaemonConfig::default());
+        let key = TaskKey {
+            url: origin.url(path),
+            ..Default::default()
+        };
+        let layout = PieceLayout::for_content(size as u64);
+        let task = TaskId([9; 32]);
+        let entry = store
+            .ensure_task(task, task_meta(&key, size as u64, layout.piece_length()))
+            .expect("task");
+        let (reports, mut rx) = mpsc::channel(64);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let guard = OriginGuard::new(&["127.0.0.0/8".to_string()]).expect("guard");
+        let timeout = Duration::from_secs(30);
+        let job = OriginJob {
+            task,
+            key,
+            headers: Vec::new(),
+            claims: Some(PieceClaims::for_download(entry, &cfg)),
+            source: HttpSource::new(timeout, timeout, &[], guard).expect("source"),
+            store,
+            stats: Arc::new(DaemonStats::default()),
+            pace: Traffic::new(&cfg).pace(Priority::Foreground, 0).0,
+            reports,
+            cfg,
+            policy: OriginPolicy::LocalUser,
+        };
+        (dir, job, origin)
+    }
+
+    #[tokio::test]
+    async fn each_request_asks_for_one_run_of_pieces_nobody_has_or_fetches() {
+        let (_dir, job, _origin) = job(16 * MIB).await;
+        let claims = job.claims.clone().expect("claims");
+        let piece = 4 * MIB as u64;
+        assert_eq!(job.next(), Next::Read(0, None), "a fresh task: all of it");
+        // Piece 0 fetched by someone else, 2 too: the run is piece 1 alone.
+        assert!(claims.claim_piece(0) && claims.claim_piece(2));
+        assert_eq!(job.next(), Next::Read(piece, Some(2 * piece)));
+        claims.release_piece(0);
+        assert_eq!(job.next(), Next::Read(0, Some(2 * piece)));
+        // Only the last piece free: to the end.
+        assert!(claims.claim_piece(0) && claims.claim_piece(1));
+        assert_eq!(job.next(), Next::Read(3 * piece, None));
+        // Everything missing is someone else's: wait.
+        assert!(claims.claim_piece(3));
+        assert_eq!(job.next(), Next::Wait);
+    }
+
+    #[tokio::test]
+    async fn a_piece_another_fetcher_lets_go_of_is_read_once_and_no_byte_twice() {
+        // The race behind a flaky swarm test: the origin reader starts while a parent's
+        // fetcher still holds piece 2, which it then gives up unfinished. The reader must
+        // neither end with piece 2 missing nor read the pieces after it a second time.
+        let size = 16 * MIB;
+        let (_dir, job, origin) = job(size).await;
+        let claims = job.claims.clone().expect("claims");
+        let stats = job.stats.clone();
+        assert!(claims.claim_piece(2), "held by 'a parent'");
+        let run = tokio::spawn(job.run());
+        until_present(&claims, &[0, 1, 3]).await;
+        assert!(!run.is_finished(), "the reader ended with piece 2 missing");
+        claims.release_piece(2);
+        completes(run, &claims).await;
+        assert_eq!(origin.bytes_served(), size as u64, "no byte read twice");
+        assert_eq!(
+            stats
+                .origin_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            size as u64
+        );
+    }
+
+    /// Waits for the job to end once the piece held was let go, with every piece present.
+    async fn completes(
+        run: tokio::task::JoinHandle<Result<(), DownloadError>>,
+        claims: &PieceClaims,
+    ) {
+        tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("the reader ends once the piece is let go")
+            .expect("join")
+            .expect("the download completes");
+        assert!(claims.all_present());
+    }
+
+    /// Waits until every piece in `pieces` is present.
+    async fn until_present(claims: &PieceClaims, pieces: &[u32]) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while !pieces.iter().all(|n| claims.entry.bitfield().get(*n)) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the pieces were read");
+    }
+
+    #[tokio::test]
+    async fn a_piece_taken_by_another_fetcher_mid_stream_ends_the_request_there() {
+        // A slow origin (about 6 MiB/s: a 4 MiB piece takes most of a second), so piece 2
+        // is claimed by "a parent" long before the stream reaches it, and let go of only
+        // once piece 3, after it, is here.
+        let size = 16 * MIB;
+        let (_dir, job, origin) = job_at("/slow", size).await;
+        let claims = job.claims.clone().expect("claims");
+        let run = tokio::spawn(job.run());
+        until_present(&claims, &[0]).await;
+        assert!(
+            claims.claim_piece(2),
+            "the stream is still far from piece 2"
+        );
+        until_present(&claims, &[1, 3]).await;
+        claims.release_piece(2);
+        completes(run, &claims).await;
+        // Reading past piece 2 would have cost its 4 MiB twice; ending the request at its
+        // first byte costs at most the chunks already on their way.
+        let extra = origin.bytes_served() - size as u64;
+        assert!(extra < (MIB as u64), "{extra} bytes read twice");
+    }
 
     #[test]
     fn retry_pauses_double_and_carry_at_most_half_again_of_jitter() {

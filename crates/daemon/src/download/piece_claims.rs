@@ -246,6 +246,20 @@ impl PieceClaims {
         g.expected.get(&piece_of(n)).map(|d| (n, *d))
     }
 
+    /// Whether piece `n` is missing and nobody fetches any of its slices: what
+    /// [`PieceClaims::claim_piece`] would take.
+    pub fn piece_free(&self, n: u32) -> bool {
+        if self.entry.bitfield().get(n) {
+            return false;
+        }
+        let g = self.lock();
+        !self
+            .entry
+            .slices()
+            .range_of(n)
+            .any(|s| g.claimed.contains_key(&s))
+    }
+
     /// Claims every slice of piece `n` for the origin reader if nobody fetches any of them.
     pub fn claim_piece(&self, n: u32) -> bool {
         if self.entry.bitfield().get(n) {

@@ -161,7 +161,7 @@ impl Pump {
             .fetch(
                 &self.url,
                 &self.headers,
-                pos,
+                (pos, None),
                 None,
                 self.state.origin_policy(),
             )
