@@ -118,6 +118,14 @@ pub struct DaemonArgs {
         value_delimiter = ','
     )]
     pub origin_allow: Vec<String>,
+    /// Directory whose files may be read as file:///path origins (links resolved first, so
+    /// none leads outside it); repeatable. Without it file:// origins are refused.
+    #[arg(
+        long = "origin-file-root",
+        env = "POLLEN_ORIGIN_FILE_ROOT",
+        value_delimiter = ','
+    )]
+    pub origin_file_roots: Vec<PathBuf>,
     /// File holding a seed's join token (the manager's `initial-join-token`, or one made with
     /// `POST /api/v1/join-tokens` for role `seed`): without mutual TLS a seed claim needs it.
     #[arg(long, env = "POLLEN_JOIN_TOKEN_FILE")]
@@ -257,6 +265,9 @@ impl DaemonArgs {
         }
         if !self.origin_allow.is_empty() {
             cfg.origin_allow = self.origin_allow;
+        }
+        if !self.origin_file_roots.is_empty() {
+            cfg.origin_file_roots = self.origin_file_roots;
         }
         if self.join_token_file.is_some() {
             cfg.join_token_file = self.join_token_file;

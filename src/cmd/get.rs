@@ -13,7 +13,8 @@ use pollen_proto::daemon::{DownloadRequest, Header};
 /// `pollen get` flags.
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// URL to download (http or https).
+    /// URL to download: http://, https://, or file:///path (read by a daemon only under its
+    /// origin_file_roots; other peers get it from the swarm).
     pub url: String,
     /// File to write; written atomically, never left partial. `-` writes the content to
     /// stdout once all of it is verified (a consumer never sees an unverified byte).

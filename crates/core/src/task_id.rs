@@ -30,8 +30,8 @@ pub enum TaskIdError {
         /// The parser's complaint.
         reason: String,
     },
-    /// Only http and https origins are supported by this build.
-    #[error("unsupported URL scheme {0:?} (supported: http, https)")]
+    /// No origin of this build reads URLs of this scheme ([`SCHEMES`] lists those it reads).
+    #[error("unsupported URL scheme {0:?} (supported: {list})", list = SCHEMES.join(", "))]
     UnsupportedScheme(String),
     /// A task id string is not 64 hex digits.
     #[error("malformed task id {0:?}")]
@@ -110,17 +110,20 @@ impl TaskKey {
     }
 }
 
-/// Parses `url`, keeps only http(s), drops the fragment and filtered query parameters, and
+/// The URL schemes this build has an origin for.
+pub const SCHEMES: &[&str] = &["http", "https", "file"];
+
+/// Parses `url`, keeps only the [`SCHEMES`] read here, drops the fragment and filtered query parameters, and
 /// sorts the remaining parameters so equivalent URLs compare equal.
 pub fn normalise_url(url: &str, filtered_query: &[String]) -> Result<Url, TaskIdError> {
     let mut u = Url::parse(url.trim()).map_err(|e| TaskIdError::MalformedUrl {
         url: url.to_string(),
         reason: e.to_string(),
     })?;
-    if !matches!(u.scheme(), "http" | "https") {
+    if !SCHEMES.contains(&u.scheme()) {
         return Err(TaskIdError::UnsupportedScheme(u.scheme().to_string()));
     }
-    if u.host_str().is_none_or(str::is_empty) {
+    if u.scheme() != "file" && u.host_str().is_none_or(str::is_empty) {
         return Err(TaskIdError::MalformedUrl {
             url: url.to_string(),
             reason: "no host".into(),
@@ -219,6 +222,13 @@ mod tests {
             key("ftp://h/x").task_id(),
             Err(TaskIdError::UnsupportedScheme(_))
         ));
+        // A local file has no host; the same path names the same task.
+        assert_eq!(
+            key("file:///data/a.bin").task_id().expect("file"),
+            key("file://localhost/data/a.bin#x")
+                .task_id()
+                .expect("file")
+        );
     }
 
     #[test]

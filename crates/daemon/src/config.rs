@@ -133,6 +133,11 @@ pub struct DaemonConfig {
     /// peer and every download the scheduler or the manager ordered also loopback,
     /// unspecified and this node's own addresses. Default none.
     pub origin_allow: Vec<String>,
+    /// Directories whose files may be read as `file:///path` origins (symbolic links are
+    /// resolved first, so a link cannot lead outside them). The daemon often runs with more
+    /// rights than whoever gives it a URL: list only what may be shared. Default none
+    /// (`file://` origins refused).
+    pub origin_file_roots: Vec<PathBuf>,
     /// An origin that sends nothing for this long (before its headers or between body bytes)
     /// is given up and the transfer retried from the first missing piece; a slow but steady
     /// origin is never cut off. Default 30s.
@@ -352,6 +357,7 @@ impl Default for DaemonConfig {
             output_hardlink: false,
             origin_ca_certs: Vec::new(),
             origin_allow: Vec::new(),
+            origin_file_roots: Vec::new(),
             origin_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             join_token_file: None,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pollen_core::RateLimiter;
 use pollen_proto::daemon::daemon_server::DaemonServer;
 use pollen_proto::scheduler::HostInfo;
-use pollen_source::HttpSource;
+use pollen_source::{FileSource, HttpSource, Sources};
 use pollen_storage::Store;
 use pollen_wire::{ClientTls, UploadServer};
 use tokio::net::TcpListener;
@@ -229,12 +229,16 @@ impl Daemon {
             guard.clone(),
         )
         .map_err(DaemonStartError::setup("the origin client"))?;
+        let files = FileSource::new(&cfg.origin_file_roots).map_err(DaemonStartError::setup(
+            "the file origin (origin_file_roots)",
+        ))?;
+        let sources = Arc::new(Sources::new(source.clone(), files));
         let conductor = Arc::new(
             Conductor::new(
                 store.clone(),
                 stats.clone(),
                 cfg.clone(),
-                source.clone(),
+                sources,
                 schedulers.clone(),
                 host_id.clone(),
                 shutdown.clone(),

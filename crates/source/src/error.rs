@@ -57,6 +57,22 @@ pub enum SourceError {
     /// A request header given by the user is not valid HTTP.
     #[error("invalid request header {0:?}")]
     InvalidHeader(String),
+    /// The origin has nothing at that address (a file that does not exist).
+    #[error("{what}: no such object at {url}")]
+    NotFound {
+        /// The URL asked for.
+        url: String,
+        /// What was looked for.
+        what: String,
+    },
+    /// No origin of this build reads URLs of this kind.
+    #[error("unsupported origin {url:?}: {reason}")]
+    Unsupported {
+        /// The URL asked for.
+        url: String,
+        /// Why, and what is supported.
+        reason: String,
+    },
 }
 
 impl SourceError {
@@ -68,7 +84,9 @@ impl SourceError {
             SourceError::Protocol(_)
             | SourceError::Client { .. }
             | SourceError::InvalidHeader(_)
-            | SourceError::Refused(_) => false,
+            | SourceError::Refused(_)
+            | SourceError::NotFound { .. }
+            | SourceError::Unsupported { .. } => false,
         }
     }
 
@@ -91,6 +109,8 @@ impl SourceError {
             SourceError::Protocol(_) => ErrorKind::Corrupt,
             SourceError::Client { .. } | SourceError::InvalidHeader(_) => ErrorKind::Invalid,
             SourceError::Refused(_) => ErrorKind::Refused,
+            SourceError::NotFound { .. } => ErrorKind::NotFound,
+            SourceError::Unsupported { .. } => ErrorKind::Invalid,
         }
     }
 }

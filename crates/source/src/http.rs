@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use async_trait::async_trait;
+use futures::StreamExt as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::StatusCode;
 
 use crate::error::SourceError;
 use crate::origin_guard::{refusal_in, GuardedResolver, OriginGuard, OriginPolicy};
+use crate::source::{OriginResponse, ReadRequest, Source};
 
 /// A client for HTTP and HTTPS origins, one connection pool per guard policy.
 #[derive(Clone, Debug)]
@@ -15,29 +17,6 @@ pub struct HttpSource {
     guard: OriginGuard,
     local_user: reqwest::Client,
     fleet: reqwest::Client,
-}
-
-/// An origin response whose body is read chunk by chunk.
-pub struct OriginResponse {
-    /// Total content length, as the origin reported it.
-    pub total_length: u64,
-    /// Offset of the first body byte in the content.
-    pub start: u64,
-    /// Origin `ETag`.
-    pub etag: Option<String>,
-    /// Origin `Last-Modified`.
-    pub last_modified: Option<String>,
-    body: reqwest::Response,
-}
-
-impl OriginResponse {
-    /// The next body chunk; `None` at the end.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, SourceError> {
-        self.body.chunk().await.map_err(|e| SourceError::Body {
-            what: "the body broke".into(),
-            source: Some(Box::new(e)),
-        })
-    }
 }
 
 /// A failed request as a [`SourceError`]: the guard's refusal when it refused (final, never
@@ -195,10 +174,13 @@ impl HttpSource {
     pub fn guard(&self) -> &OriginGuard {
         &self.guard
     }
+}
 
+#[async_trait]
+impl Source for HttpSource {
     /// Refuses `url` now, before any connection, when its host is an address `policy` refuses
     /// (names are checked as they resolve, during the fetch).
-    pub fn check(&self, url: &str, policy: OriginPolicy) -> Result<(), SourceError> {
+    fn check(&self, url: &str, policy: OriginPolicy) -> Result<(), SourceError> {
         let parsed = url::Url::parse(url).map_err(|e| SourceError::Connect {
             url: url.to_string(),
             source: Box::new(e),
@@ -208,21 +190,18 @@ impl HttpSource {
             .map_err(|r| SourceError::Refused(r.to_string()))
     }
 
-    /// Requests `url` from byte `start` up to `end` (exclusive; `None`: to the end of the
-    /// content), the whole content when that is all of it, passing the caller's headers
-    /// through. With `if_range` (an ETag or Last-Modified recorded earlier), a Range request
-    /// is sent as conditional: an origin whose content changed answers with the whole new
-    /// content (`start` 0 in the response) instead of a range. An origin may answer with
-    /// more than was asked (the whole content, or to its end): the response says where its
-    /// body starts.
-    pub async fn fetch(
-        &self,
-        url: &str,
-        headers: &[(String, String)],
-        (start, end): (u64, Option<u64>),
-        if_range: Option<&str>,
-        policy: OriginPolicy,
-    ) -> Result<OriginResponse, SourceError> {
+    /// Requests the bytes asked for (the whole content when that is all of it), passing the
+    /// caller's headers through; a validator makes the Range request conditional (`If-Range`).
+    /// Redirects are followed, each hop checked by the guard.
+    async fn read(&self, req: ReadRequest<'_>) -> Result<OriginResponse, SourceError> {
+        let ReadRequest {
+            url,
+            headers,
+            start,
+            end,
+            if_range,
+            policy,
+        } = req;
         self.check(url, policy)?;
         let mut map = HeaderMap::new();
         for (k, v) in headers {
@@ -280,13 +259,19 @@ impl HttpSource {
                 })?;
             (0, len)
         };
-        Ok(OriginResponse {
+        let body = resp.bytes_stream().map(|r| {
+            r.map_err(|e| SourceError::Body {
+                what: "the body broke".into(),
+                source: Some(Box::new(e)),
+            })
+        });
+        Ok(OriginResponse::new(
             total_length,
-            start: body_start,
+            body_start,
             etag,
             last_modified,
-            body: resp,
-        })
+            Box::pin(body),
+        ))
     }
 }
 

@@ -3,19 +3,27 @@
 //! Every fetch passes the origin guard (`origin_guard`): cloud metadata and link-local
 //! addresses are refused, and under the fleet policy loopback and this node's own addresses.
 //!
-//! Today: HTTP and HTTPS (rustls, no system OpenSSL), with Range requests so a partial task
-//! resumes from its first missing piece. The caller sees a byte stream plus what the origin
-//! said about the content (length, ETag, Last-Modified); errors say whether the origin refused
-//! (a status to show the user) or the transfer broke (worth a retry).
+//! Every origin implements [`Source`]: ranged reads that stream, so a partial task resumes
+//! from its first missing piece. [`Sources`] picks the origin by URL scheme: HTTP and HTTPS
+//! (rustls, no system OpenSSL) and local files under allowed directories. The caller sees a
+//! byte stream plus what the origin said about the content (length, ETag, Last-Modified);
+//! errors say whether the origin refused (a status to show the user) or the transfer broke
+//! (worth a retry).
 
 #![warn(missing_docs)]
 
 mod error;
+mod file;
 mod http;
 mod origin_guard;
+mod source;
+mod sources;
 
 pub use error::SourceError;
-pub use http::{client, connect_error, HttpSource, OriginResponse, Redirects};
+pub use file::FileSource;
+pub use http::{client, connect_error, HttpSource, Redirects};
 pub use origin_guard::{
     refusal_in, BadAllowEntry, GuardRefusal, GuardRule, OriginGuard, OriginPolicy, ResolveError,
 };
+pub use source::{BodyStream, OriginResponse, ReadRequest, Source};
+pub use sources::Sources;

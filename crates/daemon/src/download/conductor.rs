@@ -19,7 +19,7 @@ use pollen_proto::scheduler::{
     peer_event, scheduler_event, ContentInfo, NeedParents, ParentFailed, PeerFailed, PeerFinished,
     Register,
 };
-use pollen_source::{HttpSource, OriginPolicy};
+use pollen_source::{OriginPolicy, Source as _, Sources};
 use pollen_storage::Store;
 use pollen_wire::ClientTls;
 use rand::RngExt as _;
@@ -92,7 +92,7 @@ pub(crate) struct Conductor {
     pub store: Arc<Store>,
     pub stats: Arc<DaemonStats>,
     pub cfg: Arc<DaemonConfig>,
-    pub source: HttpSource,
+    pub source: Arc<Sources>,
     /// The schedulers in use (empty: every download goes to the origin).
     pub schedulers: Arc<SchedulerSet>,
     pub host_id: String,
@@ -115,7 +115,7 @@ impl Conductor {
         store: Arc<Store>,
         stats: Arc<DaemonStats>,
         cfg: Arc<DaemonConfig>,
-        source: HttpSource,
+        source: Arc<Sources>,
         schedulers: Arc<SchedulerSet>,
         host_id: String,
         shutdown: CancellationToken,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pollen_core::{PieceLayout, TaskId, TaskKey};
-use pollen_source::{HttpSource, OriginPolicy, SourceError};
+use pollen_source::{OriginPolicy, ReadRequest, Source as _, SourceError, Sources};
 use pollen_storage::{PieceWriter, Store, TaskMeta};
 use rand::RngExt as _;
 use tokio::sync::mpsc;
@@ -38,7 +38,7 @@ pub(crate) struct OriginJob {
     pub key: TaskKey,
     pub headers: Vec<(String, String)>,
     pub claims: Option<Arc<PieceClaims>>,
-    pub source: HttpSource,
+    pub source: Arc<Sources>,
     pub store: Arc<Store>,
     pub stats: Arc<DaemonStats>,
     /// The task's traffic control: limiters, the cap on pieces in flight, prefetch yield.
@@ -190,13 +190,14 @@ impl OriginJob {
             .and_then(|m| m.etag.clone().or_else(|| m.last_modified.clone()));
         let mut resp = self
             .source
-            .fetch(
-                &self.key.url,
-                &self.headers,
-                (start, end),
-                validator.as_deref(),
-                self.policy,
-            )
+            .read(ReadRequest {
+                url: &self.key.url,
+                headers: &self.headers,
+                start,
+                end,
+                if_range: validator.as_deref(),
+                policy: self.policy,
+            })
             .await?;
         if let Some(old) = recorded.filter(|m| content_changed(m, &resp)) {
             // Held pieces are of the old content: mixing them with the new would make a copy
@@ -425,7 +426,7 @@ impl From<pollen_storage::StoreError> for FetchFail {
 mod tests {
     use super::*;
     use crate::traffic::{Priority, Traffic};
-    use pollen_source::OriginGuard;
+    use pollen_source::{FileSource, HttpSource, OriginGuard};
     use pollen_testkit::origin::{random_data, Origin};
 
     const MIB: usize = 1 << 20;
@@ -462,7 +463,10 @@ mod tests {
             key,
             headers: Vec::new(),
             claims: Some(PieceClaims::for_download(entry, &cfg)),
-            source: HttpSource::new(timeout, timeout, &[], guard).expect("source"),
+            source: Arc::new(Sources::new(
+                HttpSource::new(timeout, timeout, &[], guard).expect("source"),
+                FileSource::default(),
+            )),
             store,
             stats: Arc::new(DaemonStats::default()),
             pace: Traffic::new(&cfg).pace(Priority::Foreground, 0).0,

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::Response;
 use pollen_core::ContentDigest;
+use pollen_source::{ReadRequest, Source as _};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -158,13 +159,11 @@ impl Pump {
         let mut resp = self
             .state
             .source
-            .fetch(
-                &self.url,
-                &self.headers,
-                (pos, None),
-                None,
-                self.state.origin_policy(),
-            )
+            .read(ReadRequest {
+                start: pos,
+                headers: &self.headers,
+                ..ReadRequest::whole(&self.url, self.state.origin_policy())
+            })
             .await
             .map_err(|e| format!("the origin failed too: {e}"))?;
         if let Some(len) = self.length {

@@ -1,0 +1,98 @@
+//! The one interface every origin sits behind: the daemon's origin reader, the seed's
+//! back-to-source and the proxy's fallback call only this, and each kind of origin (HTTP,
+//! local files, …) is one module that implements it.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _};
+
+use crate::error::SourceError;
+use crate::origin_guard::OriginPolicy;
+
+/// What one read asks of an origin.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadRequest<'a> {
+    /// The origin URL.
+    pub url: &'a str,
+    /// Request headers the caller passes through (credentials among them); origins without
+    /// headers ignore them.
+    pub headers: &'a [(String, String)],
+    /// The first byte wanted.
+    pub start: u64,
+    /// The byte after the last one wanted; `None`: to the end of the content.
+    pub end: Option<u64>,
+    /// A validator recorded earlier (ETag or Last-Modified): when the content no longer
+    /// matches it, the origin answers with the whole new content (`start` 0 in the response)
+    /// instead of the range.
+    pub if_range: Option<&'a str>,
+    /// How strict the origin guard is for this read.
+    pub policy: OriginPolicy,
+}
+
+impl<'a> ReadRequest<'a> {
+    /// All of `url` under `policy`, no headers, no validator.
+    pub fn whole(url: &'a str, policy: OriginPolicy) -> Self {
+        Self {
+            url,
+            headers: &[],
+            start: 0,
+            end: None,
+            if_range: None,
+            policy,
+        }
+    }
+}
+
+/// The body of a read: chunks of bytes as they arrive.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, SourceError>> + Send>>;
+
+/// An origin's answer to a read, its body read chunk by chunk.
+pub struct OriginResponse {
+    /// Total content length, as the origin reported it.
+    pub total_length: u64,
+    /// Offset of the first body byte in the content. An origin may send more than was asked
+    /// (from the start of the content, or to its end).
+    pub start: u64,
+    /// The origin's version of the content (`ETag`, or what stands for one).
+    pub etag: Option<String>,
+    /// The origin's `Last-Modified`.
+    pub last_modified: Option<String>,
+    body: BodyStream,
+}
+
+impl OriginResponse {
+    /// A response whose body is `body`.
+    pub fn new(
+        total_length: u64,
+        start: u64,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        body: BodyStream,
+    ) -> Self {
+        Self {
+            total_length,
+            start,
+            etag,
+            last_modified,
+            body,
+        }
+    }
+
+    /// The next body chunk; `None` at the end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, SourceError> {
+        self.body.next().await.transpose()
+    }
+}
+
+/// An origin: where content comes from when no peer has it.
+#[async_trait]
+pub trait Source: Send + Sync + std::fmt::Debug {
+    /// Refuses `url` before any connection when this origin must not be read under `policy`
+    /// (an address the guard refuses, a path outside the directories allowed).
+    fn check(&self, url: &str, policy: OriginPolicy) -> Result<(), SourceError>;
+
+    /// Reads what `req` asks for, streaming.
+    async fn read(&self, req: ReadRequest<'_>) -> Result<OriginResponse, SourceError>;
+}
