@@ -31,6 +31,15 @@ fn proxy_listen(s: &str) -> Result<ProxyListen, String> {
         .map_err(|_| format!("{s:?} is not an address (e.g. 127.0.0.1:4001) or \"off\""))
 }
 
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "{s:?} is not KEY=VALUE (e.g. endpoint=http://minio:9000)"
+        )),
+    }
+}
+
 fn size(s: &str) -> Result<u64, String> {
     pollen_core::parse_size(s).map_err(|e| e.to_string())
 }
@@ -126,6 +135,11 @@ pub struct DaemonArgs {
         value_delimiter = ','
     )]
     pub origin_file_roots: Vec<PathBuf>,
+    /// An S3 origin setting KEY=VALUE over the AWS_* environment (endpoint=http://minio:9000,
+    /// region=eu-west-1, allow_http=true, …); repeatable. Keep secrets in the environment or
+    /// the config file's [origin_s3] table, not on a command line others can read.
+    #[arg(long = "origin-s3", env = "POLLEN_ORIGIN_S3", value_delimiter = ',', value_parser = key_value)]
+    pub origin_s3: Vec<(String, String)>,
     /// File holding a seed's join token (the manager's `initial-join-token`, or one made with
     /// `POST /api/v1/join-tokens` for role `seed`): without mutual TLS a seed claim needs it.
     #[arg(long, env = "POLLEN_JOIN_TOKEN_FILE")]
@@ -266,6 +280,7 @@ impl DaemonArgs {
         if !self.origin_allow.is_empty() {
             cfg.origin_allow = self.origin_allow;
         }
+        cfg.origin_s3.0.extend(self.origin_s3);
         if !self.origin_file_roots.is_empty() {
             cfg.origin_file_roots = self.origin_file_roots;
         }

@@ -6,6 +6,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// S3 origin settings by key. Shown with their keys only: values may be secrets.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct S3Options(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// Everything a daemon needs to run. Every field has a default, so an empty TOML file works.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -138,6 +149,11 @@ pub struct DaemonConfig {
     /// rights than whoever gives it a URL: list only what may be shared. Default none
     /// (`file://` origins refused).
     pub origin_file_roots: Vec<PathBuf>,
+    /// Settings of `s3://bucket/key` origins over the standard `AWS_*` environment: the
+    /// `object_store` crate's S3 keys (`endpoint`, `region`, `access_key_id`,
+    /// `secret_access_key`, `session_token`, `allow_http`, `virtual_hosted_style_request`, …).
+    /// A seed fetches with its own; peers need none. Default none (the environment alone).
+    pub origin_s3: S3Options,
     /// An origin that sends nothing for this long (before its headers or between body bytes)
     /// is given up and the transfer retried from the first missing piece; a slow but steady
     /// origin is never cut off. Default 30s.
@@ -358,6 +374,7 @@ impl Default for DaemonConfig {
             origin_ca_certs: Vec::new(),
             origin_allow: Vec::new(),
             origin_file_roots: Vec::new(),
+            origin_s3: S3Options::default(),
             origin_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             join_token_file: None,

@@ -16,6 +16,7 @@ mod error;
 mod file;
 mod http;
 mod origin_guard;
+mod s3;
 mod source;
 mod sources;
 
@@ -25,5 +26,6 @@ pub use http::{client, connect_error, HttpSource, Redirects};
 pub use origin_guard::{
     refusal_in, BadAllowEntry, GuardRefusal, GuardRule, OriginGuard, OriginPolicy, ResolveError,
 };
+pub use s3::{S3Settings, S3Source};
 pub use source::{BodyStream, OriginResponse, ReadRequest, Source};
 pub use sources::Sources;

@@ -7,6 +7,7 @@ use crate::error::SourceError;
 use crate::file::FileSource;
 use crate::http::HttpSource;
 use crate::origin_guard::OriginPolicy;
+use crate::s3::S3Source;
 use crate::source::{OriginResponse, ReadRequest, Source};
 
 /// The origins, one per kind of URL.
@@ -14,12 +15,13 @@ use crate::source::{OriginResponse, ReadRequest, Source};
 pub struct Sources {
     http: HttpSource,
     file: FileSource,
+    s3: S3Source,
 }
 
 impl Sources {
-    /// The origins: `http` for http(s) URLs, `file` for file URLs.
-    pub fn new(http: HttpSource, file: FileSource) -> Self {
-        Self { http, file }
+    /// The origins: `http` for http(s) URLs, `file` for file URLs, `s3` for s3 URLs.
+    pub fn new(http: HttpSource, file: FileSource, s3: S3Source) -> Self {
+        Self { http, file, s3 }
     }
 
     /// The HTTP origin (the proxy relays through it).
@@ -33,6 +35,7 @@ impl Sources {
         match scheme.as_deref() {
             Some("http" | "https") => Ok(&self.http),
             Some("file") => Ok(&self.file),
+            Some("s3") => Ok(&self.s3),
             _ => Err(SourceError::Unsupported {
                 url: url.to_string(),
                 reason: format!(

@@ -34,6 +34,8 @@ pub struct ClusterSpec {
     pub daemon_args: Vec<String>,
     /// Extra flags for single ordinary daemons, by index (`peer_args[0]` for `peer-1`).
     pub peer_args: Vec<Vec<String>>,
+    /// Extra flags for the seed alone (its origin credentials, say).
+    pub seed_args: Vec<String>,
     /// Where daemon data directories are created (default: the cluster's temporary dir).
     pub data_root: Option<PathBuf>,
     /// Address the scheduler and every daemon listen on, instead of 127.0.0.x: one that
@@ -67,6 +69,7 @@ impl ClusterSpec {
             peer_upload_limit: None,
             daemon_args: Vec::new(),
             peer_args: Vec::new(),
+            seed_args: Vec::new(),
             data_root: None,
             listen_ip: None,
             peer_netns: Vec::new(),
@@ -210,9 +213,16 @@ impl Cluster {
                 child: None,
             }
         };
-        let mut seed = spec
-            .seed
-            .then(|| make("seed".into(), 2, true, spec.seed_upload_limit, &[], None));
+        let mut seed = spec.seed.then(|| {
+            make(
+                "seed".into(),
+                2,
+                true,
+                spec.seed_upload_limit,
+                &spec.seed_args,
+                None,
+            )
+        });
         let mut peers: Vec<DaemonProc> = (0..spec.peers)
             .map(|i| {
                 make(

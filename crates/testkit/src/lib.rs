@@ -6,6 +6,7 @@
 //! - [`origin`]: real HTTP(S) origins that count what they serve and misbehave on request;
 //! - [`registry_kit`]: a real OCI registry (Debian's `docker-registry`) and images pushed
 //!   into it with real clients;
+//! - [`s3_server`]: a real S3 API server (`moto`) with objects put by `boto3`;
 //! - [`tools`]: the one rule for tests that need a program from the machine.
 
 #![warn(missing_docs)]
@@ -16,6 +17,7 @@ mod launch;
 pub mod origin;
 pub mod registry_kit;
 pub mod role_proc;
+pub mod s3_server;
 pub mod token_service;
 pub mod tools;
 

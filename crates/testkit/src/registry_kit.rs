@@ -40,7 +40,7 @@ pub fn package_of(tool: &str) -> &str {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -65,7 +65,7 @@ pub async fn run(cmd: &mut Command) -> anyhow::Result<String> {
 }
 
 /// Waits until `ready` holds, at most 30 s.
-async fn wait_until<F, Fut>(what: &str, mut ready: F) -> anyhow::Result<()>
+pub(crate) async fn wait_until<F, Fut>(what: &str, mut ready: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

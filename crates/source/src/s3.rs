@@ -1,0 +1,377 @@
+//! S3 and S3-compatible object stores (`s3://bucket/key`) as an origin, through the
+//! `object_store` crate's S3 client (SigV4 signing, credential chains) over our own HTTP client,
+//! so every request passes the origin guard like any other origin's.
+//!
+//! Settings come from the standard `AWS_*` environment (keys, region, `AWS_ENDPOINT_URL` for
+//! MinIO, Ceph, Garage or OSS, web identity, container credentials) and then from the
+//! daemon's `origin_s3` table, whose keys are the crate's S3 configuration keys
+//! (`endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, …). Seeds fetch
+//! with their own credentials; peers never need any. Cloud instance metadata (169.254.169.254)
+//! is refused by the origin guard like every link-local address: list it in `origin_allow` to
+//! take credentials from there.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use http_body_util::BodyExt as _;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse,
+    HttpResponseBody, HttpService,
+};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore as _, RetryConfig};
+
+use crate::error::SourceError;
+use crate::http::{client, Redirects};
+use crate::origin_guard::{refusal_in, OriginGuard, OriginPolicy};
+use crate::source::{OriginResponse, ReadRequest, Source};
+
+/// How S3 origins are reached: the settings beside the environment, and the HTTP client's.
+#[derive(Clone)]
+pub struct S3Settings {
+    /// `object_store` S3 configuration keys and values, applied over the `AWS_*` environment.
+    pub options: Vec<(String, String)>,
+    /// Connect timeout of every request.
+    pub connect_timeout: std::time::Duration,
+    /// Silence after which a request or a body is given up.
+    pub read_timeout: std::time::Duration,
+    /// Extra PEM roots trusted beside the web PKI (an internal CA that signs the endpoint).
+    pub extra_roots: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for S3Settings {
+    // Values may be secrets (a secret access key): only the keys are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field(
+                "options",
+                &self.options.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads objects from S3-compatible stores, one client per bucket and guard policy.
+#[derive(Clone, Debug)]
+pub struct S3Source {
+    settings: Arc<S3Settings>,
+    guard: OriginGuard,
+    local_user: reqwest::Client,
+    fleet: reqwest::Client,
+    stores: Arc<Mutex<Stores>>,
+}
+
+/// The S3 clients made so far, by bucket and guard policy.
+type Stores = HashMap<(String, OriginPolicy), Arc<AmazonS3>>;
+
+/// Our HTTP client as `object_store`'s transport: every request's address is checked by the
+/// guard (an IP literal never meets the guarded resolver), names as they resolve.
+#[derive(Clone, Debug)]
+struct Transport {
+    http: reqwest::Client,
+    guard: OriginGuard,
+    policy: OriginPolicy,
+}
+
+impl HttpConnector for Transport {
+    fn connect(&self, _options: &object_store::ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(Service(self.clone())))
+    }
+}
+
+#[derive(Debug)]
+struct Service(Transport);
+
+fn http_error(e: reqwest::Error) -> HttpError {
+    let kind = if e.is_timeout() {
+        HttpErrorKind::Timeout
+    } else if e.is_connect() {
+        HttpErrorKind::Connect
+    } else if e.is_body() || e.is_decode() {
+        HttpErrorKind::Interrupted
+    } else {
+        HttpErrorKind::Request
+    };
+    HttpError::new(kind, e)
+}
+
+#[async_trait]
+impl HttpService for Service {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let (parts, body) = req.into_parts();
+        let url = reqwest::Url::parse(&parts.uri.to_string())
+            .map_err(|e| HttpError::new(HttpErrorKind::Request, e))?;
+        let Transport {
+            http,
+            guard,
+            policy,
+        } = &self.0;
+        guard
+            .check_url(&url, *policy)
+            .map_err(|refusal| HttpError::new(HttpErrorKind::Request, refusal))?;
+        // Origins only read: a request body is never more than bytes in memory.
+        let bytes = match body.as_bytes() {
+            Some(b) => b.clone(),
+            None if body.is_empty() => bytes::Bytes::new(),
+            None => {
+                return Err(HttpError::new(
+                    HttpErrorKind::Request,
+                    std::io::Error::other("streamed request bodies are not sent to origins"),
+                ))
+            }
+        };
+        let mut request = reqwest::Request::new(parts.method, url);
+        *request.headers_mut() = parts.headers;
+        *request.body_mut() = Some(bytes.into());
+        let response = http.execute(request).await.map_err(http_error)?;
+        let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+        Ok(HttpResponse::from_parts(
+            parts,
+            HttpResponseBody::new(body.map_err(http_error)),
+        ))
+    }
+}
+
+/// The bucket and key of `s3://bucket/key`.
+fn parse(url: &str) -> Result<(String, Path), SourceError> {
+    let bad = |reason: &str| SourceError::Unsupported {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if u.scheme() != "s3" {
+        return Err(bad("not an s3:// URL"));
+    }
+    let bucket = u
+        .host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| bad("no bucket (s3://bucket/key)"))?;
+    let key = u.path().trim_start_matches('/');
+    if key.is_empty() || key.ends_with('/') {
+        return Err(bad("no object key (s3://bucket/key)"));
+    }
+    let key = Path::from_url_path(key).map_err(|e| bad(&e.to_string()))?;
+    Ok((bucket.to_string(), key))
+}
+
+/// `e` as a [`SourceError`] for `url`: what a user needs to tell a refusal from a fault.
+fn source_error(url: &str, e: object_store::Error) -> SourceError {
+    if let Some(r) = refusal_in(&e) {
+        return SourceError::Refused(r.to_string());
+    }
+    match e {
+        object_store::Error::NotFound { .. } => SourceError::NotFound {
+            url: url.to_string(),
+            what: "the object does not exist".into(),
+        },
+        object_store::Error::PermissionDenied { .. } => SourceError::Status {
+            status: 403,
+            url: url.to_string(),
+        },
+        object_store::Error::Unauthenticated { .. } => SourceError::Status {
+            status: 401,
+            url: url.to_string(),
+        },
+        other => SourceError::Connect {
+            url: url.to_string(),
+            source: Box::new(other),
+        },
+    }
+}
+
+impl S3Source {
+    /// A source reading with `settings`, connecting only where `guard` lets it.
+    pub fn new(settings: S3Settings, guard: &OriginGuard) -> Result<Self, SourceError> {
+        let make = |policy| {
+            client(
+                settings.connect_timeout,
+                settings.read_timeout,
+                &settings.extra_roots,
+                Redirects::Follow,
+                guard,
+                policy,
+            )
+        };
+        // A bad key is an error now, at start, not at the first download.
+        let mut probe = AmazonS3Builder::new();
+        for (k, v) in &settings.options {
+            let key = k.parse().map_err(|e| SourceError::Client {
+                what: format!("origin_s3 has an unknown key {k:?}"),
+                source: Some(Box::new(e)),
+            })?;
+            probe = probe.with_config(key, v);
+        }
+        drop(probe);
+        Ok(Self {
+            local_user: make(OriginPolicy::LocalUser)?,
+            fleet: make(OriginPolicy::Fleet)?,
+            settings: Arc::new(settings),
+            guard: guard.clone(),
+            stores: Arc::default(),
+        })
+    }
+
+    /// The client for `bucket` under `policy`, made on first use.
+    fn store(&self, bucket: &str, policy: OriginPolicy) -> Result<Arc<AmazonS3>, SourceError> {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stores.get(&(bucket.to_string(), policy)) {
+            return Ok(s.clone());
+        }
+        let http = match policy {
+            OriginPolicy::LocalUser => self.local_user.clone(),
+            OriginPolicy::Fleet => self.fleet.clone(),
+        };
+        let mut builder = AmazonS3Builder::from_env();
+        for (k, v) in &self.settings.options {
+            if let Ok(key) = k.parse() {
+                builder = builder.with_config(key, v);
+            }
+        }
+        // The origin reader retries a broken transfer itself, resuming where it broke.
+        let retry = RetryConfig {
+            max_retries: 1,
+            ..RetryConfig::default()
+        };
+        let store = builder
+            .with_bucket_name(bucket)
+            .with_retry(retry)
+            .with_http_connector(Transport {
+                http,
+                guard: self.guard.clone(),
+                policy,
+            })
+            .build()
+            .map_err(|e| SourceError::Client {
+                what: format!("the S3 client for bucket {bucket:?}"),
+                source: Some(Box::new(e)),
+            })?;
+        let store = Arc::new(store);
+        stores.insert((bucket.to_string(), policy), store.clone());
+        Ok(store)
+    }
+}
+
+#[async_trait]
+impl Source for S3Source {
+    fn check(&self, url: &str, _policy: OriginPolicy) -> Result<(), SourceError> {
+        parse(url).map(drop)
+    }
+
+    async fn read(&self, req: ReadRequest<'_>) -> Result<OriginResponse, SourceError> {
+        let (bucket, key) = parse(req.url)?;
+        let store = self.store(&bucket, req.policy)?;
+        let range = match req.end {
+            Some(end) if end > req.start => Some(GetRange::Bounded(req.start..end)),
+            _ if req.start > 0 => Some(GetRange::Offset(req.start)),
+            _ => None,
+        };
+        let ranged = GetOptions {
+            range,
+            if_match: req.if_range.map(str::to_string),
+            ..GetOptions::default()
+        };
+        let result = match store.get_opts(&key, ranged).await {
+            // The object changed since the validator was recorded: the whole new one, as an
+            // HTTP origin answers a stale If-Range.
+            Err(object_store::Error::Precondition { .. }) => {
+                store.get_opts(&key, GetOptions::default()).await
+            }
+            other => other,
+        }
+        .map_err(|e| source_error(req.url, e))?;
+        let url = req.url.to_string();
+        let (size, start) = (result.meta.size, result.range.start);
+        let (etag, modified) = (result.meta.e_tag.clone(), result.meta.last_modified);
+        let stream = result.into_stream().map(move |r| {
+            r.map_err(|e| SourceError::Body {
+                what: format!("reading {url}"),
+                source: Some(Box::new(e)),
+            })
+        });
+        Ok(OriginResponse::new(
+            size,
+            start,
+            etag,
+            Some(modified.to_rfc2822()),
+            Box::pin(stream),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls_name_a_bucket_and_a_key() {
+        let (bucket, key) = parse("s3://models/llama/7b/weights%20v1.bin").expect("valid");
+        assert_eq!(bucket, "models");
+        assert_eq!(key.as_ref(), "llama/7b/weights v1.bin");
+        for bad in ["s3://bucket", "s3://bucket/dir/", "s3:///key", "gs://b/k"] {
+            assert!(
+                matches!(parse(bad), Err(SourceError::Unsupported { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_the_guard_refuses_is_never_contacted() {
+        // Cloud metadata as the "endpoint": the request goes through the guarded client,
+        // which refuses it before connecting, and the error says so.
+        let options = [
+            ("endpoint", "http://169.254.169.254:9000"),
+            ("allow_http", "true"),
+            ("region", "us-east-1"),
+            ("access_key_id", "k"),
+            ("secret_access_key", "s"),
+        ];
+        let source = S3Source::new(
+            S3Settings {
+                options: options
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                connect_timeout: std::time::Duration::from_secs(2),
+                read_timeout: std::time::Duration::from_secs(2),
+                extra_roots: Vec::new(),
+            },
+            &OriginGuard::default(),
+        )
+        .expect("source");
+        let e = source
+            .read(ReadRequest::whole(
+                "s3://bucket/key",
+                OriginPolicy::LocalUser,
+            ))
+            .await
+            .err();
+        assert!(matches!(e, Some(SourceError::Refused(_))), "{e:?}");
+    }
+
+    #[test]
+    fn settings_never_show_their_values() {
+        let s = S3Settings {
+            options: vec![("secret_access_key".into(), "hunter2".into())],
+            connect_timeout: std::time::Duration::from_secs(1),
+            read_timeout: std::time::Duration::from_secs(1),
+            extra_roots: Vec::new(),
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("secret_access_key") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        let refused = S3Source::new(
+            S3Settings {
+                options: vec![("no_such_key".into(), "x".into())],
+                ..s
+            },
+            &OriginGuard::default(),
+        );
+        assert!(matches!(refused, Err(SourceError::Client { .. })));
+    }
+}
