@@ -1,10 +1,12 @@
 //! Origins other than HTTP through real daemons: a file on one host's disk seeded into the
-//! swarm, and the refusals that keep the rest of that disk private; an object in a real S3
-//! server (moto) read once by the seed with its own credentials.
+//! swarm, and the refusals that keep the rest of that disk private; objects in a real S3
+//! server (moto) and Azure's storage emulator (Azurite), read once by the seed with its own
+//! credentials and spread to peers that have none.
 
 mod common;
 
 use common::*;
+use pollen_testkit::azurite::Azurite;
 use pollen_testkit::cluster::{Cluster, ClusterSpec};
 use pollen_testkit::origin::random_data;
 use pollen_testkit::s3_server::{S3Server, ACCESS_KEY};
@@ -78,18 +80,60 @@ async fn a_local_file_enters_the_swarm_from_the_one_host_allowed_to_read_it() {
     assert!(e.message().contains("origin_file_roots"), "{}", e.message());
 }
 
-/// `--origin-s3 KEY=VALUE` flags pointing a daemon at `s3`, with its keys.
-fn s3_flags(s3: &S3Server) -> Vec<String> {
-    [
-        format!("endpoint={}", s3.endpoint),
-        "allow_http=true".into(),
-        "region=us-east-1".into(),
-        format!("access_key_id={}", ACCESS_KEY.0),
-        format!("secret_access_key={}", ACCESS_KEY.1),
-    ]
-    .into_iter()
-    .flat_map(|kv| ["--origin-s3".to_string(), kv])
-    .collect()
+/// `flag KEY=VALUE` for each setting.
+fn flags(flag: &str, settings: &[(String, String)]) -> Vec<String> {
+    settings
+        .iter()
+        .flat_map(|(k, v)| [flag.to_string(), format!("{k}={v}")])
+        .collect()
+}
+
+/// A cluster whose seed alone has `seed_args` (its bucket credentials) gets `url`, an object
+/// holding `data`, on three peers at once: every copy verified, only the seed read the bucket
+/// (`size` bytes, and `gets()` GETs counted by the server: one). Then a key that does not
+/// exist (`missing`) is one clear error naming it, nothing written.
+async fn spread_from_bucket(
+    url: &str,
+    missing: &str,
+    data: &[u8],
+    seed_args: Vec<String>,
+    gets: impl Fn() -> usize,
+) {
+    let mut spec = ClusterSpec::new(bin(), 3);
+    spec.seed_args = seed_args;
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let peers: Vec<_> = cluster.peers.iter().collect();
+    let results = get_all(&peers, url, cluster.dir.path()).await;
+    assert_all_verified(&results, pollen_core::ContentDigest::of(data));
+    for p in &peers {
+        let s = p.stat().await.expect("stat");
+        assert_eq!(s.origin_bytes, 0, "{} read the bucket: {s:?}", p.name);
+    }
+    let seed = cluster.seed.as_ref().expect("seed");
+    assert_eq!(
+        seed.stat().await.expect("stat").origin_bytes,
+        data.len() as u64
+    );
+    assert_eq!(gets(), 1, "one GET");
+
+    let out = cluster.dir.path().join("missing.out");
+    let e = download_within(seed, missing, &out)
+        .await
+        .expect_err("no such key");
+    assert!(
+        e.message().contains(missing) && e.message().contains("does not exist"),
+        "{}",
+        e.message()
+    );
+    assert!(!out.exists());
+}
+
+/// Random bytes of `size` in a file under `dir`.
+fn fixture(dir: &std::path::Path, size: u64) -> (bytes::Bytes, std::path::PathBuf) {
+    let data = random_data(size as usize);
+    let file = dir.join("weights.bin");
+    std::fs::write(&file, &data).expect("write");
+    (data, file)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,44 +141,54 @@ async fn an_s3_object_is_read_once_by_the_seed_and_spread_to_peers_without_crede
     if !pollen_testkit::s3_server::present() {
         return;
     }
-    let size = 48 * MIB;
     let work = tempfile::tempdir().expect("dir");
     let s3 = S3Server::start(&work.path().join("moto"))
         .await
         .expect("moto_server");
-    let data = random_data(size as usize);
-    let file = work.path().join("weights.bin");
-    std::fs::write(&file, &data).expect("write");
-    s3.put("models", &[("llama/7b/weights v1.bin", &file)])
+    let (data, file) = fixture(work.path(), 48 * MIB);
+    let key = "llama/7b/weights v1.bin";
+    s3.put("models", &[(key, &file)])
         .await
         .expect("boto3 upload");
+    let settings = [
+        ("endpoint", s3.endpoint.as_str()),
+        ("allow_http", "true"),
+        ("region", "us-east-1"),
+        ("access_key_id", ACCESS_KEY.0),
+        ("secret_access_key", ACCESS_KEY.1),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    spread_from_bucket(
+        "s3://models/llama/7b/weights%20v1.bin",
+        "s3://models/llama/none.bin",
+        &data,
+        flags("--origin-s3", &settings),
+        || s3.gets("models", key),
+    )
+    .await;
+}
 
-    // Only the seed holds credentials; peers never need any.
-    let mut spec = ClusterSpec::new(bin(), 3);
-    spec.seed_args = s3_flags(&s3);
-    let cluster = Cluster::start(spec).await.expect("cluster");
-    let url = "s3://models/llama/7b/weights%20v1.bin";
-    let peers: Vec<_> = cluster.peers.iter().collect();
-    let results = get_all(&peers, url, cluster.dir.path()).await;
-    assert_all_verified(&results, pollen_core::ContentDigest::of(&data));
-    for p in &peers {
-        let s = p.stat().await.expect("stat");
-        assert_eq!(s.origin_bytes, 0, "{} read the bucket: {s:?}", p.name);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_blob_is_read_once_by_the_seed_and_spread_to_peers_without_credentials() {
+    if !pollen_testkit::azurite::present() {
+        return;
     }
-    let seed = cluster.seed.as_ref().expect("seed");
-    assert_eq!(seed.stat().await.expect("stat").origin_bytes, size);
-    assert_eq!(s3.gets("models", "llama/7b/weights v1.bin"), 1, "one GET");
-
-    // A key that does not exist: one clear error naming the URL, nothing written.
-    let out = cluster.dir.path().join("missing.out");
-    let e = download_within(seed, "s3://models/llama/none.bin", &out)
+    let work = tempfile::tempdir().expect("dir");
+    let azurite = Azurite::start(&work.path().join("azurite"))
         .await
-        .expect_err("no such key");
-    assert!(
-        e.message().contains("s3://models/llama/none.bin")
-            && e.message().contains("does not exist"),
-        "{}",
-        e.message()
-    );
-    assert!(!out.exists());
+        .expect("azurite");
+    let (data, file) = fixture(work.path(), 40 * MIB);
+    let name = "datasets/part 0.parquet";
+    azurite
+        .put("training", &[(name, &file)])
+        .await
+        .expect("azure client upload");
+    spread_from_bucket(
+        "azblob://training/datasets/part%200.parquet",
+        "azblob://training/datasets/none.parquet",
+        &data,
+        flags("--origin-azure", &azurite.settings()),
+        || azurite.gets("training", name),
+    )
+    .await;
 }

@@ -140,6 +140,14 @@ pub struct DaemonArgs {
     /// the config file's [origin_s3] table, not on a command line others can read.
     #[arg(long = "origin-s3", env = "POLLEN_ORIGIN_S3", value_delimiter = ',', value_parser = key_value)]
     pub origin_s3: Vec<(String, String)>,
+    /// A GCS origin setting KEY=VALUE over the GOOGLE_* environment (base_url=…,
+    /// service_account=/path/key.json, …); repeatable.
+    #[arg(long = "origin-gcs", env = "POLLEN_ORIGIN_GCS", value_delimiter = ',', value_parser = key_value)]
+    pub origin_gcs: Vec<(String, String)>,
+    /// An Azure origin setting KEY=VALUE over the AZURE_* environment (account_name=…,
+    /// endpoint=…, …); repeatable.
+    #[arg(long = "origin-azure", env = "POLLEN_ORIGIN_AZURE", value_delimiter = ',', value_parser = key_value)]
+    pub origin_azure: Vec<(String, String)>,
     /// File holding a seed's join token (the manager's `initial-join-token`, or one made with
     /// `POST /api/v1/join-tokens` for role `seed`): without mutual TLS a seed claim needs it.
     #[arg(long, env = "POLLEN_JOIN_TOKEN_FILE")]
@@ -281,6 +289,8 @@ impl DaemonArgs {
             cfg.origin_allow = self.origin_allow;
         }
         cfg.origin_s3.0.extend(self.origin_s3);
+        cfg.origin_gcs.0.extend(self.origin_gcs);
+        cfg.origin_azure.0.extend(self.origin_azure);
         if !self.origin_file_roots.is_empty() {
             cfg.origin_file_roots = self.origin_file_roots;
         }

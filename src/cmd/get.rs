@@ -13,8 +13,9 @@ use pollen_proto::daemon::{DownloadRequest, Header};
 /// `pollen get` flags.
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// URL to download: http://, https://, or file:///path (read by a daemon only under its
-    /// origin_file_roots; other peers get it from the swarm).
+    /// URL to download: http(s)://, s3://bucket/key, gs://bucket/key, azblob://container/key
+    /// (the reading daemon's credentials), or file:///path (read only under a daemon's
+    /// origin_file_roots). Peers get it from the swarm; only the reader needs access.
     pub url: String,
     /// File to write; written atomically, never left partial. `-` writes the content to
     /// stdout once all of it is verified (a consumer never sees an unverified byte).

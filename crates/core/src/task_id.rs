@@ -111,7 +111,7 @@ impl TaskKey {
 }
 
 /// The URL schemes this build has an origin for.
-pub const SCHEMES: &[&str] = &["http", "https", "file", "s3"];
+pub const SCHEMES: &[&str] = &["http", "https", "file", "s3", "gs", "azblob", "az"];
 
 /// Parses `url`, keeps only the [`SCHEMES`] read here, drops the fragment and filtered query parameters, and
 /// sorts the remaining parameters so equivalent URLs compare equal.
@@ -124,7 +124,7 @@ pub fn normalise_url(url: &str, filtered_query: &[String]) -> Result<Url, TaskId
         return Err(TaskIdError::UnsupportedScheme(u.scheme().to_string()));
     }
     if u.scheme() != "file" && u.host_str().is_none_or(str::is_empty) {
-        // (An s3:// URL's host is its bucket.)
+        // (A bucket URL's host is its bucket.)
         return Err(TaskIdError::MalformedUrl {
             url: url.to_string(),
             reason: "no host".into(),

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// S3 origin settings by key. Shown with their keys only: values may be secrets.
+/// A cloud's bucket origin settings by key. Shown with their keys only: values may be secrets.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct S3Options(pub std::collections::BTreeMap<String, String>);
+pub struct BucketOptions(pub std::collections::BTreeMap<String, String>);
 
-impl std::fmt::Debug for S3Options {
+impl std::fmt::Debug for BucketOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.0.keys()).finish()
     }
@@ -153,7 +153,15 @@ pub struct DaemonConfig {
     /// `object_store` crate's S3 keys (`endpoint`, `region`, `access_key_id`,
     /// `secret_access_key`, `session_token`, `allow_http`, `virtual_hosted_style_request`, …).
     /// A seed fetches with its own; peers need none. Default none (the environment alone).
-    pub origin_s3: S3Options,
+    pub origin_s3: BucketOptions,
+    /// Settings of `gs://bucket/key` origins over the `GOOGLE_*` environment (the crate's GCS
+    /// keys: `service_account_key`, `service_account`, `base_url`, `skip_signature`, …).
+    /// Default none.
+    pub origin_gcs: BucketOptions,
+    /// Settings of `azblob://container/key` origins over the `AZURE_*` environment (the
+    /// crate's Azure keys: `account_name`, `access_key`, `sas_token`, `endpoint`,
+    /// `client_id`, …). Default none.
+    pub origin_azure: BucketOptions,
     /// An origin that sends nothing for this long (before its headers or between body bytes)
     /// is given up and the transfer retried from the first missing piece; a slow but steady
     /// origin is never cut off. Default 30s.
@@ -374,7 +382,9 @@ impl Default for DaemonConfig {
             origin_ca_certs: Vec::new(),
             origin_allow: Vec::new(),
             origin_file_roots: Vec::new(),
-            origin_s3: S3Options::default(),
+            origin_s3: BucketOptions::default(),
+            origin_gcs: BucketOptions::default(),
+            origin_azure: BucketOptions::default(),
             origin_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             join_token_file: None,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pollen_core::RateLimiter;
 use pollen_proto::daemon::daemon_server::DaemonServer;
 use pollen_proto::scheduler::HostInfo;
-use pollen_source::{FileSource, HttpSource, S3Settings, S3Source, Sources};
+use pollen_source::{BucketSettings, BucketSource, Cloud, FileSource, HttpSource, Sources};
 use pollen_storage::Store;
 use pollen_wire::{ClientTls, UploadServer};
 use tokio::net::TcpListener;
@@ -232,17 +232,24 @@ impl Daemon {
         let files = FileSource::new(&cfg.origin_file_roots).map_err(DaemonStartError::setup(
             "the file origin (origin_file_roots)",
         ))?;
-        let s3 = S3Source::new(
-            S3Settings {
-                options: cfg.origin_s3.0.clone().into_iter().collect(),
+        let buckets = [
+            (Cloud::S3, &cfg.origin_s3),
+            (Cloud::Gcs, &cfg.origin_gcs),
+            (Cloud::Azure, &cfg.origin_azure),
+        ]
+        .into_iter()
+        .map(|(cloud, options)| {
+            let settings = BucketSettings {
+                options: options.0.clone().into_iter().collect(),
                 connect_timeout: cfg.connect_timeout,
                 read_timeout: cfg.origin_read_timeout,
                 extra_roots: roots.clone(),
-            },
-            &guard,
-        )
-        .map_err(DaemonStartError::setup("the S3 origin (origin_s3)"))?;
-        let sources = Arc::new(Sources::new(source.clone(), files, s3));
+            };
+            BucketSource::new(cloud, settings, &guard)
+                .map_err(DaemonStartError::setup("the bucket origins"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+        let sources = Arc::new(Sources::new(source.clone(), files, buckets));
         let conductor = Arc::new(
             Conductor::new(
                 store.clone(),

@@ -12,20 +12,20 @@
 
 #![warn(missing_docs)]
 
+mod bucket;
 mod error;
 mod file;
 mod http;
 mod origin_guard;
-mod s3;
 mod source;
 mod sources;
 
+pub use bucket::{BucketSettings, BucketSource, Cloud};
 pub use error::SourceError;
 pub use file::FileSource;
 pub use http::{client, connect_error, HttpSource, Redirects};
 pub use origin_guard::{
     refusal_in, BadAllowEntry, GuardRefusal, GuardRule, OriginGuard, OriginPolicy, ResolveError,
 };
-pub use s3::{S3Settings, S3Source};
 pub use source::{BodyStream, OriginResponse, ReadRequest, Source};
 pub use sources::Sources;

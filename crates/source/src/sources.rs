@@ -3,11 +3,11 @@
 
 use async_trait::async_trait;
 
+use crate::bucket::{BucketSource, Cloud};
 use crate::error::SourceError;
 use crate::file::FileSource;
 use crate::http::HttpSource;
 use crate::origin_guard::OriginPolicy;
-use crate::s3::S3Source;
 use crate::source::{OriginResponse, ReadRequest, Source};
 
 /// The origins, one per kind of URL.
@@ -15,13 +15,18 @@ use crate::source::{OriginResponse, ReadRequest, Source};
 pub struct Sources {
     http: HttpSource,
     file: FileSource,
-    s3: S3Source,
+    buckets: Vec<BucketSource>,
 }
 
 impl Sources {
-    /// The origins: `http` for http(s) URLs, `file` for file URLs, `s3` for s3 URLs.
-    pub fn new(http: HttpSource, file: FileSource, s3: S3Source) -> Self {
-        Self { http, file, s3 }
+    /// The origins: `http` for http(s) URLs, `file` for file URLs, and one source per cloud
+    /// for its buckets' URLs (a cloud without one refuses its URLs).
+    pub fn new(http: HttpSource, file: FileSource, buckets: Vec<BucketSource>) -> Self {
+        Self {
+            http,
+            file,
+            buckets,
+        }
     }
 
     /// The HTTP origin (the proxy relays through it).
@@ -35,7 +40,16 @@ impl Sources {
         match scheme.as_deref() {
             Some("http" | "https") => Ok(&self.http),
             Some("file") => Ok(&self.file),
-            Some("s3") => Ok(&self.s3),
+            Some(other) if Cloud::of_scheme(other).is_some() => {
+                let cloud = Cloud::of_scheme(other);
+                match self.buckets.iter().find(|b| Some(b.cloud()) == cloud) {
+                    Some(b) => Ok(b),
+                    None => Err(SourceError::Unsupported {
+                        url: url.to_string(),
+                        reason: "this daemon reads no bucket of that cloud".into(),
+                    }),
+                }
+            }
             _ => Err(SourceError::Unsupported {
                 url: url.to_string(),
                 reason: format!(
@@ -55,5 +69,64 @@ impl Source for Sources {
 
     async fn read(&self, req: ReadRequest<'_>) -> Result<OriginResponse, SourceError> {
         self.pick(req.url)?.read(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::BucketSettings;
+    use crate::origin_guard::OriginGuard;
+    use std::time::Duration;
+
+    fn sources(clouds: &[Cloud]) -> Sources {
+        let guard = OriginGuard::default();
+        let t = Duration::from_secs(1);
+        let settings = BucketSettings {
+            options: Vec::new(),
+            connect_timeout: t,
+            read_timeout: t,
+            extra_roots: Vec::new(),
+        };
+        let buckets = clouds
+            .iter()
+            .map(|c| BucketSource::new(*c, settings.clone(), &guard).expect("bucket source"))
+            .collect();
+        Sources::new(
+            HttpSource::new(t, t, &[], guard).expect("http"),
+            FileSource::default(),
+            buckets,
+        )
+    }
+
+    #[test]
+    fn each_url_goes_to_the_origin_of_its_scheme() {
+        let all = sources(&[Cloud::S3, Cloud::Gcs, Cloud::Azure]);
+        let policy = OriginPolicy::LocalUser;
+        for ok in [
+            "http://example.com/a",
+            "HTTPS://example.com/a",
+            "file:///data/a",
+            "s3://b/k",
+            "gs://b/k",
+            "azblob://c/k",
+            "az://c/k",
+        ] {
+            assert!(all.check(ok, policy).is_ok(), "{ok}");
+        }
+        // A cloud's source checks its own URL form: a bucket without a key is refused.
+        assert!(matches!(
+            all.check("gs://b", policy),
+            Err(SourceError::Unsupported { reason, .. }) if reason.contains("gs://bucket/key")
+        ));
+        assert!(matches!(
+            all.check("ftp://h/x", policy),
+            Err(SourceError::Unsupported { reason, .. }) if reason.contains("http, https, file")
+        ));
+        let no_azure = sources(&[Cloud::S3]);
+        assert!(matches!(
+            no_azure.check("azblob://c/k", policy),
+            Err(SourceError::Unsupported { .. })
+        ));
     }
 }

@@ -6,14 +6,17 @@
 //! - [`origin`]: real HTTP(S) origins that count what they serve and misbehave on request;
 //! - [`registry_kit`]: a real OCI registry (Debian's `docker-registry`) and images pushed
 //!   into it with real clients;
-//! - [`s3_server`]: a real S3 API server (`moto`) with objects put by `boto3`;
+//! - [`s3_server`], [`azurite`]: a real S3 API server (`moto`) and Azure's storage emulator,
+//!   with objects put by the clouds' own clients;
 //! - [`tools`]: the one rule for tests that need a program from the machine.
 
 #![warn(missing_docs)]
 
+pub mod azurite;
 pub mod cluster;
 pub mod daemon_proc;
 mod launch;
+mod logged_server;
 pub mod origin;
 pub mod registry_kit;
 pub mod role_proc;

@@ -2,12 +2,12 @@
 //! `moto[server]`), in memory, with buckets and objects put by the real `boto3` client. Its
 //! access log counts the GETs the origin answered.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::Context as _;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use crate::registry_kit::{free_port, run, wait_until};
+use crate::logged_server::LoggedServer;
+use crate::registry_kit::run;
 use crate::tools::Need;
 
 /// The access key and secret the server accepts (moto accepts any).
@@ -28,33 +28,29 @@ pub fn present() -> bool {
 pub struct S3Server {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
-    log: PathBuf,
-    _child: Child,
+    server: LoggedServer,
 }
 
 impl S3Server {
     /// Starts a server logging under `dir`.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let port = free_port()?;
-        let log = dir.join("moto.log");
-        let log_file = std::fs::File::create(&log)?;
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start moto_server")?;
-        let addr = format!("127.0.0.1:{port}");
-        wait_until("moto_server", || async {
-            tokio::net::TcpStream::connect(&addr).await.is_ok()
-        })
+        let server = LoggedServer::start(
+            "moto_server",
+            |port| {
+                vec![
+                    "-H".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    port.to_string(),
+                ]
+            },
+            dir,
+            "moto.log",
+        )
         .await?;
         Ok(Self {
-            endpoint: format!("http://{addr}"),
-            log,
-            _child: child,
+            endpoint: format!("http://{}", server.addr),
+            server,
         })
     }
 
@@ -94,10 +90,6 @@ impl S3Server {
     /// GET requests the server answered for `bucket/key` so far (from its access log).
     pub fn gets(&self, bucket: &str, key: &str) -> usize {
         let path = format!("\"GET /{bucket}/{} ", key.replace(' ', "%20"));
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&path))
-            .count()
+        self.server.log_lines_with(&path)
     }
 }

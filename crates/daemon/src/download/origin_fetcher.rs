@@ -426,7 +426,7 @@ impl From<pollen_storage::StoreError> for FetchFail {
 mod tests {
     use super::*;
     use crate::traffic::{Priority, Traffic};
-    use pollen_source::{FileSource, HttpSource, OriginGuard, S3Settings, S3Source};
+    use pollen_source::{FileSource, HttpSource, OriginGuard};
     use pollen_testkit::origin::{random_data, Origin};
 
     const MIB: usize = 1 << 20;
@@ -466,16 +466,7 @@ mod tests {
             source: Arc::new(Sources::new(
                 HttpSource::new(timeout, timeout, &[], guard.clone()).expect("source"),
                 FileSource::default(),
-                S3Source::new(
-                    S3Settings {
-                        options: Vec::new(),
-                        connect_timeout: timeout,
-                        read_timeout: timeout,
-                        extra_roots: Vec::new(),
-                    },
-                    &guard,
-                )
-                .expect("s3"),
+                Vec::new(),
             )),
             store,
             stats: Arc::new(DaemonStats::default()),

@@ -1,14 +1,17 @@
-//! S3 and S3-compatible object stores (`s3://bucket/key`) as an origin, through the
-//! `object_store` crate's S3 client (SigV4 signing, credential chains) over our own HTTP client,
-//! so every request passes the origin guard like any other origin's.
+//! Objects in cloud buckets as origins: S3 and S3-compatible stores (`s3://bucket/key`),
+//! Google Cloud Storage (`gs://bucket/key`) and Azure Blob Storage
+//! (`azblob://container/key`), through the `object_store` crate's clients (request signing,
+//! credential chains) over our own HTTP client, so every request passes the origin guard like
+//! any other origin's.
 //!
-//! Settings come from the standard `AWS_*` environment (keys, region, `AWS_ENDPOINT_URL` for
-//! MinIO, Ceph, Garage or OSS, web identity, container credentials) and then from the
-//! daemon's `origin_s3` table, whose keys are the crate's S3 configuration keys
-//! (`endpoint`, `region`, `access_key_id`, `secret_access_key`, `allow_http`, …). Seeds fetch
-//! with their own credentials; peers never need any. Cloud instance metadata (169.254.169.254)
-//! is refused by the origin guard like every link-local address: list it in `origin_allow` to
-//! take credentials from there.
+//! Settings come from each cloud's standard environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`: keys,
+//! region, endpoint overrides for MinIO, Ceph, Garage, OSS or an emulator, web and workload
+//! identity) and then from the daemon's `origin_s3`, `origin_gcs` and `origin_azure` tables,
+//! whose keys are the crate's configuration keys (`endpoint`, `region`, `access_key_id`,
+//! `secret_access_key`, `service_account_key`, `account_name`, `access_key`, `allow_http`, …).
+//! Seeds fetch with their own credentials; peers never need any. Instance metadata
+//! (169.254.169.254) is refused by the origin guard like every link-local address: list it in
+//! `origin_allow` to take credentials from there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,23 +19,123 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::StreamExt as _;
 use http_body_util::BodyExt as _;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
 use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse,
     HttpResponseBody, HttpService,
 };
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore as _, RetryConfig};
+use object_store::{GetOptions, GetRange, ObjectStore, RetryConfig};
 
 use crate::error::SourceError;
 use crate::http::{client, Redirects};
 use crate::origin_guard::{refusal_in, OriginGuard, OriginPolicy};
 use crate::source::{OriginResponse, ReadRequest, Source};
 
-/// How S3 origins are reached: the settings beside the environment, and the HTTP client's.
+/// The clouds whose buckets are origins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cloud {
+    /// S3 and S3-compatible stores: `s3://bucket/key`.
+    S3,
+    /// Google Cloud Storage: `gs://bucket/key`.
+    Gcs,
+    /// Azure Blob Storage: `azblob://container/key` (or `az://`).
+    Azure,
+}
+
+impl Cloud {
+    /// The cloud whose URLs have `scheme`.
+    pub fn of_scheme(scheme: &str) -> Option<Self> {
+        match scheme {
+            "s3" => Some(Self::S3),
+            "gs" => Some(Self::Gcs),
+            "azblob" | "az" => Some(Self::Azure),
+            _ => None,
+        }
+    }
+
+    /// The daemon's settings table for this cloud.
+    pub fn settings_name(self) -> &'static str {
+        match self {
+            Self::S3 => "origin_s3",
+            Self::Gcs => "origin_gcs",
+            Self::Azure => "origin_azure",
+        }
+    }
+
+    /// The URL form, for messages.
+    fn form(self) -> &'static str {
+        match self {
+            Self::S3 => "s3://bucket/key",
+            Self::Gcs => "gs://bucket/key",
+            Self::Azure => "azblob://container/key",
+        }
+    }
+
+    /// Checks every key of `options` against this cloud's configuration keys.
+    fn check_keys(self, options: &[(String, String)]) -> Result<(), String> {
+        for (k, _) in options {
+            let known = match self {
+                Self::S3 => k.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok(),
+                Self::Gcs => k.parse::<object_store::gcp::GoogleConfigKey>().is_ok(),
+                Self::Azure => k.parse::<object_store::azure::AzureConfigKey>().is_ok(),
+            };
+            if !known {
+                return Err(format!("{} has an unknown key {k:?}", self.settings_name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A client of `bucket` from the environment and `options`, over `transport`.
+    fn client(
+        self,
+        bucket: &str,
+        options: &[(String, String)],
+        transport: Transport,
+    ) -> object_store::Result<Arc<dyn ObjectStore>> {
+        // The origin reader retries a broken transfer itself, resuming where it broke.
+        let retry = RetryConfig {
+            max_retries: 1,
+            ..RetryConfig::default()
+        };
+        let pairs = options.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        Ok(match self {
+            Self::S3 => {
+                let mut b = AmazonS3Builder::from_env();
+                for (k, v) in pairs {
+                    b = b.with_config(k.parse()?, v);
+                }
+                let b = b.with_bucket_name(bucket).with_retry(retry);
+                Arc::new(b.with_http_connector(transport).build()?)
+            }
+            Self::Gcs => {
+                let mut b = GoogleCloudStorageBuilder::from_env();
+                for (k, v) in pairs {
+                    b = b.with_config(k.parse()?, v);
+                }
+                let b = b.with_bucket_name(bucket).with_retry(retry);
+                Arc::new(b.with_http_connector(transport).build()?)
+            }
+            Self::Azure => {
+                let mut b = MicrosoftAzureBuilder::from_env();
+                for (k, v) in pairs {
+                    b = b.with_config(k.parse()?, v);
+                }
+                let b = b.with_container_name(bucket).with_retry(retry);
+                Arc::new(b.with_http_connector(transport).build()?)
+            }
+        })
+    }
+}
+
+/// How a cloud's buckets are reached: the settings beside the environment, and the HTTP
+/// client's.
 #[derive(Clone)]
-pub struct S3Settings {
-    /// `object_store` S3 configuration keys and values, applied over the `AWS_*` environment.
+pub struct BucketSettings {
+    /// `object_store` configuration keys and values, applied over the cloud's environment.
     pub options: Vec<(String, String)>,
     /// Connect timeout of every request.
     pub connect_timeout: std::time::Duration,
@@ -42,10 +145,10 @@ pub struct S3Settings {
     pub extra_roots: Vec<Vec<u8>>,
 }
 
-impl std::fmt::Debug for S3Settings {
+impl std::fmt::Debug for BucketSettings {
     // Values may be secrets (a secret access key): only the keys are shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Settings")
+        f.debug_struct("BucketSettings")
             .field(
                 "options",
                 &self.options.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -54,18 +157,19 @@ impl std::fmt::Debug for S3Settings {
     }
 }
 
-/// Reads objects from S3-compatible stores, one client per bucket and guard policy.
+/// Reads objects from one cloud's buckets, one client per bucket and guard policy.
 #[derive(Clone, Debug)]
-pub struct S3Source {
-    settings: Arc<S3Settings>,
+pub struct BucketSource {
+    cloud: Cloud,
+    settings: Arc<BucketSettings>,
     guard: OriginGuard,
     local_user: reqwest::Client,
     fleet: reqwest::Client,
     stores: Arc<Mutex<Stores>>,
 }
 
-/// The S3 clients made so far, by bucket and guard policy.
-type Stores = HashMap<(String, OriginPolicy), Arc<AmazonS3>>;
+/// The clients made so far, by bucket and guard policy.
+type Stores = HashMap<(String, OriginPolicy), Arc<dyn ObjectStore>>;
 
 /// Our HTTP client as `object_store`'s transport: every request's address is checked by the
 /// guard (an IP literal never meets the guarded resolver), names as they resolve.
@@ -135,23 +239,23 @@ impl HttpService for Service {
     }
 }
 
-/// The bucket and key of `s3://bucket/key`.
-fn parse(url: &str) -> Result<(String, Path), SourceError> {
+/// The bucket (or container) and key of `url`, an object of `cloud`.
+fn parse(cloud: Cloud, url: &str) -> Result<(String, Path), SourceError> {
     let bad = |reason: &str| SourceError::Unsupported {
         url: url.to_string(),
-        reason: reason.to_string(),
+        reason: format!("{reason} ({})", cloud.form()),
     };
     let u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    if u.scheme() != "s3" {
-        return Err(bad("not an s3:// URL"));
+    if Cloud::of_scheme(u.scheme()) != Some(cloud) {
+        return Err(bad("another kind of URL"));
     }
     let bucket = u
         .host_str()
         .filter(|b| !b.is_empty())
-        .ok_or_else(|| bad("no bucket (s3://bucket/key)"))?;
+        .ok_or_else(|| bad("no bucket"))?;
     let key = u.path().trim_start_matches('/');
     if key.is_empty() || key.ends_with('/') {
-        return Err(bad("no object key (s3://bucket/key)"));
+        return Err(bad("no object key"));
     }
     let key = Path::from_url_path(key).map_err(|e| bad(&e.to_string()))?;
     Ok((bucket.to_string(), key))
@@ -182,9 +286,14 @@ fn source_error(url: &str, e: object_store::Error) -> SourceError {
     }
 }
 
-impl S3Source {
-    /// A source reading with `settings`, connecting only where `guard` lets it.
-    pub fn new(settings: S3Settings, guard: &OriginGuard) -> Result<Self, SourceError> {
+impl BucketSource {
+    /// A source of `cloud`'s objects reading with `settings`, connecting only where `guard`
+    /// lets it.
+    pub fn new(
+        cloud: Cloud,
+        settings: BucketSettings,
+        guard: &OriginGuard,
+    ) -> Result<Self, SourceError> {
         let make = |policy| {
             client(
                 settings.connect_timeout,
@@ -196,16 +305,11 @@ impl S3Source {
             )
         };
         // A bad key is an error now, at start, not at the first download.
-        let mut probe = AmazonS3Builder::new();
-        for (k, v) in &settings.options {
-            let key = k.parse().map_err(|e| SourceError::Client {
-                what: format!("origin_s3 has an unknown key {k:?}"),
-                source: Some(Box::new(e)),
-            })?;
-            probe = probe.with_config(key, v);
-        }
-        drop(probe);
+        cloud
+            .check_keys(&settings.options)
+            .map_err(|what| SourceError::Client { what, source: None })?;
         Ok(Self {
+            cloud,
             local_user: make(OriginPolicy::LocalUser)?,
             fleet: make(OriginPolicy::Fleet)?,
             settings: Arc::new(settings),
@@ -214,8 +318,17 @@ impl S3Source {
         })
     }
 
+    /// The cloud whose buckets this source reads.
+    pub fn cloud(&self) -> Cloud {
+        self.cloud
+    }
+
     /// The client for `bucket` under `policy`, made on first use.
-    fn store(&self, bucket: &str, policy: OriginPolicy) -> Result<Arc<AmazonS3>, SourceError> {
+    fn store(
+        &self,
+        bucket: &str,
+        policy: OriginPolicy,
+    ) -> Result<Arc<dyn ObjectStore>, SourceError> {
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = stores.get(&(bucket.to_string(), policy)) {
             return Ok(s.clone());
@@ -224,44 +337,35 @@ impl S3Source {
             OriginPolicy::LocalUser => self.local_user.clone(),
             OriginPolicy::Fleet => self.fleet.clone(),
         };
-        let mut builder = AmazonS3Builder::from_env();
-        for (k, v) in &self.settings.options {
-            if let Ok(key) = k.parse() {
-                builder = builder.with_config(key, v);
-            }
-        }
-        // The origin reader retries a broken transfer itself, resuming where it broke.
-        let retry = RetryConfig {
-            max_retries: 1,
-            ..RetryConfig::default()
+        let transport = Transport {
+            http,
+            guard: self.guard.clone(),
+            policy,
         };
-        let store = builder
-            .with_bucket_name(bucket)
-            .with_retry(retry)
-            .with_http_connector(Transport {
-                http,
-                guard: self.guard.clone(),
-                policy,
-            })
-            .build()
+        let store = self
+            .cloud
+            .client(bucket, &self.settings.options, transport)
             .map_err(|e| SourceError::Client {
-                what: format!("the S3 client for bucket {bucket:?}"),
+                what: format!(
+                    "the {:?} client for bucket {bucket:?} (settings: the environment and {})",
+                    self.cloud,
+                    self.cloud.settings_name()
+                ),
                 source: Some(Box::new(e)),
             })?;
-        let store = Arc::new(store);
         stores.insert((bucket.to_string(), policy), store.clone());
         Ok(store)
     }
 }
 
 #[async_trait]
-impl Source for S3Source {
+impl Source for BucketSource {
     fn check(&self, url: &str, _policy: OriginPolicy) -> Result<(), SourceError> {
-        parse(url).map(drop)
+        parse(self.cloud, url).map(drop)
     }
 
     async fn read(&self, req: ReadRequest<'_>) -> Result<OriginResponse, SourceError> {
-        let (bucket, key) = parse(req.url)?;
+        let (bucket, key) = parse(self.cloud, req.url)?;
         let store = self.store(&bucket, req.policy)?;
         let range = match req.end {
             Some(end) if end > req.start => Some(GetRange::Bounded(req.start..end)),
@@ -306,13 +410,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn s3_urls_name_a_bucket_and_a_key() {
-        let (bucket, key) = parse("s3://models/llama/7b/weights%20v1.bin").expect("valid");
+    fn bucket_urls_name_a_bucket_and_a_key() {
+        let (bucket, key) =
+            parse(Cloud::S3, "s3://models/llama/7b/weights%20v1.bin").expect("valid");
         assert_eq!(bucket, "models");
         assert_eq!(key.as_ref(), "llama/7b/weights v1.bin");
+        let (bucket, _) = parse(Cloud::Azure, "az://data/x").expect("az");
+        assert_eq!(bucket, "data");
+        assert!(parse(Cloud::Gcs, "gs://b/k").is_ok());
         for bad in ["s3://bucket", "s3://bucket/dir/", "s3:///key", "gs://b/k"] {
             assert!(
-                matches!(parse(bad), Err(SourceError::Unsupported { .. })),
+                matches!(parse(Cloud::S3, bad), Err(SourceError::Unsupported { .. })),
                 "{bad}"
             );
         }
@@ -329,8 +437,9 @@ mod tests {
             ("access_key_id", "k"),
             ("secret_access_key", "s"),
         ];
-        let source = S3Source::new(
-            S3Settings {
+        let source = BucketSource::new(
+            Cloud::S3,
+            BucketSettings {
                 options: options
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -354,7 +463,7 @@ mod tests {
 
     #[test]
     fn settings_never_show_their_values() {
-        let s = S3Settings {
+        let s = BucketSettings {
             options: vec![("secret_access_key".into(), "hunter2".into())],
             connect_timeout: std::time::Duration::from_secs(1),
             read_timeout: std::time::Duration::from_secs(1),
@@ -365,13 +474,19 @@ mod tests {
             shown.contains("secret_access_key") && !shown.contains("hunter2"),
             "{shown}"
         );
-        let refused = S3Source::new(
-            S3Settings {
-                options: vec![("no_such_key".into(), "x".into())],
-                ..s
-            },
-            &OriginGuard::default(),
-        );
-        assert!(matches!(refused, Err(SourceError::Client { .. })));
+        for cloud in [Cloud::S3, Cloud::Gcs, Cloud::Azure] {
+            let refused = BucketSource::new(
+                cloud,
+                BucketSettings {
+                    options: vec![("no_such_key".into(), "x".into())],
+                    ..s.clone()
+                },
+                &OriginGuard::default(),
+            );
+            assert!(
+                matches!(refused, Err(SourceError::Client { ref what, .. }) if what.contains(cloud.settings_name())),
+                "{cloud:?}: {refused:?}"
+            );
+        }
     }
 }
