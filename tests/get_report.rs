@@ -7,24 +7,9 @@ mod common;
 use common::*;
 use pollen_testkit::cluster::{Cluster, ClusterSpec, DaemonProc};
 
-/// Runs `pollen ARGS --api-socket SOCKET` against `daemon`, within `HANG`.
-async fn pollen(daemon: &DaemonProc, args: &[&std::ffi::OsStr]) -> std::process::Output {
-    tokio::time::timeout(
-        HANG,
-        tokio::process::Command::new(bin())
-            .args(args)
-            .arg("--api-socket")
-            .arg(&daemon.socket)
-            .output(),
-    )
-    .await
-    .expect("not hung")
-    .expect("runs")
-}
-
 /// Runs `pollen get URL -O OUT --json` against `daemon`; its final line and JSON report.
 async fn get(daemon: &DaemonProc, url: &str, out: &std::path::Path) -> (String, serde_json::Value) {
-    let o = pollen(
+    let o = pollen_cli(
         daemon,
         &[
             "get".as_ref(),
@@ -92,11 +77,7 @@ async fn the_final_report_says_where_the_bytes_came_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_the_download_and_a_rerun_resumes() {
     // About 4 s at the slow route's pace: Ctrl-C surely lands mid-download.
-    let origin = origin(24 * MIB).await;
-    let url = origin.url("/slow");
-    let cluster = Cluster::start(ClusterSpec::standalone(bin(), 1))
-        .await
-        .expect("cluster");
+    let (origin, url, cluster) = lone_daemon_and_slow_origin(24 * MIB).await;
     let d = &cluster.peers[0];
     let out = cluster.dir.path().join("out");
     let child = tokio::process::Command::new(bin())
@@ -256,7 +237,7 @@ async fn dash_writes_the_verified_content_to_stdout() {
 async fn status(daemon: &DaemonProc, args: &[&str]) -> String {
     let mut all: Vec<&std::ffi::OsStr> = vec!["status".as_ref()];
     all.extend(args.iter().map(std::ffi::OsStr::new));
-    let o = pollen(daemon, &all).await;
+    let o = pollen_cli(daemon, &all).await;
     assert!(
         o.status.success(),
         "pollen status failed: {}",

@@ -36,6 +36,18 @@ pub struct GetArgs {
     /// Query parameter that does not change the content (e.g. a signature); repeatable.
     #[arg(long = "filter-query")]
     pub filter_query: Vec<String>,
+    /// Fail rather than read the origin: the content must come from peers or the cache
+    /// (applies when this request starts the download, not when it joins one running).
+    #[arg(long)]
+    pub no_origin: bool,
+    /// Give up after this long (e.g. 90s, 10m); the daemon stops the download if nobody
+    /// else waits for it, keeping what it holds, so a rerun resumes. [default: no limit]
+    #[arg(long, value_parser = pollen_core::duration::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Replace the output file if it exists (by default an existing file is left alone and
+    /// the command fails before downloading).
+    #[arg(long)]
+    pub overwrite: bool,
     /// At the end, print what was fetched as one JSON object on stdout (output, task_id,
     /// bytes, seconds, peer_bytes, origin_bytes, held_bytes, from_cache).
     #[arg(long)]
@@ -104,6 +116,12 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     if !parent.is_dir() {
         bail!("output directory {} does not exist", parent.display());
     }
+    if !args.overwrite && std::fs::symlink_metadata(&output).is_ok() {
+        bail!(
+            "{} already exists; pass --overwrite to replace it",
+            output.display()
+        );
+    }
     let mut client = args.daemon.connect().await?;
     let request = DownloadRequest {
         url: args.url.clone(),
@@ -114,6 +132,7 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         application: args.application,
         filtered_query: args.filter_query,
         cache_only: false,
+        no_origin: args.no_origin,
     };
     let started = std::time::Instant::now();
     let mut stream = client
@@ -140,18 +159,34 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     let mut measuring = false;
     let interrupted = crate::signals::terminated();
     tokio::pin!(interrupted);
+    let deadline = async {
+        match args.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
     loop {
+        // Dropping the stream (on Ctrl-C or at the timeout) tells the daemon; with nobody
+        // else waiting for the task it stops, keeping what it holds.
         let next = tokio::select! {
             m = stream.message() => m,
             _ = &mut interrupted => {
                 if let Some(b) = &bar {
                     b.abandon();
                 }
-                // Dropping the stream tells the daemon; with nobody else waiting for the
-                // task it stops, keeping what it holds.
                 drop(stream);
                 eprintln!("interrupted; a rerun resumes");
                 return Ok(ExitCode::from(130));
+            }
+            _ = &mut deadline => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                drop(stream);
+                let after = args.timeout.unwrap_or_default();
+                eprintln!("error: timed out after {after:?} (--timeout); a rerun resumes");
+                return Ok(ExitCode::from(124));
             }
         };
         let msg = match next {

@@ -39,6 +39,32 @@ pub async fn lone_daemon(args: &[&str]) -> Cluster {
     Cluster::start(spec).await.expect("cluster")
 }
 
+/// Runs `pollen ARGS --api-socket SOCKET` against `daemon`, within `HANG`.
+pub async fn pollen_cli(daemon: &DaemonProc, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    tokio::time::timeout(
+        HANG,
+        tokio::process::Command::new(bin())
+            .args(args)
+            .arg("--api-socket")
+            .arg(&daemon.socket)
+            .output(),
+    )
+    .await
+    .expect("not hung")
+    .expect("runs")
+}
+
+/// One daemon with no scheduler and an origin serving `size` bytes slowly (about 6 MiB/s, so
+/// 24 MiB take some 4 s: long enough to interrupt): the origin, the slow URL, the cluster.
+pub async fn lone_daemon_and_slow_origin(size: u64) -> (Origin, String, Cluster) {
+    let origin = origin(size).await;
+    let url = origin.url("/slow");
+    let cluster = Cluster::start(ClusterSpec::standalone(bin(), 1))
+        .await
+        .expect("cluster");
+    (origin, url, cluster)
+}
+
 /// Downloads `url` on `peer` to `out`; panics if it hangs, returns how it ended.
 pub async fn download_within(
     peer: &DaemonProc,

@@ -64,6 +64,9 @@ pub enum DownloadError {
     /// The daemon is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// The download needed the origin (the text says why) and its caller forbade it.
+    #[error("{0}, and this download may not read the origin (--no-origin)")]
+    NoOrigin(String),
     /// Every local caller went away and nothing else asked for the task: the run stopped,
     /// keeping the pieces it holds for a rerun.
     #[error("nobody waits for the download any more; a rerun resumes it")]
@@ -90,7 +93,7 @@ impl DownloadError {
             DownloadError::Storage(e) => e.kind(),
             DownloadError::TaskLost(_) => ErrorKind::NotFound,
             DownloadError::ShuttingDown => ErrorKind::Unavailable,
-            DownloadError::Abandoned => ErrorKind::Unavailable,
+            DownloadError::Abandoned | DownloadError::NoOrigin(_) => ErrorKind::Unavailable,
         }
     }
 }
@@ -138,6 +141,7 @@ impl From<DownloadError> for tonic::Status {
             DownloadError::TaskLost(_) => Code::Aborted,
             DownloadError::ShuttingDown => Code::Aborted,
             DownloadError::Abandoned => Code::Cancelled,
+            DownloadError::NoOrigin(_) => Code::Unavailable,
         };
         tonic::Status::new(code, Chain(&e).to_string())
     }

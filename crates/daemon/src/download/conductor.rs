@@ -285,13 +285,19 @@ impl Conductor {
         None
     }
 
+    /// Starts reading the origin, which the download needs because of `why`; refused for a
+    /// download that may not read it.
     fn spawn_origin(
         &self,
         spec: &TaskSpec,
+        why: &str,
         claims: Option<Arc<PieceClaims>>,
         reports: mpsc::Sender<Report>,
         pace: &Pace,
-    ) -> JoinHandle<Result<(), DownloadError>> {
+    ) -> Result<JoinHandle<Result<(), DownloadError>>, DownloadError> {
+        if spec.no_origin {
+            return Err(DownloadError::NoOrigin(why.to_string()));
+        }
         let job = OriginJob {
             task: spec.id,
             key: spec.key.clone(),
@@ -305,7 +311,7 @@ impl Conductor {
             cfg: self.cfg.clone(),
             policy: self.origin_policy(spec),
         };
-        self.tasks.spawn(job.run().in_current_span())
+        Ok(self.tasks.spawn(job.run().in_current_span()))
     }
 
     async fn run(
@@ -361,7 +367,9 @@ impl Conductor {
         if events_tx.is_none() {
             back_to_source = true;
             set_phase(&progress, Phase::FromOrigin);
-            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
+            let why = "no scheduler could be reached";
+            origin =
+                Some(self.spawn_origin(&spec, why, claims.clone(), report_tx.clone(), &pace)?);
         } else if let Some(c) = &claims {
             let layout = c.entry.layout();
             announce(
@@ -451,7 +459,11 @@ impl Conductor {
                             info!(reason = %b.reason, "scheduler sent this peer to the origin");
                             back_to_source = true;
                             set_phase(&progress, Phase::FromOrigin);
-                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
+                            let why = format!("the scheduler has no peer to offer ({})", b.reason);
+                            match self.spawn_origin(&spec, &why, claims.clone(), report_tx.clone(), &pace) {
+                                Ok(h) => origin = Some(h),
+                                Err(e) => break Err(e),
+                            }
                         }
                     }
                     None => {
@@ -460,7 +472,11 @@ impl Conductor {
                             warn!("lost the scheduler and no parent is working; downloading from the origin");
                             back_to_source = true;
                             set_phase(&progress, Phase::FromOrigin);
-                            origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
+                            let why = "the scheduler was lost and no parent is working";
+                            match self.spawn_origin(&spec, why, claims.clone(), report_tx.clone(), &pace) {
+                                Ok(h) => origin = Some(h),
+                                Err(e) => break Err(e),
+                            }
                         } else {
                             warn!("lost the scheduler; continuing with the parents at hand");
                         }
@@ -554,7 +570,15 @@ impl Conductor {
                         }
                         back_to_source = true;
                         set_phase(&progress, Phase::FromOrigin);
-                        origin = Some(self.spawn_origin(&spec, claims.clone(), report_tx.clone(), &pace));
+                        let why = if waited {
+                            "no parent made progress within parent_wait"
+                        } else {
+                            "every parent offered failed"
+                        };
+                        match self.spawn_origin(&spec, why, claims.clone(), report_tx.clone(), &pace) {
+                            Ok(h) => origin = Some(h),
+                            Err(e) => break Err(e),
+                        }
                     }
                 }
                 _ = self.shutdown.cancelled() => break Err(DownloadError::ShuttingDown),

@@ -21,6 +21,8 @@ pub(crate) struct TaskSpec {
     /// Another host (the scheduler, the manager) ordered this download, so the origin guard
     /// applies its fleet rules (no loopback, no address of this node).
     pub ordered_by_fleet: bool,
+    /// Fail rather than read the origin (`pollen get --no-origin`).
+    pub no_origin: bool,
 }
 
 impl TaskSpec {
@@ -41,6 +43,7 @@ impl TaskSpec {
             headers,
             rate_limit: 0,
             ordered_by_fleet: false,
+            no_origin: false,
         })
     }
 
@@ -105,7 +108,7 @@ impl TaskSpec {
     /// The task a local client asked for on the API socket (never private by its own
     /// say: credentials among its headers decide that, in [`TaskSpec::new`]).
     pub fn from_request(req: &DownloadRequest) -> Result<Self, DownloadError> {
-        Self::from_proto(TaskRequest {
+        let spec = Self::from_proto(TaskRequest {
             task_id: String::new(),
             url: req.url.clone(),
             headers: req
@@ -121,6 +124,10 @@ impl TaskSpec {
             digest: req.digest.clone(),
             filtered_query: req.filtered_query.clone(),
             private: false,
+        })?;
+        Ok(Self {
+            no_origin: req.no_origin,
+            ..spec
         })
     }
 }
