@@ -110,14 +110,9 @@ fn check(kind: Kind, args: &JobArgs) -> ApiResult<()> {
         return Err(ApiError::invalid("at most 1000 urls per job"));
     }
     for u in &args.urls {
-        let ok = url::Url::parse(u)
-            .ok()
-            .is_some_and(|u| matches!(u.scheme(), "http" | "https"));
-        if !ok {
-            return Err(ApiError::invalid(format!(
-                "urls: {u:?} is not an http(s) URL"
-            )));
-        }
+        // Any URL a daemon has an origin for (http(s), s3, gs, azblob, file).
+        pollen_core::task_id::normalise_url(u, &[])
+            .map_err(|e| ApiError::invalid(format!("urls: {e}")))?;
     }
     if !args.image.is_empty() {
         pollen_oci::ImageReference::parse(&args.image)

@@ -61,7 +61,10 @@ pub async fn jobs_are_created_listed_and_fail_with_a_reason(m: &TestManager) {
             json!({"type": "reboot", "urls": ["http://x/"]}),
             "not a job type",
         ),
-        (json!({"type": "preheat", "urls": ["ftp://x/"]}), "http(s)"),
+        (
+            json!({"type": "preheat", "urls": ["ftp://x/"]}),
+            "unsupported URL scheme \"ftp\"",
+        ),
         (
             json!({"type": "preheat", "urls": ["http://x/"], "colour": 1}),
             "colour",
