@@ -94,6 +94,7 @@ pub fn main() -> ExitCode {
             Command::Standalone(a) => cmd::standalone::run(a).await,
             Command::Scheduler(a) => cmd::scheduler::run(a).await,
             Command::Daemon(a) => cmd::daemon::run(*a).await,
+            Command::Get(a) if a.recursive => cmd::get_dir::run(a).await,
             Command::Get(a) => cmd::get::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,

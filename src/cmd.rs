@@ -6,6 +6,7 @@ pub(crate) mod daemon;
 pub(crate) mod daemon_client;
 pub(crate) mod demo;
 pub(crate) mod get;
+pub(crate) mod get_dir;
 pub(crate) mod init;
 pub(crate) mod manager;
 pub(crate) mod metrics_listener;

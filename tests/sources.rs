@@ -9,7 +9,7 @@ use common::*;
 use pollen_testkit::azurite::Azurite;
 use pollen_testkit::cluster::{Cluster, ClusterSpec};
 use pollen_testkit::origin::random_data;
-use pollen_testkit::s3_server::{S3Server, ACCESS_KEY};
+use pollen_testkit::s3_server::S3Server;
 
 fn file_url(path: &std::path::Path) -> String {
     url::Url::from_file_path(path)
@@ -138,31 +138,19 @@ fn fixture(dir: &std::path::Path, size: u64) -> (bytes::Bytes, std::path::PathBu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_object_is_read_once_by_the_seed_and_spread_to_peers_without_credentials() {
-    if !pollen_testkit::s3_server::present() {
+    let Some((work, s3)) = S3Server::for_test().await else {
         return;
-    }
-    let work = tempfile::tempdir().expect("dir");
-    let s3 = S3Server::start(&work.path().join("moto"))
-        .await
-        .expect("moto_server");
+    };
     let (data, file) = fixture(work.path(), 48 * MIB);
     let key = "llama/7b/weights v1.bin";
     s3.put("models", &[(key, &file)])
         .await
         .expect("boto3 upload");
-    let settings = [
-        ("endpoint", s3.endpoint.as_str()),
-        ("allow_http", "true"),
-        ("region", "us-east-1"),
-        ("access_key_id", ACCESS_KEY.0),
-        ("secret_access_key", ACCESS_KEY.1),
-    ]
-    .map(|(k, v)| (k.to_string(), v.to_string()));
     spread_from_bucket(
         "s3://models/llama/7b/weights%20v1.bin",
         "s3://models/llama/none.bin",
         &data,
-        flags("--origin-s3", &settings),
+        s3.daemon_flags(),
         || s3.gets("models", key),
     )
     .await;

@@ -8,7 +8,9 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use pollen_core::ContentDigest;
-use pollen_proto::daemon::{DownloadRequest, Header};
+use pollen_proto::daemon::daemon_client::DaemonClient;
+use pollen_proto::daemon::{DownloadProgress, DownloadRequest, ExistingOutput, Header};
+use tonic::transport::Channel;
 
 /// `pollen get` flags.
 #[derive(Args, Debug)]
@@ -18,9 +20,29 @@ pub struct GetArgs {
     /// origin_file_roots). Peers get it from the swarm; only the reader needs access.
     pub url: String,
     /// File to write; written atomically, never left partial. `-` writes the content to
-    /// stdout once all of it is verified (a consumer never sees an unverified byte).
+    /// stdout once all of it is verified (a consumer never sees an unverified byte). With
+    /// --recursive, the directory the files go into (made if missing).
     #[arg(short = 'O', long = "output")]
     pub output: PathBuf,
+    /// Download every object below URL (an s3://, gs:// or azblob:// prefix, a file://
+    /// directory) into the directory -O, keeping their layout. The local daemon lists them
+    /// with its own credentials. Files already there with the same content are kept; a rerun
+    /// skips what an interrupted run finished.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// With --recursive: download only paths (relative to URL) that match this glob;
+    /// repeatable, `*` stays within a directory, `**` crosses them. [default: everything]
+    #[arg(long, requires = "recursive")]
+    pub include: Vec<String>,
+    /// With --recursive: skip paths that match this glob (repeatable; wins over --include).
+    #[arg(long, requires = "recursive")]
+    pub exclude: Vec<String>,
+    /// With --recursive: fail before downloading anything when more files than this match.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_files: usize,
+    /// With --recursive: how many files download at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
     /// Expected content digest, `sha256:<hex>`; the download fails if the content differs.
     #[arg(long)]
     pub digest: Option<String>,
@@ -69,12 +91,14 @@ fn parse_header(h: &str) -> anyhow::Result<Header> {
     })
 }
 
+/// The `-H` headers, each checked.
+pub(crate) fn parse_headers(headers: &[String]) -> anyhow::Result<Vec<Header>> {
+    headers.iter().map(|h| parse_header(h)).collect()
+}
+
+/// `pollen get` of one URL (`--recursive` runs `get_dir`).
 pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let headers = args
-        .headers
-        .iter()
-        .map(|h| parse_header(h))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let headers = parse_headers(&args.headers)?;
     if let Some(d) = &args.digest {
         d.parse::<ContentDigest>()?;
     }
@@ -133,109 +157,161 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         filtered_query: args.filter_query,
         cache_only: false,
         no_origin: args.no_origin,
+        existing_output: ExistingOutput::Replace.into(),
     };
     let started = std::time::Instant::now();
-    let mut stream = client
-        .download(request)
-        .await
-        .map_err(|s| anyhow!("{}", s.message()))?
-        .into_inner();
     // Before the length is known there is nothing to measure: a spinner says what the
     // download waits for; then a bar, with what it is doing beside it.
-    let waiting_style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let bar_style = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new_spinner();
-        bar.set_style(waiting_style);
+        bar.set_style(waiting_style());
         bar.set_message("asking the daemon");
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
     let mut measuring = false;
-    let interrupted = crate::signals::terminated();
-    tokio::pin!(interrupted);
+    let progress = |msg: &DownloadProgress| {
+        if let Some(b) = &bar {
+            show(b, msg, &mut measuring);
+        }
+    };
+    let finished = until_stopped(args.timeout, follow(&mut client, request, progress)).await;
+    let msg = match finished {
+        Stopped::Finished(Ok(msg)) => msg,
+        other => {
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return match other {
+                Stopped::Finished(Err(e)) => Err(e),
+                stopped => Ok(stopped.exit_code()),
+            };
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let done = Done::of(&msg, started.elapsed());
+    if to_stdout {
+        let mut file = std::fs::File::open(&output)
+            .with_context(|| format!("cannot read {}", output.display()))?;
+        let mut out = std::io::stdout().lock();
+        std::io::copy(&mut file, &mut out).context("cannot write to stdout")?;
+        std::io::Write::flush(&mut out).context("cannot write to stdout")?;
+        eprintln!("{}", done.line(std::path::Path::new("to stdout")));
+        drop(staging);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{}", done.line(&output));
+    if args.json {
+        println!("{}", done.json(&output, &msg.task_id));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The spinner shown before a download's length is known.
+pub(crate) fn waiting_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+/// The bar shown once the length is known.
+pub(crate) fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
+/// Shows `msg` on `bar`: what the download waits for until its length is known, then how far
+/// it got.
+pub(crate) fn show(bar: &ProgressBar, msg: &DownloadProgress, measuring: &mut bool) {
+    if msg.content_length == 0 {
+        bar.set_message(format!("{}…", msg.doing));
+        return;
+    }
+    if !*measuring {
+        bar.set_style(bar_style());
+        *measuring = true;
+    }
+    bar.set_length(msg.content_length);
+    bar.set_position(msg.completed_bytes);
+    bar.set_message(msg.doing.clone());
+}
+
+/// Asks the daemon for `request` and follows its progress to the end, calling `progress` on
+/// every update: the last message (`done`), or the error the daemon or the connection gave.
+/// Dropping the future (Ctrl-C, a timeout) drops the stream, which tells the daemon; with
+/// nobody else waiting for the task it stops, keeping what it holds.
+pub(crate) async fn follow(
+    client: &mut DaemonClient<Channel>,
+    request: DownloadRequest,
+    mut progress: impl FnMut(&DownloadProgress),
+) -> anyhow::Result<DownloadProgress> {
+    let mut stream = client
+        .download(request)
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?
+        .into_inner();
+    loop {
+        let msg = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => bail!("the daemon closed the download without finishing it"),
+            Err(s) if connection_lost(&s) => bail!("lost the connection to the pollen daemon (it stopped or restarted); a rerun resumes where this one left off"),
+            Err(s) => bail!("{}", s.message()),
+        };
+        progress(&msg);
+        if msg.done {
+            return Ok(msg);
+        }
+    }
+}
+
+/// How a command that waits on downloads ended.
+pub(crate) enum Stopped<T> {
+    /// The work ended by itself.
+    Finished(T),
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// `--timeout` passed.
+    TimedOut(std::time::Duration),
+}
+
+impl<T> Stopped<T> {
+    /// The exit of a command stopped before its work finished, saying why on stderr: 130 on
+    /// Ctrl-C, 124 at the timeout.
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        match self {
+            Stopped::Finished(_) => ExitCode::SUCCESS,
+            Stopped::Interrupted => {
+                eprintln!("interrupted; a rerun resumes");
+                ExitCode::from(130)
+            }
+            Stopped::TimedOut(after) => {
+                eprintln!("error: timed out after {after:?} (--timeout); a rerun resumes");
+                ExitCode::from(124)
+            }
+        }
+    }
+}
+
+/// Runs `work` until it ends, Ctrl-C or SIGTERM arrives, or `timeout` passes; `work` is
+/// dropped in the last two cases.
+pub(crate) async fn until_stopped<T>(
+    timeout: Option<std::time::Duration>,
+    work: impl std::future::Future<Output = T>,
+) -> Stopped<T> {
     let deadline = async {
-        match args.timeout {
+        match timeout {
             Some(t) => tokio::time::sleep(t).await,
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(deadline);
-    loop {
-        // Dropping the stream (on Ctrl-C or at the timeout) tells the daemon; with nobody
-        // else waiting for the task it stops, keeping what it holds.
-        let next = tokio::select! {
-            m = stream.message() => m,
-            _ = &mut interrupted => {
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
-                drop(stream);
-                eprintln!("interrupted; a rerun resumes");
-                return Ok(ExitCode::from(130));
-            }
-            _ = &mut deadline => {
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
-                drop(stream);
-                let after = args.timeout.unwrap_or_default();
-                eprintln!("error: timed out after {after:?} (--timeout); a rerun resumes");
-                return Ok(ExitCode::from(124));
-            }
-        };
-        let msg = match next {
-            Ok(Some(m)) => m,
-            Ok(None) => bail!("the daemon closed the download without finishing it"),
-            Err(s) => {
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
-                if connection_lost(&s) {
-                    bail!("lost the connection to the pollen daemon (it stopped or restarted); a rerun resumes where this one left off");
-                }
-                bail!("{}", s.message());
-            }
-        };
-        if let Some(b) = &bar {
-            if msg.content_length == 0 {
-                b.set_message(format!("{}…", msg.doing));
-            } else {
-                if !measuring {
-                    b.set_style(bar_style.clone());
-                    measuring = true;
-                }
-                b.set_length(msg.content_length);
-                b.set_position(msg.completed_bytes);
-                b.set_message(msg.doing.clone());
-            }
-        }
-        if msg.done {
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
-            let done = Done::of(&msg, started.elapsed());
-            if to_stdout {
-                let mut file = std::fs::File::open(&output)
-                    .with_context(|| format!("cannot read {}", output.display()))?;
-                let mut out = std::io::stdout().lock();
-                std::io::copy(&mut file, &mut out).context("cannot write to stdout")?;
-                std::io::Write::flush(&mut out).context("cannot write to stdout")?;
-                eprintln!("{}", done.line(std::path::Path::new("to stdout")));
-                drop(staging);
-                return Ok(ExitCode::SUCCESS);
-            }
-            eprintln!("{}", done.line(&output));
-            if args.json {
-                println!("{}", done.json(&output, &msg.task_id));
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
+    tokio::select! {
+        r = work => Stopped::Finished(r),
+        _ = crate::signals::terminated() => Stopped::Interrupted,
+        _ = deadline => Stopped::TimedOut(timeout.unwrap_or_default()),
     }
 }
 
@@ -250,19 +326,22 @@ fn connection_lost(s: &tonic::Status) -> bool {
 
 /// What a finished download fetched from where, and how long it took.
 #[derive(Debug, PartialEq)]
-struct Done {
-    bytes: u64,
-    seconds: f64,
-    peer_bytes: u64,
-    origin_bytes: u64,
+pub(crate) struct Done {
+    pub(crate) bytes: u64,
+    pub(crate) seconds: f64,
+    pub(crate) peer_bytes: u64,
+    pub(crate) origin_bytes: u64,
     /// Held before this run (a resumed download), neither fetched from peers nor the origin.
-    held_bytes: u64,
-    from_cache: bool,
-    task: String,
+    pub(crate) held_bytes: u64,
+    pub(crate) from_cache: bool,
+    pub(crate) task: String,
 }
 
 impl Done {
-    fn of(msg: &pollen_proto::daemon::DownloadProgress, took: std::time::Duration) -> Self {
+    pub(crate) fn of(
+        msg: &pollen_proto::daemon::DownloadProgress,
+        took: std::time::Duration,
+    ) -> Self {
         let fetched = msg.peer_bytes.saturating_add(msg.origin_bytes);
         Self {
             bytes: msg.content_length,
@@ -280,7 +359,7 @@ impl Done {
     }
 
     /// `saved OUT: 3.0 MiB in 1.2 s (2.5 MiB/s): 2.0 MiB from peers, 1.0 MiB from the origin`.
-    fn line(&self, output: &std::path::Path) -> String {
+    pub(crate) fn line(&self, output: &std::path::Path) -> String {
         use indicatif::HumanBytes as H;
         let head = format!("saved {}: {}", output.display(), H(self.bytes));
         if self.from_cache {
@@ -340,6 +419,7 @@ mod tests {
                 peer_bytes: peer,
                 origin_bytes: origin,
                 doing: String::new(),
+                output_kept: false,
             },
             std::time::Duration::from_millis(1500),
         )

@@ -67,6 +67,10 @@ pub enum DownloadError {
     /// The download needed the origin (the text says why) and its caller forbade it.
     #[error("{0}, and this download may not read the origin (--no-origin)")]
     NoOrigin(String),
+    /// The output path holds something other than the content, and the caller asked to keep
+    /// an existing output.
+    #[error("{0} already exists and differs from the content; pass --overwrite to replace it")]
+    OutputDiffers(String),
     /// Every local caller went away and nothing else asked for the task: the run stopped,
     /// keeping the pieces it holds for a rerun.
     #[error("nobody waits for the download any more; a rerun resumes it")]
@@ -94,6 +98,7 @@ impl DownloadError {
             DownloadError::TaskLost(_) => ErrorKind::NotFound,
             DownloadError::ShuttingDown => ErrorKind::Unavailable,
             DownloadError::Abandoned | DownloadError::NoOrigin(_) => ErrorKind::Unavailable,
+            DownloadError::OutputDiffers(_) => ErrorKind::Invalid,
         }
     }
 }
@@ -142,6 +147,7 @@ impl From<DownloadError> for tonic::Status {
             DownloadError::ShuttingDown => Code::Aborted,
             DownloadError::Abandoned => Code::Cancelled,
             DownloadError::NoOrigin(_) => Code::Unavailable,
+            DownloadError::OutputDiffers(_) => Code::AlreadyExists,
         };
         tonic::Status::new(code, Chain(&e).to_string())
     }

@@ -32,7 +32,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, RetryConfig};
 use crate::error::SourceError;
 use crate::http::{client, Redirects};
 use crate::origin_guard::{refusal_in, OriginGuard, OriginPolicy};
-use crate::source::{OriginResponse, ReadRequest, Source};
+use crate::source::{Listed, Listing, OriginResponse, ReadRequest, Source};
 
 /// The clouds whose buckets are origins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -239,12 +239,13 @@ impl HttpService for Service {
     }
 }
 
-/// The bucket (or container) and key of `url`, an object of `cloud`.
-fn parse(cloud: Cloud, url: &str) -> Result<(String, Path), SourceError> {
-    let bad = |reason: &str| SourceError::Unsupported {
-        url: url.to_string(),
-        reason: format!("{reason} ({})", cloud.form()),
-    };
+/// The bucket (or container) of `url`, a URL of `cloud`, and the path after it with its
+/// slashes trimmed; `bad` makes the error for a URL that is not one.
+fn split(
+    cloud: Cloud,
+    url: &str,
+    bad: &dyn Fn(&str) -> SourceError,
+) -> Result<(String, String), SourceError> {
     let u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     if Cloud::of_scheme(u.scheme()) != Some(cloud) {
         return Err(bad("another kind of URL"));
@@ -253,12 +254,52 @@ fn parse(cloud: Cloud, url: &str) -> Result<(String, Path), SourceError> {
         .host_str()
         .filter(|b| !b.is_empty())
         .ok_or_else(|| bad("no bucket"))?;
-    let key = u.path().trim_start_matches('/');
+    Ok((
+        bucket.to_string(),
+        u.path().trim_start_matches('/').to_string(),
+    ))
+}
+
+/// The bucket (or container) and key of `url`, an object of `cloud`.
+fn parse(cloud: Cloud, url: &str) -> Result<(String, Path), SourceError> {
+    let bad = |reason: &str| SourceError::Unsupported {
+        url: url.to_string(),
+        reason: format!("{reason} ({})", cloud.form()),
+    };
+    let (bucket, key) = split(cloud, url, &bad)?;
     if key.is_empty() || key.ends_with('/') {
         return Err(bad("no object key"));
     }
     let key = Path::from_url_path(key).map_err(|e| bad(&e.to_string()))?;
-    Ok((bucket.to_string(), key))
+    Ok((bucket, key))
+}
+
+/// The bucket (or container) of `url` and the key prefix below which it lists (`None`: the
+/// whole bucket). `s3://b/dir` and `s3://b/dir/` both list the objects under `dir/`.
+fn parse_prefix(cloud: Cloud, url: &str) -> Result<(String, Option<Path>), SourceError> {
+    let bad = |reason: &str| SourceError::Unsupported {
+        url: url.to_string(),
+        reason: format!("{reason} ({}, or a prefix of keys)", cloud.form()),
+    };
+    let (bucket, prefix) = split(cloud, url, &bad)?;
+    let prefix = prefix.trim_end_matches('/');
+    let prefix = if prefix.is_empty() {
+        None
+    } else {
+        Some(Path::from_url_path(prefix).map_err(|e| bad(&e.to_string()))?)
+    };
+    Ok((bucket, prefix))
+}
+
+/// The URL of `key` in `bucket`, in the form [`parse`] reads back.
+fn object_url(scheme: &str, bucket: &str, key: &str) -> Result<String, SourceError> {
+    let mut u = url::Url::parse(&format!("{scheme}://{bucket}/"))
+        .map_err(|e| SourceError::Protocol(format!("bucket {bucket:?}: {e}")))?;
+    u.path_segments_mut()
+        .map_err(|()| SourceError::Protocol(format!("bucket {bucket:?} has no key path")))?
+        .pop_if_empty()
+        .extend(key.split('/'));
+    Ok(u.to_string())
 }
 
 /// `e` as a [`SourceError`] for `url`: what a user needs to tell a refusal from a fault.
@@ -270,6 +311,11 @@ fn source_error(url: &str, e: object_store::Error) -> SourceError {
         object_store::Error::NotFound { .. } => SourceError::NotFound {
             url: url.to_string(),
             what: "the object does not exist".into(),
+        },
+        // A listed key no path can take (`a/../b`): the bucket holds it, nothing failed.
+        object_store::Error::InvalidPath { source } => SourceError::Unsupported {
+            url: url.to_string(),
+            reason: format!("the bucket holds a key that cannot be a path below it ({source})"),
         },
         object_store::Error::PermissionDenied { .. } => SourceError::Status {
             status: 403,
@@ -403,6 +449,47 @@ impl Source for BucketSource {
             Box::pin(stream),
         ))
     }
+
+    async fn list(
+        &self,
+        url: &str,
+        policy: OriginPolicy,
+        limit: usize,
+    ) -> Result<Listing, SourceError> {
+        let (bucket, prefix) = parse_prefix(self.cloud, url)?;
+        let scheme = url
+            .split_once(':')
+            .map_or("", |(s, _)| s)
+            .to_ascii_lowercase();
+        let store = self.store(&bucket, policy)?;
+        let mut objects = store.list(prefix.as_ref());
+        let mut listing = Listing::default();
+        while let Some(meta) = objects.next().await {
+            let meta = meta.map_err(|e| source_error(url, e))?;
+            let key = meta.location.as_ref();
+            let below = match &prefix {
+                Some(p) => key
+                    .strip_prefix(p.as_ref())
+                    .and_then(|rest| rest.strip_prefix('/')),
+                None => Some(key),
+            };
+            // A "directory" marker (`dir/`) holds no content of its own.
+            let Some(path) = below.filter(|p| !p.is_empty() && !p.ends_with('/')) else {
+                continue;
+            };
+            if listing.objects.len() == limit {
+                listing.truncated = true;
+                break;
+            }
+            listing.objects.push(Listed {
+                url: object_url(&scheme, &bucket, key)?,
+                path: path.to_string(),
+                size: meta.size,
+                version: meta.e_tag,
+            });
+        }
+        Ok(listing)
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +510,27 @@ mod tests {
                 matches!(parse(Cloud::S3, bad), Err(SourceError::Unsupported { .. })),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn prefixes_list_below_a_directory_and_listed_keys_read_back() {
+        for (url, want) in [
+            ("s3://b", None),
+            ("s3://b/", None),
+            ("s3://b/data", Some("data")),
+            ("s3://b/data/2024/", Some("data/2024")),
+        ] {
+            let (bucket, prefix) = parse_prefix(Cloud::S3, url).expect(url);
+            assert_eq!(bucket, "b");
+            assert_eq!(prefix.as_ref().map(|p| p.as_ref()), want, "{url}");
+        }
+        assert!(parse_prefix(Cloud::S3, "gs://b/x").is_err());
+        // A listed key, odd characters and all, is read back as the same key.
+        for key in ["a/b.bin", "dir/with space/f#1?.txt", "x/%41"] {
+            let url = object_url("s3", "b", key).expect("url");
+            let (bucket, back) = parse(Cloud::S3, &url).expect(&url);
+            assert_eq!((bucket.as_str(), back.as_ref()), ("b", key), "{url}");
         }
     }
 

@@ -15,7 +15,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::error::SourceError;
 use crate::origin_guard::OriginPolicy;
-use crate::source::{OriginResponse, ReadRequest, Source};
+use crate::source::{Listed, Listing, OriginResponse, ReadRequest, Source};
 
 /// Bytes read from the file at a time.
 const CHUNK: usize = 256 << 10;
@@ -88,6 +88,65 @@ impl FileSource {
     }
 }
 
+/// The regular files below `dir` (depth first, names sorted), at most `limit`: links to files
+/// are listed where they resolve under `roots` (a model directory is often links into a
+/// store), links to directories are not followed (no cycles, no escape).
+fn walk(dir: &Path, roots: &[PathBuf], limit: usize) -> Result<Listing, SourceError> {
+    let mut listing = Listing::default();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let mut entries = std::fs::read_dir(&d)
+            .and_then(|r| r.collect::<std::io::Result<Vec<_>>>())
+            .map_err(|e| io_error(&d, e))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        let mut subdirs = Vec::new();
+        for e in entries {
+            let path = e.path();
+            let kind = e.file_type().map_err(|err| io_error(&path, err))?;
+            let meta = if kind.is_symlink() {
+                match std::fs::canonicalize(&path) {
+                    Ok(real) if roots.iter().any(|r| real.starts_with(r)) => {
+                        std::fs::metadata(&real).map_err(|err| io_error(&real, err))?
+                    }
+                    _ => continue,
+                }
+            } else {
+                e.metadata().map_err(|err| io_error(&path, err))?
+            };
+            if kind.is_dir() {
+                subdirs.push(path);
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            let rel = path
+                .strip_prefix(dir)
+                .ok()
+                .and_then(Path::to_str)
+                .ok_or_else(|| SourceError::Unsupported {
+                    url: path.display().to_string(),
+                    reason: "a file name that is not UTF-8 cannot be listed".into(),
+                })?;
+            if listing.objects.len() == limit {
+                listing.truncated = true;
+                return Ok(listing);
+            }
+            let url = url::Url::from_file_path(&path)
+                .map_err(|()| SourceError::Protocol(format!("{} as a URL", path.display())))?;
+            listing.objects.push(Listed {
+                url: url.to_string(),
+                path: rel.to_string(),
+                size: meta.len(),
+                version: Some(version(&meta)),
+            });
+        }
+        // Depth first, in name order.
+        pending.extend(subdirs.into_iter().rev());
+    }
+    Ok(listing)
+}
+
 /// What stands for the ETag of a file: its length and modification time.
 fn version(meta: &std::fs::Metadata) -> String {
     let mtime = meta
@@ -150,6 +209,28 @@ impl Source for FileSource {
             Box::pin(body),
         ))
     }
+
+    async fn list(
+        &self,
+        url: &str,
+        _policy: OriginPolicy,
+        limit: usize,
+    ) -> Result<Listing, SourceError> {
+        let dir = self.allowed_path(url)?;
+        if !dir.is_dir() {
+            return Err(SourceError::Unsupported {
+                url: url.to_string(),
+                reason: "not a directory".into(),
+            });
+        }
+        let roots = self.roots.clone();
+        tokio::task::spawn_blocking(move || walk(&dir, &roots, limit))
+            .await
+            .map_err(|e| SourceError::Client {
+                what: "listing a directory".into(),
+                source: Some(Box::new(e)),
+            })?
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +270,64 @@ mod tests {
         std::fs::write(&file, b"new").expect("rewrite");
         let (resp, part) = read_all(&s, ranged).await;
         assert_eq!((resp.start, &part[..]), (0, &b"new"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_directory_lists_its_files_below_it_and_no_link_out() {
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().join("models");
+        std::fs::create_dir_all(root.join("m/sub/deeper")).expect("mkdir");
+        std::fs::write(root.join("m/a.bin"), b"aa").expect("write");
+        std::fs::write(root.join("m/sub/b.json"), b"b").expect("write");
+        std::fs::write(root.join("m/sub/deeper/c"), b"ccc").expect("write");
+        std::fs::write(root.join("blob"), b"linked").expect("write");
+        std::fs::write(dir.path().join("secret"), b"x").expect("write");
+        std::os::unix::fs::symlink(root.join("blob"), root.join("m/in")).expect("link");
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("m/out")).expect("link");
+        std::os::unix::fs::symlink(dir.path(), root.join("m/loop")).expect("link");
+        let s = FileSource::new(std::slice::from_ref(&root)).expect("source");
+        let url = url::Url::from_directory_path(root.join("m")).expect("url");
+        let all = s
+            .list(url.as_str(), OriginPolicy::LocalUser, 100)
+            .await
+            .expect("list");
+        let got: Vec<_> = all
+            .objects
+            .iter()
+            .map(|o| (o.path.as_str(), o.size))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.bin", 2),
+                ("in", 6),
+                ("sub/b.json", 1),
+                ("sub/deeper/c", 3)
+            ]
+        );
+        assert!(!all.truncated);
+        // Each listed URL reads its file.
+        let mut resp = s
+            .read(ReadRequest::whole(
+                &all.objects[2].url,
+                OriginPolicy::LocalUser,
+            ))
+            .await
+            .expect("read");
+        assert_eq!(
+            resp.chunk().await.expect("chunk").as_deref(),
+            Some(&b"b"[..])
+        );
+        let two = s
+            .list(url.as_str(), OriginPolicy::LocalUser, 2)
+            .await
+            .expect("list");
+        assert_eq!((two.objects.len(), two.truncated), (2, true));
+        let outside = url::Url::from_directory_path(dir.path()).expect("url");
+        assert!(matches!(
+            s.list(outside.as_str(), OriginPolicy::LocalUser, 10).await,
+            Err(SourceError::Refused(_))
+        ));
     }
 
     #[tokio::test]

@@ -27,5 +27,7 @@ pub use http::{client, connect_error, HttpSource, Redirects};
 pub use origin_guard::{
     refusal_in, BadAllowEntry, GuardRefusal, GuardRule, OriginGuard, OriginPolicy, ResolveError,
 };
-pub use source::{BodyStream, OriginResponse, ReadRequest, Source};
+pub use source::{
+    safe_relative_path, BodyStream, Listed, Listing, OriginResponse, ReadRequest, Source,
+};
 pub use sources::Sources;

@@ -86,6 +86,40 @@ impl OriginResponse {
     }
 }
 
+/// One object a listing found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The object's own URL, read like any other.
+    pub url: String,
+    /// Where it lies below the listed URL, `/`-separated (`a/b.bin`). It comes from the
+    /// origin: whoever writes files by it checks it first (see [`safe_relative_path`]).
+    pub path: String,
+    /// Its length in bytes, as the listing reported it.
+    pub size: u64,
+    /// Its version (ETag or what stands for one), when the listing gave one.
+    pub version: Option<String>,
+}
+
+/// A listing: the objects found, in the origin's order, and whether there were more than
+/// the caller asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The objects, at most the limit asked for.
+    pub objects: Vec<Listed>,
+    /// True when the origin holds more than the limit.
+    pub truncated: bool,
+}
+
+/// Whether `path`, a listed object's relative path, is one a file may be written at below a
+/// directory: no empty, `.` or `..` component, not absolute, no NUL. An origin is not
+/// trusted to name only paths inside the destination (an S3 key may be `../../etc/x`).
+pub fn safe_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\0')
+        && path.split('/').all(|c| !matches!(c, "" | "." | ".."))
+}
+
 /// An origin: where content comes from when no peer has it.
 #[async_trait]
 pub trait Source: Send + Sync + std::fmt::Debug {
@@ -95,4 +129,50 @@ pub trait Source: Send + Sync + std::fmt::Debug {
 
     /// Reads what `req` asks for, streaming.
     async fn read(&self, req: ReadRequest<'_>) -> Result<OriginResponse, SourceError>;
+
+    /// The objects below `url` (a prefix, a directory), at most `limit` of them. Origins
+    /// that cannot list refuse.
+    async fn list(
+        &self,
+        url: &str,
+        policy: OriginPolicy,
+        limit: usize,
+    ) -> Result<Listing, SourceError> {
+        let _ = (policy, limit);
+        Err(SourceError::Unsupported {
+            url: url.to_string(),
+            reason: "this kind of origin cannot be listed".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_paths_must_stay_below_the_destination() {
+        for ok in [
+            "a",
+            "a/b.bin",
+            "weights/model-00001.safetensors",
+            "..a/b..",
+            ".hidden",
+        ] {
+            assert!(safe_relative_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            "a/",
+            "a\0b",
+            "..",
+        ] {
+            assert!(!safe_relative_path(bad), "{bad:?}");
+        }
+    }
 }

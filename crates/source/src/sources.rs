@@ -8,7 +8,7 @@ use crate::error::SourceError;
 use crate::file::FileSource;
 use crate::http::HttpSource;
 use crate::origin_guard::OriginPolicy;
-use crate::source::{OriginResponse, ReadRequest, Source};
+use crate::source::{Listing, OriginResponse, ReadRequest, Source};
 
 /// The origins, one per kind of URL.
 #[derive(Clone, Debug)]
@@ -69,6 +69,15 @@ impl Source for Sources {
 
     async fn read(&self, req: ReadRequest<'_>) -> Result<OriginResponse, SourceError> {
         self.pick(req.url)?.read(req).await
+    }
+
+    async fn list(
+        &self,
+        url: &str,
+        policy: OriginPolicy,
+        limit: usize,
+    ) -> Result<Listing, SourceError> {
+        self.pick(url)?.list(url, policy, limit).await
     }
 }
 

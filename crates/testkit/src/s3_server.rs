@@ -54,6 +54,19 @@ impl S3Server {
         })
     }
 
+    /// For a test: a server logging in a new temporary directory (kept with it), or `None`
+    /// where the tools are missing and the test may be skipped (see [`present`]).
+    pub async fn for_test() -> Option<(tempfile::TempDir, Self)> {
+        if !present() {
+            return None;
+        }
+        let work = tempfile::tempdir().expect("a temporary directory");
+        let s3 = Self::start(&work.path().join("moto"))
+            .await
+            .expect("moto_server starts");
+        Some((work, s3))
+    }
+
     /// The environment an S3 client of this server needs (keys, region, endpoint, plain
     /// HTTP allowed): for `boto3`, the `aws` CLI and a daemon's `object_store` alike.
     pub fn env(&self) -> Vec<(String, String)> {
@@ -66,6 +79,20 @@ impl S3Server {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// `--origin-s3 KEY=VALUE` daemon flags that read this server with its keys.
+    pub fn daemon_flags(&self) -> Vec<String> {
+        [
+            ("endpoint", self.endpoint.as_str()),
+            ("allow_http", "true"),
+            ("region", "us-east-1"),
+            ("access_key_id", ACCESS_KEY.0),
+            ("secret_access_key", ACCESS_KEY.1),
+        ]
+        .iter()
+        .flat_map(|(k, v)| ["--origin-s3".to_string(), format!("{k}={v}")])
         .collect()
     }
 

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use pollen_proto::daemon::daemon_server::Daemon;
 use pollen_proto::daemon::{
-    DownloadProgress, DownloadRequest, StatRequest, StatResponse, TaskStat,
+    DownloadProgress, DownloadRequest, ExistingOutput, ListRequest, ListResponse, ListedObject,
+    StatRequest, StatResponse, TaskStat,
 };
+use pollen_source::Source as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::UdsConnectInfo;
@@ -79,13 +81,18 @@ pub fn fuzz_local_api_request(bytes: &[u8]) {
     let _ = Path::new(&req.output_path).is_absolute();
 }
 
+/// Objects a listing returns when the caller sets no limit.
+const DEFAULT_LIST_LIMIT: usize = 10_000;
+
 async fn follow(
     conductor: Arc<Conductor>,
     mut watch: DownloadWatch,
     output: Option<(PathBuf, Caller)>,
+    existing: ExistingOutput,
     tx: mpsc::Sender<Result<DownloadProgress, Status>>,
 ) {
     let id = watch.id;
+    let mut kept = false;
     let msg = |p: crate::download::watch::Progress, done: bool, cached: bool| DownloadProgress {
         task_id: id.hex(),
         content_length: p.content_length,
@@ -95,6 +102,7 @@ async fn follow(
         peer_bytes: p.from_peers,
         origin_bytes: p.from_origin,
         doing: p.phase.describe(),
+        output_kept: false,
     };
     let store = conductor.store.clone();
     let link_from = conductor
@@ -109,6 +117,23 @@ async fn follow(
             if let Some(entry) = store.get(&id) {
                 match &done {
                     Some(Ok(())) => {
+                        // An output that already holds exactly this content stays as it is.
+                        if let (Some(w), false) =
+                            (writer.as_ref(), existing == ExistingOutput::Replace)
+                        {
+                            match w.existing_matches(&entry).await? {
+                                Some(true) => {
+                                    kept = true;
+                                    return Ok(());
+                                }
+                                Some(false) if existing == ExistingOutput::KeepSame => {
+                                    return Err(DownloadError::OutputDiffers(
+                                        w.output().display().to_string(),
+                                    ))
+                                }
+                                _ => {}
+                            }
+                        }
                         return match writer.as_mut() {
                             Some(w) => w.finish(&entry, &store.content_path(&id)).await,
                             None => Ok(()),
@@ -143,7 +168,10 @@ async fn follow(
         w.discard().await;
     }
     let last = match outcome {
-        Ok(()) => Ok(msg(*watch.progress.borrow(), true, watch.from_cache)),
+        Ok(()) => Ok(DownloadProgress {
+            output_kept: kept,
+            ..msg(*watch.progress.borrow(), true, watch.from_cache)
+        }),
         Err(e) => Err(Status::from(e)),
     };
     let _ = tx.send(last).await;
@@ -170,6 +198,12 @@ impl Daemon for LocalApi {
             (false, _) => Some(PathBuf::from(&req.output_path)),
         };
         let spec = TaskSpec::from_request(&req)?;
+        let existing = ExistingOutput::try_from(req.existing_output).map_err(|_| {
+            DownloadError::InvalidRequest(format!(
+                "existing_output {} is not one this daemon knows",
+                req.existing_output
+            ))
+        })?;
         if let Some(output) = &output {
             if !output.is_absolute() {
                 return Err(DownloadError::InvalidRequest(format!(
@@ -187,9 +221,37 @@ impl Daemon for LocalApi {
         self.conductor.tasks.spawn(async move {
             // Held while the caller follows: when it goes away, so may the download.
             let _interest = interest;
-            follow(conductor, watch, output, tx).await;
+            follow(conductor, watch, output, existing, tx).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.max_objects {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n as usize,
+        };
+        let policy = pollen_source::OriginPolicy::LocalUser;
+        let listing = self
+            .conductor
+            .source
+            .list(&req.url, policy, limit)
+            .await
+            .map_err(DownloadError::from)?;
+        Ok(Response::new(ListResponse {
+            objects: listing
+                .objects
+                .into_iter()
+                .map(|o| ListedObject {
+                    url: o.url,
+                    path: o.path,
+                    size: o.size,
+                    version: o.version.unwrap_or_default(),
+                })
+                .collect(),
+            truncated: listing.truncated,
+        }))
     }
 
     async fn stat(&self, _: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {

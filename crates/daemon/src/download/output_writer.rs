@@ -136,6 +136,11 @@ impl OutputWriter {
         }
     }
 
+    /// The output path.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
     /// Copies every piece of `entry` that is present and not yet copied (nothing in link
     /// mode: the whole file is linked at the end).
     pub async fn export_present(&mut self, entry: &Arc<TaskEntry>) -> Result<(), DownloadError> {
@@ -198,6 +203,33 @@ impl OutputWriter {
         Ok(())
     }
 
+    /// Whether the output path already holds exactly `entry`'s content (`None`: nothing is
+    /// there; `Some(false)`: something else is, a directory or a link among them). Read with
+    /// the caller's rights, byte for byte against the verified content file.
+    pub async fn existing_matches(
+        &self,
+        entry: &Arc<TaskEntry>,
+    ) -> Result<Option<bool>, DownloadError> {
+        let src = entry.content().file().clone();
+        let len = entry.layout().content_length();
+        let output = self.output.clone();
+        self.caller
+            .run(move || {
+                let meta = match std::fs::symlink_metadata(&output) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                if !meta.is_file() || meta.len() != len {
+                    return Ok(Some(false));
+                }
+                let out = File::open(&output)?;
+                Ok(Some(same_bytes(&src, &out, len)?))
+            })
+            .await
+            .map_err(|e| output_error(&self.output, e))
+    }
+
     /// Links or copies what is left and renames the temporary file onto the output path.
     pub async fn finish(
         &mut self,
@@ -253,6 +285,23 @@ impl OutputWriter {
             let _ = self.caller.run(move || std::fs::remove_file(&tmp)).await;
         }
     }
+}
+
+/// Whether the first `len` bytes of `a` and `b` are equal.
+fn same_bytes(a: &File, b: &File, len: u64) -> io::Result<bool> {
+    const BUF: usize = 1 << 20;
+    let (mut x, mut y) = (vec![0u8; BUF], vec![0u8; BUF]);
+    let mut off = 0u64;
+    while off < len {
+        let n = BUF.min((len - off) as usize);
+        a.read_exact_at(&mut x[..n], off)?;
+        b.read_exact_at(&mut y[..n], off)?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
+    Ok(true)
 }
 
 /// Creates `path`, failing if anything (a file, a link planted by someone) is there already.
