@@ -148,6 +148,13 @@ pub struct DaemonArgs {
     /// endpoint=…, …); repeatable.
     #[arg(long = "origin-azure", env = "POLLEN_ORIGIN_AZURE", value_delimiter = ',', value_parser = key_value)]
     pub origin_azure: Vec<(String, String)>,
+    /// The Hugging Face Hub `hf://` URLs are read from (a mirror speaking its API works too).
+    /// [default: HF_ENDPOINT, else https://huggingface.co]
+    #[arg(long = "origin-hf-endpoint", env = "POLLEN_ORIGIN_HF_ENDPOINT")]
+    pub origin_hf_endpoint: Option<String>,
+    /// File holding the hub token for private and gated repositories. [default: HF_TOKEN]
+    #[arg(long = "origin-hf-token-file", env = "POLLEN_ORIGIN_HF_TOKEN_FILE")]
+    pub origin_hf_token_file: Option<PathBuf>,
     /// File holding a seed's join token (the manager's `initial-join-token`, or one made with
     /// `POST /api/v1/join-tokens` for role `seed`): without mutual TLS a seed claim needs it.
     #[arg(long, env = "POLLEN_JOIN_TOKEN_FILE")]
@@ -291,6 +298,12 @@ impl DaemonArgs {
         cfg.origin_s3.0.extend(self.origin_s3);
         cfg.origin_gcs.0.extend(self.origin_gcs);
         cfg.origin_azure.0.extend(self.origin_azure);
+        if self.origin_hf_endpoint.is_some() {
+            cfg.origin_hf.endpoint = self.origin_hf_endpoint;
+        }
+        if self.origin_hf_token_file.is_some() {
+            cfg.origin_hf.token_file = self.origin_hf_token_file;
+        }
         if !self.origin_file_roots.is_empty() {
             cfg.origin_file_roots = self.origin_file_roots;
         }

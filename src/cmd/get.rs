@@ -16,16 +16,17 @@ use tonic::transport::Channel;
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// URL to download: http(s)://, s3://bucket/key, gs://bucket/key, azblob://container/key
-    /// (the reading daemon's credentials), or file:///path (read only under a daemon's
-    /// origin_file_roots). Peers get it from the swarm; only the reader needs access.
+    /// (the reading daemon's credentials), hf://owner/repo[@revision]/path (Hugging Face,
+    /// checked against the sha256 the hub publishes), or file:///path (read only under a
+    /// daemon's origin_file_roots). Peers get it from the swarm; only the reader needs access.
     pub url: String,
     /// File to write; written atomically, never left partial. `-` writes the content to
     /// stdout once all of it is verified (a consumer never sees an unverified byte). With
     /// --recursive, the directory the files go into (made if missing).
     #[arg(short = 'O', long = "output")]
     pub output: PathBuf,
-    /// Download every object below URL (an s3://, gs:// or azblob:// prefix, a file://
-    /// directory) into the directory -O, keeping their layout. The local daemon lists them
+    /// Download every object below URL (an s3://, gs:// or azblob:// prefix, an hf://
+    /// repository or directory of it, a file:// directory) into the directory -O, keeping their layout. The local daemon lists them
     /// with its own credentials. Files already there with the same content are kept; a rerun
     /// skips what an interrupted run finished.
     #[arg(short = 'r', long)]

@@ -63,6 +63,8 @@ impl Filter {
 #[derive(Clone, Debug)]
 struct Planned {
     url: String,
+    /// The digest the origin published, or empty.
+    digest: String,
     /// Relative to the destination, checked.
     path: String,
     size: u64,
@@ -90,6 +92,7 @@ fn plan(objects: Vec<ListedObject>, filter: &Filter) -> (Vec<Planned>, Vec<Strin
         }
         files.push(Planned {
             url: o.url,
+            digest: o.digest,
             path: o.path,
             size: o.size,
         });
@@ -241,6 +244,7 @@ pub(crate) async fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
             let mut client = client.clone();
             let request = DownloadRequest {
                 url: f.url.clone(),
+                digest: f.digest.clone(),
                 output_path: dir.join(&f.path).to_string_lossy().into_owned(),
                 ..template.clone()
             };
@@ -439,6 +443,7 @@ mod tests {
             path: path.into(),
             size: 1,
             version: String::new(),
+            digest: String::new(),
         }
     }
 

@@ -17,6 +17,27 @@ impl std::fmt::Debug for BucketOptions {
     }
 }
 
+/// Hugging Face Hub origins (`hf://owner/repo[@revision]/path`).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubOrigin {
+    /// The hub's base URL (a mirror that speaks its API works too). Default: `HF_ENDPOINT`,
+    /// else `https://huggingface.co`.
+    pub endpoint: Option<String>,
+    /// A file holding the token for private and gated repositories (read at start). Default:
+    /// the `HF_TOKEN` environment variable, else no token.
+    pub token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for HubOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubOrigin")
+            .field("endpoint", &self.endpoint)
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
 /// Everything a daemon needs to run. Every field has a default, so an empty TOML file works.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -162,6 +183,10 @@ pub struct DaemonConfig {
     /// crate's Azure keys: `account_name`, `access_key`, `sas_token`, `endpoint`,
     /// `client_id`, …). Default none.
     pub origin_azure: BucketOptions,
+    /// The Hugging Face Hub that `hf://` URLs are read from, and its token. A seed reads
+    /// files with its own token; a daemon that lists a repository or resolves a revision
+    /// (`pollen get hf://…`) asks the hub for metadata with its own.
+    pub origin_hf: HubOrigin,
     /// An origin that sends nothing for this long (before its headers or between body bytes)
     /// is given up and the transfer retried from the first missing piece; a slow but steady
     /// origin is never cut off. Default 30s.
@@ -385,6 +410,7 @@ impl Default for DaemonConfig {
             origin_s3: BucketOptions::default(),
             origin_gcs: BucketOptions::default(),
             origin_azure: BucketOptions::default(),
+            origin_hf: HubOrigin::default(),
             origin_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(3),
             join_token_file: None,

@@ -34,6 +34,42 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonStart
     move |source| DaemonStartError::Io { what, source }
 }
 
+/// The `hf://` origin from `origin_hf`, `HF_ENDPOINT` and `HF_TOKEN`.
+fn hub_source(
+    cfg: &DaemonConfig,
+    roots: &[Vec<u8>],
+    guard: &pollen_source::OriginGuard,
+) -> Result<pollen_source::HubSource, DaemonStartError> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let token = match &cfg.origin_hf.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(io_err(format!(
+                    "reading origin_hf.token_file {}",
+                    p.display()
+                )))?
+                .trim()
+                .to_string(),
+        ),
+        None => env("HF_TOKEN"),
+    };
+    let settings = pollen_source::HubSettings {
+        endpoint: cfg
+            .origin_hf
+            .endpoint
+            .clone()
+            .or_else(|| env("HF_ENDPOINT"))
+            .unwrap_or_else(|| pollen_source::DEFAULT_HUB.to_string()),
+        token: token.filter(|t| !t.is_empty()),
+        connect_timeout: cfg.connect_timeout,
+        read_timeout: cfg.origin_read_timeout,
+        extra_roots: roots.to_vec(),
+    };
+    pollen_source::HubSource::new(settings, guard).map_err(DaemonStartError::setup(
+        "the Hugging Face origin (origin_hf)",
+    ))
+}
+
 /// Entry point for running a daemon.
 pub struct Daemon;
 
@@ -249,7 +285,8 @@ impl Daemon {
                 .map_err(DaemonStartError::setup("the bucket origins"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-        let sources = Arc::new(Sources::new(source.clone(), files, buckets));
+        let hub = hub_source(&cfg, &roots, &guard)?;
+        let sources = Arc::new(Sources::new(source.clone(), files, buckets).with_hub(hub));
         let conductor = Arc::new(
             Conductor::new(
                 store.clone(),

@@ -486,6 +486,7 @@ impl Source for BucketSource {
                 path: path.to_string(),
                 size: meta.size,
                 version: meta.e_tag,
+                digest: None,
             });
         }
         Ok(listing)

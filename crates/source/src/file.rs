@@ -139,6 +139,7 @@ fn walk(dir: &Path, roots: &[PathBuf], limit: usize) -> Result<Listing, SourceEr
                 path: rel.to_string(),
                 size: meta.len(),
                 version: Some(version(&meta)),
+                digest: None,
             });
         }
         // Depth first, in name order.

@@ -16,6 +16,7 @@ mod bucket;
 mod error;
 mod file;
 mod http;
+mod hub;
 mod origin_guard;
 mod source;
 mod sources;
@@ -24,10 +25,11 @@ pub use bucket::{BucketSettings, BucketSource, Cloud};
 pub use error::SourceError;
 pub use file::FileSource;
 pub use http::{client, connect_error, HttpSource, Redirects};
+pub use hub::{HubSettings, HubSource, DEFAULT_ENDPOINT as DEFAULT_HUB};
 pub use origin_guard::{
     refusal_in, BadAllowEntry, GuardRefusal, GuardRule, OriginGuard, OriginPolicy, ResolveError,
 };
 pub use source::{
-    safe_relative_path, BodyStream, Listed, Listing, OriginResponse, ReadRequest, Source,
+    safe_relative_path, BodyStream, Listed, Listing, OriginResponse, ReadRequest, Resolved, Source,
 };
 pub use sources::Sources;

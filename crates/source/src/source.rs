@@ -98,6 +98,23 @@ pub struct Listed {
     pub size: u64,
     /// Its version (ETag or what stands for one), when the listing gave one.
     pub version: Option<String>,
+    /// The content digest the origin publishes for it, if any: its download is then
+    /// content-addressed and checked against it.
+    pub digest: Option<pollen_core::ContentDigest>,
+}
+
+/// What a URL stands for once its origin has been asked: the URL to download (a revision
+/// pinned to its commit), and what the origin publishes about the content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The URL to download: the same one, or one naming a fixed version of the content.
+    pub url: String,
+    /// The content digest the origin publishes, if any.
+    pub digest: Option<pollen_core::ContentDigest>,
+    /// The content's length, when known.
+    pub size: Option<u64>,
+    /// The origin serves it only to callers with credentials.
+    pub private: bool,
 }
 
 /// A listing: the objects found, in the origin's order, and whether there were more than
@@ -142,6 +159,18 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         Err(SourceError::Unsupported {
             url: url.to_string(),
             reason: "this kind of origin cannot be listed".into(),
+        })
+    }
+
+    /// What `url` stands for before it is downloaded. Origins whose URLs name one fixed
+    /// content and publish nothing more answer with the URL itself, asking nobody.
+    async fn resolve(&self, url: &str, policy: OriginPolicy) -> Result<Resolved, SourceError> {
+        let _ = policy;
+        Ok(Resolved {
+            url: url.to_string(),
+            digest: None,
+            size: None,
+            private: false,
         })
     }
 }

@@ -7,8 +7,9 @@ use crate::bucket::{BucketSource, Cloud};
 use crate::error::SourceError;
 use crate::file::FileSource;
 use crate::http::HttpSource;
+use crate::hub::HubSource;
 use crate::origin_guard::OriginPolicy;
-use crate::source::{Listing, OriginResponse, ReadRequest, Source};
+use crate::source::{Listing, OriginResponse, ReadRequest, Resolved, Source};
 
 /// The origins, one per kind of URL.
 #[derive(Clone, Debug)]
@@ -16,6 +17,7 @@ pub struct Sources {
     http: HttpSource,
     file: FileSource,
     buckets: Vec<BucketSource>,
+    hub: Option<HubSource>,
 }
 
 impl Sources {
@@ -26,6 +28,15 @@ impl Sources {
             http,
             file,
             buckets,
+            hub: None,
+        }
+    }
+
+    /// These origins and `hub` for `hf://` URLs.
+    pub fn with_hub(self, hub: HubSource) -> Self {
+        Self {
+            hub: Some(hub),
+            ..self
         }
     }
 
@@ -40,6 +51,13 @@ impl Sources {
         match scheme.as_deref() {
             Some("http" | "https") => Ok(&self.http),
             Some("file") => Ok(&self.file),
+            Some("hf") => match &self.hub {
+                Some(h) => Ok(h),
+                None => Err(SourceError::Unsupported {
+                    url: url.to_string(),
+                    reason: "this daemon reads no Hugging Face hub".into(),
+                }),
+            },
             Some(other) if Cloud::of_scheme(other).is_some() => {
                 let cloud = Cloud::of_scheme(other);
                 match self.buckets.iter().find(|b| Some(b.cloud()) == cloud) {
@@ -78,6 +96,10 @@ impl Source for Sources {
         limit: usize,
     ) -> Result<Listing, SourceError> {
         self.pick(url)?.list(url, policy, limit).await
+    }
+
+    async fn resolve(&self, url: &str, policy: OriginPolicy) -> Result<Resolved, SourceError> {
+        self.pick(url)?.resolve(url, policy).await
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod azurite;
 pub mod cluster;
 pub mod daemon_proc;
+pub mod hub;
 mod launch;
 mod logged_server;
 pub mod origin;

@@ -186,7 +186,7 @@ impl Daemon for LocalApi {
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let caller = Caller::of_connection(request.extensions().get::<UdsConnectInfo>())?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let output = match (req.cache_only, req.output_path.is_empty()) {
             (true, true) => None,
             (true, false) => {
@@ -197,7 +197,25 @@ impl Daemon for LocalApi {
             }
             (false, _) => Some(PathBuf::from(&req.output_path)),
         };
-        let spec = TaskSpec::from_request(&req)?;
+        let mut spec = TaskSpec::from_request(&req)?;
+        // An origin that pins a version (a hub revision to its commit) or publishes a digest
+        // says so now: the task is that version, content-addressed and checked where it can.
+        let resolved = self
+            .conductor
+            .source
+            .resolve(&req.url, pollen_source::OriginPolicy::LocalUser)
+            .await
+            .map_err(DownloadError::from)?;
+        if resolved.url != req.url || (req.digest.is_empty() && resolved.digest.is_some()) {
+            req.url = resolved.url;
+            if req.digest.is_empty() {
+                req.digest = resolved.digest.map(|d| d.to_string()).unwrap_or_default();
+            }
+            spec = TaskSpec::from_request(&req)?;
+        }
+        if resolved.private {
+            spec = spec.private()?;
+        }
         let existing = ExistingOutput::try_from(req.existing_output).map_err(|_| {
             DownloadError::InvalidRequest(format!(
                 "existing_output {} is not one this daemon knows",
@@ -248,6 +266,7 @@ impl Daemon for LocalApi {
                     path: o.path,
                     size: o.size,
                     version: o.version.unwrap_or_default(),
+                    digest: o.digest.map(|d| d.to_string()).unwrap_or_default(),
                 })
                 .collect(),
             truncated: listing.truncated,

@@ -47,6 +47,17 @@ impl TaskSpec {
         })
     }
 
+    /// This task as one the origin serves only to callers with credentials: its id bound to
+    /// the URL (see `pollen_core::task_id`), shared only with peers that prove the same access.
+    pub fn private(mut self) -> Result<Self, DownloadError> {
+        self.key.private = true;
+        self.id = self
+            .key
+            .task_id()
+            .map_err(|e| DownloadError::InvalidRequest(e.to_string()))?;
+        Ok(self)
+    }
+
     /// The task a scheduler or manager asked for (a seed trigger, a preheat).
     pub fn from_proto(t: TaskRequest) -> Result<Self, DownloadError> {
         let digest = if t.digest.is_empty() {
