@@ -32,6 +32,9 @@ pub enum Command {
     Get(cmd::get::GetArgs),
     /// Show the local daemon: its scheduler link, cache, traffic and recent tasks.
     Status(cmd::status::StatusArgs),
+    /// The local daemon's cache by task: ls, stat, rm.
+    #[command(subcommand)]
+    Cache(cmd::cache::CacheCommand),
     /// Start an origin, a scheduler, a seed and N peers on this machine and distribute a file.
     Demo(cmd::demo::DemoArgs),
     /// Fetch an image's blobs (by reference) into the local daemon's cache ahead of pulls.
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         | Command::Daemon(_) => "info",
         Command::Get(_)
         | Command::Status(_)
+        | Command::Cache(_)
         | Command::Demo(_)
         | Command::Init(_)
         | Command::Preheat(_)
@@ -97,6 +101,7 @@ pub fn main() -> ExitCode {
             Command::Get(a) if a.recursive => cmd::get_dir::run(a).await,
             Command::Get(a) => cmd::get::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Cache(c) => cmd::cache::run(c).await,
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Init(a) => cmd::init::run(a).await,
             Command::Preheat(a) => cmd::preheat::run(a).await,

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod ca;
+pub(crate) mod cache;
 pub(crate) mod certs;
 pub(crate) mod daemon;
 pub(crate) mod daemon_client;

@@ -43,16 +43,7 @@ impl Drop for HostilePeer {
 
 /// The task id the scheduler expects for a plain request of `url`.
 pub fn task_of(url: &str) -> TaskId {
-    TaskKey {
-        url: url.into(),
-        digest: None,
-        tag: String::new(),
-        application: String::new(),
-        filtered_query: Vec::new(),
-        private: false,
-    }
-    .task_id()
-    .expect("task id")
+    TaskKey::of_url(url).task_id().expect("task id")
 }
 
 impl HostilePeer {

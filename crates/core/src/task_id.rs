@@ -89,6 +89,19 @@ pub struct TaskKey {
 }
 
 impl TaskKey {
+    /// The key of a plain download of `url`: no digest, tag or application, no query
+    /// parameter filtered.
+    pub fn of_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            digest: None,
+            tag: String::new(),
+            application: String::new(),
+            filtered_query: Vec::new(),
+            private: false,
+        }
+    }
+
     /// Validates the URL and returns the task id.
     pub fn task_id(&self) -> Result<TaskId, TaskIdError> {
         let normalised = normalise_url(&self.url, &self.filtered_query)?;

@@ -144,7 +144,10 @@ pub(crate) async fn run(
             }
             let s = store.clone();
             match tokio::task::spawn_blocking(move || s.remove_task(&id)).await {
-                Ok(Ok(())) => info!(task = %&id.hex()[..12], "evicted from the cache"),
+                Ok(Ok(())) => {
+                    conductor.task_dropped(id);
+                    info!(task = %&id.hex()[..12], "evicted from the cache");
+                }
                 Ok(Err(e)) => {
                     warn!(task = %&id.hex()[..12], error = %pollen_core::error_kind::Chain(&e), "eviction failed");
                 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use pollen_proto::daemon::daemon_server::Daemon;
 use pollen_proto::daemon::{
     DownloadProgress, DownloadRequest, ExistingOutput, ListRequest, ListResponse, ListedObject,
-    StatRequest, StatResponse, TaskStat,
+    RemoveRequest, RemoveResponse, StatRequest, StatResponse, TaskStat,
 };
 use pollen_source::Source as _;
 use tokio::sync::mpsc;
@@ -270,6 +270,23 @@ impl Daemon for LocalApi {
                 })
                 .collect(),
             truncated: listing.truncated,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.task_id.parse::<pollen_core::TaskId>().map_err(|e| {
+            DownloadError::InvalidRequest(format!("{e}: a task id is 64 hex digits"))
+        })?;
+        let gone = self.conductor.remove_held(id).await?;
+        if let Some(e) = &gone {
+            tracing::info!(task = %e.id, url = %e.snapshot().meta.url, "task removed from the cache by a local caller");
+        }
+        Ok(Response::new(RemoveResponse {
+            removed: gone.is_some(),
         }))
     }
 

@@ -94,6 +94,7 @@ impl HostSessions {
             self.stats.clone(),
             self.places.clone(),
             Duration::from_secs(1),
+            self.conductor.dropped.subscribe(),
             token.clone(),
         ));
         self.conductor.tasks.spawn(link.run_host_session(

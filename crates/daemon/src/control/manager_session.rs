@@ -112,18 +112,10 @@ fn list_tasks(conductor: &Conductor, only: &str) -> Result<Vec<HeldTask>, String
 /// being downloaded is not removed (its download would write into a removed file).
 async fn delete_task(conductor: Arc<Conductor>, hex: &str) -> Result<Vec<HeldTask>, String> {
     let id = task_id(hex)?;
-    let Some(entry) = conductor.store.get(&id) else {
+    let Some(entry) = conductor.remove_held(id).await.map_err(|e| e.to_string())? else {
         return Ok(Vec::new());
     };
-    if conductor.busy().contains(&id) {
-        return Err("the task is being downloaded on this peer; delete it when that ends".into());
-    }
     let gone = held(&entry);
-    let store = conductor.store.clone();
-    tokio::task::spawn_blocking(move || store.remove_task(&id))
-        .await
-        .map_err(|_| "the daemon is shutting down".to_string())?
-        .map_err(|e| e.to_string())?;
     info!(task = %gone.task_id, url = %gone.url, "task deleted from the cache by the manager");
     Ok(vec![gone])
 }

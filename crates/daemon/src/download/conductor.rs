@@ -104,6 +104,9 @@ pub(crate) struct Conductor {
     /// for private tasks against them.
     pub grant_keys: crate::upload::grant_keys::GrantKeys,
     inflight: Mutex<HashMap<TaskId, Inflight>>,
+    /// Tasks removed from the store (evicted, deleted): each scheduler link tells its
+    /// scheduler at once, so this host is no longer offered as their parent.
+    pub dropped: tokio::sync::broadcast::Sender<TaskId>,
     /// Every task the daemon spawns for its work (downloads, origin fetches, answers to the
     /// CLI, the scheduler's and the manager's orders): shutdown waits for them all.
     pub tasks: TaskTracker,
@@ -132,8 +135,37 @@ impl Conductor {
             peer_tls: None,
             grant_keys: Default::default(),
             inflight: Mutex::new(HashMap::new()),
+            dropped: tokio::sync::broadcast::channel(1024).0,
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Removes task `id` from the cache and tells the schedulers; its entry, or `None` when
+    /// it was not held. A task being downloaded is refused (its download would write into a
+    /// removed file).
+    pub async fn remove_held(
+        &self,
+        id: TaskId,
+    ) -> Result<Option<Arc<pollen_storage::TaskEntry>>, DownloadError> {
+        let Some(entry) = self.store.get(&id) else {
+            return Ok(None);
+        };
+        if self.busy().contains(&id) {
+            return Err(DownloadError::InvalidRequest(
+                "the task is being downloaded on this host; remove it when that ends".into(),
+            ));
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.remove_task(&id))
+            .await
+            .map_err(|_| DownloadError::ShuttingDown)??;
+        self.task_dropped(id);
+        Ok(Some(entry))
+    }
+
+    /// Says that `id` is no longer held here (see [`Conductor::dropped`]).
+    pub fn task_dropped(&self, id: TaskId) {
+        let _ = self.dropped.send(id);
     }
 
     /// Checks upload grants against `keys` (the upload port's).

@@ -103,15 +103,18 @@ impl SchedulerLink {
     /// Reports this host's load to the scheduler every `every` until `shutdown`: upload
     /// connections in use and the cap on them now (`places`), and the bytes per second sent
     /// and received since the last report.
-    /// A refused report (no host session yet) is retried at the next tick.
+    /// A refused report (no host session yet) is retried at the next tick. A task dropped
+    /// from the store (`dropped`) is reported at once, and again until a report is taken.
     pub async fn run_load_reports(
         self,
         host_id: String,
         stats: Arc<DaemonStats>,
         places: Arc<Places>,
         every: Duration,
+        mut dropped: tokio::sync::broadcast::Receiver<pollen_core::TaskId>,
         shutdown: CancellationToken,
     ) {
+        let mut unsent: Vec<String> = Vec::new();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let totals = |s: &DaemonStats| {
@@ -125,6 +128,16 @@ impl SchedulerLink {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                d = dropped.recv() => match d {
+                    Ok(id) => unsent.push(id.hex()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(lost = n, "more tasks dropped at once than can be reported; the scheduler learns of the rest when the host session ends");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                },
+            }
+            while let Ok(id) = dropped.try_recv() {
+                unsent.push(id.hex());
             }
             let now = (totals(&stats), tokio::time::Instant::now());
             let secs = now.1.duration_since(last.1).as_secs_f64().max(0.001);
@@ -134,12 +147,15 @@ impl SchedulerLink {
                 upload_bytes_per_sec: (now.0 .0.saturating_sub(last.0 .0) as f64 / secs) as u64,
                 download_bytes_per_sec: (now.0 .1.saturating_sub(last.0 .1) as f64 / secs) as u64,
                 max_upload_connections: places.cap() as u32,
+                dropped_task_ids: unsent.clone(),
             };
             last = now;
             let mut client = self.client.clone();
             let sent = tokio::time::timeout(every, client.report_load(load)).await;
-            if let Ok(Err(e)) = sent {
-                tracing::debug!(error = %e.message(), "load report refused");
+            match sent {
+                Ok(Ok(_)) => unsent.clear(),
+                Ok(Err(e)) => tracing::debug!(error = %e.message(), "load report refused"),
+                Err(_) => {}
             }
         }
     }

@@ -163,6 +163,25 @@ impl Core {
             host.info.max_upload_connections = cap;
         }
         host.last_heard = Instant::now();
+        for task in &load.dropped_task_ids {
+            let gone: Vec<String> = self
+                .model
+                .tasks
+                .get(task)
+                .map(|t| {
+                    t.order
+                        .iter()
+                        .filter_map(|&slot| t.peers.at(slot))
+                        .filter(|p| p.host_id == load.host_id)
+                        .map(|p| p.id.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for peer in gone {
+                info!(host = %load.host_id, task = %task, "the host dropped the task; no longer offered as its parent");
+                self.remove_peer(task, &peer, "its host dropped the task");
+            }
+        }
         Ok(())
     }
 
@@ -375,6 +394,49 @@ mod tests {
         // Silent for longer than TAKEOVER_QUIET: another address may take the id.
         let later = now + TAKEOVER_QUIET + std::time::Duration::from_secs(1);
         assert!(core.check_takeover("h1", Some(other), later).is_ok());
+    }
+
+    #[test]
+    fn a_host_that_dropped_a_task_is_no_longer_one_of_its_peers_and_no_other_one_goes() {
+        use pollen_proto::scheduler::{Register, TaskRequest};
+        let mut core = Core::new(SchedulerConfig::default(), 1);
+        host(&mut core, "h1", "10.0.0.1");
+        host(&mut core, "h2", "10.0.0.2");
+        let mut task = TaskRequest {
+            url: "http://origin/model.bin".into(),
+            ..Default::default()
+        };
+        task.task_id = crate::task_facts::expected_task_id(&task).expect("task id");
+        let mut tid = String::new();
+        for (peer, host) in [("p1", "h1"), ("p2", "h2")] {
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            std::mem::forget(rx);
+            let reg = Register {
+                peer_id: peer.into(),
+                host_id: host.into(),
+                task: Some(task.clone()),
+            };
+            tid = core.register(reg, tx).expect("registered").0;
+        }
+        let hosts = |core: &Core| {
+            let t = core.model.tasks.get(&tid).expect("task");
+            let mut h: Vec<String> = t
+                .order
+                .iter()
+                .filter_map(|&slot| t.peers.at(slot))
+                .map(|p| p.host_id.clone())
+                .collect();
+            h.sort();
+            h
+        };
+        assert_eq!(hosts(&core), ["h1", "h2"]);
+        let dropped = HostLoad {
+            dropped_task_ids: vec![tid.clone(), "not-a-task".into()],
+            ..load("h1")
+        };
+        core.report_load(&dropped, Some("10.0.0.1".parse().expect("ip")))
+            .expect("report");
+        assert_eq!(hosts(&core), ["h2"], "h1 is gone, h2 stays");
     }
 
     #[test]
