@@ -196,13 +196,28 @@ async fn get_as(
     url: &str,
     out: &std::path::Path,
 ) -> std::process::Output {
+    pollen_as(
+        user,
+        bin,
+        socket,
+        &["get".as_ref(), url.as_ref(), "-O".as_ref(), out.as_ref()],
+    )
+    .await
+}
+
+/// Runs `pollen ARGS` against `socket` as `uid:gid` with no supplementary groups.
+async fn pollen_as(
+    user: (u32, u32),
+    bin: &std::path::Path,
+    socket: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+) -> std::process::Output {
     let mut cmd = tokio::process::Command::new("setpriv");
     cmd.arg(format!("--reuid={}", user.0))
         .arg(format!("--regid={}", user.1))
         .arg("--clear-groups")
         .arg(bin)
-        .args(["get", url, "-O"])
-        .arg(out)
+        .args(args)
         .arg("--api-socket")
         .arg(socket);
     tokio::time::timeout(HANG, cmd.output())
@@ -212,7 +227,7 @@ async fn get_as(
 }
 
 /// A local user reaches the daemon only through the socket's group, and the daemon writes an
-/// output only where that user could write it: the output is created with the caller's rights
+/// output (or reads a file to import) only where that user could: with the caller's rights
 /// (SO_PEERCRED), not the daemon's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_user_cannot_reach_a_socket_it_may_not_use_nor_write_where_it_cannot() {
@@ -296,6 +311,58 @@ async fn a_local_user_cannot_reach_a_socket_it_may_not_use_nor_write_where_it_ca
     let m = std::fs::metadata(own.join("mine")).expect("written");
     assert_eq!((m.uid(), m.gid()), MEMBER);
     assert_eq!(sha256_file(&own.join("mine")), origin.digest());
+
+    // Importing a file only root may read: refused with the caller's rights, nothing cached.
+    let secret = roots.join("secret");
+    std::fs::write(&secret, b"root's own").expect("write");
+    chmod(&secret, 0o600);
+    let cached = || async {
+        let o = pollen_as(
+            (0, 0),
+            &cli,
+            &socket,
+            &["cache".as_ref(), "ls".as_ref(), "--json".as_ref()],
+        )
+        .await;
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout)
+            .expect("json")
+            .len()
+    };
+    let tasks = cached().await;
+    let o = pollen_as(
+        MEMBER,
+        &cli,
+        &socket,
+        &["cache".as_ref(), "import".as_ref(), secret.as_ref()],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert_eq!(cached().await, tasks);
+    // Exporting into root's directory: refused the same way.
+    let o = pollen_as(
+        MEMBER,
+        &cli,
+        &socket,
+        &[
+            "cache".as_ref(),
+            "export".as_ref(),
+            url.as_ref(),
+            "-O".as_ref(),
+            roots.join("exported").as_ref(),
+        ],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(!roots.join("exported").exists());
     drop(d);
 }
 

@@ -1,7 +1,8 @@
-//! `pollen cache ls|stat|rm` with real processes: a downloaded task listed, shown by URL and
-//! by id prefix, removed (and gone from the listing, its content file with it), and the
-//! errors for a task that is not there and a name that is neither an id nor a URL; and a
-//! removed task no longer offered by the scheduler as held by that host.
+//! `pollen cache ls|stat|rm|import|export` with real processes: a downloaded task listed,
+//! shown by URL and by id prefix, removed (and gone from the listing, its content file with
+//! it), and the errors for a task that is not there and a name that is neither an id nor a
+//! URL; a removed task no longer offered by the scheduler as held by that host; a file
+//! imported as the task of its digest (never of a URL), exported, and spread from a seed.
 
 mod common;
 
@@ -155,4 +156,205 @@ async fn a_removed_task_is_no_longer_offered_by_the_scheduler_as_held_by_that_ho
         n += 1;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Writes `size` random bytes to `dir/name`.
+fn random_file(dir: &std::path::Path, name: &str, size: u64) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, pollen_testkit::origin::random_data(size as usize)).expect("write");
+    path
+}
+
+/// An imported file is the task of its sha256: a download naming that digest gets it from the
+/// cache without asking the origin, a download of the URL the import named gets the origin's
+/// own bytes, and export writes it back; bad imports are refused with nothing kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_file_serves_its_digest_never_a_url_and_exports() {
+    let origin = origin(MIB).await;
+    let url = origin.url("/blob");
+    let cluster = lone_daemon(&[]).await;
+    let daemon = &cluster.peers[0];
+    let dir = cluster.dir.path();
+    let file = random_file(dir, "model.bin", 3 * MIB + 5);
+    let digest = sha256_file(&file);
+
+    let (ok, id, err) = cache(
+        daemon,
+        &["import", file.to_str().expect("utf-8"), "--url", &url],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let id = id.trim().to_string();
+    assert_eq!(format!("sha256:{id}"), digest.to_string());
+    assert!(err.contains("imported"), "{err}");
+    let (ok, listing, _) = cache(daemon, &["ls"]).await;
+    assert!(
+        ok && listing.contains(&id[..12]) && listing.contains("100%"),
+        "{listing}"
+    );
+    let (ok, again, err) =
+        cache(daemon, &["import", file.to_str().expect("utf-8"), "--json"]).await;
+    assert!(ok, "{err}");
+    let again: serde_json::Value = serde_json::from_str(&again).expect("json");
+    assert_eq!(again["already_held"], true);
+
+    // A download naming the digest is served from the cache; the origin is never asked.
+    let by_digest = dir.join("by-digest");
+    tokio::time::timeout(
+        HANG,
+        daemon.download(&url, &by_digest, Some(&digest.to_string())),
+    )
+    .await
+    .expect("not hung")
+    .expect("served from the cache");
+    assert_eq!(sha256_file(&by_digest), digest);
+    assert_eq!(origin.bytes_served(), 0);
+    // A download of the URL alone is not the import's: it is what the origin serves.
+    let by_url = dir.join("by-url");
+    download_within(daemon, &url, &by_url)
+        .await
+        .expect("download");
+    assert_eq!(sha256_file(&by_url), origin.digest());
+
+    // Export by id prefix, by the URL the import recorded; an existing output is refused.
+    let out = dir.join("exported");
+    let (ok, _, err) = cache(
+        daemon,
+        &["export", &id[..10], "-O", out.to_str().expect("utf-8")],
+    )
+    .await;
+    assert!(ok && err.contains("saved"), "{err}");
+    assert_eq!(sha256_file(&out), digest);
+    let (ok, _, err) = cache(daemon, &["export", &id, "-O", out.to_str().expect("utf-8")]).await;
+    assert!(!ok && err.contains("--overwrite"), "{err}");
+    std::fs::write(&out, b"edited").expect("edit");
+    let (ok, _, err) = cache(
+        daemon,
+        &[
+            "export",
+            &id,
+            "-O",
+            out.to_str().expect("utf-8"),
+            "--overwrite",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(sha256_file(&out), digest);
+    let (ok, _, err) = cache(
+        daemon,
+        &[
+            "export",
+            "0123456789abcdef",
+            "-O",
+            dir.join("none").to_str().expect("utf-8"),
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("no task in the cache"), "{err}");
+    assert!(!dir.join("none").exists());
+
+    // Refused imports keep nothing: a wrong digest, a missing file, a directory.
+    let tasks = daemon.stat().await.expect("stat").tasks.len();
+    let other = random_file(dir, "other.bin", MIB);
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let (ok, _, err) = cache(
+        daemon,
+        &["import", other.to_str().expect("utf-8"), "--digest", &wrong],
+    )
+    .await;
+    assert!(!ok && err.contains("digest mismatch"), "{err}");
+    let (ok, _, err) = cache(
+        daemon,
+        &["import", dir.join("missing").to_str().expect("utf-8")],
+    )
+    .await;
+    assert!(
+        !ok && err.contains("cannot read") && err.contains("No such file"),
+        "{err}"
+    );
+    let (ok, _, err) = cache(daemon, &["import", dir.to_str().expect("utf-8")]).await;
+    assert!(!ok && err.contains("not a regular file"), "{err}");
+    assert_eq!(daemon.stat().await.expect("stat").tasks.len(), tasks);
+}
+
+/// Downloads the content of `digest` (asked for as `url`) on `peer` without reading the origin.
+async fn by_digest_without_origin(
+    peer: &DaemonProc,
+    url: &str,
+    digest: pollen_core::ContentDigest,
+    out: &std::path::Path,
+) -> Result<(), tonic::Status> {
+    let req = pollen_proto::daemon::DownloadRequest {
+        url: url.into(),
+        output_path: out.to_string_lossy().into_owned(),
+        digest: digest.to_string(),
+        no_origin: true,
+        ..Default::default()
+    };
+    tokio::time::timeout(HANG, peer.download_request(req))
+        .await
+        .expect("not hung")
+}
+
+/// A file a seed imports is spread to the fleet: a peer that names its digest gets it from the
+/// seed although the origin was never read (`--no-origin` would fail otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_imported_on_a_seed_reaches_peers_without_the_origin() {
+    let origin = origin(MIB).await;
+    let url = origin.url("/blob");
+    let cluster = Cluster::start(ClusterSpec::new(bin(), 2))
+        .await
+        .expect("cluster");
+    let seed = cluster.seed.as_ref().expect("a seed");
+    let file = random_file(cluster.dir.path(), "weights.bin", 6 * MIB);
+    let digest = sha256_file(&file);
+    let (ok, _, err) = cache(
+        seed,
+        &["import", file.to_str().expect("utf-8"), "--url", &url],
+    )
+    .await;
+    assert!(ok, "{err}");
+    for (n, peer) in cluster.peers.iter().enumerate() {
+        let out = cluster.dir.path().join(format!("out-{n}"));
+        by_digest_without_origin(peer, &url, digest, &out)
+            .await
+            .expect("fetched from the seed");
+        assert_eq!(sha256_file(&out), digest);
+    }
+    assert_eq!(origin.bytes_served(), 0);
+    let peer_bytes: u64 = {
+        let mut total = 0;
+        for p in &cluster.peers {
+            total += p.stat().await.expect("stat").p2p_download_bytes;
+        }
+        total
+    };
+    assert_eq!(peer_bytes, 2 * 6 * MIB);
+}
+
+/// An ordinary peer's import is not trusted by the fleet: its announce does not publish the
+/// task's pieces, so another peer asking for the digest is not served by it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_imported_on_an_ordinary_peer_is_not_taken_on_its_word() {
+    let origin = origin(MIB).await;
+    let url = origin.url("/blob");
+    let mut spec = ClusterSpec::new(bin(), 2);
+    spec.daemon_args = vec!["--parent-wait".into(), "3s".into()];
+    let cluster = Cluster::start(spec).await.expect("cluster");
+    let file = random_file(cluster.dir.path(), "weights.bin", 6 * MIB);
+    let digest = sha256_file(&file);
+    let (ok, _, err) = cache(
+        &cluster.peers[0],
+        &["import", file.to_str().expect("utf-8"), "--url", &url],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let out = cluster.dir.path().join("out");
+    let r = by_digest_without_origin(&cluster.peers[1], &url, digest, &out).await;
+    let e = r.expect_err("no trusted host holds the content");
+    assert!(e.message().contains("--no-origin"), "{e:?}");
+    assert!(!out.exists());
+    let importer = cluster.peers[0].stat().await.expect("stat");
+    assert_eq!(importer.upload_bytes, 0, "the importer served nothing");
 }

@@ -184,4 +184,29 @@ async fn a_repository_is_read_once_by_the_seed_and_every_file_checked_on_the_pee
     for f in &secret.files {
         assert!(same(&private.join(&f.path), f), "{}", f.path);
     }
+    // Its tasks are private: `pollen cache export` (which checks no token) refuses them.
+    let held = trusted.stat().await.expect("stat");
+    let task = held
+        .tasks
+        .iter()
+        .find(|t| t.private)
+        .expect("a private task");
+    let out = cluster.dir.path().join("exported");
+    let o = pollen_cli(
+        trusted,
+        &[
+            "cache".as_ref(),
+            "export".as_ref(),
+            task.task_id.as_ref(),
+            "-O".as_ref(),
+            out.as_os_str(),
+        ],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("fetched with credentials"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }

@@ -1,13 +1,17 @@
 //! `pollen cache`: the local daemon's cache by task (what `dfcache` does): list it, show one
-//! task, remove one. A task is named by its id (or a unique prefix of it) or by the URL it
-//! was downloaded from.
+//! task, remove one, import a file into it, export one to a file. A task is named by its id
+//! (or a unique prefix of it) or by the URL it was downloaded from.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes as H;
-use pollen_proto::daemon::{RemoveRequest, StatRequest, StatResponse, TaskStat};
+use pollen_proto::daemon::{
+    ExistingOutput, ExportRequest, ImportRequest, RemoveRequest, StatRequest, StatResponse,
+    TaskStat,
+};
 
 /// `pollen cache` commands.
 #[derive(Subcommand, Debug)]
@@ -19,6 +23,59 @@ pub enum CacheCommand {
     /// Remove one task from the cache; the scheduler learns at once that this host no
     /// longer holds it.
     Rm(TaskArgs),
+    /// Copy a local file into the cache, read with your rights. The task is the file's
+    /// content: its id is its sha256, and it serves every download that names that digest
+    /// (`pollen get --digest`, an image layer, a Hugging Face LFS file), on this host and, from
+    /// a seed, to the fleet; never a download of a URL without one. Prints the task id.
+    Import(ImportArgs),
+    /// Write a task held complete in the cache to a file, with your rights. Fetches nothing
+    /// (`pollen get` does).
+    Export(ExportArgs),
+}
+
+/// `pollen cache import` flags.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The file to import.
+    pub file: PathBuf,
+    /// The origin the file is a copy of, recorded as the task's URL (shown by `pollen cache
+    /// ls`; what a seed would read if no host held the content). Default: file://FILE.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The digest the file must have, `sha256:<hex>`; the import fails if it differs.
+    #[arg(long)]
+    pub digest: Option<String>,
+    /// Print the result as one JSON object instead.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub daemon: super::daemon_client::DaemonSocket,
+}
+
+/// `pollen cache export` flags.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The task: its id (or a unique prefix of at least 6 hex digits), or the URL it was
+    /// downloaded from.
+    pub task: String,
+    /// Where to write the content.
+    #[arg(short = 'O', long = "output")]
+    pub output: PathBuf,
+    /// Replace an existing output (refused by default).
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub daemon: super::daemon_client::DaemonSocket,
+}
+
+/// `path` made absolute against the current directory.
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("cannot read the current directory")?
+        .join(path))
 }
 
 /// `pollen cache ls` flags.
@@ -114,8 +171,94 @@ pub(crate) async fn run(cmd: CacheCommand) -> anyhow::Result<ExitCode> {
             }
             eprintln!("removed {} ({}, {})", t.task_id, t.url, H(t.held_bytes));
         }
+        CacheCommand::Import(a) => import(a).await?,
+        CacheCommand::Export(a) => export(a).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn import(a: ImportArgs) -> anyhow::Result<()> {
+    if let Some(d) = &a.digest {
+        d.parse::<pollen_core::ContentDigest>()
+            .with_context(|| format!("--digest {d:?}"))?;
+    }
+    let file = absolute(&a.file)?;
+    let mut client = a.daemon.connect().await?;
+    let done = client
+        .import(ImportRequest {
+            path: file.to_string_lossy().into_owned(),
+            url: a.url.unwrap_or_default(),
+            digest: a.digest.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| anyhow!("cannot import {}: {}", file.display(), s.message()))?
+        .into_inner();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "task_id": done.task_id,
+                "digest": format!("sha256:{}", done.task_id),
+                "content_length": done.content_length,
+                "already_held": done.already_held,
+            })
+        );
+        return Ok(());
+    }
+    println!("{}", done.task_id);
+    eprintln!(
+        "{} {} ({}) as task {}",
+        if done.already_held {
+            "the cache already held"
+        } else {
+            "imported"
+        },
+        file.display(),
+        H(done.content_length),
+        &done.task_id[..12.min(done.task_id.len())]
+    );
+    Ok(())
+}
+
+async fn export(a: ExportArgs) -> anyhow::Result<()> {
+    if a.output.as_os_str() == "-" {
+        bail!("pollen cache export writes to a file; `pollen get URL -O -` writes to stdout");
+    }
+    let output = absolute(&a.output)?;
+    if !a.overwrite && std::fs::symlink_metadata(&output).is_ok() {
+        bail!(
+            "{} already exists; pass --overwrite to replace it",
+            output.display()
+        );
+    }
+    let stat = stat(&a.daemon).await?;
+    let t = find(&stat, &a.task)?;
+    if !t.complete {
+        bail!(
+            "task {} is not complete in the cache ({} of {} pieces); `pollen get {}` fetches it",
+            t.task_id,
+            t.pieces_present,
+            t.piece_count,
+            t.url
+        );
+    }
+    let mut client = a.daemon.connect().await?;
+    let done = client
+        .export(ExportRequest {
+            task_id: t.task_id.clone(),
+            output_path: output.to_string_lossy().into_owned(),
+            existing_output: ExistingOutput::Replace.into(),
+        })
+        .await
+        .map_err(|s| anyhow!("cannot export {}: {}", t.task_id, s.message()))?
+        .into_inner();
+    eprintln!(
+        "saved {} ({}) from task {}",
+        output.display(),
+        H(done.content_length),
+        &t.task_id[..12.min(t.task_id.len())]
+    );
+    Ok(())
 }
 
 async fn stat(daemon: &super::daemon_client::DaemonSocket) -> anyhow::Result<StatResponse> {
@@ -148,10 +291,13 @@ fn json(t: &TaskStat) -> serde_json::Value {
     })
 }
 
-/// The task `name` names: an id, a unique id prefix (6 hex digits or more), or a URL (the
+/// The task `name` names: an id (`sha256:` before it allowed), a unique id prefix (6 hex
+/// digits or more), or a URL (the
 /// task of that URL without tag or application, or the one task downloaded from it).
 fn find<'a>(stat: &'a StatResponse, name: &str) -> anyhow::Result<&'a TaskStat> {
     let name = name.trim();
+    // An imported file's id is its digest, which users may write as one.
+    let name = name.strip_prefix("sha256:").unwrap_or(name);
     let hex = name.len() >= 6 && name.bytes().all(|b| b.is_ascii_hexdigit());
     let matches: Vec<&TaskStat> = if hex {
         let lower = name.to_ascii_lowercase();
@@ -234,6 +380,7 @@ mod tests {
         let both = find(&stat, "ab").expect_err("too short to be an id");
         assert!(format!("{both}").contains("neither"), "{both}");
         assert!(find(&stat, "abcd00").is_ok());
+        assert!(find(&stat, &format!("sha256:{}", "ab".repeat(32))).is_ok());
         let none = find(&stat, "http://o/none").expect_err("absent");
         assert!(format!("{none}").contains("pollen cache ls"), "{none}");
     }

@@ -71,6 +71,18 @@ pub enum DownloadError {
     /// an existing output.
     #[error("{0} already exists and differs from the content; pass --overwrite to replace it")]
     OutputDiffers(String),
+    /// A file to import could not be read (with the caller's rights).
+    #[error("cannot read {path}")]
+    Input {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The task asked for is not held (complete) on this host.
+    #[error("{0}")]
+    NotHeld(String),
     /// Every local caller went away and nothing else asked for the task: the run stopped,
     /// keeping the pieces it holds for a rerun.
     #[error("nobody waits for the download any more; a rerun resumes it")]
@@ -99,6 +111,8 @@ impl DownloadError {
             DownloadError::ShuttingDown => ErrorKind::Unavailable,
             DownloadError::Abandoned | DownloadError::NoOrigin(_) => ErrorKind::Unavailable,
             DownloadError::OutputDiffers(_) => ErrorKind::Invalid,
+            DownloadError::Input { source, .. } => ErrorKind::of_io(source),
+            DownloadError::NotHeld(_) => ErrorKind::NotFound,
         }
     }
 }
@@ -148,6 +162,12 @@ impl From<DownloadError> for tonic::Status {
             DownloadError::Abandoned => Code::Cancelled,
             DownloadError::NoOrigin(_) => Code::Unavailable,
             DownloadError::OutputDiffers(_) => Code::AlreadyExists,
+            DownloadError::Input { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => Code::NotFound,
+                std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+                _ => Code::FailedPrecondition,
+            },
+            DownloadError::NotHeld(_) => Code::NotFound,
         };
         tonic::Status::new(code, Chain(&e).to_string())
     }

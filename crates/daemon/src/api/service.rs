@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use pollen_proto::daemon::daemon_server::Daemon;
 use pollen_proto::daemon::{
-    DownloadProgress, DownloadRequest, ExistingOutput, ListRequest, ListResponse, ListedObject,
-    RemoveRequest, RemoveResponse, StatRequest, StatResponse, TaskStat,
+    DownloadProgress, DownloadRequest, ExistingOutput, ExportRequest, ExportResponse,
+    ImportRequest, ImportResponse, ListRequest, ListResponse, ListedObject, RemoveRequest,
+    RemoveResponse, StatRequest, StatResponse, TaskStat,
 };
 use pollen_source::Source as _;
 use tokio::sync::mpsc;
@@ -79,6 +80,33 @@ pub fn fuzz_local_api_request(bytes: &[u8]) {
         }
     }
     let _ = Path::new(&req.output_path).is_absolute();
+}
+
+/// What the caller wants done with an existing output.
+fn existing_output(value: i32) -> Result<ExistingOutput, DownloadError> {
+    ExistingOutput::try_from(value).map_err(|_| {
+        DownloadError::InvalidRequest(format!(
+            "existing_output {value} is not one this daemon knows"
+        ))
+    })
+}
+
+/// A task id from the CLI.
+fn parse_task_id(text: &str) -> Result<pollen_core::TaskId, DownloadError> {
+    text.parse::<pollen_core::TaskId>()
+        .map_err(|e| DownloadError::InvalidRequest(format!("{e}: a task id is 64 hex digits")))
+}
+
+/// A path from the CLI, which must be absolute (`what` names it in the error).
+fn absolute(path: &str, what: &str) -> Result<PathBuf, DownloadError> {
+    let p = PathBuf::from(path);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(DownloadError::InvalidRequest(format!(
+            "{what} {path:?} must be absolute"
+        )))
+    }
 }
 
 /// Objects a listing returns when the caller sets no limit.
@@ -216,12 +244,7 @@ impl Daemon for LocalApi {
         if resolved.private {
             spec = spec.private()?;
         }
-        let existing = ExistingOutput::try_from(req.existing_output).map_err(|_| {
-            DownloadError::InvalidRequest(format!(
-                "existing_output {} is not one this daemon knows",
-                req.existing_output
-            ))
-        })?;
+        let existing = existing_output(req.existing_output)?;
         if let Some(output) = &output {
             if !output.is_absolute() {
                 return Err(DownloadError::InvalidRequest(format!(
@@ -277,16 +300,67 @@ impl Daemon for LocalApi {
         &self,
         request: Request<RemoveRequest>,
     ) -> Result<Response<RemoveResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.task_id.parse::<pollen_core::TaskId>().map_err(|e| {
-            DownloadError::InvalidRequest(format!("{e}: a task id is 64 hex digits"))
-        })?;
+        let id = parse_task_id(&request.into_inner().task_id)?;
         let gone = self.conductor.remove_held(id).await?;
         if let Some(e) = &gone {
             tracing::info!(task = %e.id, url = %e.snapshot().meta.url, "task removed from the cache by a local caller");
         }
         Ok(Response::new(RemoveResponse {
             removed: gone.is_some(),
+        }))
+    }
+
+    async fn import(
+        &self,
+        request: Request<ImportRequest>,
+    ) -> Result<Response<ImportResponse>, Status> {
+        let caller = Caller::of_connection(request.extensions().get::<UdsConnectInfo>())?;
+        let req = request.into_inner();
+        let path = absolute(&req.path, "file to import")?;
+        let url = if req.url.is_empty() {
+            url::Url::from_file_path(&path)
+                .map_err(|()| {
+                    DownloadError::InvalidRequest(format!("{:?} is no file path", req.path))
+                })?
+                .to_string()
+        } else {
+            req.url
+        };
+        let expected = match req.digest.as_str() {
+            "" => None,
+            d => Some(
+                d.parse::<pollen_core::ContentDigest>()
+                    .map_err(|e| DownloadError::InvalidRequest(format!("digest {d:?}: {e}")))?,
+            ),
+        };
+        let done = self
+            .conductor
+            .import_file(&caller, path, url, expected)
+            .await?;
+        Ok(Response::new(ImportResponse {
+            task_id: done.id.hex(),
+            content_length: done.content_length,
+            already_held: done.already_held,
+        }))
+    }
+
+    async fn export(
+        &self,
+        request: Request<ExportRequest>,
+    ) -> Result<Response<ExportResponse>, Status> {
+        let caller = Caller::of_connection(request.extensions().get::<UdsConnectInfo>())?;
+        let req = request.into_inner();
+        let id = parse_task_id(&req.task_id)?;
+        let output = absolute(&req.output_path, "output path")?;
+        let existing = existing_output(req.existing_output)?;
+        probe_output(&caller, &output).await?;
+        let (content_length, output_kept) = self
+            .conductor
+            .export_task(caller, id, output, existing)
+            .await?;
+        Ok(Response::new(ExportResponse {
+            content_length,
+            output_kept,
         }))
     }
 

@@ -88,6 +88,21 @@ impl Drop for Interest {
     }
 }
 
+/// A task being imported: busy (never evicted nor removed) until dropped.
+pub(crate) struct Reservation {
+    imports: Arc<Mutex<HashSet<TaskId>>>,
+    id: TaskId,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.imports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
 pub(crate) struct Conductor {
     pub store: Arc<Store>,
     pub stats: Arc<DaemonStats>,
@@ -104,6 +119,8 @@ pub(crate) struct Conductor {
     /// for private tasks against them.
     pub grant_keys: crate::upload::grant_keys::GrantKeys,
     inflight: Mutex<HashMap<TaskId, Inflight>>,
+    /// Tasks being imported (see [`Conductor::reserve`]).
+    imports: Arc<Mutex<HashSet<TaskId>>>,
     /// Tasks removed from the store (evicted, deleted): each scheduler link tells its
     /// scheduler at once, so this host is no longer offered as their parent.
     pub dropped: tokio::sync::broadcast::Sender<TaskId>,
@@ -135,6 +152,7 @@ impl Conductor {
             peer_tls: None,
             grant_keys: Default::default(),
             inflight: Mutex::new(HashMap::new()),
+            imports: Default::default(),
             dropped: tokio::sync::broadcast::channel(1024).0,
             tasks: TaskTracker::new(),
         }
@@ -180,14 +198,36 @@ impl Conductor {
         self
     }
 
-    /// Tasks being downloaded right now (never evicted).
+    /// Tasks being downloaded or imported right now (never evicted).
     pub fn busy(&self) -> HashSet<TaskId> {
-        self.inflight
+        let mut busy: HashSet<TaskId> = self
+            .inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .copied()
-            .collect()
+            .collect();
+        busy.extend(
+            self.imports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter(),
+        );
+        busy
+    }
+
+    /// Marks `id` as being imported, while the returned guard lives; `None` when it is being
+    /// downloaded or imported already.
+    pub(crate) fn reserve(&self, id: TaskId) -> Option<Reservation> {
+        let inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut imports = self.imports.lock().unwrap_or_else(|e| e.into_inner());
+        if inflight.contains_key(&id) || !imports.insert(id) {
+            return None;
+        }
+        Some(Reservation {
+            imports: self.imports.clone(),
+            id,
+        })
     }
 
     /// Starts (or joins) the download of a task someone waits for; it runs to the end.

@@ -15,6 +15,7 @@ use crate::download::scheduler_events::{announce, close_announce, pieces_event};
 use crate::download::task_spec::TaskSpec;
 use crate::error::DownloadError;
 use crate::links::announce_queue::AnnounceQueue;
+use crate::links::scheduler_link::SchedulerLink;
 
 impl Conductor {
     /// A complete task held here is handed out only if its file is as it was stored (see
@@ -85,47 +86,60 @@ impl Conductor {
             let Some(link) = links.first().filter(|l| l.url == url) else {
                 continue;
             };
-            let meta = entry.snapshot().meta;
-            let register = Register {
-                peer_id: format!("{}-held-{}", self.host_id, &entry.id.hex()[..16]),
-                host_id: self.host_id.clone(),
-                task: Some(TaskRequest {
-                    task_id: entry.id.hex(),
-                    url: meta.url.clone(),
-                    digest: meta.digest.clone().unwrap_or_default(),
-                    tag: meta.tag.clone(),
-                    application: meta.application.clone(),
-                    filtered_query: meta.filtered_query.clone(),
-                    private: meta.private,
-                    ..Default::default()
-                }),
-            };
-            let Ok(Ok(a)) =
-                tokio::time::timeout(self.cfg.connect_timeout * 2, link.announce(register)).await
-            else {
-                warn!(task = %entry.id, "could not announce a held task to the scheduler");
-                continue;
-            };
-            let mut tx = Some(AnnounceQueue::new(a.tx));
-            let layout = entry.layout();
-            announce(
-                &mut tx,
-                peer_event::Event::ContentInfo(ContentInfo {
-                    content_length: layout.content_length(),
-                    piece_length: layout.piece_length(),
-                }),
-            );
-            announce(
-                &mut tx,
-                pieces_event(
-                    entry
-                        .present_digests()
-                        .into_iter()
-                        .map(|(n, d)| (n, d, None)),
-                ),
-            );
-            announce(&mut tx, peer_event::Event::Finished(PeerFinished {}));
-            close_announce(tx, Some(a.rx));
+            self.announce_entry(link, &entry).await;
         }
+    }
+
+    /// Tells the task's own scheduler, if there is one, that this host holds `entry` whole
+    /// (a task that entered the cache other than by a download, e.g. imported).
+    pub(crate) async fn announce_complete(&self, entry: &Arc<TaskEntry>) {
+        if let Some(link) = self.schedulers.for_task(&entry.id.hex()).first() {
+            self.announce_entry(link, entry).await;
+        }
+    }
+
+    /// Registers a peer of this host holding the whole of `entry` with `link`'s scheduler.
+    async fn announce_entry(&self, link: &SchedulerLink, entry: &Arc<TaskEntry>) {
+        let meta = entry.snapshot().meta;
+        let register = Register {
+            peer_id: format!("{}-held-{}", self.host_id, &entry.id.hex()[..16]),
+            host_id: self.host_id.clone(),
+            task: Some(TaskRequest {
+                task_id: entry.id.hex(),
+                url: meta.url.clone(),
+                digest: meta.digest.clone().unwrap_or_default(),
+                tag: meta.tag.clone(),
+                application: meta.application.clone(),
+                filtered_query: meta.filtered_query.clone(),
+                private: meta.private,
+                ..Default::default()
+            }),
+        };
+        let Ok(Ok(a)) =
+            tokio::time::timeout(self.cfg.connect_timeout * 2, link.announce(register)).await
+        else {
+            warn!(task = %entry.id, "could not announce a held task to the scheduler");
+            return;
+        };
+        let mut tx = Some(AnnounceQueue::new(a.tx));
+        let layout = entry.layout();
+        announce(
+            &mut tx,
+            peer_event::Event::ContentInfo(ContentInfo {
+                content_length: layout.content_length(),
+                piece_length: layout.piece_length(),
+            }),
+        );
+        announce(
+            &mut tx,
+            pieces_event(
+                entry
+                    .present_digests()
+                    .into_iter()
+                    .map(|(n, d)| (n, d, None)),
+            ),
+        );
+        announce(&mut tx, peer_event::Event::Finished(PeerFinished {}));
+        close_announce(tx, Some(a.rx));
     }
 }

@@ -3,12 +3,14 @@
 //! from fetching the same piece twice, the [`parent_pool`] holds the parents the scheduler
 //! offered and runs one [`parent_fetcher`] per connection, the [`origin_fetcher`] reads the
 //! origin when told to, and the [`output_writer`] hands the content to the caller with the
-//! caller's own rights ([`caller`]).
+//! caller's own rights ([`caller`]); [`cache_files`] moves content between the cache and a
+//! caller's files without a download.
 //!
 //! Uses the scheduler links (`crate::links`) to announce, the upload side's grant keys
 //! (`crate::upload`), the store and the traffic limits; never the local API, the control
 //! sessions or the proxy, which drive it from above.
 
+pub(crate) mod cache_files;
 pub(crate) mod caller;
 pub(crate) mod conductor;
 pub(crate) mod content_check;
