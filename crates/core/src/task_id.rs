@@ -124,7 +124,9 @@ impl TaskKey {
 }
 
 /// The URL schemes this build has an origin for.
-pub const SCHEMES: &[&str] = &["http", "https", "file", "s3", "gs", "azblob", "az", "hf"];
+pub const SCHEMES: &[&str] = &[
+    "http", "https", "file", "s3", "gs", "azblob", "az", "hf", "oci",
+];
 
 /// Parses `url`, keeps only the [`SCHEMES`] read here, drops the fragment and filtered query parameters, and
 /// sorts the remaining parameters so equivalent URLs compare equal.

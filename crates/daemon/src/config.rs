@@ -265,8 +265,8 @@ pub struct ProxyConfig {
     /// scopes name the real repository. Written by `pollen init … --registry REG=ADDR`; see
     /// docs/OPERATIONS.md. Default none.
     pub registry_mirrors: Vec<RegistryMirror>,
-    /// Registries reached over plain HTTP when a request names them by host only (`?ns=`):
-    /// `host` (any port) or `host:port`. Default `localhost`, `127.0.0.1`, `::1`, as Docker
+    /// Registries reached over plain HTTP when a request names them by host only (`?ns=`),
+    /// and by `oci://` origins: `host` (any port) or `host:port`. Default `localhost`, `127.0.0.1`, `::1`, as Docker
     /// does; every other registry is reached over HTTPS.
     pub insecure_registries: Vec<String>,
     /// Most client connections served at once; more wait for a free slot. Default 1024.

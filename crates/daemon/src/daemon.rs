@@ -286,7 +286,21 @@ impl Daemon {
         })
         .collect::<Result<Vec<_>, _>>()?;
         let hub = hub_source(&cfg, &roots, &guard)?;
-        let sources = Arc::new(Sources::new(source.clone(), files, buckets).with_hub(hub));
+        let oci = pollen_source::OciSource::new(
+            pollen_source::OciSettings {
+                plain_http: cfg.proxy.insecure_registries.clone(),
+                connect_timeout: cfg.connect_timeout,
+                read_timeout: cfg.origin_read_timeout,
+                extra_roots: roots.clone(),
+            },
+            &guard,
+        )
+        .map_err(DaemonStartError::setup("the OCI registry origin"))?;
+        let sources = Arc::new(
+            Sources::new(source.clone(), files, buckets)
+                .with_hub(hub)
+                .with_oci(oci),
+        );
         let conductor = Arc::new(
             Conductor::new(
                 store.clone(),

@@ -56,6 +56,14 @@ pub enum DistributionError {
         /// What is wrong.
         reason: String,
     },
+    /// A URL the client was to ask is one it may not (an origin guard said why).
+    #[error("{url} may not be asked: {reason}")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// No image in the index is for the platform asked for.
     #[error("no image for {wanted} in {reference} (it has: {available})")]
     Platform {
@@ -106,6 +114,10 @@ pub struct Resolved {
     pub platforms: Vec<Platform>,
 }
 
+/// A check every URL the registry client is about to ask passes first (an origin guard):
+/// `Err` says why it may not be asked.
+pub type UrlCheck = std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// A registry's API endpoint and how to authenticate to it.
 #[derive(Clone)]
 pub struct Registry {
@@ -115,7 +127,29 @@ pub struct Registry {
     credentials: Option<Credentials>,
     /// The `Authorization` value that worked, once one was needed.
     pub authorization: Option<String>,
+    check: Option<UrlCheck>,
 }
+
+/// One layer of an artifact (an ORAS or ModelPack manifest): a file the artifact holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// The blob.
+    pub blob: Blob,
+    /// Its `org.opencontainers.image.title` annotation (a file name), if it has one.
+    pub title: Option<String>,
+}
+
+/// What an artifact's manifest lists.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The manifest's own digest (what pins this version of the artifact).
+    pub manifest_digest: ContentDigest,
+    /// Its layers, in manifest order.
+    pub layers: Vec<Layer>,
+}
+
+/// The annotation that names a layer's file.
+const TITLE: &str = "org.opencontainers.image.title";
 
 #[derive(Debug, Deserialize)]
 struct Descriptor {
@@ -125,6 +159,8 @@ struct Descriptor {
     size: u64,
     #[serde(default)]
     platform: Option<Platform>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,7 +201,6 @@ impl Registry {
         insecure: bool,
         credentials: Option<Credentials>,
     ) -> Result<Self, DistributionError> {
-        let scheme = if insecure { "http" } else { "https" };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
@@ -174,12 +209,42 @@ impl Registry {
                 registry: reference.registry.clone(),
                 source,
             })?;
-        Ok(Self {
+        Ok(Self::with_client(
+            reference,
+            insecure,
+            credentials,
+            http,
+            None,
+        ))
+    }
+
+    /// The registry `reference` names, asked through `http`, every URL passing `check`
+    /// before it is asked.
+    pub fn with_client(
+        reference: &ImageReference,
+        insecure: bool,
+        credentials: Option<Credentials>,
+        http: reqwest::Client,
+        check: Option<UrlCheck>,
+    ) -> Self {
+        let scheme = if insecure { "http" } else { "https" };
+        Self {
             http,
             base: format!("{scheme}://{}", reference.api_host()),
             credentials,
             authorization: None,
-        })
+            check,
+        }
+    }
+
+    fn checked(&self, url: &str) -> Result<(), DistributionError> {
+        match &self.check {
+            Some(check) => check(url).map_err(|reason| DistributionError::Refused {
+                url: url.to_string(),
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 
     fn http_error(&self, e: reqwest::Error) -> DistributionError {
@@ -244,6 +309,7 @@ impl Registry {
                         .unwrap_or_else(|| format!("repository:{repository}:pull"));
                     q.append_pair("scope", &scope);
                 }
+                self.checked(url.as_str())?;
                 let mut req = self.http.get(url);
                 if let Some(c) = &self.credentials {
                     req = req.header(AUTHORIZATION, basic(c));
@@ -284,6 +350,7 @@ impl Registry {
         reference: &str,
     ) -> Result<Vec<u8>, DistributionError> {
         let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        self.checked(&url)?;
         for attempt in 0..2 {
             let mut req = self.http.get(&url).header(ACCEPT, MANIFEST_TYPES);
             if let Some(a) = &self.authorization {
@@ -463,6 +530,34 @@ pub async fn resolve(
     Ok(Resolved { blobs, platforms })
 }
 
+/// Reads the manifest `reference` names as an artifact: its digest and its layers. An index
+/// is refused (an artifact is one manifest; name one of the index's by digest).
+pub async fn artifact(
+    registry: &mut Registry,
+    reference: &ImageReference,
+) -> Result<Artifact, DistributionError> {
+    let top = reference.manifest_reference();
+    let body = registry.manifest(&reference.repository, &top).await?;
+    let manifest = parse_manifest(&top, &body, reference.digest.as_ref())?;
+    if manifest.manifests.is_some() {
+        return Err(DistributionError::Manifest {
+            what: top,
+            reason: "an image index, not one artifact; name one of its manifests by digest".into(),
+        });
+    }
+    let mut layers = Vec::new();
+    for d in manifest.layers.iter().flatten() {
+        layers.push(Layer {
+            blob: blob_of(&top, d)?,
+            title: d.annotations.as_ref().and_then(|a| a.get(TITLE)).cloned(),
+        });
+    }
+    Ok(Artifact {
+        manifest_digest: ContentDigest::of(&body),
+        layers,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,6 +586,7 @@ mod tests {
                 arch: arch.into(),
                 variant: None,
             }),
+            annotations: None,
         };
         vec![
             d("linux", "amd64"),

@@ -143,6 +143,50 @@ pub fn client(
     })
 }
 
+/// What an origin that speaks an HTTP API keeps: its API clients (redirects not followed),
+/// one per guard policy, and an HTTP origin for bodies (redirects followed, each hop guarded).
+#[derive(Clone, Debug)]
+pub struct ApiClients {
+    /// Reads bodies.
+    pub http: HttpSource,
+    local_user: reqwest::Client,
+    fleet: reqwest::Client,
+}
+
+impl ApiClients {
+    /// Clients with these timeouts and extra roots, connecting only where `guard` lets them.
+    pub fn new(
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        extra_roots: &[Vec<u8>],
+        guard: &OriginGuard,
+    ) -> Result<Self, SourceError> {
+        let api = |policy| {
+            client(
+                connect_timeout,
+                read_timeout,
+                extra_roots,
+                Redirects::Keep,
+                guard,
+                policy,
+            )
+        };
+        Ok(Self {
+            http: HttpSource::new(connect_timeout, read_timeout, extra_roots, guard.clone())?,
+            local_user: api(OriginPolicy::LocalUser)?,
+            fleet: api(OriginPolicy::Fleet)?,
+        })
+    }
+
+    /// The API client for `policy`.
+    pub fn api(&self, policy: OriginPolicy) -> &reqwest::Client {
+        match policy {
+            OriginPolicy::LocalUser => &self.local_user,
+            OriginPolicy::Fleet => &self.fleet,
+        }
+    }
+}
+
 impl HttpSource {
     /// A client with connect and read timeouts that trusts the built-in web PKI roots plus
     /// `extra_roots` (PEM bundles, e.g. an internal CA that signs the origin's certificate),

@@ -20,7 +20,7 @@ use pollen_core::ContentDigest;
 use sha1::Digest as _;
 
 use crate::error::SourceError;
-use crate::http::{client, connect_error, HttpSource, Redirects};
+use crate::http::{connect_error, ApiClients};
 use crate::origin_guard::{OriginGuard, OriginPolicy};
 use crate::source::{Listed, Listing, OriginResponse, ReadRequest, Resolved, Source};
 
@@ -196,11 +196,8 @@ struct FileMeta {
 pub struct HubSource {
     settings: Arc<HubSettings>,
     endpoint: url::Url,
-    /// Reads file bodies, following redirects (each hop guarded).
-    http: HttpSource,
-    /// API calls and HEADs, redirects not followed.
-    api_local: reqwest::Client,
-    api_fleet: reqwest::Client,
+    /// API calls and HEADs (redirects not followed); file bodies (followed, each hop guarded).
+    clients: ApiClients,
     /// Small files read whole and checked, newest last.
     small: Arc<Mutex<VecDeque<(String, Bytes)>>>,
 }
@@ -218,25 +215,13 @@ impl HubSource {
                 ),
                 source: None,
             })?;
-        let api = |policy| {
-            client(
-                settings.connect_timeout,
-                settings.read_timeout,
-                &settings.extra_roots,
-                Redirects::Keep,
-                guard,
-                policy,
-            )
-        };
         Ok(Self {
-            http: HttpSource::new(
+            clients: ApiClients::new(
                 settings.connect_timeout,
                 settings.read_timeout,
                 &settings.extra_roots,
-                guard.clone(),
+                guard,
             )?,
-            api_local: api(OriginPolicy::LocalUser)?,
-            api_fleet: api(OriginPolicy::Fleet)?,
             endpoint,
             settings: Arc::new(settings),
             small: Arc::default(),
@@ -244,10 +229,7 @@ impl HubSource {
     }
 
     fn api(&self, policy: OriginPolicy) -> &reqwest::Client {
-        match policy {
-            OriginPolicy::LocalUser => &self.api_local,
-            OriginPolicy::Fleet => &self.api_fleet,
-        }
+        self.clients.api(policy)
     }
 
     /// `{endpoint}/{tail}`.
@@ -414,6 +396,7 @@ impl HubSource {
         }
         let auth = self.auth();
         let mut resp = self
+            .clients
             .http
             .read(ReadRequest {
                 url: resolve,
@@ -535,7 +518,8 @@ impl Source for HubSource {
             ));
         }
         let auth = self.auth();
-        self.http
+        self.clients
+            .http
             .read(ReadRequest {
                 url: &resolve,
                 headers: &auth,

@@ -8,6 +8,7 @@ use crate::error::SourceError;
 use crate::file::FileSource;
 use crate::http::HttpSource;
 use crate::hub::HubSource;
+use crate::oci::OciSource;
 use crate::origin_guard::OriginPolicy;
 use crate::source::{Listing, OriginResponse, ReadRequest, Resolved, Source};
 
@@ -18,6 +19,7 @@ pub struct Sources {
     file: FileSource,
     buckets: Vec<BucketSource>,
     hub: Option<HubSource>,
+    oci: Option<OciSource>,
 }
 
 impl Sources {
@@ -29,6 +31,7 @@ impl Sources {
             file,
             buckets,
             hub: None,
+            oci: None,
         }
     }
 
@@ -36,6 +39,14 @@ impl Sources {
     pub fn with_hub(self, hub: HubSource) -> Self {
         Self {
             hub: Some(hub),
+            ..self
+        }
+    }
+
+    /// These origins and `oci` for `oci://` URLs.
+    pub fn with_oci(self, oci: OciSource) -> Self {
+        Self {
+            oci: Some(oci),
             ..self
         }
     }
@@ -56,6 +67,13 @@ impl Sources {
                 None => Err(SourceError::Unsupported {
                     url: url.to_string(),
                     reason: "this daemon reads no Hugging Face hub".into(),
+                }),
+            },
+            Some("oci") => match &self.oci {
+                Some(o) => Ok(o),
+                None => Err(SourceError::Unsupported {
+                    url: url.to_string(),
+                    reason: "this daemon reads no OCI registry".into(),
                 }),
             },
             Some(other) if Cloud::of_scheme(other).is_some() => {
