@@ -1,7 +1,7 @@
 //! Origins other than HTTP through real daemons: a file on one host's disk seeded into the
 //! swarm, and the refusals that keep the rest of that disk private; objects in a real S3
 //! server (moto) and Azure's storage emulator (Azurite), read once by the seed with its own
-//! credentials and spread to peers that have none.
+//! credentials and spread to peers that have none; a replaced object fetched anew.
 
 mod common;
 
@@ -179,4 +179,39 @@ async fn an_azure_blob_is_read_once_by_the_seed_and_spread_to_peers_without_cred
         || azurite.gets("training", name),
     )
     .await;
+}
+
+/// A bucket object's task is the version the bucket reports (its ETag): once the object is
+/// replaced, a download gets the new bytes instead of the copy cached under the same URL, and
+/// the old version stays its own task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_s3_object_is_a_new_task_not_the_cached_copy() {
+    let Some((work, s3)) = S3Server::for_test().await else {
+        return;
+    };
+    let (first, file) = fixture(work.path(), 3 * MIB);
+    s3.put("models", &[("v/weights.bin", &file)])
+        .await
+        .expect("boto3 upload");
+    let flags = s3.daemon_flags();
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cluster = lone_daemon(&args).await;
+    let daemon = &cluster.peers[0];
+    let url = "s3://models/v/weights.bin";
+    let out = cluster.dir.path().join("one");
+    download_within(daemon, url, &out).await.expect("first");
+    assert_eq!(sha256_file(&out), pollen_core::ContentDigest::of(&first));
+
+    let again = work.path().join("again");
+    std::fs::create_dir(&again).expect("mkdir");
+    let (second, file) = fixture(&again, 3 * MIB);
+    s3.put("models", &[("v/weights.bin", &file)])
+        .await
+        .expect("boto3 upload");
+    let out = cluster.dir.path().join("two");
+    download_within(daemon, url, &out).await.expect("second");
+    assert_eq!(sha256_file(&out), pollen_core::ContentDigest::of(&second));
+    let tasks = daemon.stat().await.expect("stat").tasks;
+    assert_eq!(tasks.len(), 2, "each version is its own task: {tasks:?}");
+    assert_eq!(s3.gets("models", "v/weights.bin"), 2);
 }

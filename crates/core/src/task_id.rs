@@ -86,6 +86,10 @@ pub struct TaskKey {
     /// Fetched with credentials (see the module documentation): with a digest, the id binds
     /// it to the URL. Without a digest the id is the URL's anyway.
     pub private: bool,
+    /// The origin's version of the object (a bucket object's ETag), when the origin names
+    /// one: part of the id without a digest, so a changed object is a new task. Empty: the
+    /// URL alone names the content.
+    pub version: String,
 }
 
 impl TaskKey {
@@ -99,6 +103,7 @@ impl TaskKey {
             application: String::new(),
             filtered_query: Vec::new(),
             private: false,
+            version: String::new(),
         }
     }
 
@@ -118,6 +123,12 @@ impl TaskKey {
         for part in [normalised.as_str(), &self.tag, &self.application] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
+        }
+        // Absent, the id is what it was before versions were part of it.
+        if !self.version.is_empty() {
+            h.update(b"version\0");
+            h.update((self.version.len() as u64).to_be_bytes());
+            h.update(self.version.as_bytes());
         }
         Ok(TaskId(h.finalize().into()))
     }
@@ -237,6 +248,24 @@ mod tests {
         let mut with = key("http://h/x");
         with.private = true;
         assert_eq!(with.task_id(), key("http://h/x").task_id());
+    }
+
+    #[test]
+    fn a_changed_object_is_a_new_task_and_a_digest_still_decides() {
+        let plain = key("s3://b/k");
+        let mut v1 = key("s3://b/k");
+        v1.version = "\"etag-1\"".into();
+        let mut v2 = v1.clone();
+        v2.version = "\"etag-2\"".into();
+        let ids: Vec<_> = [&plain, &v1, &v2]
+            .iter()
+            .map(|k| k.task_id().expect("id"))
+            .collect();
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+        let d = ContentDigest([7; 32]);
+        v1.digest = Some(d);
+        v2.digest = Some(d);
+        assert_eq!(v1.task_id().expect("id"), v2.task_id().expect("id"));
     }
 
     #[test]

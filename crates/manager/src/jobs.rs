@@ -302,6 +302,8 @@ fn task_units(kind: Kind, args: &JobArgs) -> Result<Vec<Unit>, String> {
             application: args.application.clone(),
             filtered_query: args.filtered_query.clone(),
             private: false,
+            // A bucket object's task fetched at a version is named by its id, not its URL.
+            version: String::new(),
         };
         let id = key.task_id().map_err(|e| format!("{u}: {e}"))?;
         named.push((u.clone(), id.hex()));

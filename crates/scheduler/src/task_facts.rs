@@ -65,6 +65,7 @@ pub fn expected_task_id(req: &TaskRequest) -> Result<String, FactsError> {
         application: req.application.clone(),
         filtered_query: req.filtered_query.clone(),
         private: req.private,
+        version: req.version.clone(),
     };
     key.task_id()
         .map(|id| id.hex())

@@ -27,12 +27,12 @@ use object_store::client::{
 };
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, RetryConfig};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, RetryConfig};
 
 use crate::error::SourceError;
 use crate::http::{client, Redirects};
 use crate::origin_guard::{refusal_in, OriginGuard, OriginPolicy};
-use crate::source::{Listed, Listing, OriginResponse, ReadRequest, Source};
+use crate::source::{Listed, Listing, OriginResponse, ReadRequest, Resolved, Source};
 
 /// The clouds whose buckets are origins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -448,6 +448,33 @@ impl Source for BucketSource {
             Some(modified.to_rfc2822()),
             Box::pin(stream),
         ))
+    }
+
+    /// The object's ETag, so the task is this version of it and a changed object a new task.
+    /// A daemon that cannot ask (no credentials: peers need none, their seed reads; the guard
+    /// keeping its credential chain off the metadata service) names the task by its URL
+    /// alone; an object that does not exist is refused now.
+    async fn resolve(&self, url: &str, policy: OriginPolicy) -> Result<Resolved, SourceError> {
+        let (bucket, key) = parse(self.cloud, url)?;
+        let head = match self.store(&bucket, policy) {
+            Ok(store) => store.head(&key).await.map_err(|e| source_error(url, e)),
+            Err(e) => Err(e),
+        };
+        let meta = match head {
+            Ok(meta) => Some(meta),
+            Err(e @ SourceError::NotFound { .. }) => return Err(e),
+            Err(e) => {
+                tracing::debug!(url, error = %e, "cannot ask the bucket for the object's version; the task is named by its URL alone");
+                None
+            }
+        };
+        Ok(Resolved {
+            url: url.to_string(),
+            digest: None,
+            size: meta.as_ref().map(|m| m.size),
+            private: false,
+            version: meta.and_then(|m| m.e_tag),
+        })
     }
 
     async fn list(

@@ -610,6 +610,7 @@ impl Source for HubSource {
             digest: meta.sha256,
             size: Some(meta.size),
             private: info.private,
+            version: None,
         })
     }
 }

@@ -296,6 +296,7 @@ impl Source for OciSource {
             digest: Some(layer.blob.digest),
             size: Some(layer.blob.size),
             private: false,
+            version: None,
         })
     }
 }

@@ -115,6 +115,9 @@ pub struct Resolved {
     pub size: Option<u64>,
     /// The origin serves it only to callers with credentials.
     pub private: bool,
+    /// The origin's version of the object (a bucket object's ETag), when it names one and no
+    /// digest: the task is that version.
+    pub version: Option<String>,
 }
 
 /// A listing: the objects found, in the origin's order, and whether there were more than
@@ -171,6 +174,7 @@ pub trait Source: Send + Sync + std::fmt::Debug {
             digest: None,
             size: None,
             private: false,
+            version: None,
         })
     }
 }

@@ -27,6 +27,9 @@ pub struct TaskMeta {
     /// Fetched with credentials (see `pollen_core::task_id`): part of the task id.
     #[serde(default)]
     pub private: bool,
+    /// The object's version the task id names (see `pollen_core::TaskKey::version`).
+    #[serde(default)]
+    pub version: String,
     /// Origin `ETag`, when seen.
     #[serde(default)]
     pub etag: Option<String>,

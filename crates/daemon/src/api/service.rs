@@ -18,7 +18,7 @@ use pollen_proto::daemon::{
     ImportRequest, ImportResponse, ListRequest, ListResponse, ListedObject, RemoveRequest,
     RemoveResponse, StatRequest, StatResponse, TaskStat,
 };
-use pollen_source::Source as _;
+use pollen_source::{OriginPolicy, Source as _};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::UdsConnectInfo;
@@ -214,7 +214,7 @@ impl Daemon for LocalApi {
         request: Request<DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let caller = Caller::of_connection(request.extensions().get::<UdsConnectInfo>())?;
-        let mut req = request.into_inner();
+        let req = request.into_inner();
         let output = match (req.cache_only, req.output_path.is_empty()) {
             (true, true) => None,
             (true, false) => {
@@ -225,25 +225,6 @@ impl Daemon for LocalApi {
             }
             (false, _) => Some(PathBuf::from(&req.output_path)),
         };
-        let mut spec = TaskSpec::from_request(&req)?;
-        // An origin that pins a version (a hub revision to its commit) or publishes a digest
-        // says so now: the task is that version, content-addressed and checked where it can.
-        let resolved = self
-            .conductor
-            .source
-            .resolve(&req.url, pollen_source::OriginPolicy::LocalUser)
-            .await
-            .map_err(DownloadError::from)?;
-        if resolved.url != req.url || (req.digest.is_empty() && resolved.digest.is_some()) {
-            req.url = resolved.url;
-            if req.digest.is_empty() {
-                req.digest = resolved.digest.map(|d| d.to_string()).unwrap_or_default();
-            }
-            spec = TaskSpec::from_request(&req)?;
-        }
-        if resolved.private {
-            spec = spec.private()?;
-        }
         let existing = existing_output(req.existing_output)?;
         if let Some(output) = &output {
             if !output.is_absolute() {
@@ -253,6 +234,11 @@ impl Daemon for LocalApi {
                 ))
                 .into());
             }
+        }
+        // An origin that pins a version (a hub revision, an artifact's tag, a bucket object's
+        // ETag) or publishes a digest says so now: the task is that version.
+        let spec = TaskSpec::resolved(req, &self.conductor.source, OriginPolicy::LocalUser).await?;
+        if let Some(output) = &output {
             probe_output(&caller, output).await?;
         }
         let (watch, interest) = self.conductor.start_for_caller(spec);

@@ -139,8 +139,14 @@ async fn preheat(
         cache_only: true,
         ..Default::default()
     };
-    let mut spec =
-        crate::download::task_spec::TaskSpec::from_request(&req).map_err(|e| e.to_string())?;
+    // Resolved as `pollen get` would, so the preheated task is the one users' downloads name.
+    let mut spec = crate::download::task_spec::TaskSpec::resolved(
+        req,
+        &conductor.source,
+        pollen_source::OriginPolicy::Fleet,
+    )
+    .await
+    .map_err(|e| pollen_core::error_kind::Chain(&e).to_string())?;
     spec.rate_limit = p.rate_limit;
     spec.ordered_by_fleet = true;
     let mut watch = conductor.start(spec);

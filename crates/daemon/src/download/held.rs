@@ -112,6 +112,7 @@ impl Conductor {
                 application: meta.application.clone(),
                 filtered_query: meta.filtered_query.clone(),
                 private: meta.private,
+                version: meta.version.clone(),
                 ..Default::default()
             }),
         };

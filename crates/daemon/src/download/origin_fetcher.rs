@@ -199,6 +199,17 @@ impl OriginJob {
                 policy: self.policy,
             })
             .await?;
+        // The task names a version of the object: another one is not this task's content.
+        if !self.key.version.is_empty()
+            && resp.etag.as_ref().is_some_and(|e| *e != self.key.version)
+        {
+            return Err(FetchFail::Other(DownloadError::OriginChanged(format!(
+                "{} changed since the download was asked for (ETag {} → {}); run it again",
+                self.key.url,
+                self.key.version,
+                resp.etag.as_deref().unwrap_or("none"),
+            ))));
+        }
         if let Some(old) = recorded.filter(|m| content_changed(m, &resp)) {
             // Held pieces are of the old content: mixing them with the new would make a copy
             // that is neither. Drop the task; the next request starts over.
@@ -385,6 +396,7 @@ pub(crate) fn task_meta(key: &TaskKey, content_length: u64, piece_length: u64) -
         application: key.application.clone(),
         filtered_query: key.filtered_query.clone(),
         private: key.private,
+        version: key.version.clone(),
         ..Default::default()
     }
 }

@@ -5,6 +5,7 @@
 use pollen_core::{ContentDigest, TaskId, TaskKey};
 use pollen_proto::daemon::DownloadRequest;
 use pollen_proto::scheduler::TaskRequest;
+use pollen_source::{OriginPolicy, Source as _, Sources};
 
 use crate::error::DownloadError;
 
@@ -51,6 +52,16 @@ impl TaskSpec {
     /// the URL (see `pollen_core::task_id`), shared only with peers that prove the same access.
     pub fn private(mut self) -> Result<Self, DownloadError> {
         self.key.private = true;
+        self.rekey()
+    }
+
+    /// The same task at `version` of the object (see `TaskKey::version`).
+    pub fn at_version(mut self, version: String) -> Result<Self, DownloadError> {
+        self.key.version = version;
+        self.rekey()
+    }
+
+    fn rekey(mut self) -> Result<Self, DownloadError> {
         self.id = self
             .key
             .task_id()
@@ -76,6 +87,7 @@ impl TaskSpec {
             application: t.application,
             filtered_query: t.filtered_query,
             private: t.private,
+            version: t.version,
         };
         Self::new(
             key,
@@ -101,6 +113,7 @@ impl TaskSpec {
             digest: self.key.digest.map(|d| d.to_string()).unwrap_or_default(),
             filtered_query: self.key.filtered_query.clone(),
             private: self.key.private,
+            version: self.key.version.clone(),
         }
     }
 
@@ -114,6 +127,33 @@ impl TaskSpec {
                 .retain(|h| !pollen_core::credentials::is_credential_header(&h.name));
         }
         t
+    }
+
+    /// The task `req` asks for once its origin said what the URL stands for (see
+    /// `Source::resolve`): a revision pinned to its commit, the digest the origin publishes
+    /// (the task is then content-addressed and checked), the object's version, whether the
+    /// origin serves it only with credentials. Asked under `policy`.
+    pub async fn resolved(
+        mut req: DownloadRequest,
+        source: &Sources,
+        policy: OriginPolicy,
+    ) -> Result<Self, DownloadError> {
+        let mut spec = Self::from_request(&req)?;
+        let resolved = source.resolve(&req.url, policy).await?;
+        if resolved.url != req.url || (req.digest.is_empty() && resolved.digest.is_some()) {
+            req.url = resolved.url;
+            if req.digest.is_empty() {
+                req.digest = resolved.digest.map(|d| d.to_string()).unwrap_or_default();
+            }
+            spec = Self::from_request(&req)?;
+        }
+        if resolved.private {
+            spec = spec.private()?;
+        }
+        if let Some(v) = resolved.version.filter(|_| spec.key.digest.is_none()) {
+            spec = spec.at_version(v)?;
+        }
+        Ok(spec)
     }
 
     /// The task a local client asked for on the API socket (never private by its own
@@ -135,6 +175,7 @@ impl TaskSpec {
             digest: req.digest.clone(),
             filtered_query: req.filtered_query.clone(),
             private: false,
+            version: String::new(),
         })?;
         Ok(Self {
             no_origin: req.no_origin,

@@ -87,6 +87,7 @@ fn task_spec(req: &BlobRequest, headers: Vec<(String, String)>) -> Option<TaskSp
             .to_string(),
         filtered_query: Vec::new(),
         private: false,
+        version: String::new(),
     };
     TaskSpec::new(key, headers).ok()
 }

@@ -44,6 +44,7 @@ fn spec_for(url: &str, h: &HeaderMap, headers: Vec<(String, String)>) -> Option<
         application: control_header(h, "application").unwrap_or("").to_string(),
         filtered_query: filtered,
         private: false,
+        version: String::new(),
     };
     TaskSpec::new(key, headers).ok()
 }

@@ -246,6 +246,7 @@ pub async fn peers_answer_for_their_caches(m: &TestManager) {
         application: String::new(),
         filtered_query: Vec::new(),
         private: false,
+        version: String::new(),
     };
     let task_id = key.task_id().expect("task id").hex();
     // A cluster of its own, so other scenarios' peers take no part in its jobs.
