@@ -188,8 +188,9 @@ async fn a_prefix_is_read_once_by_the_seed_and_every_file_lands_on_the_peers() {
     let run = get_r_ok(first, MODEL, &dir, &[]).await;
     assert!(
         run.stderr.contains(&format!(
-            "{} already there with the same content, kept",
-            TREE.len()
+            "nothing to fetch: the {} files in {} already hold their content",
+            TREE.len(),
+            dir.display()
         )),
         "{}",
         run.stderr

@@ -270,7 +270,11 @@ async fn stat(daemon: &super::daemon_client::DaemonSocket) -> anyhow::Result<Sta
         .into_inner())
 }
 
+/// How much of the task is held, in percent (a complete empty file is all there).
 fn held_percent(t: &TaskStat) -> u64 {
+    if t.complete {
+        return 100;
+    }
     if t.piece_count == 0 {
         return 0;
     }
@@ -345,6 +349,21 @@ mod tests {
             url: url.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_complete_empty_task_is_all_held() {
+        let empty = TaskStat {
+            complete: true,
+            ..Default::default()
+        };
+        assert_eq!(held_percent(&empty), 100);
+        let half = TaskStat {
+            piece_count: 4,
+            pieces_present: 2,
+            ..Default::default()
+        };
+        assert_eq!(held_percent(&half), 50);
     }
 
     #[test]

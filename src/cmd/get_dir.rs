@@ -379,6 +379,12 @@ impl Summary {
     /// `saved 12 of 14 files into DIR: 1.2 GiB in 3.4 s: … from peers, … from the origin, …
     /// already held; 2 kept as they were`.
     fn line(&self, dir: &Path, count: usize) -> String {
+        if self.kept == count && count > 0 {
+            return format!(
+                "nothing to fetch: the {count} files in {} already hold their content",
+                dir.display()
+            );
+        }
         let mut line = format!(
             "saved {} of {count} files into {}: {} in {:.1} s: {} from peers, {} from the origin, {} already held",
             self.saved,
@@ -445,6 +451,34 @@ mod tests {
             version: String::new(),
             digest: String::new(),
         }
+    }
+
+    #[test]
+    fn a_run_that_fetches_nothing_says_so() {
+        let dir = Path::new("/data/m");
+        let all_kept = Summary {
+            kept: 3,
+            ..Summary::default()
+        };
+        assert_eq!(
+            all_kept.line(dir, 3),
+            "nothing to fetch: the 3 files in /data/m already hold their content"
+        );
+        let some = Summary {
+            saved: 1,
+            kept: 2,
+            bytes: 10,
+            ..Summary::default()
+        };
+        let line = some.line(dir, 3);
+        assert!(
+            line.starts_with("saved 1 of 3 files into /data/m"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("; 2 already there with the same content, kept"),
+            "{line}"
+        );
     }
 
     #[test]
