@@ -1,7 +1,7 @@
 //! `pollen get --recursive` with real processes against a real S3 server (moto): a 3-level
 //! prefix of many objects read once by the seed and spread to peers file by file, globs that
 //! pick a subset, a rerun that keeps what is there, and an interrupted run resumed without
-//! fetching a finished file again.
+//! fetching a finished file again; and a real web server's directory index.
 
 mod common;
 
@@ -299,4 +299,107 @@ async fn an_interrupted_run_resumes_without_fetching_a_finished_file_again() {
         1,
         "the finished file was not read again"
     );
+}
+
+/// A real web server's directory index (`python3 -m http.server`), three levels deep: every
+/// file below the URL is downloaded, through the seed, keeping the layout. One directory's
+/// index is a hostile page: links that leave the directory (a parent, another host, cloud
+/// metadata, a sort query) are not followed, and nothing is written outside the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_directory_index_is_downloaded_whole_and_its_links_kept_inside() {
+    let cluster = Cluster::start(ClusterSpec::new(bin(), 1))
+        .await
+        .expect("cluster");
+    let root = cluster.dir.path().join("www");
+    let files: &[(&str, usize)] = &[
+        ("models/a.bin", 3 << 20),
+        ("models/weights v1.bin", 200 << 10),
+        ("models/sub/b.json", 1000),
+        ("models/sub/deeper/c.txt", 10),
+        ("models/odd/kept.bin", 5000),
+    ];
+    for (path, size) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, random_data(*size)).expect("write");
+    }
+    std::fs::write(root.join("secret.bin"), b"outside the listed directory").expect("write");
+    // A directory whose index is a page of its own, with links that lead elsewhere.
+    std::fs::write(
+        root.join("models/odd/index.html"),
+        r#"<html><a href="kept.bin">kept</a> <a href="../../secret.bin">up</a>
+        <a href="/secret.bin">abs</a> <a href="http://169.254.169.254/latest/meta-data/">md</a>
+        <a href="?C=M;O=A">sort</a> <a href="../odd/kept.bin">again</a></html>"#,
+    )
+    .expect("write");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut server = tokio::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(&root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 -m http.server");
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let dir = cluster.dir.path().join("out");
+    let run = get_r_ok(&cluster.peers[0], &format!("{base}/models/"), &dir, &[]).await;
+    for (path, _) in files {
+        let rel = path.trim_start_matches("models/");
+        assert_eq!(
+            std::fs::read(dir.join(rel)).ok(),
+            std::fs::read(root.join(path)).ok(),
+            "{rel}"
+        );
+    }
+    let mut written = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("ls").flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                written.push(e.path());
+            }
+        }
+    }
+    assert_eq!(written.len(), files.len(), "{written:?}\n{}", run.stderr);
+    assert!(!cluster.dir.path().join("secret.bin").exists());
+    let s = cluster.peers[0].stat().await.expect("stat");
+    assert_eq!(s.origin_bytes, 0, "the seed read the origin: {s:?}");
+
+    // A URL that is no directory is refused, saying how to name one.
+    let run = get_r(
+        &cluster.peers[0],
+        &format!("{base}/models"),
+        &cluster.dir.path().join("x"),
+        &[],
+    )
+    .await;
+    assert!(
+        !run.ok && run.stderr.contains("ending with /"),
+        "{}",
+        run.stderr
+    );
+    let _ = server.kill().await;
 }

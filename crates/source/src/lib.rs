@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod bucket;
+mod dir_index;
 mod error;
 mod file;
 mod http;
@@ -24,6 +25,7 @@ mod source;
 mod sources;
 
 pub use bucket::{BucketSettings, BucketSource, Cloud};
+pub use dir_index::links as index_links;
 pub use error::SourceError;
 pub use file::FileSource;
 pub use http::{client, connect_error, HttpSource, Redirects};
