@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 
 use crate::error::SourceError;
 use crate::origin_guard::{refusal_in, GuardedResolver, OriginGuard, OriginPolicy};
-use crate::source::{Listing, OriginResponse, ReadRequest, Source};
+use crate::source::{OriginResponse, ReadRequest, Source};
 
 /// A client for HTTP and HTTPS origins, one connection pool per guard policy.
 #[derive(Clone, Debug)]
@@ -245,17 +245,6 @@ impl Source for HttpSource {
     /// Requests the bytes asked for (the whole content when that is all of it), passing the
     /// caller's headers through; a validator makes the Range request conditional (`If-Range`).
     /// Redirects are followed, each hop checked by the guard.
-    /// The files below a directory URL (ending with `/`), from the server's directory index
-    /// pages (see `dir_index`).
-    async fn list(
-        &self,
-        url: &str,
-        policy: OriginPolicy,
-        limit: usize,
-    ) -> Result<Listing, SourceError> {
-        crate::dir_index::list(self, url, policy, limit).await
-    }
-
     async fn read(&self, req: ReadRequest<'_>) -> Result<OriginResponse, SourceError> {
         let ReadRequest {
             url,

@@ -113,6 +113,14 @@ impl Source for Sources {
         policy: OriginPolicy,
         limit: usize,
     ) -> Result<Listing, SourceError> {
+        // An HTTP directory is listed from its index pages (the HTTP origin itself reads
+        // single objects only).
+        if url
+            .split_once(':')
+            .is_some_and(|(s, _)| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+        {
+            return crate::dir_index::list(&self.http, url, policy, limit).await;
+        }
         self.pick(url)?.list(url, policy, limit).await
     }
 
