@@ -146,20 +146,10 @@ async fn follow(
                 match &done {
                     Some(Ok(())) => {
                         // An output that already holds exactly this content stays as it is.
-                        if let (Some(w), false) =
-                            (writer.as_ref(), existing == ExistingOutput::Replace)
-                        {
-                            match w.existing_matches(&entry).await? {
-                                Some(true) => {
-                                    kept = true;
-                                    return Ok(());
-                                }
-                                Some(false) if existing == ExistingOutput::KeepSame => {
-                                    return Err(DownloadError::OutputDiffers(
-                                        w.output().display().to_string(),
-                                    ))
-                                }
-                                _ => {}
+                        if let Some(w) = writer.as_ref() {
+                            if w.keeps_existing(&entry, existing).await? {
+                                kept = true;
+                                return Ok(());
                             }
                         }
                         return match writer.as_mut() {

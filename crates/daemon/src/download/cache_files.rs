@@ -213,17 +213,9 @@ impl Conductor {
             .output_hardlink
             .then_some(self.cfg.data_dir.as_path());
         let mut w = OutputWriter::new(output, link_from, caller);
-        let outcome = async {
-            if existing != ExistingOutput::Replace {
-                match w.existing_matches(&entry).await? {
-                    Some(true) => return Ok(true),
-                    Some(false) if existing == ExistingOutput::KeepSame => {
-                        return Err(DownloadError::OutputDiffers(
-                            w.output().display().to_string(),
-                        ))
-                    }
-                    _ => {}
-                }
+        let outcome: Result<bool, DownloadError> = async {
+            if w.keeps_existing(&entry, existing).await? {
+                return Ok(true);
             }
             w.finish(&entry, &self.store.content_path(&id)).await?;
             Ok(false)

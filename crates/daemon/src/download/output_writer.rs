@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pollen_core::Bitfield;
+use pollen_proto::daemon::ExistingOutput;
 use pollen_storage::TaskEntry;
 use rand::RngExt as _;
 
@@ -136,11 +137,6 @@ impl OutputWriter {
         }
     }
 
-    /// The output path.
-    pub fn output(&self) -> &Path {
-        &self.output
-    }
-
     /// Copies every piece of `entry` that is present and not yet copied (nothing in link
     /// mode: the whole file is linked at the end).
     pub async fn export_present(&mut self, entry: &Arc<TaskEntry>) -> Result<(), DownloadError> {
@@ -228,6 +224,26 @@ impl OutputWriter {
             })
             .await
             .map_err(|e| output_error(&self.output, e))
+    }
+
+    /// What `existing` says to do with an output path that already holds something: `true`
+    /// when it holds exactly `entry`'s content and stays as it is; an error when it differs
+    /// and must be kept (`KeepSame`); `false` when the output is to be written.
+    pub async fn keeps_existing(
+        &self,
+        entry: &Arc<TaskEntry>,
+        existing: ExistingOutput,
+    ) -> Result<bool, DownloadError> {
+        if existing == ExistingOutput::Replace {
+            return Ok(false);
+        }
+        match self.existing_matches(entry).await? {
+            Some(true) => Ok(true),
+            Some(false) if existing == ExistingOutput::KeepSame => Err(
+                DownloadError::OutputDiffers(self.output.display().to_string()),
+            ),
+            _ => Ok(false),
+        }
     }
 
     /// Links or copies what is left and renames the temporary file onto the output path.
